@@ -1,1 +1,75 @@
-"""meteora."""
+"""meteora — rationale-driven evidence selection for medical RAG.
+
+A METEORA-style reranker: BM25 + dense retrieval gathers candidates, a causal LM writes
+rationales (what evidence a correct passage must contain), passages are selected by
+embedding similarity to the rationales with an adaptive elbow cutoff, neighbours are
+added, and an optional verifier drops poisoned or contradictory passages.
+
+Research software, not medical advice.
+
+Example:
+    >>> from meteora import Passage
+    >>> Passage("Aspirin lowers fever.", id="p1").doc_id
+    'p1'
+
+Heavy submodules (torch, transformers, faiss) are imported lazily on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from meteora.errors import (
+    IndexFormatError,
+    InvalidInputError,
+    MeteoraError,
+    MissingDependencyError,
+    ModelNotFoundError,
+)
+from meteora.types import Hit, Passage, Ranking, to_passages
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Encoder": "meteora.embeddings",
+    "BM25Retriever": "meteora.retrievers",
+    "DenseRetriever": "meteora.retrievers",
+    "HybridRetriever": "meteora.retrievers",
+    "load_retriever": "meteora.retrievers",
+    "RationaleGenerator": "meteora.rationales",
+    "RationaleSet": "meteora.rationales",
+    "PromptTemplate": "meteora.rationales",
+    "EvidenceSelector": "meteora.selection",
+    "SelectionResult": "meteora.selection",
+    "Verifier": "meteora.verifier",
+    "Verdict": "meteora.verifier",
+    "Reranker": "meteora.reranker",
+    "RerankResult": "meteora.reranker",
+}
+
+__all__ = [
+    "Passage",
+    "Hit",
+    "Ranking",
+    "to_passages",
+    "MeteoraError",
+    "InvalidInputError",
+    "ModelNotFoundError",
+    "IndexFormatError",
+    "MissingDependencyError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'meteora' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,114 @@
+"""Formatting benchmark results: console tables, environment versions, plots.
+
+Example:
+    >>> print(format_table({"bm25": {"NDCG@10": 0.7671, "seconds": 1.5}}, ["NDCG@10", "seconds"]))
+    method  NDCG@10  seconds
+    ------  -------  -------
+    bm25     0.7671     1.50
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["format_table", "environment_versions", "plot_recall_vs_chunks"]
+
+logger = logging.getLogger(__name__)
+
+_PACKAGES = (
+    "meteora-rerank", "numpy", "torch", "transformers", "sentence-transformers", "bm25s",
+    "faiss-cpu", "numba", "pytrec-eval-terrier", "peft", "trl", "bitsandbytes",
+)
+
+
+def environment_versions() -> dict[str, str]:
+    """Versions of Python, the platform and the packages that affect results."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in _PACKAGES:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _fmt(value: Any, column: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if column in ("seconds", "index_seconds", "search_seconds") or column.endswith("_chunks") or column == "queries/s":
+            return f"{value:.2f}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A plain-text table: one row per method, the given metric columns."""
+    header = ["method", *columns]
+    body = [[name, *(_fmt(metrics.get(c), c) for c in columns)] for name, metrics in rows.items()]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = [
+        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))),
+        "  ".join("-" * w for w in widths),
+    ]
+    for r in body:
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    return "\n".join(lines)
+
+
+def plot_recall_vs_chunks(views: Mapping[str, Any], path: str | Path, *, title: str = "") -> Path | None:
+    """Recall vs mean number of chunks: fixed-k sweeps as lines, selections as points.
+
+    ``views`` is the ``"views"`` part of a results JSON. Returns the PNG path, or
+    ``None`` when matplotlib is not installed (install ``meteora-rerank[plot]``).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning('matplotlib is not installed; skipping the plot (pip install "meteora-rerank[plot]")')
+        return None
+    from meteora._io import atomic_write_bytes
+
+    names = list(views)
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
+    for ax, view in zip(axes[0], names):
+        methods = views[view]["methods"]
+        sweeps: dict[str, list[tuple[float, float]]] = {}
+        points: dict[str, tuple[float, float]] = {}
+        for name, m in methods.items():
+            if "recall" not in m or "mean_chunks" not in m:
+                continue
+            if "@" in name:
+                base, _, _k = name.partition("@")
+                sweeps.setdefault(base, []).append((m["mean_chunks"], m["recall"]))
+            else:
+                points[name] = (m["mean_chunks"], m["recall"])
+        for base, pts in sorted(sweeps.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=f"{base} top-k")
+        for i, (name, (x, y)) in enumerate(sorted(points.items())):
+            ax.scatter([x], [y], marker="**^sDvP"[i % 7] if i else "*", s=120, zorder=3, label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("chunks per query (mean)")
+        ax.set_ylabel("recall")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{title} — {view} view" if title else f"{view} view")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)

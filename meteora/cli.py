@@ -1,0 +1,300 @@
+"""The ``meteora`` command line.
+
+Commands::
+
+    meteora models pull                      # install + convert the offline default models
+    meteora index corpus.jsonl --out DIR     # build a BM25 + dense (hybrid) index
+    meteora search DIR "query" [--rerank]    # search it, optionally select with METEORA
+    meteora rerank --query Q --passages F    # select evidence among given passages
+    meteora bench pubmedqa [--methods ...]   # PubMedQA retrieval / selection benchmark
+
+Run ``meteora COMMAND --help`` for the options of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+
+from meteora.errors import MeteoraError
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("meteora")
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _csv_ints(value: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(value)]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from exc
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from exc
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+# ---------------------------------------------------------------- models
+def _cmd_models_pull(args: argparse.Namespace) -> int:
+    from meteora.models import pull
+
+    paths = pull(install=not args.no_install, force=args.force)
+    print(f"embedding model: {paths.embedding}")
+    print(f"rationale model: {paths.generator}")
+    return 0
+
+
+# ---------------------------------------------------------------- bench
+def _cmd_bench_pubmedqa(args: argparse.Namespace) -> int:
+    from meteora.bench.pubmedqa import BenchmarkConfig, format_results, run_benchmark
+
+    config = BenchmarkConfig(
+        methods=args.methods,
+        split=args.split,
+        limit=args.limit,
+        views=args.views,
+        ks=args.ks,
+        retrieve_k=args.retrieve_k,
+        rrf_k=args.rrf_k,
+        candidates=args.candidates,
+        embedding_model=args.embedding_model,
+        data_path=args.data,
+        out_dir=args.out,
+        num_threads=args.threads,
+        plot=not args.no_plot,
+        options={
+            "generator": args.generator,
+            "template": args.template,
+            "n": args.n_rationales,
+            "window": args.window,
+            "tau": args.tau,
+            "pairing": args.pairing,
+            "include_query": not args.no_query_anchor,
+            "max_new_tokens": args.max_new_tokens,
+            "batch_size": args.gen_batch_size,
+        },
+    )
+    command = "meteora " + " ".join(shlex.quote(a) for a in args._argv)
+    results = run_benchmark(config, command=command, write=not args.no_write)
+    print(format_results(results))
+    return 0
+
+
+# ---------------------------------------------------------------- index / search / rerank
+def _reranker_from_args(args: argparse.Namespace, encoder=None):
+    from meteora.reranker import Reranker
+
+    generator = None if args.no_lm else (args.generator or "default")
+    return Reranker(
+        generator=generator,
+        encoder=encoder if encoder is not None else args.embedding_model,
+        template=args.template,
+        n_rationales=args.n_rationales,
+        window=args.window,
+        tau=args.tau,
+        verifier=True if args.verify else None,
+        top_k=args.top_k,
+        num_threads=args.threads,
+    )
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from meteora.corpus import read_passages
+    from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+
+    passages = read_passages(args.corpus)
+    if args.kind == "bm25":
+        retriever = BM25Retriever()
+    elif args.kind == "dense":
+        retriever = DenseRetriever(args.embedding_model, index_type=args.index_type)
+    else:
+        retriever = HybridRetriever([BM25Retriever(), DenseRetriever(args.embedding_model, index_type=args.index_type)])
+    retriever.index(passages)
+    retriever.save(args.out)
+    print(f"indexed {len(passages)} passages ({args.kind}) into {args.out}")
+    return 0
+
+
+def _print_passages(title: str, rows) -> None:
+    print(title)
+    for rank, (pid, score, text) in enumerate(rows, 1):
+        snippet = text if len(text) <= 160 else text[:157] + "..."
+        print(f"{rank:>3}. [{pid}] {score:.4f}  {snippet}")
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import json
+
+    from meteora.retrievers import load_retriever
+
+    retriever = load_retriever(args.index)
+    if not args.rerank:
+        ranking = retriever.search(args.query, k=args.k)
+        if args.json:
+            print(json.dumps([{"id": h.id, "score": h.score, "rank": h.rank, "text": h.text} for h in ranking], indent=2))
+        else:
+            _print_passages(f"top {len(ranking)} for: {args.query}", [(h.id, h.score, h.text) for h in ranking])
+        return 0
+    encoder = None
+    for r in [retriever, *getattr(retriever, "retrievers", [])]:
+        if hasattr(r, "embeddings_for"):
+            encoder = r.encoder
+    reranker = _reranker_from_args(args, encoder=encoder)
+    result = reranker.search(args.query, retriever, k=args.k)
+    _print_rerank(result, args)
+    return 0
+
+
+def _print_rerank(result, args: argparse.Namespace) -> None:
+    import json
+
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return
+    scores = {h.id: h.score for h in result.ranked}
+    _print_passages(
+        f"selected {len(result.selected)} of {len(result.ranked)} for: {result.query}",
+        [(p.id, scores.get(p.id, float("nan")), p.text) for p in result.selected],
+    )
+    if args.explain:
+        print()
+        print(result.explain())
+
+
+def _cmd_rerank(args: argparse.Namespace) -> int:
+    from meteora.corpus import read_passages
+
+    passages = read_passages(args.passages)
+    reranker = _reranker_from_args(args)
+    result = reranker.rerank(args.query, passages)
+    _print_rerank(result, args)
+    return 0
+
+
+def _add_reranker_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reranker")
+    g.add_argument("--no-lm", action="store_true", help="query-only mode: no rationale LM")
+    g.add_argument("--generator", default=None, help="rationale LM: hub id or folder (default: offline SmolLM2)")
+    g.add_argument("--template", default=None, help="prompt template name")
+    g.add_argument("--n-rationales", type=_positive_int, default=None)
+    g.add_argument("--window", type=int, default=0, help="expansion window (default 0)")
+    g.add_argument("--tau", type=float, default=1.0, help="elbow z-score threshold")
+    g.add_argument("--verify", action="store_true", help="run the LLM verifier on the selection")
+    g.add_argument("--top-k", type=_positive_int, default=None, help="keep at most K selected passages")
+    g.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
+    g.add_argument("--threads", type=_positive_int, default=None)
+    g.add_argument("--json", action="store_true", help="print JSON")
+    g.add_argument("--explain", action="store_true", help="print which rationale chose which passage")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``meteora`` command."""
+    parser = argparse.ArgumentParser(prog="meteora", description="Rationale-driven evidence selection for medical RAG.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    models = sub.add_parser("models", help="manage the offline default models")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    pull = msub.add_parser("pull", help="install and convert the offline default models (idempotent)")
+    pull.add_argument("--force", action="store_true", help="redo the SmolLM2 conversion")
+    pull.add_argument("--no-install", action="store_true", help="do not pip-install missing model packages")
+    pull.set_defaults(func=_cmd_models_pull)
+
+    idx = sub.add_parser("index", help="index a passage file (JSONL/JSON/text) into a folder")
+    idx.add_argument("corpus", help="passages: .jsonl (objects with 'text'), .json list, or text (one per line)")
+    idx.add_argument("--out", required=True, help="index folder to write (atomically)")
+    idx.add_argument("--kind", choices=["bm25", "dense", "hybrid"], default="hybrid")
+    idx.add_argument("--index-type", choices=["flat", "hnsw", "ivf"], default="flat", help="FAISS index type")
+    idx.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
+    idx.set_defaults(func=_cmd_index)
+
+    se = sub.add_parser("search", help="search an index folder, optionally reranking with METEORA")
+    se.add_argument("index", help="folder written by `meteora index`")
+    se.add_argument("query")
+    se.add_argument("-k", type=_positive_int, default=10, help="hits (candidates when --rerank); default 10")
+    se.add_argument("--rerank", action="store_true", help="select evidence among the k hits with METEORA")
+    _add_reranker_options(se)
+    se.set_defaults(func=_cmd_search)
+
+    rr = sub.add_parser("rerank", help="select evidence for one query among given passages")
+    rr.add_argument("--query", required=True)
+    rr.add_argument("--passages", required=True, help=".jsonl / .json / text file of candidate passages")
+    _add_reranker_options(rr)
+    rr.set_defaults(func=_cmd_rerank)
+
+    bench = sub.add_parser("bench", help="run a benchmark")
+    bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
+    pq = bsub.add_parser("pubmedqa", help="retrieval and evidence selection on PubMedQA contexts")
+    from meteora.bench import meteora_methods  # noqa: F401  (registers the METEORA methods)
+    from meteora.bench.pubmedqa import METHOD_RUNNERS
+
+    pq.add_argument("--methods", type=_csv, default=["bm25", "dense", "hybrid"],
+                    help=f"comma-separated methods (available: {','.join(sorted(METHOD_RUNNERS))})")
+    pq.add_argument("--split", choices=["test", "train", "all"], default="test", help="question split (default: test)")
+    pq.add_argument("--limit", type=_positive_int, default=None, help="only the first N questions of the split")
+    pq.add_argument("--views", type=_csv, default=["abstract", "evidence"], help="qrels views to score")
+    pq.add_argument("--ks", type=_csv_ints, default=[1, 2, 3, 4, 5, 8, 16, 32], help="fixed-k baselines")
+    pq.add_argument("--retrieve-k", type=_positive_int, default=100, help="depth of each ranking (default 100)")
+    pq.add_argument("--rrf-k", type=_positive_int, default=60, help="RRF constant of the hybrid (default 60)")
+    pq.add_argument("--candidates", type=_positive_int, default=50, help="hybrid candidates per query for selection methods")
+    pq.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
+    pq.add_argument("--data", default=None, help="folder or ori_pqal.json (default: $METEORA_DATA_DIR or ../shared/data)")
+    pq.add_argument("--out", default="benchmarks/results", help="where results JSON and PNG go")
+    pq.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: $METEORA_NUM_THREADS)")
+    g = pq.add_argument_group("METEORA methods")
+    g.add_argument("--generator", default=None, help="rationale LM: hub id or folder (default: offline SmolLM2)")
+    g.add_argument("--template", default=None, help="prompt template (default: the model's preset, 'chat' for SmolLM2)")
+    g.add_argument("--n-rationales", type=_positive_int, default=None, help="rationales per query (default: template's)")
+    g.add_argument("--window", type=int, default=1, help="expansion window of 'meteora' (default 1)")
+    g.add_argument("--tau", type=float, default=1.0, help="elbow z-score threshold (default 1.0)")
+    g.add_argument("--pairing", choices=["distinct", "convergent"], default="distinct")
+    g.add_argument("--no-query-anchor", action="store_true", help="do not keep the query as an extra rationale")
+    g.add_argument("--max-new-tokens", type=_positive_int, default=None, help="generation cap (default: template's)")
+    g.add_argument("--gen-batch-size", type=_positive_int, default=8, help="queries per generation batch")
+    pq.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    pq.add_argument("--no-write", action="store_true", help="print only; write no files")
+    pq.set_defaults(func=_cmd_bench_pubmedqa)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "sentence_transformers", "transformers", "numba"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``meteora`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args._argv = argv
+    _setup_logging(args.verbose, args.quiet)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except MeteoraError as exc:
+        logger.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

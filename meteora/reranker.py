@@ -1,0 +1,360 @@
+"""The one object users import: :class:`Reranker`.
+
+``Reranker`` runs METEORA's three stages on a query and its candidate passages:
+
+1. a :class:`~meteora.rationales.RationaleGenerator` writes rationales (or, with
+   ``generator=None``, the query itself is the only rationale);
+2. an :class:`~meteora.selection.EvidenceSelector` pairs rationales with passages by
+   embedding similarity, cuts the pooled ranking at its elbow, and adds neighbours;
+3. an optional verifier drops poisoned or contradictory passages.
+
+Scores: ``result.ranked`` holds every candidate; a hit's score is the larger of its
+cosine similarity to the pooled rationale embedding and to the rationale that picked it
+(a cosine in [-1, 1], comparable across queries, not min-max normalised).
+
+Example:
+    >>> from meteora import Reranker
+    >>> rr = Reranker(generator=None)  # doctest: +SKIP  (query-only, no LM)
+    >>> res = rr.rerank("Does aspirin prevent stroke?", ["Aspirin cut strokes by 20%.", "Dogs bark."])  # doctest: +SKIP
+    >>> res.selected[0].text  # doctest: +SKIP
+    'Aspirin cut strokes by 20%.'
+
+Research software, not medical advice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from meteora.errors import InvalidInputError
+from meteora.types import Passage, PassageLike, Ranking, check_queries, check_query, to_passages
+
+__all__ = ["Reranker", "RerankResult"]
+
+logger = logging.getLogger(__name__)
+
+#: Largest passage accepted, in characters (longer ones are truncated for embedding
+#: only; the passage itself is returned untouched).
+MAX_EMBED_CHARS = 20_000
+
+
+class RerankResult:
+    """What :meth:`Reranker.rerank` returns for one query.
+
+    Attributes:
+        query: the query.
+        selected: the selected passages (after verification), in the reranker's order
+            (``"score"``: best first; ``"document"``: by document, then position).
+        ranked: :class:`~meteora.types.Ranking` of every candidate, best first.
+        rationales: the rationales used for selection.
+        rationale_set: the generator's full output (raw text, dropped rationales,
+            ``fallback`` flag), or ``None`` in query-only mode.
+        selection: the selector's :class:`~meteora.selection.SelectionResult`.
+        verification: the verifier's result, or ``None`` when it is off.
+    """
+
+    def __init__(self, query, selected, ranked, rationales, rationale_set, selection, verification=None) -> None:
+        self.query = query
+        self.selected: list[Passage] = list(selected)
+        self.ranked: Ranking = ranked
+        self.rationales: list[str] = list(rationales)
+        self.rationale_set = rationale_set
+        self.selection = selection
+        self.verification = verification
+
+    @property
+    def selected_ids(self) -> list[str]:
+        return [p.id for p in self.selected]
+
+    @property
+    def fallback(self) -> bool:
+        """True when the generator produced nothing usable and the query stood in."""
+        return bool(getattr(self.rationale_set, "fallback", False))
+
+    def top_k(self, k: int) -> Ranking:
+        """The ``k`` best candidates of the full ranking (a fixed-k reranker view)."""
+        return self.ranked.top_k(k)
+
+    def explain(self) -> str:
+        """Readable account: rationales, which rationale chose which passage, the
+        elbow, expansion and verifier decisions."""
+        lines = [f"query: {self.query}"]
+        if self.rationale_set is not None and self.fallback:
+            lines.append("rationales: none usable from the generator; the query was used instead")
+        for i, r in enumerate(self.rationales):
+            lines.append(f"  rationale {i}: {r}")
+        lines.append(self.selection.explain())
+        if self.verification is not None:
+            for p, verdict in self.verification.rejected:
+                lines.append(f"  verifier dropped {p.id}: {', '.join(verdict.flag_types) or 'flagged'} — {verdict.reason}")
+        lines.append(f"selected ({len(self.selected)}): {', '.join(self.selected_ids)}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (used by ``meteora rerank --json``)."""
+        out: dict[str, Any] = {
+            "query": self.query,
+            "selected": [{"id": p.id, "doc_id": p.doc_id, "position": p.position, "text": p.text} for p in self.selected],
+            "ranked": [{"id": h.id, "score": h.score, "rank": h.rank} for h in self.ranked],
+            "rationales": self.rationales,
+            "fallback": self.fallback,
+            "selection": self.selection.to_dict(),
+        }
+        if self.verification is not None:
+            out["rejected"] = [
+                {"id": p.id, "flag_types": v.flag_types, "reason": v.reason} for p, v in self.verification.rejected
+            ]
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"RerankResult(query={self.query[:40]!r}, selected={self.selected_ids}, "
+            f"candidates={len(self.ranked)}, rationales={len(self.rationales)})"
+        )
+
+
+class Reranker:
+    """METEORA reranker: rationales → evidence selection → optional verification.
+
+    Args:
+        generator: ``"default"`` (the offline SmolLM2 default), a model hub id or folder,
+            a built :class:`~meteora.rationales.RationaleGenerator`, or ``None`` for
+            query-only mode (no LM; the query is the single rationale).
+        encoder: :class:`~meteora.embeddings.Encoder`, a model name/folder, or ``None``
+            for the packaged all-MiniLM-L6-v2.
+        n_rationales: rationales to ask for (``None``: the template's default).
+        include_query: keep the query itself as an anchor rationale next to the
+            generated ones (makes a weak generator safe).
+        template: prompt template name or object (when ``generator`` is a name).
+        pairing: ``"distinct"`` or ``"convergent"`` (see the spec).
+        tau: z-score threshold of the elbow cutoff.
+        window: expansion window (neighbours ``position ± window`` of the same document).
+        use_pairing / use_pooling: switch selection stages off for ablations.
+        verifier: ``None``/``False`` (off), ``True`` (an LLM verifier on the generator's
+            model), a :class:`~meteora.verifier.Verifier`, or any callable
+            ``(query, passage, accepted_so_far) -> Verdict``.
+        order: ``"score"`` or ``"document"`` for ``result.selected``.
+        top_k: keep at most this many selected passages (``None``: all selected).
+        batch_size: queries per generation batch.
+        generation: extra keyword arguments for ``generator.generate`` (``do_sample``,
+            ``temperature``, ``seed``, ``max_new_tokens``).
+    """
+
+    def __init__(
+        self,
+        generator: Any = "default",
+        encoder: Any = None,
+        *,
+        n_rationales: int | None = None,
+        include_query: bool = True,
+        template: Any = None,
+        pairing: str = "distinct",
+        tau: float = 1.0,
+        window: int = 0,
+        use_pairing: bool = True,
+        use_pooling: bool = True,
+        verifier: Any = None,
+        order: str = "score",
+        top_k: int | None = None,
+        batch_size: int = 8,
+        num_threads: int | None = None,
+        generation: dict[str, Any] | None = None,
+        load_in_4bit: bool = False,
+        adapter: str | None = None,
+    ) -> None:
+        from meteora.embeddings import Encoder
+        from meteora.selection import EvidenceSelector
+        from meteora.settings import apply_thread_setting
+
+        apply_thread_setting(num_threads)
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise InvalidInputError(f"top_k must be a positive integer or None, got {top_k!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if n_rationales is not None and (isinstance(n_rationales, bool) or not isinstance(n_rationales, int) or n_rationales < 1):
+            raise InvalidInputError(f"n_rationales must be a positive integer or None, got {n_rationales!r}")
+        self.selector = EvidenceSelector(
+            pairing=pairing, tau=tau, window=window, use_pairing=use_pairing, use_pooling=use_pooling, order=order
+        )
+        self.encoder = encoder if isinstance(encoder, Encoder) else Encoder(encoder, num_threads=num_threads)
+        self.generator = self._build_generator(generator, template=template, load_in_4bit=load_in_4bit, adapter=adapter)
+        self.n_rationales = n_rationales
+        self.include_query = include_query
+        self.top_k = top_k
+        self.batch_size = batch_size
+        self.generation = dict(generation or {})
+        self.verifier = self._build_verifier(verifier)
+
+    # ------------------------------------------------------------ construction
+    @staticmethod
+    def _build_generator(generator: Any, *, template: Any, load_in_4bit: bool, adapter: str | None):
+        if generator is None or generator is False:
+            return None
+        from meteora.rationales import RationaleGenerator
+
+        if isinstance(generator, RationaleGenerator) or hasattr(generator, "generate"):
+            return generator
+        name = None if generator == "default" else generator
+        return RationaleGenerator.from_pretrained(name, adapter=adapter, template=template, load_in_4bit=load_in_4bit)
+
+    def _build_verifier(self, verifier: Any):
+        if verifier is None or verifier is False:
+            return None
+        from meteora.verifier import Verifier
+
+        if verifier is True:
+            if self.generator is None:
+                raise InvalidInputError("verifier=True needs an LM: pass a generator, or a Verifier / callable verifier")
+            return Verifier(self.generator)
+        if isinstance(verifier, Verifier) or callable(verifier):
+            return verifier
+        raise InvalidInputError(
+            f"verifier must be None, True, a meteora.Verifier or a callable (query, passage, accepted) -> Verdict; got {type(verifier).__name__}"
+        )
+
+    @classmethod
+    def from_preset(cls, name: str, *, encoder: Any = None, **kwargs: Any) -> Reranker:
+        """Build a reranker on a named generator preset, e.g. ``"med-rationale-mistral-7b"``.
+
+        Generator options (``load_in_4bit``, ``device``, ``dtype``, ``adapter``) go to the
+        generator; the rest to :class:`Reranker`.
+        """
+        from meteora.rationales import RationaleGenerator
+
+        gen_keys = {"load_in_4bit", "device", "dtype", "adapter", "cache", "trust_remote_code", "template"}
+        gen_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in gen_keys}
+        generator = RationaleGenerator.from_preset(name, **gen_kwargs)
+        return cls(generator=generator, encoder=encoder, **kwargs)
+
+    # ------------------------------------------------------------ running
+    def rationales_for(self, queries: Sequence[str]) -> list[tuple[list[str], Any]]:
+        """Rationales (and the generator's full output) for each query, in one batched call."""
+        if self.generator is None:
+            return [([q], None) for q in queries]
+        sets = self.generator.generate(
+            list(queries),
+            n=self.n_rationales,
+            batch_size=self.batch_size,
+            include_query=self.include_query,
+            **self.generation,
+        )
+        return [(list(s.rationales), s) for s in sets]
+
+    def _embed_passages(self, passages: Sequence[Passage], embeddings: np.ndarray | None) -> np.ndarray:
+        if embeddings is not None:
+            emb = np.asarray(embeddings, dtype=np.float32)
+            if emb.shape[0] != len(passages):
+                raise InvalidInputError(f"got {emb.shape[0]} passage embeddings for {len(passages)} passages")
+            return emb
+        texts = [p.text if len(p.text) <= MAX_EMBED_CHARS else p.text[:MAX_EMBED_CHARS] for p in passages]
+        return self.encoder.encode(texts)
+
+    def _finish(self, query, passages, rationales, rset, passage_emb) -> RerankResult:
+        rat_emb = self.encoder.encode(rationales)
+        selection = self.selector.select(rat_emb, passage_emb, passages, rationales=rationales)
+        selected = list(selection.selected)
+        verification = None
+        if self.verifier is not None and selected:
+            from meteora.verifier import Verifier, verify_with
+
+            if isinstance(self.verifier, Verifier):
+                flags = getattr(rset, "flags", None)
+                verification = self.verifier.verify(query, selected, flag_instructions=flags)
+            else:
+                verification = verify_with(self.verifier, query, selected)
+            selected = list(verification.accepted)
+        if self.top_k is not None:
+            selected = selected[: self.top_k]
+        return RerankResult(query, selected, selection.ranking, rationales, rset, selection, verification)
+
+    def rerank(
+        self,
+        query: str,
+        passages: Sequence[PassageLike],
+        *,
+        ids: Sequence[str] | None = None,
+        passage_embeddings: np.ndarray | None = None,
+    ) -> RerankResult:
+        """Select the evidence for one query among ``passages``.
+
+        Args:
+            query: the question.
+            passages: candidates as ``str``, ``dict`` or :class:`~meteora.types.Passage`.
+            ids: optional ids, one per passage.
+            passage_embeddings: precomputed embeddings of ``passages`` from the same
+                encoder (skips encoding; e.g. ``DenseRetriever.embeddings_for(ids)``).
+        """
+        return self.rerank_batch([query], [passages], ids=[ids] if ids is not None else None,
+                                 passage_embeddings=[passage_embeddings] if passage_embeddings is not None else None)[0]
+
+    def rerank_batch(
+        self,
+        queries: Sequence[str],
+        candidate_lists: Sequence[Sequence[PassageLike]],
+        *,
+        ids: Sequence[Sequence[str] | None] | None = None,
+        passage_embeddings: Sequence[np.ndarray | None] | None = None,
+        rationales: Sequence[Sequence[str]] | None = None,
+    ) -> list[RerankResult]:
+        """:meth:`rerank` for many queries, with one batched generation for all of them.
+
+        ``rationales`` lets a caller supply rationales (skipping the generator).
+        """
+        queries = check_queries(queries)
+        if isinstance(candidate_lists, (str, bytes)) or len(candidate_lists) != len(queries):
+            raise InvalidInputError(
+                f"candidate_lists must be a list with one list of passages per query; got "
+                f"{len(candidate_lists) if not isinstance(candidate_lists, (str, bytes)) else 'a string'} for {len(queries)} queries"
+            )
+        pools: list[list[Passage]] = []
+        for i, cands in enumerate(candidate_lists):
+            try:
+                pool = to_passages(cands, ids=ids[i] if ids is not None else None)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"query #{i}: {exc}") from exc
+            if not pool:
+                raise InvalidInputError(f"query #{i} has an empty candidate list; pass at least one passage")
+            pools.append(pool)
+        if rationales is not None:
+            if len(rationales) != len(queries):
+                raise InvalidInputError(f"got {len(rationales)} rationale lists for {len(queries)} queries")
+            rats = [(list(r) or [q], None) for q, r in zip(queries, rationales)]
+        else:
+            rats = self.rationales_for(queries)
+        results = []
+        for i, (q, pool) in enumerate(zip(queries, pools)):
+            pemb = self._embed_passages(pool, passage_embeddings[i] if passage_embeddings is not None else None)
+            results.append(self._finish(q, pool, rats[i][0], rats[i][1], pemb))
+        return results
+
+    def search(self, query: str, retriever: Any, k: int = 50) -> RerankResult:
+        """Retrieve ``k`` candidates with ``retriever``, then select among them.
+
+        Reuses the dense retriever's stored corpus embeddings when its encoder is this
+        reranker's encoder (no re-encoding).
+        """
+        check_query(query)
+        ranking = retriever.search(query, k=k)
+        passages = list(ranking.passages)
+        if not passages:
+            raise InvalidInputError(f"the retriever found no candidates for {query!r}; nothing to select from")
+        emb = _stored_embeddings(retriever, self.encoder, [p.id for p in passages])
+        return self.rerank(query, passages, passage_embeddings=emb)
+
+    def __repr__(self) -> str:
+        gen = "query-only" if self.generator is None else repr(self.generator)
+        return f"Reranker(generator={gen}, encoder={self.encoder!r}, selector={self.selector!r}, verifier={self.verifier is not None})"
+
+
+def _stored_embeddings(retriever: Any, encoder: Any, ids: list[str]) -> np.ndarray | None:
+    """Corpus embeddings a dense retriever (or one inside a hybrid) already holds."""
+    candidates = [retriever, *getattr(retriever, "retrievers", [])]
+    for r in candidates:
+        if hasattr(r, "embeddings_for") and getattr(r, "encoder", None) is encoder:
+            return r.embeddings_for(ids)
+    return None
+
