@@ -142,6 +142,9 @@ class Reranker:
         batch_size: queries per generation batch.
         generation: extra keyword arguments for ``generator.generate`` (``do_sample``,
             ``temperature``, ``seed``, ``max_new_tokens``).
+        load_in_4bit / adapter: passed to the generator when ``generator`` is a name.
+        cache: rationale cache when ``generator`` is a name: ``True`` (default,
+            ``$METEORA_HOME/rationales.sqlite``), a path, or ``None``/``False``.
     """
 
     def __init__(
@@ -165,6 +168,7 @@ class Reranker:
         generation: dict[str, Any] | None = None,
         load_in_4bit: bool = False,
         adapter: str | None = None,
+        cache: Any = True,
     ) -> None:
         from meteora.embeddings import Encoder
         from meteora.selection import EvidenceSelector
@@ -181,7 +185,9 @@ class Reranker:
             pairing=pairing, tau=tau, window=window, use_pairing=use_pairing, use_pooling=use_pooling, order=order
         )
         self.encoder = encoder if isinstance(encoder, Encoder) else Encoder(encoder, num_threads=num_threads)
-        self.generator = self._build_generator(generator, template=template, load_in_4bit=load_in_4bit, adapter=adapter)
+        self.generator = self._build_generator(
+            generator, template=template, load_in_4bit=load_in_4bit, adapter=adapter, cache=cache
+        )
         self.n_rationales = n_rationales
         self.include_query = include_query
         self.top_k = top_k
@@ -191,7 +197,7 @@ class Reranker:
 
     # ------------------------------------------------------------ construction
     @staticmethod
-    def _build_generator(generator: Any, *, template: Any, load_in_4bit: bool, adapter: str | None):
+    def _build_generator(generator: Any, *, template: Any, load_in_4bit: bool, adapter: str | None, cache: Any):
         if generator is None or generator is False:
             return None
         from meteora.rationales import RationaleGenerator
@@ -199,7 +205,9 @@ class Reranker:
         if isinstance(generator, RationaleGenerator) or hasattr(generator, "generate"):
             return generator
         name = None if generator == "default" else generator
-        return RationaleGenerator.from_pretrained(name, adapter=adapter, template=template, load_in_4bit=load_in_4bit)
+        return RationaleGenerator.from_pretrained(
+            name, adapter=adapter, template=template, load_in_4bit=load_in_4bit, cache=cache
+        )
 
     def _build_verifier(self, verifier: Any):
         if verifier is None or verifier is False:
@@ -227,6 +235,7 @@ class Reranker:
 
         gen_keys = {"load_in_4bit", "device", "dtype", "adapter", "cache", "trust_remote_code", "template"}
         gen_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in gen_keys}
+        gen_kwargs.setdefault("cache", True)
         generator = RationaleGenerator.from_preset(name, **gen_kwargs)
         return cls(generator=generator, encoder=encoder, **kwargs)
 

@@ -106,7 +106,8 @@ def make_sentence_transformer(path: str | Path, *, seed: int = 0, dim: int = 32)
     wp.train_from_iterator(CORPUS * 4, trainer=trainer)
     vocab = sorted(wp.get_vocab().items(), key=lambda kv: kv[1])
     (raw / "vocab.txt").write_text("\n".join(t for t, _ in vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(raw / "vocab.txt"), do_lower_case=True)
+    # transformers 5 ignores vocab_file= here; pass the vocabulary itself
+    tokenizer = BertTokenizerFast(vocab=dict(vocab), do_lower_case=True)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(vocab),

@@ -51,7 +51,7 @@ def _rationales(ctx: BenchmarkContext) -> tuple[list[list[str]], list[Any], floa
         from meteora.rationales import RationaleGenerator
 
         gen = RationaleGenerator.from_pretrained(
-            opts.get("generator"), template=opts.get("template"), num_threads=ctx.config.num_threads
+            opts.get("generator"), template=opts.get("template"), num_threads=ctx.config.num_threads, cache=True
         )
         t0 = time.perf_counter()
         gen_kwargs = {"max_new_tokens": opts["max_new_tokens"]} if opts.get("max_new_tokens") else {}

@@ -110,6 +110,7 @@ class BenchmarkContext:
         self.queries = [self.data.queries[q] for q in self.qids]
         self._cache: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
+        self.embeddings_cached = False
 
     def shared(self, key: str, build: Callable[[], Any]) -> Any:
         """Build ``key`` once; remember how long it took in ``timings``."""
@@ -124,13 +125,46 @@ class BenchmarkContext:
 
         return self.shared("encoder", lambda: Encoder(self.config.embedding_model, num_threads=self.config.num_threads))
 
+    def corpus_embeddings(self):
+        """Corpus embeddings, cached on disk under ``$METEORA_HOME/embeddings`` (keyed by
+        the encoder name and a hash of the corpus) so reruns skip the encoding."""
+        import hashlib
+
+        import numpy as np
+
+        from meteora._io import atomic_save_npy
+        from meteora.settings import meteora_home
+
+        encoder = self.encoder()
+        h = hashlib.sha256(encoder.name.encode())
+        for p in self.data.corpus:
+            h.update(b"\0" + p.id.encode() + b"\0" + p.text.encode())
+        path = meteora_home() / "embeddings" / f"pubmedqa-{h.hexdigest()[:20]}.npy"
+        if path.exists() and not self.config.options.get("no_embedding_cache"):
+            try:
+                emb = np.load(path, allow_pickle=False)
+                if emb.shape == (len(self.data.corpus), encoder.dim):
+                    self.embeddings_cached = True
+                    logger.info("corpus embeddings loaded from cache %s", path)
+                    return emb
+            except (ValueError, OSError) as exc:
+                logger.warning("ignoring unreadable embedding cache %s (%s); re-encoding", path, exc)
+        t0 = time.perf_counter()
+        emb = encoder.encode([p.text for p in self.data.corpus], show_progress=True)
+        self.timings["encode:corpus"] = time.perf_counter() - t0
+        atomic_save_npy(path, emb)
+        return emb
+
     def retriever(self, name: str):
         from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
 
         if name == "bm25":
             return self.shared("index:bm25", lambda: BM25Retriever().index(self.data.corpus))
         if name == "dense":
-            return self.shared("index:dense", lambda: DenseRetriever(self.encoder()).index(self.data.corpus))
+            return self.shared(
+                "index:dense",
+                lambda: DenseRetriever(self.encoder()).index(self.data.corpus, embeddings=self.corpus_embeddings()),
+            )
         if name == "hybrid":
             bm25, dense = self.retriever("bm25"), self.retriever("dense")
             return self.shared(
@@ -157,11 +191,10 @@ def _run_retrieval(name: str) -> Callable[[BenchmarkContext], MethodOutput]:
         rankings = ctx.rankings(name)
         search_s = time.perf_counter() - t0
         run_dict = {qid: r.to_run() for qid, r in zip(ctx.qids, rankings)}
-        return MethodOutput(
-            run=run_dict,
-            seconds=index_s + search_s,
-            extra={"index_seconds": index_s, "search_seconds": search_s, "queries/s": len(ctx.qids) / max(search_s, 1e-9)},
-        )
+        extra = {"index_seconds": index_s, "search_seconds": search_s, "queries/s": len(ctx.qids) / max(search_s, 1e-9)}
+        if name in ("dense", "hybrid"):
+            extra["corpus_embeddings_cached"] = ctx.embeddings_cached
+        return MethodOutput(run=run_dict, seconds=index_s + search_s, extra=extra)
 
     return run
 

@@ -1,0 +1,585 @@
+"""Dense retrieval: sentence embeddings + FAISS inner-product search (numpy fallback).
+
+Passages and queries are embedded by a :class:`~meteora.embeddings.Encoder` (the
+packaged all-MiniLM-L6-v2 by default) and L2-normalised, so a score is the cosine
+similarity (``-1..1``, higher is better). Search runs on FAISS:
+
+* ``index_type="flat"`` (default): exact search (``IndexFlatIP``);
+* ``"hnsw"``: approximate graph search (``IndexHNSWFlat``; ``hnsw_m``, ``ef_search``,
+  ``ef_construction``);
+* ``"ivf"``: approximate inverted lists (``IVF<nlist>,Flat``; ``nlist``, ``nprobe``).
+
+``backend="numpy"`` searches exactly with a numpy matrix product (same results as
+``"flat"``); ``backend="auto"`` uses FAISS when it is importable and numpy otherwise.
+Queries are embedded and searched in batches.
+
+The corpus embeddings stay in :attr:`DenseRetriever.embeddings` (``(N, d)`` float32, in
+corpus order): later stages reuse them through :meth:`DenseRetriever.embeddings_for`
+and :meth:`DenseRetriever.encode_queries` without re-encoding.
+
+Example:
+    >>> r = DenseRetriever().index(["Aspirin lowers fever.", "Statins lower LDL."])  # doctest: +SKIP
+    >>> r.search("drug for high temperature", k=1).ids  # doctest: +SKIP
+    ['0']
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meteora._io import atomic_directory, atomic_save_npy
+from meteora.errors import IndexFormatError, InvalidInputError, require
+from meteora.retrievers.base import (
+    MANIFEST_NAME,
+    PASSAGES_NAME,
+    Retriever,
+    check_k,
+    manifest_value,
+    read_manifest,
+    read_passages,
+    topk_indices,
+    write_manifest,
+    write_passages,
+)
+from meteora.types import Hit, PassageLike, Ranking, check_queries, to_passages
+
+__all__ = ["DenseRetriever"]
+
+logger = logging.getLogger(__name__)
+
+_INDEX_TYPES = ("flat", "hnsw", "ivf")
+_BACKENDS = ("auto", "faiss", "numpy")
+_EMB_NAME = "embeddings.npy"
+_FAISS_NAME = "index.faiss"
+#: most score-matrix cells (queries × passages) the numpy backend holds at once
+_NUMPY_BLOCK = 1 << 25
+
+
+def _faiss_available() -> bool:
+    if importlib.util.find_spec("faiss") is None:
+        return False
+    try:
+        import faiss  # noqa: F401
+    except Exception:  # a broken faiss install must not break retrieval
+        return False
+    return True
+
+
+def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation to float32 (zero rows stay zero)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.divide(x, norms, out=x, where=norms > 0)
+    return x
+
+
+class DenseRetriever(Retriever):
+    """Embedding retrieval over a FAISS (or numpy) inner-product index.
+
+    Args:
+        encoder: a :class:`~meteora.embeddings.Encoder`, a model name or folder, a
+            ``SentenceTransformer``, ``None`` for the offline default MiniLM (names are
+            loaded on first use), or any object with ``encode(texts, batch_size=)``
+            returning an ``(n, dim)`` array plus ``dim`` and ``name`` attributes.
+        index_type: ``"flat"`` (exact), ``"hnsw"`` or ``"ivf"`` (approximate).
+        backend: ``"auto"``, ``"faiss"`` or ``"numpy"`` (exact; flat only).
+        batch_size: texts per encoder forward pass.
+        nlist: IVF cells (``None``: ``4·sqrt(N)``, at most ``N/39``).
+        nprobe: IVF cells visited per query.
+        hnsw_m: HNSW neighbours per node.
+        ef_search: HNSW search breadth.
+        ef_construction: HNSW build breadth.
+
+    Example:
+        >>> r = DenseRetriever("path/to/model", backend="numpy")  # doctest: +SKIP
+    """
+
+    kind = "dense"
+
+    def __init__(
+        self,
+        encoder: Any = None,
+        index_type: str = "flat",
+        backend: str = "auto",
+        batch_size: int = 64,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        hnsw_m: int = 32,
+        ef_search: int = 64,
+        ef_construction: int = 200,
+    ) -> None:
+        super().__init__()
+        if index_type not in _INDEX_TYPES:
+            raise InvalidInputError(f"index_type must be one of {_INDEX_TYPES}, got {index_type!r}")
+        if backend not in _BACKENDS:
+            raise InvalidInputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.nlist = _positive_int("nlist", nlist, allow_none=True)
+        self.nprobe = _positive_int("nprobe", nprobe)
+        self.hnsw_m = _positive_int("hnsw_m", hnsw_m)
+        self.ef_search = _positive_int("ef_search", ef_search)
+        self.ef_construction = _positive_int("ef_construction", ef_construction)
+        self.index_type = index_type
+        self.backend = backend
+        self.engine = self._resolve_backend(backend, index_type)
+        self._encoder_spec: Any = encoder
+        self._encoder: Any = None
+        if encoder is not None and not isinstance(encoder, (str, os.PathLike)):
+            self._encoder = self._as_encoder(encoder)
+        self._expected_dim: int | None = None  # set by load(): the saved embedding size
+        self.embeddings: np.ndarray = np.zeros((0, 0), dtype=np.float32)
+        self._faiss_index: Any = None
+        self._nlist_used: int | None = None
+
+    # -- configuration ---------------------------------------------------------------
+    @staticmethod
+    def _resolve_backend(backend: str, index_type: str) -> str:
+        if backend == "faiss":
+            require("faiss", "faiss", "the FAISS dense-index backend")
+            return "faiss"
+        if backend == "numpy":
+            if index_type != "flat":
+                raise InvalidInputError(
+                    f"index_type {index_type!r} needs FAISS; use backend='faiss' (or 'auto') or index_type='flat'"
+                )
+            return "numpy"
+        if _faiss_available():
+            return "faiss"
+        if index_type != "flat":
+            logger.warning(
+                "faiss is not installed: %s index replaced by exact numpy search", index_type
+            )
+        return "numpy"
+
+    @staticmethod
+    def _as_encoder(encoder: Any) -> Any:
+        from meteora.embeddings import Encoder
+
+        if isinstance(encoder, Encoder):
+            return encoder
+        if callable(getattr(encoder, "encode", None)) and isinstance(
+            getattr(encoder, "dim", None), int
+        ):
+            return encoder  # duck-typed: encode(texts, batch_size=) -> (n, dim) array, .dim, .name
+        return Encoder(encoder)
+
+    @property
+    def encoder(self) -> Any:
+        """The :class:`~meteora.embeddings.Encoder` (loaded on first access).
+
+        Raises:
+            IndexFormatError: its embedding size differs from the loaded index's.
+        """
+        if self._encoder is None:
+            self._encoder = self._as_encoder(self._encoder_spec)
+            self._check_encoder_dim(self._encoder)
+        return self._encoder
+
+    @property
+    def encoder_name(self) -> str:
+        """Name (hub id or folder) of the encoder."""
+        if self._encoder is not None:
+            return str(getattr(self._encoder, "name", type(self._encoder).__name__))
+        if self._encoder_spec is None:
+            from meteora.models import DEFAULT_EMBEDDING_MODEL
+
+            return DEFAULT_EMBEDDING_MODEL
+        return str(self._encoder_spec)
+
+    @property
+    def dim(self) -> int | None:
+        """Embedding dimension (``None`` before anything is indexed or encoded)."""
+        if self.embeddings.size:
+            return int(self.embeddings.shape[1])
+        if self._expected_dim is not None:
+            return self._expected_dim
+        return self._encoder.dim if self._encoder is not None else None
+
+    def _check_encoder_dim(self, encoder: Any) -> None:
+        want = self._expected_dim or (
+            int(self.embeddings.shape[1]) if self.embeddings.size else None
+        )
+        if want is not None and encoder.dim != want:
+            raise IndexFormatError(
+                f"the index holds {want}-d embeddings but encoder {getattr(encoder, 'name', type(encoder).__name__)!r} produces {encoder.dim}-d ones; "
+                "load the index with the encoder it was built with (encoder=...), or re-index the passages"
+            )
+
+    # -- encoding ----------------------------------------------------------------------
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        emb = self.encoder.encode(list(texts), batch_size=self.batch_size)
+        return _normalise(emb)
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Embed queries with the index's encoder: ``(len(queries), d)`` float32, L2-normalised.
+
+        Example:
+            >>> r.encode_queries(["fever"]).shape  # doctest: +SKIP
+            (1, 384)
+        """
+        return self._encode(check_queries(queries))
+
+    def embeddings_for(self, ids: Sequence[str]) -> np.ndarray:
+        """Stored embeddings of the passages with these ids (``(len(ids), d)`` float32 copy).
+
+        Raises:
+            InvalidInputError: an id is not in the index.
+
+        Example:
+            >>> r.embeddings_for(["0"]).shape  # doctest: +SKIP
+            (1, 384)
+        """
+        if isinstance(ids, str):
+            raise InvalidInputError(
+                "embeddings_for() takes a list of ids; wrap a single id in a list"
+            )
+        self._check_indexed()
+        rows = [self.position_of(i) for i in ids]
+        return (
+            self.embeddings[np.asarray(rows, dtype=np.int64)].copy()
+            if rows
+            else np.zeros((0, self.embeddings.shape[1]), dtype=np.float32)
+        )
+
+    # -- indexing ----------------------------------------------------------------------
+    def index(
+        self, passages: Iterable[PassageLike], *, embeddings: np.ndarray | None = None
+    ) -> DenseRetriever:
+        """Embed and index ``passages`` (replacing any previous index); returns ``self``.
+
+        Args:
+            passages: the corpus.
+            embeddings: optional precomputed ``(N, d)`` passage embeddings, one row per
+                passage in order (normalised here); the encoder is then not called for
+                the passages — it must still produce ``d``-dimensional query embeddings.
+
+        Raises:
+            InvalidInputError: empty corpus, duplicate ids, empty texts, or
+                ``embeddings`` of the wrong shape.
+        """
+        ps = to_passages(passages) if passages is not None else None
+        if not ps:
+            raise InvalidInputError(
+                "cannot index an empty corpus; pass at least one passage to DenseRetriever.index()"
+            )
+        if embeddings is None:
+            emb = self._encode([p.text for p in ps])
+        else:
+            emb = self._given_embeddings(embeddings, len(ps), None)
+        self._set_passages(ps)
+        self._expected_dim = int(emb.shape[1])
+        self.embeddings = emb
+        self._build_index()
+        logger.debug(
+            "indexed %d passages (%d-d, %s %s)", len(ps), emb.shape[1], self.engine, self.index_type
+        )
+        return self
+
+    def _given_embeddings(self, embeddings: Any, n: int, dim: int | None) -> np.ndarray:
+        emb = np.asarray(embeddings)
+        if (
+            emb.ndim != 2
+            or emb.shape[0] != n
+            or emb.shape[1] < 1
+            or (dim is not None and emb.shape[1] != dim)
+        ):
+            want = f"({n}, {dim})" if dim is not None else f"({n}, d)"
+            raise InvalidInputError(
+                f"embeddings must have shape {want}, one row per passage; got {emb.shape}"
+            )
+        if not np.issubdtype(emb.dtype, np.number) or not np.isfinite(emb).all():
+            raise InvalidInputError("embeddings must be finite numbers")
+        if self._encoder is not None and self._encoder.dim != emb.shape[1]:
+            raise InvalidInputError(
+                f"embeddings are {emb.shape[1]}-d but the encoder produces {self._encoder.dim}-d query embeddings"
+            )
+        return _normalise(emb)
+
+    def add(
+        self, passages: Iterable[PassageLike], *, embeddings: np.ndarray | None = None
+    ) -> DenseRetriever:
+        """Append passages, encoding only the new ones; returns ``self``.
+
+        Passages given without an id are numbered on from ``len(self)``. On an empty
+        retriever this is :meth:`index`. IVF indexes keep their trained
+        cells (retrain by calling :meth:`index` on the whole corpus when it has grown a lot).
+
+        Args:
+            passages: the passages to append.
+            embeddings: optional precomputed ``(n, d)`` embeddings of the new passages.
+
+        Raises:
+            InvalidInputError: an id is already indexed, duplicate or empty input.
+        """
+        if not self._passages:
+            return self.index(passages, embeddings=embeddings)
+        new = self._new_passages(passages)
+        if embeddings is None:
+            emb = self._encode([p.text for p in new])
+        else:
+            emb = self._given_embeddings(embeddings, len(new), int(self.embeddings.shape[1]))
+        self._extend_passages(new)
+        self.embeddings = np.ascontiguousarray(np.vstack([self.embeddings, emb]), dtype=np.float32)
+        if self._faiss_index is not None:
+            self._faiss_index.add(emb)
+        return self
+
+    def _default_nlist(self, n: int) -> int:
+        if self.nlist is not None:
+            if self.nlist > n:
+                logger.warning("nlist=%d exceeds the %d passages; using nlist=%d", self.nlist, n, n)
+            return max(1, min(self.nlist, n))
+        return max(1, min(int(4 * math.sqrt(n)), n // 39))
+
+    def _build_index(self) -> None:
+        self._faiss_index = None
+        if self.engine != "faiss":
+            return
+        import faiss
+
+        n, d = self.embeddings.shape
+        if self.index_type == "flat":
+            index = faiss.IndexFlatIP(d)
+        elif self.index_type == "hnsw":
+            index = faiss.IndexHNSWFlat(d, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = self.ef_construction
+        else:
+            self._nlist_used = self._default_nlist(n)
+            index = faiss.index_factory(
+                d, f"IVF{self._nlist_used},Flat", faiss.METRIC_INNER_PRODUCT
+            )
+            index.train(self.embeddings)
+        index.add(self.embeddings)
+        self._faiss_index = index
+        self._apply_search_params()
+
+    def _apply_search_params(self) -> None:
+        if self._faiss_index is None:
+            return
+        if self.index_type == "hnsw":
+            self._faiss_index.hnsw.efSearch = self.ef_search
+        elif self.index_type == "ivf":
+            import faiss
+
+            faiss.extract_index_ivf(self._faiss_index).nprobe = self.nprobe
+
+    # -- search ------------------------------------------------------------------------
+    def _search_batch(self, queries: list[str], k: int) -> list[Ranking]:
+        vectors = self._encode(queries)
+        return self._rank_vectors(vectors, k, queries)
+
+    def search_embeddings(
+        self, vectors: np.ndarray, k: int = 10, queries: Sequence[str] | None = None
+    ) -> list[Ranking]:
+        """Search with query embeddings computed elsewhere (``(q, d)``; normalised here).
+
+        Example:
+            >>> r.search_embeddings(r.encode_queries(["fever"]), k=3)[0].ids  # doctest: +SKIP
+            ['0', '1']
+        """
+        k = check_k(k)
+        self._check_indexed()
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.embeddings.shape[1]:
+            raise InvalidInputError(
+                f"vectors must have shape (q, {self.embeddings.shape[1]}), got {vectors.shape}"
+            )
+        if queries is not None and len(queries) != len(vectors):
+            raise InvalidInputError(f"got {len(queries)} queries for {len(vectors)} vectors")
+        return self._rank_vectors(_normalise(vectors), k, queries)
+
+    def _rank_vectors(self, q: np.ndarray, k: int, queries: Sequence[str] | None) -> list[Ranking]:
+        n = len(self._passages)
+        if self.engine == "faiss":
+            exact = self.index_type == "flat"
+            kk = min(k + 1, n) if exact else min(k, n)
+            scores, idx = self._faiss_index.search(q, kk)
+            rows: list[tuple[np.ndarray, np.ndarray]] = []
+            for r in range(len(q)):
+                s, i = scores[r], idx[r]
+                if exact and kk > k and s[k - 1] == s[k]:  # a tie across the cut-off
+                    full = self.embeddings @ q[r]
+                    top = topk_indices(full, k)
+                    rows.append((top, full[top]))
+                    continue
+                keep = i >= 0
+                s, i = s[keep][:k], i[keep][:k]
+                order = np.lexsort((i, -s))
+                rows.append((i[order], s[order]))
+        else:
+            rows = []
+            block = max(1, _NUMPY_BLOCK // max(n, 1))
+            for start in range(0, len(q), block):
+                sims = q[start : start + block] @ self.embeddings.T
+                top = topk_indices(sims, k)
+                vals = np.take_along_axis(sims, top, axis=1)
+                rows.extend(zip(top, vals, strict=True))
+        out = []
+        for r, (i, s) in enumerate(rows):
+            hits = [
+                Hit(self._passages[j], float(v), rank + 1)
+                for rank, (j, v) in enumerate(zip(i.tolist(), s.tolist(), strict=True))
+            ]
+            out.append(Ranking(hits, query=queries[r] if queries is not None else None))
+        return out
+
+    # -- persistence -------------------------------------------------------------------
+    def _parameters(self) -> dict[str, Any]:
+        return {
+            "index_type": self.index_type,
+            "backend": self.backend,
+            "engine": self.engine,
+            "batch_size": self.batch_size,
+            "nlist": self.nlist,
+            "nlist_used": self._nlist_used,
+            "nprobe": self.nprobe,
+            "hnsw_m": self.hnsw_m,
+            "ef_search": self.ef_search,
+            "ef_construction": self.ef_construction,
+            "metric": "inner_product",
+            "normalized": True,
+        }
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the index to ``directory`` atomically; returns the path.
+
+        Layout: ``manifest.json`` (with the encoder name and dimension),
+        ``passages.jsonl``, ``embeddings.npy`` (float32, no pickle) and, for HNSW/IVF,
+        ``index.faiss`` (FAISS's own format). A flat index is rebuilt from the
+        embeddings on load.
+        """
+        self._check_indexed()
+        path = Path(directory)
+        with atomic_directory(path) as tmp:
+            write_passages(tmp / PASSAGES_NAME, self._passages)
+            atomic_save_npy(tmp / _EMB_NAME, self.embeddings)
+            if self._faiss_index is not None and self.index_type != "flat":
+                import faiss
+
+                faiss.write_index(self._faiss_index, str(tmp / _FAISS_NAME))
+            write_manifest(
+                tmp,
+                self.kind,
+                counts={"passages": len(self._passages), "dim": int(self.embeddings.shape[1])},
+                parameters=self._parameters(),
+                extra={
+                    "encoder": {
+                        "name": self.encoder_name,
+                        "dim": int(self.embeddings.shape[1]),
+                        "normalized": True,
+                    }
+                },
+            )
+        logger.info("saved dense index (%d passages) to %s", len(self._passages), path)
+        return path
+
+    @classmethod
+    def load(
+        cls, directory: str | os.PathLike[str], encoder: Any = None, *, backend: str | None = None
+    ) -> DenseRetriever:
+        """Load an index written by :meth:`save`.
+
+        Args:
+            directory: the saved folder.
+            encoder: the encoder for new queries (``None``: the one named in the
+                manifest, loaded on first use).
+            backend: override the saved backend.
+
+        Raises:
+            IndexFormatError: not a dense index, corrupt files, or an encoder whose
+                dimension differs from the stored embeddings'.
+        """
+        directory = Path(directory)
+        manifest = read_manifest(directory, cls.kind)
+        params = manifest["parameters"]
+        dim = manifest_value(manifest, "counts", "dim", directory)
+        n = manifest_value(manifest, "counts", "passages", directory)
+        enc_info = manifest.get("encoder") or {}
+        try:
+            self = cls(
+                encoder=encoder if encoder is not None else enc_info.get("name"),
+                index_type=params["index_type"],
+                backend=backend if backend is not None else params["backend"],
+                batch_size=params["batch_size"],
+                nlist=params.get("nlist"),
+                nprobe=params["nprobe"],
+                hnsw_m=params["hnsw_m"],
+                ef_search=params["ef_search"],
+                ef_construction=params["ef_construction"],
+            )
+        except (KeyError, InvalidInputError) as exc:
+            raise IndexFormatError(
+                f"{directory / MANIFEST_NAME} has invalid dense-index parameters ({exc}); "
+                "rebuild the index and save it again"
+            ) from exc
+        self._expected_dim = int(dim)
+        if self._encoder is not None:
+            self._check_encoder_dim(self._encoder)
+            if enc_info.get("name") and enc_info["name"] != self.encoder_name:
+                logger.warning(
+                    "index %s was built with encoder %r; searching it with %r",
+                    directory,
+                    enc_info["name"],
+                    self.encoder_name,
+                )
+        passages = read_passages(directory / PASSAGES_NAME)
+        emb = load_embeddings(directory / _EMB_NAME)
+        if len(passages) != n or emb.shape != (n, dim):
+            raise IndexFormatError(
+                f"{directory} holds {len(passages)} passages and embeddings of shape {emb.shape}, "
+                f"but the manifest says {n} × {dim}; rebuild the index and save it again"
+            )
+        self._set_passages(passages)
+        self.embeddings = emb
+        self._nlist_used = params.get("nlist_used")
+        faiss_path = directory / _FAISS_NAME
+        if self.engine == "faiss" and self.index_type != "flat" and faiss_path.is_file():
+            self._faiss_index = _read_faiss(faiss_path, n, dim)
+            self._apply_search_params()
+        else:
+            self._build_index()
+        return self
+
+    def _repr_fields(self) -> str:
+        return f"encoder={self.encoder_name!r}, index_type={self.index_type!r}, backend={self.engine!r}, dim={self.dim}"
+
+
+def load_embeddings(path: Path) -> np.ndarray:
+    """Load a float32 ``(N, d)`` embedding matrix saved without pickle."""
+    from meteora.retrievers.base import load_npy
+
+    return np.ascontiguousarray(load_npy(path, dtype=np.float32, ndim=2))
+
+
+def _read_faiss(path: Path, n: int, dim: int) -> Any:
+    import faiss
+
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise IndexFormatError(
+            f"{path} is not a readable FAISS index ({str(exc).splitlines()[0] if str(exc) else exc}); "
+            "rebuild the index and save it again"
+        ) from exc
+    if index.ntotal != n or index.d != dim:
+        raise IndexFormatError(
+            f"{path} holds {index.ntotal} vectors of dimension {index.d}, expected {n} × {dim}; "
+            "rebuild the index and save it again"
+        )
+    return index
