@@ -7,6 +7,8 @@ Commands::
     meteora search DIR "query" [--rerank]    # search it, optionally select with METEORA
     meteora rerank --query Q --passages F    # select evidence among given passages
     meteora bench pubmedqa [--methods ...]   # PubMedQA retrieval / selection benchmark
+    meteora train sft|dpo --base B ...       # fine-tune rationale adapters (QLoRA SFT, DPO)
+    meteora eval adapter --base B --adapter A --data F   # base vs adapter perplexity
 
 Run ``meteora COMMAND --help`` for the options of each.
 """
@@ -200,6 +202,110 @@ def _add_reranker_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--explain", action="store_true", help="print which rationale chose which passage")
 
 
+# ---------------------------------------------------------------- train / eval
+def _existing_file(value: str) -> str:
+    import os
+
+    if not os.path.isfile(value):
+        raise argparse.ArgumentTypeError(f"file {value!r} does not exist")
+    return value
+
+
+def _training_settings(args: argparse.Namespace, cls):
+    fields = {
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "max_length": args.max_length,
+        "save_steps": args.save_steps,
+        "logging_steps": args.logging_steps,
+        "lora_r": args.lora_r,
+        "lora_alpha": args.lora_alpha,
+        "target_modules": args.target_modules,
+        "template": args.template,
+        "num_threads": args.threads,
+        "seed": args.seed,
+        "load_in_4bit": not args.no_4bit,
+        "trust_remote_code": args.trust_remote_code,
+    }
+    if args.epochs is not None:
+        fields["num_epochs"] = args.epochs
+    if args.lr is not None:
+        fields["learning_rate"] = args.lr
+    if getattr(args, "beta", None) is not None:
+        fields["beta"] = args.beta
+    settings = cls(**{k: v for k, v in fields.items() if v is not None})
+    settings.validate()
+    return settings
+
+
+def _print_train_result(result) -> None:
+    print(f"adapter saved to {result.out_dir}")
+    print(f"steps: {result.global_step}  final loss: {result.final_loss}  seconds: {result.seconds:.0f}")
+    if result.resumed_from:
+        print(f"resumed from {result.resumed_from}")
+
+
+def _cmd_train_sft(args: argparse.Namespace) -> int:
+    from meteora.training import SFTSettings, train_sft
+
+    settings = _training_settings(args, SFTSettings)
+    result = train_sft(args.base, args.data, args.out, settings, adapter=args.adapter, resume=not args.no_resume)
+    _print_train_result(result)
+    return 0
+
+
+def _cmd_train_dpo(args: argparse.Namespace) -> int:
+    from meteora.training import DPOSettings, train_dpo
+
+    settings = _training_settings(args, DPOSettings)
+    result = train_dpo(args.base, args.pairs, args.out, settings, sft_adapter=args.sft_adapter, resume=not args.no_resume)
+    _print_train_result(result)
+    return 0
+
+
+def _cmd_eval_adapter(args: argparse.Namespace) -> int:
+    from meteora._io import atomic_write_json
+    from meteora.evaluation import evaluate_adapter, to_markdown
+
+    result = evaluate_adapter(
+        args.base,
+        args.adapter,
+        args.data,
+        template=args.template,
+        max_examples=args.max_examples,
+        batch_size=args.batch_size,
+        load_in_4bit=args.load_in_4bit,
+        num_threads=args.threads,
+    )
+    if args.out:
+        atomic_write_json(args.out, {"command": "meteora " + " ".join(shlex.quote(a) for a in args._argv), **result})
+    print(to_markdown(result))
+    return 0
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base", required=True, help="base model: hub id, folder, or 'smollm2' (offline default)")
+    p.add_argument("--out", required=True, help="adapter output folder (checkpoints go in OUT/checkpoints)")
+    p.add_argument("--template", default=None, help="prompt template (default: med-rationale)")
+    p.add_argument("--max-steps", type=_positive_int, default=None, help="stop after N optimiser steps")
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--lr", type=float, default=None, help="learning rate")
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--grad-accum", type=_positive_int, default=None)
+    p.add_argument("--max-length", type=_positive_int, default=None)
+    p.add_argument("--save-steps", type=_positive_int, default=None)
+    p.add_argument("--logging-steps", type=_positive_int, default=None)
+    p.add_argument("--lora-r", type=_positive_int, default=None)
+    p.add_argument("--lora-alpha", type=float, default=None)
+    p.add_argument("--target-modules", default=None, help="'q-v', 'all-attn', 'all-linear' or comma-separated names")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--no-4bit", action="store_true", help="plain LoRA instead of 4-bit QLoRA")
+    p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``meteora`` command."""
     parser = argparse.ArgumentParser(prog="meteora", description="Rationale-driven evidence selection for medical RAG.")
@@ -235,6 +341,34 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--passages", required=True, help=".jsonl / .json / text file of candidate passages")
     _add_reranker_options(rr)
     rr.set_defaults(func=_cmd_rerank)
+
+    train = sub.add_parser("train", help="fine-tune rationale adapters (needs the 'train' extra)")
+    tsub = train.add_subparsers(dest="train_command", required=True, metavar="METHOD")
+    sft = tsub.add_parser("sft", help="QLoRA supervised fine-tuning on med-rationale JSONL")
+    sft.add_argument("--data", required=True, type=_existing_file, help="JSONL rows {query, rationales[, text]}")
+    sft.add_argument("--adapter", default=None, help="continue training this adapter")
+    _add_training_options(sft)
+    sft.set_defaults(func=_cmd_train_sft)
+    dpo = tsub.add_parser("dpo", help="DPO on preference pairs (JSONL {prompt|query, chosen, rejected})")
+    dpo.add_argument("--pairs", required=True, type=_existing_file)
+    dpo.add_argument("--sft-adapter", default=None, help="start from this SFT adapter")
+    dpo.add_argument("--beta", type=float, default=None, help="DPO beta (default 0.05)")
+    _add_training_options(dpo)
+    dpo.set_defaults(func=_cmd_train_dpo)
+
+    ev = sub.add_parser("eval", help="evaluate adapters and answer accuracy")
+    esub = ev.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
+    ea = esub.add_parser("adapter", help="perplexity / loss of base vs adapter on a held-out JSONL")
+    ea.add_argument("--base", required=True)
+    ea.add_argument("--adapter", required=True)
+    ea.add_argument("--data", required=True, type=_existing_file)
+    ea.add_argument("--template", default="med-rationale")
+    ea.add_argument("--max-examples", type=_positive_int, default=None)
+    ea.add_argument("--batch-size", type=_positive_int, default=8)
+    ea.add_argument("--load-in-4bit", action="store_true")
+    ea.add_argument("--threads", type=_positive_int, default=None)
+    ea.add_argument("--out", default=None, help="write the results JSON here")
+    ea.set_defaults(func=_cmd_eval_adapter)
 
     bench = sub.add_parser("bench", help="run a benchmark")
     bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")

@@ -25,7 +25,7 @@ Research software, not medical advice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -262,9 +262,11 @@ class Reranker:
         texts = [p.text if len(p.text) <= MAX_EMBED_CHARS else p.text[:MAX_EMBED_CHARS] for p in passages]
         return self.encoder.encode(texts)
 
-    def _finish(self, query, passages, rationales, rset, passage_emb) -> RerankResult:
+    def _finish(self, query, passages, rationales, rset, passage_emb, context=None) -> RerankResult:
         rat_emb = self.encoder.encode(rationales)
-        selection = self.selector.select(rat_emb, passage_emb, passages, rationales=rationales)
+        selection = self.selector.select(
+            rat_emb, passage_emb, passages, rationales=rationales, query=query, context=context
+        )
         selected = list(selection.selected)
         verification = None
         if self.verifier is not None and selected:
@@ -287,6 +289,7 @@ class Reranker:
         *,
         ids: Sequence[str] | None = None,
         passage_embeddings: np.ndarray | None = None,
+        context: Sequence[Passage] | None = None,
     ) -> RerankResult:
         """Select the evidence for one query among ``passages``.
 
@@ -297,6 +300,7 @@ class Reranker:
             passage_embeddings: precomputed embeddings of ``passages`` from the same
                 encoder (skips encoding; e.g. ``DenseRetriever.embeddings_for(ids)``).
         """
+        check_query(query)
         return self.rerank_batch([query], [passages], ids=[ids] if ids is not None else None,
                                  passage_embeddings=[passage_embeddings] if passage_embeddings is not None else None)[0]
 
@@ -308,17 +312,30 @@ class Reranker:
         ids: Sequence[Sequence[str] | None] | None = None,
         passage_embeddings: Sequence[np.ndarray | None] | None = None,
         rationales: Sequence[Sequence[str]] | None = None,
+        contexts: Sequence[Sequence[Passage] | None] | None = None,
     ) -> list[RerankResult]:
         """:meth:`rerank` for many queries, with one batched generation for all of them.
 
         ``rationales`` lets a caller supply rationales (skipping the generator).
         """
         queries = check_queries(queries)
-        if isinstance(candidate_lists, (str, bytes)) or len(candidate_lists) != len(queries):
+        if isinstance(candidate_lists, (str, bytes, Mapping)) or not isinstance(candidate_lists, Iterable):
             raise InvalidInputError(
-                f"candidate_lists must be a list with one list of passages per query; got "
-                f"{len(candidate_lists) if not isinstance(candidate_lists, (str, bytes)) else 'a string'} for {len(queries)} queries"
+                "candidate_lists must be a list with one list of passages per query; got "
+                f"{type(candidate_lists).__name__}"
             )
+        candidate_lists = list(candidate_lists)
+        if len(candidate_lists) != len(queries):
+            raise InvalidInputError(
+                "candidate_lists must be a list with one list of passages per query; got "
+                f"{len(candidate_lists)} for {len(queries)} queries"
+            )
+        for name, per_query in (("ids", ids), ("passage_embeddings", passage_embeddings)):
+            if per_query is None:
+                continue
+            if isinstance(per_query, (str, bytes)) or not hasattr(per_query, "__len__") or len(per_query) != len(queries):
+                got = str(len(per_query)) if hasattr(per_query, "__len__") else type(per_query).__name__
+                raise InvalidInputError(f"{name} must hold one entry (or None) per query; got {got} for {len(queries)} queries")
         pools: list[list[Passage]] = []
         for i, cands in enumerate(candidate_lists):
             try:
@@ -331,13 +348,17 @@ class Reranker:
         if rationales is not None:
             if len(rationales) != len(queries):
                 raise InvalidInputError(f"got {len(rationales)} rationale lists for {len(queries)} queries")
+            for i, r in enumerate(rationales):
+                if isinstance(r, (str, bytes)) or not all(isinstance(t, str) and t.strip() for t in r):
+                    raise InvalidInputError(f"rationales[{i}] must be a list of non-empty strings")
             rats = [(list(r) or [q], None) for q, r in zip(queries, rationales)]
         else:
             rats = self.rationales_for(queries)
         results = []
         for i, (q, pool) in enumerate(zip(queries, pools)):
             pemb = self._embed_passages(pool, passage_embeddings[i] if passage_embeddings is not None else None)
-            results.append(self._finish(q, pool, rats[i][0], rats[i][1], pemb))
+            ctx = to_passages(contexts[i]) if contexts is not None and contexts[i] is not None else None
+            results.append(self._finish(q, pool, rats[i][0], rats[i][1], pemb, ctx))
         return results
 
     def search(self, query: str, retriever: Any, k: int = 50) -> RerankResult:
@@ -352,11 +373,37 @@ class Reranker:
         if not passages:
             raise InvalidInputError(f"the retriever found no candidates for {query!r}; nothing to select from")
         emb = _stored_embeddings(retriever, self.encoder, [p.id for p in passages])
-        return self.rerank(query, passages, passage_embeddings=emb)
+        context = _document_context(retriever, passages) if self.selector.window > 0 else None
+        return self.rerank(query, passages, passage_embeddings=emb, context=context)
 
     def __repr__(self) -> str:
         gen = "query-only" if self.generator is None else repr(self.generator)
         return f"Reranker(generator={gen}, encoder={self.encoder!r}, selector={self.selector!r}, verifier={self.verifier is not None})"
+
+
+_DOC_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _document_context(retriever: Any, passages: Sequence[Passage]) -> list[Passage] | None:
+    """The other chunks of the candidates' documents, from the retriever's corpus."""
+    corpus = getattr(retriever, "passages", None)
+    if not corpus:
+        return None
+    try:
+        index = _DOC_INDEX.get(retriever)
+    except TypeError:  # not weak-referenceable
+        index = None
+    if index is None or index[0] != len(corpus):
+        by_doc: dict[str, list[Passage]] = {}
+        for p in corpus:
+            by_doc.setdefault(p.doc_id, []).append(p)
+        index = (len(corpus), by_doc)
+        try:
+            _DOC_INDEX[retriever] = index
+        except TypeError:
+            pass
+    docs = dict.fromkeys(p.doc_id for p in passages)
+    return [p for d in docs for p in index[1].get(d, [])]
 
 
 def _stored_embeddings(retriever: Any, encoder: Any, ids: list[str]) -> np.ndarray | None:

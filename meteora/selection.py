@@ -13,9 +13,9 @@ L2-normalised here, so the caller need not), the similarity matrix is
    ``s_i = cos(p, c_i)``, sorted descending, and cut by :func:`elbow_cutoff`.
 3. **Union** of the two selections.
 4. **Expansion**. Every selected chunk pulls in its neighbours ``position ± 1..window``
-   of the same ``doc_id``, *provided they are among the candidates* (a selector only
-   sees the candidate list; pass whole chunked documents as candidates when expansion
-   should be able to reach every neighbour).
+   of the same ``doc_id`` that are among the candidates or in the optional ``context``
+   passages (typically the rest of the candidates' documents, so expansion can reach a
+   neighbour the retriever did not return).
 
 The result also ranks *all* candidates by ``score = max(pooled, pairing)``, so the
 selector doubles as a re-ranker with :meth:`SelectionResult.top_k`. Scores are raw
@@ -586,6 +586,7 @@ class EvidenceSelector:
         *,
         rationales: Sequence[str] | None = None,
         query: str | None = None,
+        context: Sequence[Passage] | None = None,
     ) -> SelectionResult:
         """Select evidence chunks and rank all candidates.
 
@@ -597,6 +598,11 @@ class EvidenceSelector:
             passages: the ``N`` candidates (:class:`meteora.types.Passage`, unique ids).
             rationales: optional rationale texts, one per row, shown in the explanation.
             query: optional query, stored on the returned ranking.
+            context: optional extra passages that expansion may add besides the
+                candidates — typically the other chunks of the candidates' documents
+                (e.g. ``retriever.passages``). They are never scored or ranked: an
+                expansion-added context passage comes after the scored selection (order
+                ``"score"``) or at its place in its document (order ``"document"``).
 
         Returns:
             A :class:`SelectionResult`; ``N = 0`` gives an empty one.
@@ -657,19 +663,34 @@ class EvidenceSelector:
             sources.setdefault(ids[i], set()).add("pooling")
             if i not in union:
                 union.append(i)
-        expanded = self._expand(union, plist)
+        allp = plist
+        if context and self.window > 0:
+            known = set(ids)
+            extra = []
+            for p in context:
+                if not isinstance(p, Passage):
+                    raise InvalidInputError(f"context items must be meteora.Passage objects, got {type(p).__name__}")
+                if p.id not in known:
+                    known.add(p.id)
+                    extra.append(p)
+            allp = plist + extra
+        expanded = self._expand(union, allp)
         for i in expanded:
-            sources.setdefault(ids[i], set()).add("expansion")
+            sources.setdefault(allp[i].id, set()).add("expansion")
         chosen = union + expanded
 
+        def sort_key(i: int) -> tuple[float, int]:
+            # context passages (i >= n) have no score: after every scored passage
+            return (-final[i], i) if i < n else (np.inf, i)
+
         if self.order == "score":
-            chosen.sort(key=lambda i: (-final[i], i))
+            chosen.sort(key=sort_key)
         else:
-            by_score = sorted(chosen, key=lambda i: (-final[i], i))
+            by_score = sorted(chosen, key=sort_key)
             doc_rank: dict[str, int] = {}
             for i in by_score:
-                doc_rank.setdefault(plist[i].doc_id, len(doc_rank))
-            chosen.sort(key=lambda i: (doc_rank[plist[i].doc_id], plist[i].position, i))
+                doc_rank.setdefault(allp[i].doc_id, len(doc_rank))
+            chosen.sort(key=lambda i: (doc_rank[allp[i].doc_id], allp[i].position, i))
 
         ranking = Ranking.from_scores(plist, [float(x) for x in final], query=query)
         scores = {
@@ -687,12 +708,12 @@ class EvidenceSelector:
             pooled_scores=[float(x) for x in pooled_sorted],
             elbow=elbow,
             sources=sources,
-            expansion_added=[ids[i] for i in expanded],
+            expansion_added=[allp[i].id for i in expanded],
             pairing_mode=self.pairing if self.use_pairing else None,
             window=self.window,
             tau=self.tau,
             order=self.order,
         )
-        result = SelectionResult([plist[i] for i in chosen], ranking, scores, explanation)
+        result = SelectionResult([allp[i] for i in chosen], ranking, scores, explanation)
         logger.debug("selection: %d of %d candidates (%d from expansion)", len(chosen), n, len(expanded))
         return result

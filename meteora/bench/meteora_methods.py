@@ -16,7 +16,9 @@ Rationales come from the generator's persistent cache, so reruns do not regenera
 
 Options (``BenchmarkConfig.options``): ``generator`` (model id/folder, default the
 offline SmolLM2), ``template``, ``n`` (rationales), ``include_query``, ``window``,
-``tau``, ``pairing``, ``batch_size``, ``max_new_tokens``.
+``tau``, ``pairing``, ``batch_size``, ``max_new_tokens``, ``expand_from_documents``
+(default True: expansion may add neighbours from the candidates' whole abstracts, not
+only from the candidate list).
 """
 
 from __future__ import annotations
@@ -104,11 +106,10 @@ def meteora_runner(name: str) -> Callable[[BenchmarkContext], MethodOutput]:
             extra["mean_rationales"] = sum(len(r) for r in rationale_lists) / max(len(rationale_lists), 1)
         else:
             rationale_lists = [[q] for q in ctx.queries]
+        emb_key = f"rationale-embeddings:{uses_lm}"
+        rat_emb = ctx.shared(emb_key, lambda: [encoder.encode(r) for r in rationale_lists])
+        extra["rationale_encoding_seconds"] = ctx.timings[emb_key]
         t0 = time.perf_counter()
-        rat_emb = ctx.shared(
-            f"rationale-embeddings:{uses_lm}",
-            lambda: [encoder.encode(r) for r in rationale_lists],
-        )
         run_dict: dict[str, dict[str, float]] = {}
         selections: dict[str, list[str]] = {}
         for qid, ranking, remb in zip(ctx.qids, candidates, rat_emb):
@@ -117,12 +118,17 @@ def meteora_runner(name: str) -> Callable[[BenchmarkContext], MethodOutput]:
                 run_dict[qid], selections[qid] = {}, []
                 continue
             pemb = dense.embeddings_for([p.id for p in passages])
-            result = selector.select(remb, pemb, passages)
+            context = None
+            if window > 0 and opts.get("expand_from_documents", True):
+                docs = dict.fromkeys(p.doc_id for p in passages)
+                context = [p for d in docs for p in ctx.data.doc_passages(d)]
+            result = selector.select(remb, pemb, passages, context=context)
             run_dict[qid] = result.ranking.to_run()
             selections[qid] = list(result.selected_ids)
         select_seconds = time.perf_counter() - t0
         extra["selection_seconds"] = select_seconds
-        return MethodOutput(run=run_dict, selections=selections, seconds=gen_seconds + select_seconds, extra=extra, fixed_k=False)
+        seconds = gen_seconds + extra["rationale_encoding_seconds"] + select_seconds
+        return MethodOutput(run=run_dict, selections=selections, seconds=seconds, extra=extra, fixed_k=False)
 
     return run
 

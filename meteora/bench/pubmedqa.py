@@ -63,8 +63,10 @@ class BenchmarkConfig:
     def validate(self) -> None:
         if self.split not in ("test", "train", "all"):
             raise InvalidInputError(f"split must be 'test', 'train' or 'all', got {self.split!r}")
-        if self.limit is not None and self.limit < 1:
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
             raise InvalidInputError(f"limit must be a positive integer, got {self.limit!r}")
+        if isinstance(self.methods, str):
+            raise InvalidInputError(f"methods must be a list of method names, got the string {self.methods!r}")
         unknown_views = [v for v in self.views if v not in VIEWS]
         if unknown_views:
             raise InvalidInputError(f"unknown qrels views {unknown_views}; choose from {list(VIEWS)}")
@@ -73,7 +75,7 @@ class BenchmarkConfig:
             raise InvalidInputError(f"unknown methods {unknown}; available: {sorted(METHOD_RUNNERS)}")
         if not self.methods:
             raise InvalidInputError("no methods given; pass e.g. --methods bm25,dense,hybrid")
-        if any(k < 1 for k in self.ks):
+        if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.ks):
             raise InvalidInputError(f"every k must be positive, got {self.ks}")
 
     def results_stem(self) -> str:

@@ -26,6 +26,12 @@ from meteora.training.data import (
     write_jsonl_atomic,
 )
 from meteora.training.dpo import DPOSettings, train_dpo
+from meteora.training.preferences import (
+    PreferenceBuildResult,
+    build_preference_pairs,
+    hit_score,
+    write_preference_pairs,
+)
 from meteora.training.sft import SFTSettings, TrainingSettings, TrainResult, train_sft
 
 __all__ = [
@@ -41,6 +47,10 @@ __all__ = [
     "split_pairs",
     "write_jsonl_atomic",
     "DPOSettings",
+    "PreferenceBuildResult",
+    "build_preference_pairs",
+    "hit_score",
+    "write_preference_pairs",
     "train_dpo",
     "SFTSettings",
     "TrainingSettings",

@@ -1,0 +1,1006 @@
+"""PubMedQA answer accuracy of a reader LM: the end-to-end RAG number.
+
+A *reader* (any object with ``.complete(prompts, ...)``, e.g. a
+:class:`~meteora.rationales.RationaleGenerator`) answers each PubMedQA question with
+``yes``, ``no`` or ``maybe`` under several context *conditions*:
+
+``none``
+    the question alone (what the model knows);
+``gold``
+    the question's own abstract (every chunk judged relevant in the ``"abstract"``
+    qrels view, in document order) — the upper bound;
+``meteora``
+    the chunks METEORA selects from the candidate pool; the caller passes them in
+    ``selections={"meteora": {qid: [pid, ...]}}`` (see :func:`meteora_selections`);
+``fixed-k``
+    the top ``k`` chunks of a hybrid (BM25 + dense) retriever, taken from
+    ``selections["fixed-k"]`` when given, else retrieved here (:func:`fixed_k_selections`).
+
+Any other condition name is read from ``selections`` as well, so variants
+(``"meteora-query-only"``, ``"meteora-dpo"``...) sit in the same table.
+
+Two answer modes:
+
+``answer_mode="loglik"`` (default)
+    constrained scoring: the prompt ends with ``Answer:`` and each label is scored by
+    the log-probability the LM gives its continuation (``" yes"`` / ``" Yes"``, ...; the
+    spellings of a label are pooled with log-sum-exp). The best label wins, so every
+    answer is valid. The right choice for a small model such as SmolLM2-135M, which
+    often writes anything but a one-word answer. ``calibrate=True`` adds contextual
+    calibration (the label prior on content-free prompts is divided out).
+``answer_mode="generate"``
+    greedy generation of ``max_new_tokens`` tokens; the first ``yes``/``no``/``maybe``
+    word of the output is the answer (:func:`parse_answer`), anything else is
+    ``"unparsed"`` — counted wrong, and counted separately.
+
+Metrics (:func:`qa_metrics`): accuracy, macro-F1 over yes/no/maybe, per-label F1, the
+label distribution of the predictions, the unparsed count, ``n`` and the seconds spent.
+
+Example:
+    >>> from meteora.datasets.pubmedqa import build_pubmedqa_benchmark  # doctest: +SKIP
+    >>> from meteora.rationales import RationaleGenerator              # doctest: +SKIP
+    >>> bench = build_pubmedqa_benchmark()                              # doctest: +SKIP
+    >>> reader = RationaleGenerator.from_pretrained()                   # doctest: +SKIP
+    >>> retriever = build_retriever(bench)                              # doctest: +SKIP
+    >>> qids = bench.query_ids("test")                                   # doctest: +SKIP
+    >>> sel = {"meteora": meteora_selections(bench, qids, retriever=retriever)}  # doctest: +SKIP
+    >>> result = evaluate_qa(reader, bench, selections=sel, retriever=retriever)  # doctest: +SKIP
+    >>> print(to_markdown(result))                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from meteora.errors import InvalidInputError
+from meteora.types import Passage
+
+__all__ = [
+    "LABELS",
+    "UNPARSED",
+    "BUILTIN_CONDITIONS",
+    "ANSWER_MODES",
+    "parse_answer",
+    "qa_metrics",
+    "build_qa_message",
+    "render_reader_prompt",
+    "LoglikScorer",
+    "build_retriever",
+    "candidate_pools",
+    "fixed_k_selections",
+    "meteora_selections",
+    "evaluate_qa",
+    "to_markdown",
+]
+
+logger = logging.getLogger(__name__)
+
+LABELS: tuple[str, ...] = ("yes", "no", "maybe")
+UNPARSED = "unparsed"
+BUILTIN_CONDITIONS: tuple[str, ...] = ("none", "gold", "fixed-k")
+ANSWER_MODES: tuple[str, ...] = ("loglik", "generate")
+
+#: Surface forms scored for each label in loglik mode (pooled with log-sum-exp).
+LABEL_SPELLINGS: dict[str, tuple[str, ...]] = {
+    "yes": ("yes", "Yes"),
+    "no": ("no", "No"),
+    "maybe": ("maybe", "Maybe"),
+}
+
+#: Content-free questions/contexts used by ``calibrate=True``.
+CONTENT_FREE: tuple[str, ...] = ("N/A", "[MASK]")
+
+#: The text that ends every reader prompt in loglik mode (and raw-text prompts).
+ANSWER_CUE = "Answer:"
+
+_INSTRUCTION_CONTEXT = (
+    "Answer the biomedical research question with yes, no or maybe, using the context from a "
+    "scientific abstract."
+)
+_INSTRUCTION_NONE = "Answer the biomedical research question with yes, no or maybe."
+_FINAL_LINE = "Reply with one word: yes, no or maybe."
+_ANSWER_WORD = re.compile(r"\b(yes|no|maybe)\b", re.IGNORECASE)
+_THINK = re.compile(r"<think>.*?(</think>|$)", re.IGNORECASE | re.DOTALL)
+
+
+# --------------------------------------------------------------------------- parsing + metrics
+
+
+def parse_answer(text: str) -> str:
+    """The first ``yes``/``no``/``maybe`` word of a reader's output, else ``"unparsed"``.
+
+    Case-insensitive, whole words only (``"Nope"`` and ``"yesterday"`` do not count);
+    a ``<think>…</think>`` block is skipped first.
+
+    Example:
+        >>> parse_answer("Yes, the study shows a benefit."), parse_answer("The answer is: no.")
+        ('yes', 'no')
+        >>> parse_answer("Maybe yes"), parse_answer("I cannot tell."), parse_answer("Nope")
+        ('maybe', 'unparsed', 'unparsed')
+    """
+    if not isinstance(text, str):
+        raise InvalidInputError(f"text must be a str, got {type(text).__name__}")
+    m = _ANSWER_WORD.search(_THINK.sub(" ", text))
+    return m.group(1).lower() if m else UNPARSED
+
+
+def qa_metrics(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:
+    """Accuracy and macro-F1 of yes/no/maybe predictions.
+
+    * ``accuracy`` = correct / n (an ``"unparsed"`` prediction is wrong).
+    * per-label F1 = ``2·TP / (2·TP + FP + FN)``; ``macro_f1`` is their mean over the
+      labels that occur in ``gold`` or in the predictions (as scikit-learn's
+      ``f1_score(average="macro")`` over those labels). ``"unparsed"`` is never a label
+      of the average, but each one is a false negative of its gold label.
+    * ``predicted_distribution`` / ``gold_distribution``: counts per label (the former
+      also counts ``"unparsed"``); ``unparsed``: how many could not be parsed.
+
+    Example:
+        >>> m = qa_metrics(["yes", "no", "maybe", "yes"], ["yes", "yes", "maybe", "unparsed"])
+        >>> m["accuracy"], m["f1_per_label"], m["macro_f1"], m["unparsed"]
+        (0.5, {'yes': 0.5, 'no': 0.0, 'maybe': 1.0}, 0.5, 1)
+    """
+    if isinstance(gold, str) or isinstance(predicted, str):
+        raise InvalidInputError("gold and predicted must be lists of labels, not single strings")
+    gold, predicted = list(gold), list(predicted)
+    if len(gold) != len(predicted):
+        raise InvalidInputError(f"got {len(predicted)} predictions for {len(gold)} gold labels")
+    for g in gold:
+        if g not in LABELS:
+            raise InvalidInputError(f"gold label {g!r} is not one of {LABELS}")
+    for p in predicted:
+        if p not in LABELS and p != UNPARSED:
+            raise InvalidInputError(f"prediction {p!r} is not one of {LABELS} or {UNPARSED!r}")
+    n = len(gold)
+    correct = sum(g == p for g, p in zip(gold, predicted, strict=True))
+    per_label: dict[str, float] = {}
+    present = [lab for lab in LABELS if lab in gold or lab in predicted]
+    for lab in LABELS:
+        tp = sum(g == lab and p == lab for g, p in zip(gold, predicted, strict=True))
+        fp = sum(g != lab and p == lab for g, p in zip(gold, predicted, strict=True))
+        fn = sum(g == lab and p != lab for g, p in zip(gold, predicted, strict=True))
+        denom = 2 * tp + fp + fn
+        per_label[lab] = 2 * tp / denom if denom else 0.0
+    macro = math.fsum(per_label[lab] for lab in present) / len(present) if present else 0.0
+    return {
+        "n": n,
+        "accuracy": correct / n if n else 0.0,
+        "macro_f1": macro,
+        "f1_per_label": per_label,
+        "predicted_distribution": {lab: predicted.count(lab) for lab in (*LABELS, UNPARSED)},
+        "gold_distribution": {lab: gold.count(lab) for lab in LABELS},
+        "unparsed": predicted.count(UNPARSED),
+    }
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def build_qa_message(
+    question: str, contexts: Sequence[str], *, max_context_chars: int | None = 6000
+) -> tuple[str, bool]:
+    """The reader's instruction for one question; returns ``(message, truncated)``.
+
+    Contexts are numbered ``[1]``, ``[2]``…; with no contexts the message asks from the
+    model's own knowledge. ``max_context_chars`` caps the total context length (the
+    last context kept is cut; ``None`` = no cap); ``truncated`` says whether it bit.
+
+    Example:
+        >>> msg, cut = build_qa_message("Does aspirin help?", ["Aspirin cut strokes by 20%."])
+        >>> print(msg)
+        Answer the biomedical research question with yes, no or maybe, using the context from a scientific abstract.
+        <BLANKLINE>
+        Context:
+        [1] Aspirin cut strokes by 20%.
+        <BLANKLINE>
+        Question: Does aspirin help?
+        Reply with one word: yes, no or maybe.
+        >>> cut
+        False
+    """
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidInputError("question must be a non-empty str")
+    if max_context_chars is not None and (
+        isinstance(max_context_chars, bool)
+        or not isinstance(max_context_chars, int)
+        or max_context_chars < 1
+    ):
+        raise InvalidInputError(
+            f"max_context_chars must be a positive integer or None, got {max_context_chars!r}"
+        )
+    question = " ".join(question.split())
+    kept: list[str] = []
+    truncated = False
+    budget = max_context_chars
+    for text in contexts:
+        text = " ".join(str(text).split())
+        if not text:
+            continue
+        if budget is not None:
+            if budget <= 0:
+                truncated = True
+                break
+            if len(text) > budget:
+                text = text[:budget].rstrip() + " …"
+                truncated = True
+                kept.append(text)
+                budget = 0
+                continue
+            budget -= len(text)
+        kept.append(text)
+    if not kept:
+        return f"{_INSTRUCTION_NONE}\n\nQuestion: {question}\n{_FINAL_LINE}", truncated
+    ctx = "\n".join(f"[{i}] {t}" for i, t in enumerate(kept, 1))
+    return (
+        f"{_INSTRUCTION_CONTEXT}\n\nContext:\n{ctx}\n\nQuestion: {question}\n{_FINAL_LINE}",
+        truncated,
+    )
+
+
+def _use_chat(tokenizer: Any, chat: bool | None) -> bool:
+    has = bool(tokenizer is not None and getattr(tokenizer, "chat_template", None))
+    if chat is None:
+        return has
+    if chat and not has:
+        raise InvalidInputError(
+            "chat=True needs a tokenizer with a chat template; the reader has none. Pass chat=False (raw text prompts)"
+        )
+    return bool(chat)
+
+
+def render_reader_prompt(message: str, tokenizer: Any = None, *, chat: bool | None = None) -> str:
+    """The full text scored in loglik mode: the message (through the chat template when
+    the tokenizer has one and ``chat`` is not ``False``) followed by ``Answer:``.
+
+    Example:
+        >>> render_reader_prompt("Question: Is water wet?", chat=False)
+        'Question: Is water wet?\\nAnswer:'
+    """
+    if _use_chat(tokenizer, chat):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
+        return text + ANSWER_CUE
+    return message + "\n" + ANSWER_CUE
+
+
+# --------------------------------------------------------------------------- loglik scoring
+
+
+def _model_device(model: Any) -> Any:
+    import torch
+
+    dev = getattr(model, "device", None)
+    if isinstance(dev, torch.device):
+        return dev
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+class LoglikScorer:
+    """Log-likelihood of continuations under a causal LM, batched.
+
+    ``scorer(prompts, continuations)`` returns a ``(len(prompts), len(continuations))``
+    float64 array: entry ``[i, j]`` is ``log P(continuation_j | prompt_i)``, the sum of
+    the token log-probabilities of the continuation's tokens appended to the prompt's
+    (tokens are concatenated, exactly as generation would produce them). Prompts are
+    left-padded with explicit position ids, and only the logits that are needed are
+    computed (``logits_to_keep``), so a 49k-token vocabulary costs little memory.
+
+    Args:
+        model: a transformers causal LM (PEFT and 4-bit models work).
+        tokenizer: its tokenizer.
+        batch_size: sequences per forward pass.
+        max_length: longest input in tokens (``None``: the model's
+            ``max_position_embeddings``); longer prompts lose their start (logged).
+
+    Example:
+        >>> scorer = LoglikScorer(gen.model, gen.tokenizer)  # doctest: +SKIP
+        >>> scorer(["Is the sky blue? Answer:"], [" yes", " no"]).shape  # doctest: +SKIP
+        (1, 2)
+    """
+
+    def __init__(
+        self, model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int | None = None
+    ) -> None:
+        if model is None or tokenizer is None:
+            raise InvalidInputError("LoglikScorer needs a causal LM and its tokenizer")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if max_length is None:
+            max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+            max_length = int(max_pos) if isinstance(max_pos, int) and max_pos > 0 else 4096
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+            raise InvalidInputError(f"max_length must be an integer >= 2, got {max_length!r}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.truncated = 0
+        pad = getattr(tokenizer, "pad_token_id", None)
+        if pad is None:
+            pad = getattr(tokenizer, "eos_token_id", None)
+        self.pad_id = int(pad) if pad is not None else 0
+        self._supports_keep = True
+
+    @classmethod
+    def from_reader(cls, reader: Any, **kwargs: Any) -> LoglikScorer:
+        """A scorer on a reader's ``.model`` and ``.tokenizer`` (e.g. a RationaleGenerator)."""
+        model, tok = getattr(reader, "model", None), getattr(reader, "tokenizer", None)
+        if model is None or tok is None:
+            raise InvalidInputError(
+                f"answer_mode='loglik' needs a reader with .model and .tokenizer (a RationaleGenerator has both); "
+                f"{type(reader).__name__} lacks them. Pass scorer=..., or use answer_mode='generate'"
+            )
+        return cls(model, tok, **kwargs)
+
+    def _encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def __call__(
+        self,
+        prompts: Sequence[str],
+        continuations: Sequence[str],
+        *,
+        add_special_tokens: bool = False,
+    ) -> np.ndarray:
+        """Score every continuation after every prompt (see the class docstring).
+
+        ``add_special_tokens`` is used for the prompts (``True`` for raw text, so a BOS
+        is added where the tokenizer adds one; ``False`` for chat-rendered text, which
+        carries its own special tokens).
+        """
+        import torch
+
+        if isinstance(prompts, str) or isinstance(continuations, str):
+            raise InvalidInputError("prompts and continuations must be lists of str")
+        prompts, continuations = list(prompts), list(continuations)
+        if not continuations:
+            raise InvalidInputError(
+                "continuations is empty; give at least one continuation to score"
+            )
+        cont_ids = [self._encode(c, False) for c in continuations]
+        for c, ids in zip(continuations, cont_ids, strict=True):
+            if not ids:
+                raise InvalidInputError(f"continuation {c!r} encodes to no tokens")
+        longest_cont = max(len(c) for c in cont_ids)
+        out = np.zeros((len(prompts), len(continuations)), dtype=np.float64)
+        if not prompts:
+            return out
+        # unique model inputs: prompt + continuation[:-1]; every single-token
+        # continuation of a prompt shares the bare prompt as its input
+        inputs: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+        wanted: dict[tuple[int, tuple[int, ...]], list[tuple[int, list[int]]]] = {}
+        for i, p in enumerate(prompts):
+            p_ids = self._encode(p, add_special_tokens)
+            room = self.max_length - (longest_cont - 1)
+            if len(p_ids) > room:
+                self.truncated += 1
+                logger.warning(
+                    "reader prompt of %d tokens lost its first %d tokens (max_length=%d)",
+                    len(p_ids),
+                    len(p_ids) - room,
+                    self.max_length,
+                )
+                p_ids = p_ids[len(p_ids) - room :]
+            if not p_ids:
+                raise InvalidInputError(f"prompts[{i}] encodes to no tokens")
+            for j, c in enumerate(cont_ids):
+                key = (i, tuple(c[:-1]))
+                if key not in inputs:
+                    inputs[key] = p_ids + c[:-1]
+                    wanted[key] = []
+                wanted[key].append((j, c))
+        keys = sorted(inputs, key=lambda k: len(inputs[k]))
+        device = _model_device(self.model)
+        for start in range(0, len(keys), self.batch_size):
+            batch = keys[start : start + self.batch_size]
+            seqs = [inputs[k] for k in batch]
+            width = max(len(s) for s in seqs)
+            keep = max(len(k[1]) + 1 for k in batch)  # positions whose next-token logits we need
+            ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for r, s in enumerate(seqs):
+                ids[r, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+                mask[r, width - len(s) :] = 1
+            pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
+            logprobs = self._forward(ids.to(device), mask.to(device), pos.to(device), keep)
+            for r, key in enumerate(batch):
+                n_prefix = len(key[1])
+                for j, c in wanted[key]:
+                    # logits row t (of the kept tail) predicts the token after position -keep+t
+                    total = 0.0
+                    for t, tok_id in enumerate(c):
+                        row = keep - 1 - n_prefix + t
+                        total += float(logprobs[r, row, tok_id])
+                    out[key[0], j] = total
+        return out
+
+    def _forward(self, ids: Any, mask: Any, pos: Any, keep: int) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            if self._supports_keep:
+                try:
+                    logits = self.model(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        position_ids=pos,
+                        use_cache=False,
+                        logits_to_keep=keep,
+                    ).logits
+                except TypeError:
+                    logger.debug("model does not take logits_to_keep; computing every logit")
+                    self._supports_keep = False
+            if not self._supports_keep:
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False
+                ).logits
+            logits = logits[:, -keep:, :].float()
+            return torch.log_softmax(logits, dim=-1).cpu()
+
+
+def _loglik_label_scores(
+    scorer: Callable[..., np.ndarray], messages: list[str], tokenizer: Any, use_chat: bool
+) -> np.ndarray:
+    """``(len(messages), 3)`` label log-probabilities, spellings pooled with log-sum-exp."""
+    prompts = [render_reader_prompt(m, tokenizer, chat=use_chat) for m in messages]
+    sep = "" if prompts and prompts[0][-1:].isspace() else " "
+    spellings = [(lab, sp) for lab in LABELS for sp in LABEL_SPELLINGS[lab]]
+    conts = [sep + sp for _, sp in spellings]
+    raw = np.asarray(scorer(prompts, conts, add_special_tokens=not use_chat), dtype=np.float64)
+    if raw.shape != (len(prompts), len(conts)):
+        raise InvalidInputError(
+            f"scorer returned shape {raw.shape}, expected {(len(prompts), len(conts))}"
+        )
+    out = np.full((raw.shape[0], len(LABELS)), -np.inf)
+    for col, (label, _) in enumerate(spellings):
+        li = LABELS.index(label)
+        out[:, li] = np.logaddexp(out[:, li], raw[:, col])
+    return out
+
+
+# --------------------------------------------------------------------------- retrieval helpers
+
+
+def build_retriever(
+    benchmark: Any, encoder: Any = None, *, candidate_k: int = 100, bm25_backend: str = "auto"
+) -> Any:
+    """A :class:`~meteora.retrievers.HybridRetriever` (BM25 + dense, RRF) over the benchmark's corpus.
+
+    Build it once and pass it to :func:`meteora_selections`, :func:`fixed_k_selections`,
+    :func:`evaluate_qa` and the preference builder: the dense member keeps the corpus
+    embeddings, which the evidence selector reuses. ``bm25_backend`` goes to
+    :class:`~meteora.retrievers.BM25Retriever` (``"numpy"`` skips numba's compile time
+    on small corpora).
+
+    Example:
+        >>> r = build_retriever(bench, encoder)  # doctest: +SKIP
+    """
+    from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+
+    retriever = HybridRetriever(
+        [BM25Retriever(backend=bm25_backend), DenseRetriever(encoder)], candidate_k=candidate_k
+    )
+    return retriever.index(benchmark.corpus)
+
+
+def _dense_member(retriever: Any) -> Any:
+    for r in [retriever, *getattr(retriever, "retrievers", [])]:
+        if hasattr(r, "embeddings_for") and hasattr(r, "encoder"):
+            return r
+    return None
+
+
+def candidate_pools(
+    benchmark: Any,
+    qids: Sequence[str],
+    *,
+    retriever: Any = None,
+    encoder: Any = None,
+    candidates: int = 50,
+) -> tuple[list[list[Passage]], list[np.ndarray], Any]:
+    """The top-``candidates`` passages of each query and their embeddings.
+
+    Embeddings are the dense retriever's stored corpus embeddings when the encoder is
+    that retriever's (nothing is re-encoded); with another ``encoder`` the candidates are
+    encoded once each.
+
+    Returns:
+        ``(pools, embeddings, encoder)``: a passage list and a ``(len(pool), d)`` array
+        per query, and the encoder to embed rationales with.
+
+    Example:
+        >>> pools, embs, enc = candidate_pools(bench, ["21645374"], retriever=r)  # doctest: +SKIP
+    """
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise InvalidInputError(f"candidates must be a positive integer, got {candidates!r}")
+    qids = list(qids)
+    if retriever is None:
+        retriever = build_retriever(benchmark, encoder)
+    dense = _dense_member(retriever)
+    if encoder is None:
+        if dense is None:
+            from meteora.embeddings import Encoder
+
+            encoder = Encoder()
+        else:
+            encoder = dense.encoder
+    if not qids:
+        return [], [], encoder
+    rankings = retriever.search([benchmark.queries[q] for q in qids], k=candidates)
+    pools = [list(r.passages) for r in rankings]
+    reuse = dense is not None and dense.encoder is encoder
+    if reuse:
+        embs = [dense.embeddings_for([p.id for p in pool]) for pool in pools]
+    else:
+        logger.info(
+            "candidate passages are encoded with %r (no dense retriever with this encoder)", encoder
+        )
+        unique: dict[str, str] = {}
+        for pool in pools:
+            for p in pool:
+                unique.setdefault(p.id, p.text)
+        ids = list(unique)
+        mat = (
+            np.asarray(encoder.encode([unique[i] for i in ids]), dtype=np.float32)
+            if ids
+            else np.zeros((0, 0))
+        )
+        row = {pid: k for k, pid in enumerate(ids)}
+        embs = [
+            mat[[row[p.id] for p in pool]]
+            if pool
+            else np.zeros((0, mat.shape[1] if mat.ndim == 2 else 0))
+            for pool in pools
+        ]
+    return pools, embs, encoder
+
+
+def fixed_k_selections(
+    benchmark: Any, qids: Sequence[str], *, retriever: Any = None, k: int = 3
+) -> dict[str, list[str]]:
+    """The top ``k`` passage ids of ``retriever`` (default: a new hybrid) for each query.
+
+    Example:
+        >>> fixed_k_selections(bench, qids, retriever=r, k=3)  # doctest: +SKIP
+        {'12377809': ['12377809-1', '12377809-0', '12377809-2'], ...}
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    qids = list(qids)
+    if not qids:
+        return {}
+    if retriever is None:
+        retriever = build_retriever(benchmark)
+    rankings = retriever.search([benchmark.queries[q] for q in qids], k=k)
+    return {q: list(r.ids)[:k] for q, r in zip(qids, rankings, strict=True)}
+
+
+def meteora_selections(
+    benchmark: Any,
+    qids: Sequence[str],
+    *,
+    generator: Any = None,
+    rationales: Mapping[str, Sequence[str]] | None = None,
+    retriever: Any = None,
+    encoder: Any = None,
+    candidates: int = 50,
+    n_rationales: int | None = None,
+    include_query: bool = True,
+    pairing: str = "distinct",
+    tau: float = 1.0,
+    window: int = 0,
+    use_pairing: bool = True,
+    use_pooling: bool = True,
+    order: str = "score",
+    batch_size: int = 8,
+    generation: Mapping[str, Any] | None = None,
+) -> dict[str, list[str]]:
+    """The chunks METEORA selects for each query, as the :class:`~meteora.Reranker` does.
+
+    Candidates are the hybrid top-``candidates`` per query; rationales come from
+    ``rationales[qid]`` when given, else from ``generator.generate`` (one batched call,
+    the generator's cache applies), else the query is the single rationale
+    (query-only). Then an :class:`~meteora.selection.EvidenceSelector` (pairing, pooled
+    elbow, expansion ``window``) picks the chunks, reusing the dense retriever's stored
+    corpus embeddings.
+
+    Returns:
+        ``{qid: [passage_id, ...]}`` in the selector's ``order``.
+
+    Example:
+        >>> sel = meteora_selections(bench, bench.query_ids("test"), generator=gen, retriever=r)  # doctest: +SKIP
+    """
+    from meteora.selection import EvidenceSelector
+
+    qids = list(qids)
+    selector = EvidenceSelector(
+        pairing=pairing,
+        tau=tau,
+        window=window,
+        use_pairing=use_pairing,
+        use_pooling=use_pooling,
+        order=order,
+    )
+    if not qids:
+        return {}
+    queries = [benchmark.queries[q] for q in qids]
+    if rationales is not None:
+        missing = [q for q in qids if q not in rationales]
+        if missing:
+            raise InvalidInputError(
+                f"rationales has no entry for {len(missing)} queries, e.g. {missing[:3]}"
+            )
+        rat_lists = [list(rationales[q]) or [query] for q, query in zip(qids, queries, strict=True)]
+    elif generator is not None:
+        sets = generator.generate(
+            queries,
+            n=n_rationales,
+            batch_size=batch_size,
+            include_query=include_query,
+            **dict(generation or {}),
+        )
+        rat_lists = [list(s.rationales) or [query] for s, query in zip(sets, queries, strict=True)]
+    else:
+        rat_lists = [[query] for query in queries]
+    pools, embs, enc = candidate_pools(
+        benchmark, qids, retriever=retriever, encoder=encoder, candidates=candidates
+    )
+    flat = [r for rats in rat_lists for r in rats]
+    rat_emb = np.asarray(enc.encode(flat), dtype=np.float32)
+    out: dict[str, list[str]] = {}
+    start = 0
+    for qid, rats, pool, pemb in zip(qids, rat_lists, pools, embs, strict=True):
+        remb = rat_emb[start : start + len(rats)]
+        start += len(rats)
+        if not pool:
+            out[qid] = []
+            continue
+        out[qid] = list(selector.select(remb, pemb, pool, rationales=rats).selected_ids)
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _gold_contexts(benchmark: Any, qid: str, view: str) -> list[str]:
+    rels = benchmark.qrels.get(view, {}).get(qid)
+    if rels:
+        passages = [benchmark.passage(pid) for pid, r in rels.items() if r >= 1]
+    else:
+        try:
+            passages = benchmark.doc_passages(qid)
+        except InvalidInputError:
+            passages = []
+    passages.sort(key=lambda p: (p.doc_id, p.position))
+    return [p.text for p in passages]
+
+
+def _check_split_qids(benchmark: Any, split: str, limit: int | None) -> list[str]:
+    qids = benchmark.query_ids(split, limit)
+    if split == "test" and "train" in benchmark.splits:
+        leak = set(qids) & set(benchmark.splits["train"])
+        if leak:
+            raise InvalidInputError(
+                f"{len(leak)} questions are in both the test and the train split (e.g. {sorted(leak)[:3]}); "
+                "the benchmark's splits are wrong, rebuild it"
+            )
+    missing = [
+        q
+        for q in qids
+        if q not in benchmark.answers or "final_decision" not in benchmark.answers[q]
+    ]
+    if missing:
+        raise InvalidInputError(
+            f"{len(missing)} questions of split {split!r} have no final_decision answer (e.g. {missing[:3]}); "
+            "QA evaluation needs a benchmark with answers (build_pubmedqa_benchmark)"
+        )
+    return qids
+
+
+def _check_positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def evaluate_qa(
+    reader: Any,
+    benchmark: Any,
+    *,
+    split: str = "test",
+    conditions: Sequence[str] = ("none", "gold", "meteora", "fixed-k"),
+    k: int = 3,
+    limit: int | None = None,
+    selections: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    retriever: Any = None,
+    answer_mode: str = "loglik",
+    scorer: Callable[..., np.ndarray] | None = None,
+    chat: bool | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 8,
+    max_context_chars: int | None = 6000,
+    gold_view: str = "abstract",
+    calibrate: bool = False,
+    keep_predictions: bool = False,
+    show_progress: bool | None = None,
+) -> dict[str, Any]:
+    """PubMedQA answer accuracy of ``reader`` under each context condition.
+
+    Args:
+        reader: an object with ``.complete(prompts, *, max_new_tokens, chat, batch_size)``
+            (``"generate"`` mode) and/or ``.model`` + ``.tokenizer`` (``"loglik"`` mode);
+            a :class:`~meteora.rationales.RationaleGenerator` has all of them.
+        benchmark: a :class:`~meteora.datasets.pubmedqa.RetrievalBenchmark` with answers.
+        split: which questions (``"test"``: the 500 official test questions; never the
+            train ones).
+        conditions: ``"none"``, ``"gold"``, ``"fixed-k"`` are built in; every other name
+            (``"meteora"``...) is read from ``selections``.
+        k: contexts of the ``"fixed-k"`` condition.
+        limit: evaluate the first ``limit`` questions of the split.
+        selections: ``{condition: {qid: [passage_id, ...]}}``; contexts are given to the
+            reader in that order. Needed for every non-built-in condition; optional for
+            ``"fixed-k"`` (otherwise retrieved with ``retriever``).
+        retriever: the retriever of ``"fixed-k"`` (``None``: a new hybrid BM25 + dense).
+        answer_mode: ``"loglik"`` (default) or ``"generate"`` (see the module docstring).
+        scorer: loglik only: ``scorer(prompts, continuations, add_special_tokens=...)``
+            returning log-probabilities ``(len(prompts), len(continuations))``; default
+            :class:`LoglikScorer` on the reader's model.
+        chat: render prompts with the reader's chat template (``None``: when it has one).
+        batch_size: prompts per forward batch.
+        max_new_tokens: generation cap in ``"generate"`` mode.
+        max_context_chars: cap on the context text per prompt (``None``: no cap).
+        gold_view: the qrels view whose relevant passages are the ``"gold"`` contexts.
+        calibrate: loglik only: contextual calibration (Zhao et al., 2021, "Calibrate
+            before use"). The label distribution the reader gives content-free prompts
+            (question and context ``"N/A"`` / ``"[MASK]"``, same layout as the
+            condition) is averaged, and each answer's label log-probabilities are
+            shifted by minus its log. Counters a small model's bias towards one label
+            (SmolLM2 says "yes" to nearly everything); the offsets are reported.
+        keep_predictions: also return ``{condition: {qid: label}}`` under ``"predictions"``.
+        show_progress: tqdm bar over conditions × batches (``None``: when logging is at
+            INFO or lower).
+
+    Returns:
+        ``{"split", "n_questions", "answer_mode", "k", "reader", "gold_distribution",
+        "conditions": {name: {accuracy, macro_f1, f1_per_label, predicted_distribution,
+        unparsed, n, seconds, seconds_per_question, mean_contexts, truncated_prompts}}}``
+        (plus ``"calibration"``, the content-free label distribution, per condition
+        with ``calibrate``; ``"predictions"`` with ``keep_predictions``).
+
+    Raises:
+        InvalidInputError: unknown split or mode, a condition with no selections, a
+            selection missing a question, or a bad argument.
+
+    Example:
+        >>> res = evaluate_qa(gen, bench, limit=20, conditions=("none", "gold"))  # doctest: +SKIP
+        >>> res["conditions"]["gold"]["accuracy"]  # doctest: +SKIP
+        0.6
+    """
+    if answer_mode not in ANSWER_MODES:
+        raise InvalidInputError(f"answer_mode must be one of {ANSWER_MODES}, got {answer_mode!r}")
+    if calibrate and answer_mode != "loglik":
+        raise InvalidInputError(
+            "calibrate=True needs answer_mode='loglik' (it shifts label log-probabilities)"
+        )
+    if isinstance(conditions, str):
+        conditions = (conditions,)
+    conditions = list(dict.fromkeys(conditions))
+    if not conditions:
+        raise InvalidInputError("conditions is empty; ask for at least one, e.g. ('none', 'gold')")
+    _check_positive("k", k)
+    _check_positive("batch_size", batch_size)
+    _check_positive("max_new_tokens", max_new_tokens)
+    selections = dict(selections or {})
+    for cond in conditions:
+        if not isinstance(cond, str) or not cond:
+            raise InvalidInputError(f"condition names must be non-empty strings, got {cond!r}")
+        if cond not in BUILTIN_CONDITIONS and cond not in selections:
+            hint = (
+                " (compute them with meteora_selections(...))" if cond.startswith("meteora") else ""
+            )
+            raise InvalidInputError(
+                f"condition {cond!r} needs selections[{cond!r}] = {{qid: [passage_id, ...]}}{hint}; "
+                f"built-in conditions are {BUILTIN_CONDITIONS}"
+            )
+    qids = _check_split_qids(benchmark, split, limit)
+    gold = [str(benchmark.answers[q]["final_decision"]).lower() for q in qids]
+    bad = sorted({g for g in gold if g not in LABELS})
+    if bad:
+        raise InvalidInputError(f"final_decision values {bad} are not yes/no/maybe")
+
+    tokenizer = getattr(reader, "tokenizer", None)
+    if answer_mode == "loglik":
+        if scorer is None:
+            scorer = LoglikScorer.from_reader(reader, batch_size=batch_size)
+        use_chat = _use_chat(tokenizer, chat)
+    else:
+        if not hasattr(reader, "complete"):
+            raise InvalidInputError(
+                f"answer_mode='generate' needs a reader with .complete(); {type(reader).__name__} has none"
+            )
+        use_chat = _use_chat(tokenizer, chat) if tokenizer is not None else bool(chat)
+
+    if "fixed-k" in conditions and "fixed-k" not in selections:
+        selections["fixed-k"] = fixed_k_selections(benchmark, qids, retriever=retriever, k=k)
+
+    if show_progress is None:
+        show_progress = logger.getEffectiveLevel() <= logging.INFO
+    from tqdm.auto import tqdm
+
+    n_batches = math.ceil(len(qids) / batch_size) if qids else 0
+    bar = tqdm(
+        total=n_batches * len(conditions),
+        desc="pubmedqa qa",
+        unit="batch",
+        disable=not show_progress,
+    )
+    per_condition: dict[str, dict[str, Any]] = {}
+    predictions: dict[str, dict[str, str]] = {}
+
+    def label_scores(batch: list[str]) -> np.ndarray:
+        return _loglik_label_scores(scorer, batch, tokenizer, use_chat)
+
+    try:
+        for cond in conditions:
+            t0 = time.perf_counter()
+            contexts = _contexts_for(cond, qids, benchmark, selections, gold_view, k)
+            messages: list[str] = []
+            truncated = 0
+            for q, ctx in zip(qids, contexts, strict=True):
+                msg, cut = build_qa_message(
+                    benchmark.queries[q], ctx, max_context_chars=max_context_chars
+                )
+                messages.append(msg)
+                truncated += int(cut)
+            preds: list[str] = []
+            offset = np.zeros(len(LABELS))
+            p_cf = None
+            if calibrate:
+                with_context = any(contexts)
+                free = [
+                    build_qa_message(cf, [cf] if with_context else [])[0] for cf in CONTENT_FREE
+                ]
+                cf_scores = label_scores(free)
+                cf_probs = np.exp(cf_scores - np.logaddexp.reduce(cf_scores, axis=1, keepdims=True))
+                p_cf = cf_probs.mean(axis=0)
+                offset = np.log(np.maximum(p_cf, 1e-300))
+            for start in range(0, len(messages), batch_size):
+                batch = messages[start : start + batch_size]
+                if answer_mode == "loglik":
+                    scores = label_scores(batch) - offset
+                    preds.extend(LABELS[int(np.argmax(row))] for row in scores)
+                else:
+                    prompts = batch if use_chat else [m + "\n" + ANSWER_CUE for m in batch]
+                    texts = reader.complete(
+                        prompts, max_new_tokens=max_new_tokens, chat=use_chat, batch_size=batch_size
+                    )
+                    if len(texts) != len(prompts):
+                        raise InvalidInputError(
+                            f"reader.complete returned {len(texts)} texts for {len(prompts)} prompts"
+                        )
+                    preds.extend(parse_answer(t) for t in texts)
+                bar.update(1)
+            seconds = time.perf_counter() - t0
+            m = qa_metrics(gold, preds)
+            m.pop("gold_distribution")
+            m.update(
+                seconds=seconds,
+                seconds_per_question=seconds / len(qids) if qids else 0.0,
+                mean_contexts=float(np.mean([len(c) for c in contexts])) if contexts else 0.0,
+                truncated_prompts=truncated,
+            )
+            if p_cf is not None:
+                m["calibration"] = {lab: float(v) for lab, v in zip(LABELS, p_cf, strict=True)}
+            per_condition[cond] = m
+            predictions[cond] = dict(zip(qids, preds, strict=True))
+            logger.info(
+                "qa %s: accuracy %.3f, macro-F1 %.3f (%d questions, %.1fs)",
+                cond,
+                m["accuracy"],
+                m["macro_f1"],
+                len(qids),
+                seconds,
+            )
+    finally:
+        bar.close()
+
+    result: dict[str, Any] = {
+        "split": split,
+        "n_questions": len(qids),
+        "answer_mode": answer_mode,
+        "calibrated": bool(calibrate),
+        "chat": use_chat,
+        "k": k,
+        "reader": _reader_name(reader),
+        "gold_distribution": {lab: gold.count(lab) for lab in LABELS},
+        "conditions": per_condition,
+    }
+    if keep_predictions:
+        result["predictions"] = predictions
+    return result
+
+
+def _contexts_for(
+    cond: str,
+    qids: list[str],
+    benchmark: Any,
+    selections: Mapping[str, Mapping[str, Sequence[str]]],
+    gold_view: str,
+    k: int,
+) -> list[list[str]]:
+    if cond == "none":
+        return [[] for _ in qids]
+    if cond == "gold":
+        return [_gold_contexts(benchmark, q, gold_view) for q in qids]
+    sel = selections[cond]
+    missing = [q for q in qids if q not in sel]
+    if missing:
+        raise InvalidInputError(
+            f"selections[{cond!r}] has no entry for {len(missing)} of the evaluated questions (e.g. {missing[:3]}); "
+            "compute it for the same split and limit"
+        )
+    out = []
+    for q in qids:
+        ids = sel[q]
+        if isinstance(ids, str):
+            raise InvalidInputError(
+                f"selections[{cond!r}][{q!r}] must be a list of passage ids, got a str"
+            )
+        ids = list(ids)
+        if cond == "fixed-k":
+            ids = ids[:k]
+        out.append([benchmark.passage(str(pid)).text for pid in ids])
+    return out
+
+
+def _reader_name(reader: Any) -> str:
+    for attr in ("model_id", "name"):
+        value = getattr(reader, attr, None)
+        if isinstance(value, str) and value:
+            adapter = getattr(reader, "adapter_id", None)
+            return f"{value} + {adapter}" if adapter else value
+    return type(reader).__name__
+
+
+def to_markdown(result: Mapping[str, Any]) -> str:
+    """A markdown table of an :func:`evaluate_qa` result, one row per condition.
+
+    Example:
+        >>> print(to_markdown({"split": "test", "n_questions": 2, "answer_mode": "loglik", "reader": "m", "k": 3,
+        ...     "gold_distribution": {"yes": 1, "no": 1, "maybe": 0},
+        ...     "conditions": {"none": {"accuracy": 0.5, "macro_f1": 0.333, "predicted_distribution":
+        ...     {"yes": 2, "no": 0, "maybe": 0, "unparsed": 0}, "unparsed": 0, "n": 2, "mean_contexts": 0.0,
+        ...     "seconds_per_question": 0.1}}}).splitlines()[-1])
+        | none | 0.500 | 0.333 | 2 / 0 / 0 | 0 | 0.0 | 2 | 0.10 |
+    """
+    if not isinstance(result, Mapping) or "conditions" not in result:
+        raise InvalidInputError("to_markdown expects the dict returned by evaluate_qa")
+    g = result.get("gold_distribution", {})
+    lines = [
+        f"PubMedQA answer accuracy — reader `{result.get('reader', '?')}`, split `{result.get('split', '?')}`, "
+        f"{result.get('n_questions', '?')} questions, answer mode `{result.get('answer_mode', '?')}`, "
+        f"fixed-k k={result.get('k', '?')}; gold labels yes/no/maybe = "
+        f"{g.get('yes', 0)} / {g.get('no', 0)} / {g.get('maybe', 0)}.",
+        "",
+        "| condition | accuracy | macro-F1 | predicted yes / no / maybe | unparsed | mean contexts | n | s / question |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in result["conditions"].items():
+        d = m.get("predicted_distribution", {})
+        lines.append(
+            f"| {name} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {d.get('yes', 0)} / {d.get('no', 0)} / "
+            f"{d.get('maybe', 0)} | {m.get('unparsed', 0)} | {m.get('mean_contexts', 0.0):.1f} | {m.get('n', 0)} | "
+            f"{m.get('seconds_per_question', 0.0):.2f} |"
+        )
+    return "\n".join(lines)
