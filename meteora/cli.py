@@ -9,6 +9,7 @@ Commands::
     meteora bench pubmedqa [--methods ...]   # PubMedQA retrieval / selection benchmark
     meteora train sft|dpo --base B ...       # fine-tune rationale adapters (QLoRA SFT, DPO)
     meteora eval adapter --base B --adapter A --data F   # base vs adapter perplexity
+    meteora eval qa [--limit N]              # PubMedQA answer accuracy: none/gold/meteora/fixed-k
 
 Run ``meteora COMMAND --help`` for the options of each.
 """
@@ -284,6 +285,65 @@ def _cmd_eval_adapter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_qa(args: argparse.Namespace) -> int:
+    from meteora._io import atomic_write_json
+    from meteora.bench.pubmedqa import BenchmarkConfig, BenchmarkContext
+    from meteora.bench.report import environment_versions
+    from meteora.evaluation.qa import evaluate_qa, meteora_selections
+    from meteora.evaluation.qa import to_markdown as qa_to_markdown
+    from meteora.rationales import RationaleGenerator
+
+    ctx = BenchmarkContext(
+        BenchmarkConfig(split=args.split, limit=args.limit, data_path=args.data, num_threads=args.threads)
+    )
+    retriever = ctx.retriever("hybrid")
+    reader = RationaleGenerator.from_pretrained(
+        None if args.reader == "default" else args.reader, adapter=args.reader_adapter, num_threads=args.threads, cache=True
+    )
+    generator = reader
+    if args.generator not in (None, "default") or args.generator_adapter:
+        generator = RationaleGenerator.from_pretrained(
+            None if args.generator in (None, "default") else args.generator,
+            adapter=args.generator_adapter,
+            num_threads=args.threads,
+            cache=True,
+        )
+    selections = {}
+    for cond in args.conditions:
+        if cond.startswith("meteora"):
+            selections[cond] = meteora_selections(
+                ctx.data,
+                ctx.qids,
+                generator=None if cond == "meteora-query-only" else generator,
+                retriever=retriever,
+                encoder=ctx.encoder(),
+                candidates=args.candidates,
+                window=args.window,
+            )
+    result = evaluate_qa(
+        reader,
+        ctx.data,
+        split=args.split,
+        conditions=tuple(args.conditions),
+        k=args.k,
+        limit=args.limit,
+        selections=selections,
+        retriever=retriever,
+        answer_mode=args.answer_mode,
+    )
+    if args.out:
+        atomic_write_json(
+            args.out,
+            {
+                "command": "meteora " + " ".join(shlex.quote(a) for a in args._argv),
+                "versions": environment_versions(),
+                **result,
+            },
+        )
+    print(qa_to_markdown(result))
+    return 0
+
+
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", required=True, help="base model: hub id, folder, or 'smollm2' (offline default)")
     p.add_argument("--out", required=True, help="adapter output folder (checkpoints go in OUT/checkpoints)")
@@ -369,6 +429,22 @@ def build_parser() -> argparse.ArgumentParser:
     ea.add_argument("--threads", type=_positive_int, default=None)
     ea.add_argument("--out", default=None, help="write the results JSON here")
     ea.set_defaults(func=_cmd_eval_adapter)
+    eq = esub.add_parser("qa", help="PubMedQA yes/no/maybe accuracy of a reader LM under several context conditions")
+    eq.add_argument("--reader", default="default", help="reader LM: hub id, folder, or 'default' (SmolLM2)")
+    eq.add_argument("--reader-adapter", default=None)
+    eq.add_argument("--generator", default=None, help="rationale LM for the 'meteora' condition (default: the reader)")
+    eq.add_argument("--generator-adapter", default=None)
+    eq.add_argument("--conditions", type=_csv, default=["none", "gold", "meteora", "meteora-query-only", "fixed-k"])
+    eq.add_argument("--split", choices=["test"], default="test")
+    eq.add_argument("--limit", type=_positive_int, default=None)
+    eq.add_argument("--k", type=_positive_int, default=3, help="k of the fixed-k condition")
+    eq.add_argument("--candidates", type=_positive_int, default=50)
+    eq.add_argument("--window", type=int, default=0)
+    eq.add_argument("--answer-mode", choices=["loglik", "generate"], default="loglik")
+    eq.add_argument("--data", default=None)
+    eq.add_argument("--threads", type=_positive_int, default=None)
+    eq.add_argument("--out", default=None, help="write the results JSON here")
+    eq.set_defaults(func=_cmd_eval_qa)
 
     bench = sub.add_parser("bench", help="run a benchmark")
     bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")

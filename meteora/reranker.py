@@ -25,6 +25,7 @@ Research software, not medical advice.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -228,12 +229,16 @@ class Reranker:
     def from_preset(cls, name: str, *, encoder: Any = None, **kwargs: Any) -> Reranker:
         """Build a reranker on a named generator preset, e.g. ``"med-rationale-mistral-7b"``.
 
-        Generator options (``load_in_4bit``, ``device``, ``dtype``, ``adapter``) go to the
+        Generator options (``load_in_4bit``, ``device``, ``dtype``, ``adapter``, ``model``,
+        ``template``, ``max_new_tokens``, ``cache``, ``trust_remote_code``) go to the
         generator; the rest to :class:`Reranker`.
         """
         from meteora.rationales import RationaleGenerator
 
-        gen_keys = {"load_in_4bit", "device", "dtype", "adapter", "cache", "trust_remote_code", "template"}
+        gen_keys = {
+            "load_in_4bit", "device", "dtype", "adapter", "cache", "trust_remote_code", "template", "model",
+            "max_new_tokens",
+        }
         gen_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in gen_keys}
         gen_kwargs.setdefault("cache", True)
         generator = RationaleGenerator.from_preset(name, **gen_kwargs)
@@ -299,10 +304,13 @@ class Reranker:
             ids: optional ids, one per passage.
             passage_embeddings: precomputed embeddings of ``passages`` from the same
                 encoder (skips encoding; e.g. ``DenseRetriever.embeddings_for(ids)``).
+            context: optional other chunks of the candidates' documents that expansion
+                may add (never scored); :meth:`search` passes the retriever's.
         """
         check_query(query)
         return self.rerank_batch([query], [passages], ids=[ids] if ids is not None else None,
-                                 passage_embeddings=[passage_embeddings] if passage_embeddings is not None else None)[0]
+                                 passage_embeddings=[passage_embeddings] if passage_embeddings is not None else None,
+                                 contexts=[context] if context is not None else None)[0]
 
     def rerank_batch(
         self,
@@ -330,7 +338,7 @@ class Reranker:
                 "candidate_lists must be a list with one list of passages per query; got "
                 f"{len(candidate_lists)} for {len(queries)} queries"
             )
-        for name, per_query in (("ids", ids), ("passage_embeddings", passage_embeddings)):
+        for name, per_query in (("ids", ids), ("passage_embeddings", passage_embeddings), ("contexts", contexts)):
             if per_query is None:
                 continue
             if isinstance(per_query, (str, bytes)) or not hasattr(per_query, "__len__") or len(per_query) != len(queries):
@@ -351,11 +359,11 @@ class Reranker:
             for i, r in enumerate(rationales):
                 if isinstance(r, (str, bytes)) or not all(isinstance(t, str) and t.strip() for t in r):
                     raise InvalidInputError(f"rationales[{i}] must be a list of non-empty strings")
-            rats = [(list(r) or [q], None) for q, r in zip(queries, rationales)]
+            rats = [(list(r) or [q], None) for q, r in zip(queries, rationales, strict=True)]
         else:
             rats = self.rationales_for(queries)
         results = []
-        for i, (q, pool) in enumerate(zip(queries, pools)):
+        for i, (q, pool) in enumerate(zip(queries, pools, strict=True)):
             pemb = self._embed_passages(pool, passage_embeddings[i] if passage_embeddings is not None else None)
             ctx = to_passages(contexts[i]) if contexts is not None and contexts[i] is not None else None
             results.append(self._finish(q, pool, rats[i][0], rats[i][1], pemb, ctx))

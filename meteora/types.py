@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from meteora.errors import InvalidInputError
 
@@ -75,7 +75,7 @@ class Passage:
         }
 
 
-PassageLike = Union[str, Mapping[str, Any], Passage]
+PassageLike = str | Mapping[str, Any] | Passage
 
 
 def _from_dict(d: Mapping[str, Any], index: int) -> Passage:
@@ -122,11 +122,15 @@ def to_passages(
         >>> to_passages(["a", "b"], ids=["x", "y"])[1].id
         'y'
     """
-    if isinstance(items, (str, bytes)) or isinstance(items, Mapping):
+    if isinstance(items, (str, bytes, Mapping, Passage)):
         raise InvalidInputError(
             "passages must be a list of str, dict or Passage; got a single "
             f"{type(items).__name__} — wrap it in a list"
         )
+    if not isinstance(items, Iterable):
+        raise InvalidInputError(f"passages must be a list of str, dict or Passage; got {type(items).__name__}")
+    if ids is not None and (isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable)):
+        raise InvalidInputError(f"ids must be a list of str, one per passage; got {type(ids).__name__}")
     out: list[Passage] = []
     for i, item in enumerate(items):
         if isinstance(item, Passage):
@@ -146,7 +150,7 @@ def to_passages(
             raise InvalidInputError(f"got {len(ids)} ids for {len(out)} passages; give one id per passage")
         out = [
             Passage(text=p.text, id=str(pid), doc_id=p.doc_id if p.doc_id != p.id else "", position=p.position, metadata=p.metadata)
-            for p, pid in zip(out, ids)
+            for p, pid in zip(out, ids, strict=True)
         ]
     seen: dict[str, int] = {}
     for i, p in enumerate(out):

@@ -112,7 +112,7 @@ def meteora_runner(name: str) -> Callable[[BenchmarkContext], MethodOutput]:
         t0 = time.perf_counter()
         run_dict: dict[str, dict[str, float]] = {}
         selections: dict[str, list[str]] = {}
-        for qid, ranking, remb in zip(ctx.qids, candidates, rat_emb):
+        for qid, ranking, remb in zip(ctx.qids, candidates, rat_emb, strict=True):
             passages = list(ranking.passages)
             if not passages:
                 run_dict[qid], selections[qid] = {}, []

@@ -192,7 +192,7 @@ def _run_retrieval(name: str) -> Callable[[BenchmarkContext], MethodOutput]:
         t0 = time.perf_counter()
         rankings = ctx.rankings(name)
         search_s = time.perf_counter() - t0
-        run_dict = {qid: r.to_run() for qid, r in zip(ctx.qids, rankings)}
+        run_dict = {qid: r.to_run() for qid, r in zip(ctx.qids, rankings, strict=True)}
         extra = {"index_seconds": index_s, "search_seconds": search_s, "queries/s": len(ctx.qids) / max(search_s, 1e-9)}
         if name in ("dense", "hybrid"):
             extra["corpus_embeddings_cached"] = ctx.embeddings_cached

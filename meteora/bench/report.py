@@ -54,11 +54,11 @@ def format_table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str]) 
     body = [[name, *(_fmt(metrics.get(c), c) for c in columns)] for name, metrics in rows.items()]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = [
-        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))),
+        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))),
         "  ".join("-" * w for w in widths),
     ]
     for r in body:
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
     return "\n".join(lines)
 
 
@@ -80,7 +80,7 @@ def plot_recall_vs_chunks(views: Mapping[str, Any], path: str | Path, *, title: 
 
     names = list(views)
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
-    for ax, view in zip(axes[0], names):
+    for ax, view in zip(axes[0], names, strict=True):
         methods = views[view]["methods"]
         sweeps: dict[str, list[tuple[float, float]]] = {}
         points: dict[str, tuple[float, float]] = {}
