@@ -78,8 +78,10 @@ def _cmd_bench_pubmedqa(args: argparse.Namespace) -> int:
         out_dir=args.out,
         num_threads=args.threads,
         plot=not args.no_plot,
+        tag=args.tag,
         options={
             "generator": args.generator,
+            "adapter": args.adapter,
             "template": args.template,
             "n": args.n_rationales,
             "window": args.window,
@@ -467,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     pq.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: $METEORA_NUM_THREADS)")
     g = pq.add_argument_group("METEORA methods")
     g.add_argument("--generator", default=None, help="rationale LM: hub id or folder (default: offline SmolLM2)")
+    g.add_argument("--adapter", default=None, help="PEFT adapter (hub id or folder) for the rationale LM")
     g.add_argument("--template", default=None, help="prompt template (default: the model's preset, 'chat' for SmolLM2)")
     g.add_argument("--n-rationales", type=_positive_int, default=None, help="rationales per query (default: template's)")
     g.add_argument("--window", type=int, default=1, help="expansion window of 'meteora' (default 1)")
@@ -475,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-query-anchor", action="store_true", help="do not keep the query as an extra rationale")
     g.add_argument("--max-new-tokens", type=_positive_int, default=None, help="generation cap (default: template's)")
     g.add_argument("--gen-batch-size", type=_positive_int, default=8, help="queries per generation batch")
+    pq.add_argument("--tag", default=None, help="suffix of the results file names (pubmedqa_<split>_<tag>.json)")
     pq.add_argument("--no-plot", action="store_true", help="skip the PNG")
     pq.add_argument("--no-write", action="store_true", help="print only; write no files")
     pq.set_defaults(func=_cmd_bench_pubmedqa)

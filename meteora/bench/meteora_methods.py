@@ -15,7 +15,7 @@ Any of these with a ``-wN`` suffix (e.g. ``meteora-query-only-w0``) uses window 
 Rationales come from the generator's persistent cache, so reruns do not regenerate.
 
 Options (``BenchmarkConfig.options``): ``generator`` (model id/folder, default the
-offline SmolLM2), ``template``, ``n`` (rationales), ``include_query``, ``window``,
+offline SmolLM2), ``adapter`` (PEFT adapter id/folder), ``template``, ``n`` (rationales), ``include_query``, ``window``,
 ``tau``, ``pairing``, ``batch_size``, ``max_new_tokens``, ``expand_from_documents``
 (default True: expansion may add neighbours from the candidates' whole abstracts, not
 only from the candidate list).
@@ -53,7 +53,11 @@ def _rationales(ctx: BenchmarkContext) -> tuple[list[list[str]], list[Any], floa
         from meteora.rationales import RationaleGenerator
 
         gen = RationaleGenerator.from_pretrained(
-            opts.get("generator"), template=opts.get("template"), num_threads=ctx.config.num_threads, cache=True
+            opts.get("generator"),
+            adapter=opts.get("adapter"),
+            template=opts.get("template"),
+            num_threads=ctx.config.num_threads,
+            cache=True,
         )
         t0 = time.perf_counter()
         gen_kwargs = {"max_new_tokens": opts["max_new_tokens"]} if opts.get("max_new_tokens") else {}

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import sys
 import time
@@ -58,9 +59,12 @@ class BenchmarkConfig:
     out_dir: str = "benchmarks/results"
     num_threads: int | None = None
     plot: bool = True
+    tag: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        if self.tag is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.tag):
+            raise InvalidInputError(f"tag must be letters, digits, '_', '-' or '.', got {self.tag!r}")
         if self.split not in ("test", "train", "all"):
             raise InvalidInputError(f"split must be 'test', 'train' or 'all', got {self.split!r}")
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
@@ -80,7 +84,9 @@ class BenchmarkConfig:
 
     def results_stem(self) -> str:
         stem = f"pubmedqa_{self.split}"
-        return stem if self.limit is None else f"{stem}_n{self.limit}"
+        if self.limit is not None:
+            stem += f"_n{self.limit}"
+        return f"{stem}_{self.tag}" if self.tag else stem
 
 
 @dataclass

@@ -1,0 +1,75 @@
+"""Print the README's benchmark tables (markdown) from the committed results JSON.
+
+Every number in the README's benchmark section comes from this script:
+
+    .venv/bin/python benchmarks/tables.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def ranking_table(results: dict, view: str, methods: list[str]) -> str:
+    cols = ["NDCG@10", "Recall@10", "Recall@50", "MRR@10", "MAP"]
+    lines = [_row(["method", *cols]), _row(["---"] * (len(cols) + 1))]
+    data = results["views"][view]["methods"]
+    for m in methods:
+        if m in data and "NDCG@10" in data[m]:
+            lines.append(_row([m, *(f"{data[m][c]:.3f}" for c in cols)]))
+    return "\n".join(lines)
+
+
+def set_table(results: dict, view: str, methods: list[str]) -> str:
+    cols = ["precision", "recall", "F1", "mean_chunks"]
+    lines = [_row(["method", *cols]), _row(["---"] * (len(cols) + 1))]
+    data = results["views"][view]["methods"]
+    for m in methods:
+        if m in data and "precision" in data[m]:
+            lines.append(_row([m, *(f"{data[m][c]:.3f}" if c != "mean_chunks" else f"{data[m][c]:.2f}" for c in cols)]))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    out = []
+    allr = _load("pubmedqa_all.json")
+    if allr:
+        out.append(f"### All 1000 questions, ranking (`{allr['command']}`)\n")
+        for view in ("abstract", "evidence"):
+            n = allr["views"][view]["n_queries"]
+            out.append(f"**{view} view** ({n} questions)\n")
+            out.append(ranking_table(allr, view, ["bm25", "dense", "hybrid"]) + "\n")
+        out.append("Query-only selection (hybrid top-50 candidates, the query as the only rationale, elbow τ=1.0, expansion window w):\n")
+        for view in ("abstract", "evidence"):
+            out.append(f"**{view} view**\n")
+            out.append(set_table(allr, view, ["meteora-query-only-w0", "meteora-query-only-w1", "meteora-query-only-w2", "dense@1", "dense@3", "dense@5"]) + "\n")
+    test = _load("pubmedqa_test.json")
+    if test:
+        out.append(f"### 500 test questions (`{test['command']}`)\n")
+        methods = ["meteora", "meteora-no-expansion", "meteora-pairing", "meteora-pooling", "meteora-query-only", "meteora-query-only-w0", "meteora-query-only-w2"]
+        baselines = ["bm25@3", "hybrid@3", *(f"dense@{k}" for k in (1, 2, 3, 5, 8))]
+        for view in ("abstract", "evidence"):
+            n = test["views"][view]["n_queries"]
+            out.append(f"**{view} view** ({n} questions): ranking\n")
+            out.append(ranking_table(test, view, ["bm25", "dense", "hybrid", "meteora", "meteora-query-only"]) + "\n")
+            out.append(f"**{view} view**: selected sets\n")
+            out.append(set_table(test, view, methods + baselines) + "\n")
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
