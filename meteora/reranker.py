@@ -267,8 +267,9 @@ class Reranker:
         texts = [p.text if len(p.text) <= MAX_EMBED_CHARS else p.text[:MAX_EMBED_CHARS] for p in passages]
         return self.encoder.encode(texts)
 
-    def _finish(self, query, passages, rationales, rset, passage_emb, context=None) -> RerankResult:
-        rat_emb = self.encoder.encode(rationales)
+    def _finish(self, query, passages, rationales, rset, passage_emb, context=None, rat_emb=None) -> RerankResult:
+        if rat_emb is None:
+            rat_emb = self.encoder.encode(rationales)
         selection = self.selector.select(
             rat_emb, passage_emb, passages, rationales=rationales, query=query, context=context
         )
@@ -362,11 +363,20 @@ class Reranker:
             rats = [(list(r) or [q], None) for q, r in zip(queries, rationales, strict=True)]
         else:
             rats = self.rationales_for(queries)
+        # one batched encoder call for every rationale, one for every passage to embed
+        rat_embs = _split(self.encoder.encode([t for r, _ in rats for t in r]), [len(r) for r, _ in rats])
+        given = [passage_embeddings[i] if passage_embeddings is not None else None for i in range(len(pools))]
+        to_embed = [i for i, g in enumerate(given) if g is None]
+        fresh = _split(
+            self._embed_passages([p for i in to_embed for p in pools[i]], None) if to_embed else np.zeros((0, 1)),
+            [len(pools[i]) for i in to_embed],
+        )
+        pembs = dict(zip(to_embed, fresh, strict=True))
         results = []
         for i, (q, pool) in enumerate(zip(queries, pools, strict=True)):
-            pemb = self._embed_passages(pool, passage_embeddings[i] if passage_embeddings is not None else None)
+            pemb = pembs[i] if i in pembs else self._embed_passages(pool, given[i])
             ctx = to_passages(contexts[i]) if contexts is not None and contexts[i] is not None else None
-            results.append(self._finish(q, pool, rats[i][0], rats[i][1], pemb, ctx))
+            results.append(self._finish(q, pool, rats[i][0], rats[i][1], pemb, ctx, rat_embs[i]))
         return results
 
     def search(self, query: str, retriever: Any, k: int = 50) -> RerankResult:
@@ -387,6 +397,15 @@ class Reranker:
     def __repr__(self) -> str:
         gen = "query-only" if self.generator is None else repr(self.generator)
         return f"Reranker(generator={gen}, encoder={self.encoder!r}, selector={self.selector!r}, verifier={self.verifier is not None})"
+
+
+def _split(matrix: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """Split the rows of ``matrix`` into consecutive blocks of the given sizes."""
+    out, start = [], 0
+    for n in sizes:
+        out.append(matrix[start : start + n])
+        start += n
+    return out
 
 
 _DOC_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
