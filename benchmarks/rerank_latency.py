@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -57,7 +56,7 @@ if str(ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(ROOT))
 
 from meteora._io import atomic_write_json  # noqa: E402
-from meteora.bench.report import environment_versions  # noqa: E402
+from meteora.bench.report import command_line, environment_versions, load_average  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "rerank_latency.json"
 PARTS = ("generation", "encode_passages", "encode_rationales", "selection")
@@ -91,22 +90,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     return args
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
-
-
-def _command() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_str = os.path.relpath(exe) if exe.is_relative_to(Path.cwd()) else str(exe)
-    except ValueError:
-        exe_str = str(exe)
-    return shlex.join([exe_str, *sys.argv])
 
 
 def _cpus_usable() -> int | None:
@@ -240,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(msg, flush=True)
 
     started = time.perf_counter()
-    load_before = _loadavg()
+    load_before = load_average()
     import torch
 
     from meteora.reranker import Reranker
@@ -248,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     apply_thread_setting(args.threads)
     report: dict[str, Any] = {
-        "command": _command(),
+        "command": command_line(),
         "config": {
             "n_questions": args.n,
             "warmup_questions": args.warmup,
@@ -350,7 +333,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "full_warm_mean_s": w["mean"],
         "cold_over_warm_mean": round(c["mean"] / max(w["mean"], 1e-9), 1),
     }
-    report["machine"]["loadavg_end"] = _loadavg()
+    report["machine"]["loadavg_end"] = load_average()
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(args.output, report)
     log(f"checks: {report['checks']}")

@@ -36,7 +36,6 @@ import gc
 import importlib.metadata
 import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -49,6 +48,7 @@ if str(ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(ROOT))
 
 from meteora._io import atomic_write_json  # noqa: E402
+from meteora.bench.report import command_line, load_average  # noqa: E402
 from meteora.retrievers import BM25Retriever, DenseRetriever  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "retrieval_speed.json"
@@ -91,22 +91,6 @@ def _version(dist: str) -> str | None:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
-
-
-def _command() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_str = os.path.relpath(exe) if exe.is_relative_to(Path.cwd()) else str(exe)
-    except ValueError:
-        exe_str = str(exe)
-    return shlex.join([exe_str, *sys.argv])
 
 
 def load_vocabulary() -> tuple[list[str], str]:
@@ -293,10 +277,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(msg, flush=True)
 
     started = time.perf_counter()
-    load_before = _loadavg()
+    load_before = load_average()
     rng = np.random.default_rng(args.seed)
     report: dict[str, Any] = {
-        "command": _command(),
+        "command": command_line(),
         "config": {"seed": args.seed},
         "versions": {
             "python": platform.python_version(),
@@ -321,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_dense:
         cfg, res = bench_dense(args, rng, log)
         report["config"]["dense"], report["results"]["dense"] = cfg, res
-    report["machine"]["loadavg_after"] = _loadavg()
+    report["machine"]["loadavg_after"] = load_average()
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(args.output, report)
     log(f"wrote {args.output} ({report['total_seconds']} s)")

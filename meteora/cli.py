@@ -271,10 +271,16 @@ def _cmd_eval_adapter(args: argparse.Namespace) -> int:
     from meteora._io import atomic_write_json
     from meteora.evaluation import evaluate_adapter, to_markdown
 
+    exclude = None
+    if args.exclude_queries_from:
+        from meteora.training import load_rationale_sft
+
+        exclude = load_rationale_sft(args.exclude_queries_from).queries()
     result = evaluate_adapter(
         args.base,
         args.adapter,
         args.data,
+        exclude_queries=exclude,
         template=args.template,
         max_examples=args.max_examples,
         batch_size=args.batch_size,
@@ -425,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     ea.add_argument("--adapter", required=True)
     ea.add_argument("--data", required=True, type=_existing_file)
     ea.add_argument("--template", default="med-rationale")
+    ea.add_argument("--exclude-queries-from", type=_existing_file, default=None,
+                    help="skip held-out rows whose query is in this (training) file, e.g. the SFT data")
     ea.add_argument("--max-examples", type=_positive_int, default=None)
     ea.add_argument("--batch-size", type=_positive_int, default=8)
     ea.add_argument("--load-in-4bit", action="store_true")

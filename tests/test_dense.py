@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers_bench import DISTINCT_LENGTH_CORPUS as CORPUS
 
 from meteora.errors import InvalidInputError, ModelNotFoundError
 from meteora.retrievers import DenseRetriever
 from meteora.types import Ranking
 
-# Passages of distinct token counts, so that even an encoder that sees only the
+# CORPUS: passages of distinct token counts, so that even an encoder that sees only the
 # sequence length gives every passage its own embedding.
-CORPUS = [
-    "Aspirin reduces fever.",
-    "Ibuprofen relieves joint pain.",
-    "Paracetamol lowers fever in children.",
-    "Statins lower LDL cholesterol and cardiovascular risk.",
-    "Insulin therapy controls blood glucose in type 1 diabetes.",
-    "Metformin is the first-line therapy for type 2 diabetes.",
-    "Antibiotics treat bacterial, not viral, infections.",
-    "Measles vaccination.",
-]
 QUERIES = ["fever in children", "pain drug", "blood glucose", "measles vaccine", "the of and"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers_bench import DISTINCT_LENGTH_CORPUS as CORPUS
 
 from meteora.errors import InvalidInputError
 from meteora.retrievers import (
@@ -15,17 +16,7 @@ from meteora.retrievers import (
 )
 from meteora.types import Hit, Ranking, to_passages
 
-# distinct token counts per passage (see tests/test_dense.py)
-CORPUS = [
-    "Aspirin reduces fever.",
-    "Ibuprofen relieves joint pain.",
-    "Paracetamol lowers fever in children.",
-    "Statins lower LDL cholesterol and cardiovascular risk.",
-    "Insulin therapy controls blood glucose in type 1 diabetes.",
-    "Metformin is the first-line therapy for type 2 diabetes.",
-    "Antibiotics treat bacterial, not viral, infections.",
-    "Measles vaccination.",
-]
+# CORPUS: distinct token counts per passage (see tests/helpers_bench.py)
 QUERIES = ["fever in children", "diabetes therapy", "measles", "the of and"]
 
 A, B, C, D = to_passages(["a", "b", "c", "d"])

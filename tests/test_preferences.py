@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import pytest
+from helpers_bench import BagOfWordsModel, polynomial_hash, toy_benchmark
 
 from meteora.datasets.pubmedqa import RetrievalBenchmark
 from meteora.embeddings import Encoder
@@ -21,33 +21,8 @@ from meteora.training.preferences import (
     hit_score,
     write_preference_pairs,
 )
-from meteora.types import Passage
 
 TOPICS = ["aspirin", "statin", "insulin", "asthma", "renal", "fever", "sepsis"]
-
-
-class BagOfWordsModel:
-    """A deterministic sentence-transformers stand-in: hashed bag of words, L2-normalised."""
-
-    dim = 128
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return self.dim
-
-    def encode(
-        self,
-        texts,
-        batch_size=32,
-        show_progress_bar=False,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-    ):
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"[a-z0-9]+", t.lower()):
-                out[i, sum(ord(c) * 31**k for k, c in enumerate(w)) % self.dim] += 1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms == 0, 1, norms)
 
 
 def chunk_texts(i: int, t: str) -> list[str]:
@@ -59,28 +34,16 @@ def chunk_texts(i: int, t: str) -> list[str]:
 
 
 def make_benchmark() -> RetrievalBenchmark:
-    corpus, queries, abstract, evidence, answers = [], {}, {}, {}, {}
-    for i, t in enumerate(TOPICS):
-        doc = f"d{i}"
-        for pos, text in enumerate(chunk_texts(i, t)):
-            corpus.append(Passage(text, id=f"{doc}-{pos}", doc_id=doc, position=pos))
-        qid = f"q{i}"
-        queries[qid] = f"Is {t} linked to outcome{i}?"
-        abstract[qid] = {f"{doc}-{p}": 1 for p in range(3)}
-        if qid != "q3":  # q3 has no evidence chunk in this view
-            evidence[qid] = {f"{doc}-1": 1}
-        answers[qid] = {"final_decision": "yes", "long_answer": "..."}
-    return RetrievalBenchmark(
-        name="toy",
-        corpus=corpus,
-        queries=queries,
-        qrels={"abstract": abstract, "evidence": evidence},
+    return toy_benchmark(
+        TOPICS,
+        chunk_texts,
+        lambda i, t, qid: f"Is {t} linked to outcome{i}?",
         splits={
             "train": ["q0", "q1", "q2", "q3", "q4"],
             "test": ["q5", "q6"],
             "all": [f"q{i}" for i in range(7)],
         },
-        answers=answers,
+        no_evidence={"q3"},  # q3 has no evidence chunk in this view
     )
 
 
@@ -140,7 +103,7 @@ def bench() -> RetrievalBenchmark:
 
 @pytest.fixture(scope="module")
 def encoder() -> Encoder:
-    return Encoder(BagOfWordsModel())
+    return Encoder(BagOfWordsModel(dim=128, word_hash=polynomial_hash))
 
 
 @pytest.fixture()

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from helpers_bench import BagOfWordsModel, multiplicative_hash, toy_benchmark
 
 from meteora.datasets.pubmedqa import RetrievalBenchmark
 from meteora.embeddings import Encoder
@@ -25,63 +26,29 @@ from meteora.evaluation.qa import (
     to_markdown,
 )
 from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
-from meteora.types import Passage
 
 TOPICS = ["aspirin", "statin", "insulin", "asthma", "renal", "fever"]
 
 
-class BagOfWordsModel:
-    """A deterministic sentence-transformers stand-in: hashed bag of words, L2-normalised."""
-
-    dim = 64
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return self.dim
-
-    def encode(
-        self,
-        texts,
-        batch_size=32,
-        show_progress_bar=False,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-    ):
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"[a-z0-9]+", t.lower()):
-                out[i, sum(map(ord, w)) * 2654435761 % self.dim] += 1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms == 0, 1, norms)
+def chunk_texts(i: int, t: str) -> list[str]:
+    return [
+        f"Background: {t} background{i} context of the {t} question.",
+        f"Results: {t} outcome{i} odds ratio measured{i} significant.",
+        f"Methods: cohort{i} of {t} patients enrolled{i}.",
+    ]
 
 
 def make_benchmark() -> RetrievalBenchmark:
-    corpus, queries, abstract, evidence, answers = [], {}, {}, {}, {}
-    decisions = ["yes", "no", "maybe", "yes", "no", "yes"]
-    for i, t in enumerate(TOPICS):
-        doc = f"d{i}"
-        texts = [
-            f"Background: {t} background{i} context of the {t} question.",
-            f"Results: {t} outcome{i} odds ratio measured{i} significant.",
-            f"Methods: cohort{i} of {t} patients enrolled{i}.",
-        ]
-        for pos, text in enumerate(texts):
-            corpus.append(Passage(text, id=f"{doc}-{pos}", doc_id=doc, position=pos))
-        qid = f"q{i}"
-        queries[qid] = f"Does {t} change outcome{i} in question {qid}?"
-        abstract[qid] = {f"{doc}-{p}": 1 for p in range(3)}
-        evidence[qid] = {f"{doc}-1": 1}
-        answers[qid] = {"final_decision": decisions[i], "long_answer": "..."}
-    return RetrievalBenchmark(
-        name="toy",
-        corpus=corpus,
-        queries=queries,
-        qrels={"abstract": abstract, "evidence": evidence},
+    return toy_benchmark(
+        TOPICS,
+        chunk_texts,
+        lambda i, t, qid: f"Does {t} change outcome{i} in question {qid}?",
         splits={
             "train": ["q0", "q1", "q2"],
             "test": ["q3", "q4", "q5"],
             "all": [f"q{i}" for i in range(6)],
         },
-        answers=answers,
+        decisions=["yes", "no", "maybe", "yes", "no", "yes"],
     )
 
 
@@ -115,7 +82,7 @@ def bench() -> RetrievalBenchmark:
 
 @pytest.fixture(scope="module")
 def bow_encoder() -> Encoder:
-    return Encoder(BagOfWordsModel())
+    return Encoder(BagOfWordsModel(dim=64, word_hash=multiplicative_hash))
 
 
 # ------------------------------------------------------------------ parsing + metrics

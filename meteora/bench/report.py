@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import platform
+import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_table", "environment_versions", "plot_recall_vs_chunks"]
+__all__ = [
+    "format_table",
+    "environment_versions",
+    "load_average",
+    "command_line",
+    "plot_recall_vs_chunks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +44,35 @@ def environment_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return out
+
+
+def load_average() -> list[float] | None:
+    """The 1/5/15-minute load averages, rounded to 2 places (``None`` where unsupported).
+
+    Example:
+        >>> la = load_average()
+        >>> la is None or len(la) == 3
+        True
+    """
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def command_line() -> str:
+    """The command that started this process, shell-quoted (interpreter path relative when under the cwd).
+
+    Example:
+        >>> isinstance(command_line(), str)
+        True
+    """
+    exe = Path(sys.executable)
+    try:
+        exe_str = os.path.relpath(exe) if exe.is_relative_to(Path.cwd()) else str(exe)
+    except ValueError:
+        exe_str = str(exe)
+    return shlex.join([exe_str, *sys.argv])
 
 
 def _fmt(value: Any, column: str) -> str:

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from meteora.errors import InvalidInputError
+from meteora.rationales.generator import _model_device
 from meteora.types import Passage
 
 __all__ = [
@@ -272,18 +273,6 @@ def render_reader_prompt(message: str, tokenizer: Any = None, *, chat: bool | No
 
 
 # --------------------------------------------------------------------------- loglik scoring
-
-
-def _model_device(model: Any) -> Any:
-    import torch
-
-    dev = getattr(model, "device", None)
-    if isinstance(dev, torch.device):
-        return dev
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return torch.device("cpu")
 
 
 class LoglikScorer:

@@ -22,33 +22,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meteora.errors import InvalidInputError, ModelNotFoundError, TrainingDataError, require
-from meteora.settings import apply_thread_setting
+from meteora.errors import InvalidInputError, TrainingDataError
 from meteora.training.sft import (
     TrainingSettings,
     TrainResult,
-    _check_targets,
-    _check_trl_version,
-    _device_setup,
-    _fingerprint,
-    _lora_config,
+    _begin_training,
+    _load_base,
     _make_log_callback,
-    _prepare_for_training,
-    _prepare_out_dir,
-    _quiet_printer,
-    _require_data_file,
-    _run_and_save,
+    _prepare_run,
+    _train_and_save,
     _trainer_args,
-    _upcast_trainable,
-    _versions,
-    attach_adapter,
-    load_causal_lm,
 )
 
 __all__ = ["DPOSettings", "train_dpo"]
@@ -171,92 +159,39 @@ def train_dpo(
         >>> train_dpo("smollm2", pairs, "out/dpo", DPOSettings(max_steps=2))  # doctest: +SKIP
     """
     settings = settings or DPOSettings()
-    settings.validate()
-    _check_trl_version()
-    apply_thread_setting(settings.num_threads)
-    trl = require("trl", "train", "DPO training")
+    trl = _begin_training(settings, "DPO training")
     from datasets import Dataset
 
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir).expanduser()
-    use_cuda, precision = _device_setup(settings.precision)
-    _require_data_file(pairs, "preference pairs file")
-    if (
-        sft_adapter is not None
-        and not (Path(sft_adapter).expanduser() / "adapter_config.json").is_file()
-    ):
-        raise ModelNotFoundError(
-            f"{str(sft_adapter)!r} is not a PEFT adapter folder (no adapter_config.json)"
-        )
-
-    model, tokenizer = load_causal_lm(
-        base_model,
-        load_in_4bit=settings.load_in_4bit,
-        precision=settings.precision,
-        quant_type=settings.quant_type,
-        double_quant=settings.double_quant,
-        tokenizer_from=sft_adapter,
-        trust_remote_code=settings.trust_remote_code,
+    run = _load_base(base_model, pairs, "preference pairs file", out_dir, settings, sft_adapter)
+    rows, data_info = _pairs_from(pairs, settings, run.tokenizer)
+    model, peft_config, ckpt_dir, resume_from = _prepare_run(
+        "dpo", run, settings, sft_adapter, data_info, resume
     )
-    base_name = str(model.config.name_or_path or base_model)
-    rows, data_info = _pairs_from(pairs, settings, tokenizer)
-    fingerprint = _fingerprint(
-        "dpo",
-        base_name,
-        str(sft_adapter) if sft_adapter else None,
-        settings,
-        data_info.get("sha256") or data_info["pairs_sha256"],
-    )
-    ckpt_dir, resume_from = _prepare_out_dir(out_dir, fingerprint, resume)
-
-    model = _prepare_for_training(model, settings, use_cuda)
-    peft_config = None
-    if sft_adapter is not None:
-        model = attach_adapter(model, sft_adapter, base_model=base_name, trainable=True)
-    else:
-        _check_targets(model, settings)
-        peft_config = _lora_config(settings)
-
-    args = _trainer_args(settings, ckpt_dir, use_cuda, precision, trl.DPOConfig)
+    args = _trainer_args(settings, ckpt_dir, run.use_cuda, run.precision, trl.DPOConfig)
     config = trl.DPOConfig(**args, beta=float(settings.beta), loss_type=[settings.loss_type])
     trainer = trl.DPOTrainer(
         model=model,
         ref_model=None,
         args=config,
         train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
+        processing_class=run.tokenizer,
         peft_config=peft_config,
         callbacks=[_make_log_callback(), *callbacks],
     )
-    _quiet_printer(trainer, settings)
-    _upcast_trainable(trainer.model, precision)
-
-    metadata: dict[str, Any] = {
-        "format": "meteora-adapter/1",
-        "kind": "dpo",
-        "base_model": base_name,
-        "init_adapter": str(sft_adapter) if sft_adapter else None,
-        "reference": "sft adapter (frozen copy)"
-        if sft_adapter
-        else "base model (adapter disabled)",
-        "template": settings.template,
-        "n_rationales": settings.n_rationales,
-        "settings": settings.to_dict(),
-        "data": data_info,
-        "precision": precision,
-        "device": "cuda" if use_cuda else "cpu",
-        "pad_token": tokenizer.pad_token,
-        "eos_token": tokenizer.eos_token,
-        "versions": _versions(),
-    }
-    return _run_and_save(
+    return _train_and_save(
         kind="dpo",
+        run=run,
         trainer=trainer,
-        tokenizer=tokenizer,
-        out_dir=out_dir,
+        settings=settings,
+        adapter=sft_adapter,
+        template=settings.template,
+        data_info=data_info,
         resume_from=resume_from,
-        metadata=metadata,
-        t0=t0,
         n_examples=len(rows),
+        extra_metadata={
+            "reference": "sft adapter (frozen copy)"
+            if sft_adapter
+            else "base model (adapter disabled)"
+        },
         selected_adapters=["default"],
     )

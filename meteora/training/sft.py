@@ -1000,6 +1000,134 @@ def _run_and_save(
     )
 
 
+@dataclass
+class _BaseRun:
+    """A loaded base model and what every training run records about it."""
+
+    t0: float
+    out_dir: Path
+    use_cuda: bool
+    precision: str
+    model: Any
+    tokenizer: Any
+    base_name: str
+
+
+def _begin_training(settings: TrainingSettings, purpose: str) -> Any:
+    """Validate ``settings``, check TRL, apply the thread setting; return the ``trl`` module."""
+    settings.validate()
+    _check_trl_version()
+    apply_thread_setting(settings.num_threads)
+    return require("trl", "train", purpose)
+
+
+def _load_base(
+    base_model: str | os.PathLike[str],
+    data: Any,
+    data_what: str,
+    out_dir: str | os.PathLike[str],
+    settings: TrainingSettings,
+    adapter: str | os.PathLike[str] | None,
+) -> _BaseRun:
+    """Start the clock, check the data path and adapter folder, load the base model."""
+    t0 = time.perf_counter()
+    out = Path(out_dir).expanduser()
+    use_cuda, precision = _device_setup(settings.precision)
+    _require_data_file(data, data_what)
+    if adapter is not None and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
+        raise ModelNotFoundError(
+            f"{str(adapter)!r} is not a PEFT adapter folder (no adapter_config.json)"
+        )
+    model, tokenizer = load_causal_lm(
+        base_model,
+        load_in_4bit=settings.load_in_4bit,
+        precision=settings.precision,
+        quant_type=settings.quant_type,
+        double_quant=settings.double_quant,
+        tokenizer_from=adapter,
+        trust_remote_code=settings.trust_remote_code,
+    )
+    base_name = str(model.config.name_or_path or base_model)
+    return _BaseRun(t0, out, use_cuda, precision, model, tokenizer, base_name)
+
+
+def _prepare_run(
+    kind: str,
+    run: _BaseRun,
+    settings: TrainingSettings,
+    adapter: str | os.PathLike[str] | None,
+    data_info: Mapping[str, Any],
+    resume: bool,
+) -> tuple[Any, Any, Path, str | None]:
+    """Fingerprint the run, set up ``checkpoints/``, and ready the model for LoRA training.
+
+    Returns ``(model, peft_config, ckpt_dir, resume_from)``; ``peft_config`` is ``None``
+    when an existing ``adapter`` is continued.
+    """
+    fingerprint = _fingerprint(
+        kind,
+        run.base_name,
+        str(adapter) if adapter else None,
+        settings,
+        data_info.get("sha256") or data_info["pairs_sha256"],
+    )
+    ckpt_dir, resume_from = _prepare_out_dir(run.out_dir, fingerprint, resume)
+    model = _prepare_for_training(run.model, settings, run.use_cuda)
+    peft_config = None
+    if adapter is not None:
+        model = attach_adapter(model, adapter, base_model=run.base_name, trainable=True)
+    else:
+        _check_targets(model, settings)
+        peft_config = _lora_config(settings)
+    return model, peft_config, ckpt_dir, resume_from
+
+
+def _train_and_save(
+    *,
+    kind: str,
+    run: _BaseRun,
+    trainer: Any,
+    settings: TrainingSettings,
+    adapter: str | os.PathLike[str] | None,
+    template: str | None,
+    data_info: dict[str, Any],
+    resume_from: str | None,
+    n_examples: int,
+    extra_metadata: Mapping[str, Any] | None = None,
+    selected_adapters: list[str] | None = None,
+) -> TrainResult:
+    """Quiet and upcast the trainer, build ``meteora_training.json``, train and save."""
+    _quiet_printer(trainer, settings)
+    _upcast_trainable(trainer.model, run.precision)
+    metadata: dict[str, Any] = {
+        "format": "meteora-adapter/1",
+        "kind": kind,
+        "base_model": run.base_name,
+        "init_adapter": str(adapter) if adapter else None,
+        **(extra_metadata or {}),
+        "template": template,
+        "n_rationales": settings.n_rationales,
+        "settings": settings.to_dict(),
+        "data": data_info,
+        "precision": run.precision,
+        "device": "cuda" if run.use_cuda else "cpu",
+        "pad_token": run.tokenizer.pad_token,
+        "eos_token": run.tokenizer.eos_token,
+        "versions": _versions(),
+    }
+    return _run_and_save(
+        kind=kind,
+        trainer=trainer,
+        tokenizer=run.tokenizer,
+        out_dir=run.out_dir,
+        resume_from=resume_from,
+        metadata=metadata,
+        t0=run.t0,
+        n_examples=n_examples,
+        selected_adapters=selected_adapters,
+    )
+
+
 # --------------------------------------------------------------------------- SFT
 
 
@@ -1043,90 +1171,38 @@ def train_sft(
         >>> r = train_sft("smollm2", "val.jsonl", "out/adapter", SFTSettings(max_steps=5))  # doctest: +SKIP
     """
     settings = settings or SFTSettings()
-    settings.validate()
-    _check_trl_version()
-    apply_thread_setting(settings.num_threads)
-    trl = require("trl", "train", "SFT training")
+    trl = _begin_training(settings, "SFT training")
     from datasets import Dataset
 
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir).expanduser()
-    use_cuda, precision = _device_setup(settings.precision)
-    _require_data_file(data, "training data file")
-    if adapter is not None and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
-        raise ModelNotFoundError(
-            f"{str(adapter)!r} is not a PEFT adapter folder (no adapter_config.json)"
-        )
-
-    model, tokenizer = load_causal_lm(
-        base_model,
-        load_in_4bit=settings.load_in_4bit,
-        precision=settings.precision,
-        quant_type=settings.quant_type,
-        double_quant=settings.double_quant,
-        tokenizer_from=adapter,
-        trust_remote_code=settings.trust_remote_code,
-    )
-    base_name = str(model.config.name_or_path or base_model)
-    pairs, data_info = _pairs_from(data, settings, tokenizer)
-    features, counts = build_sft_dataset(pairs, tokenizer, settings.max_length)
+    run = _load_base(base_model, data, "training data file", out_dir, settings, adapter)
+    pairs, data_info = _pairs_from(data, settings, run.tokenizer)
+    features, counts = build_sft_dataset(pairs, run.tokenizer, settings.max_length)
     data_info.update(n_pairs=len(pairs), n_examples=len(features), **counts)
     logger.info("SFT on %d examples (%d truncated)", len(features), counts["n_truncated"])
 
-    fingerprint = _fingerprint(
-        "sft",
-        base_name,
-        str(adapter) if adapter else None,
-        settings,
-        data_info.get("sha256") or data_info["pairs_sha256"],
+    model, peft_config, ckpt_dir, resume_from = _prepare_run(
+        "sft", run, settings, adapter, data_info, resume
     )
-    ckpt_dir, resume_from = _prepare_out_dir(out_dir, fingerprint, resume)
-
-    model = _prepare_for_training(model, settings, use_cuda)
-    peft_config = None
-    if adapter is not None:
-        model = attach_adapter(model, adapter, base_model=base_name, trainable=True)
-    else:
-        _check_targets(model, settings)
-        peft_config = _lora_config(settings)
-
     config = trl.SFTConfig(
-        **_trainer_args(settings, ckpt_dir, use_cuda, precision, trl.SFTConfig),
+        **_trainer_args(settings, ckpt_dir, run.use_cuda, run.precision, trl.SFTConfig),
         completion_only_loss=None,
     )
     trainer = trl.SFTTrainer(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(features),
-        processing_class=tokenizer,
+        processing_class=run.tokenizer,
         peft_config=peft_config,
         callbacks=[_make_log_callback(), *callbacks],
     )
-    _quiet_printer(trainer, settings)
-    _upcast_trainable(trainer.model, precision)
-
-    metadata: dict[str, Any] = {
-        "format": "meteora-adapter/1",
-        "kind": "sft",
-        "base_model": base_name,
-        "init_adapter": str(adapter) if adapter else None,
-        "template": settings.template if data_info.get("format") == "med-rationale" else None,
-        "n_rationales": settings.n_rationales,
-        "settings": settings.to_dict(),
-        "data": data_info,
-        "precision": precision,
-        "device": "cuda" if use_cuda else "cpu",
-        "pad_token": tokenizer.pad_token,
-        "eos_token": tokenizer.eos_token,
-        "versions": _versions(),
-    }
-    return _run_and_save(
+    return _train_and_save(
         kind="sft",
+        run=run,
         trainer=trainer,
-        tokenizer=tokenizer,
-        out_dir=out_dir,
+        settings=settings,
+        adapter=adapter,
+        template=settings.template if data_info.get("format") == "med-rationale" else None,
+        data_info=data_info,
         resume_from=resume_from,
-        metadata=metadata,
-        t0=t0,
         n_examples=len(features),
     )
