@@ -467,3 +467,28 @@ def test_invariants(inputs, pairing, order, tau):
             pair = EvidenceSelector(pairing=pairing, tau=tau, use_pooling=False).select(rat, emb, ps)
             pool = EvidenceSelector(pairing=pairing, tau=tau, use_pairing=False).select(rat, emb, ps)
             assert set(sel) == set(pair.selected_ids) | set(pool.selected_ids)
+
+
+def test_expansion_reaches_context_passages_without_ranking_them():
+    """A neighbour that is not a candidate is added from ``context`` but never ranked."""
+    from meteora.selection import EvidenceSelector
+    from meteora.types import Passage
+
+    cands = [Passage("a", id="d-0", doc_id="d", position=0), Passage("x", id="e-0", doc_id="e", position=0)]
+    context = [
+        Passage("b", id="d-1", doc_id="d", position=1),
+        Passage("c", id="d-2", doc_id="d", position=2),
+        Passage("y", id="e-1", doc_id="e", position=1),
+    ]
+    r = np.array([[1.0, 0.0]])
+    c = np.array([[1.0, 0.0], [0.0, 1.0]])
+    w1 = EvidenceSelector(window=1, use_pooling=False).select(r, c, cands, context=context)
+    assert w1.selected_ids == ["d-0", "d-1"]
+    assert w1.explanation.expansion_added == ["d-1"]
+    assert w1.ranking.ids == ["d-0", "e-0"]  # context passages are not candidates
+    w2 = EvidenceSelector(window=2, use_pooling=False).select(r, c, cands, context=context)
+    assert w2.selected_ids == ["d-0", "d-1", "d-2"]
+    w0 = EvidenceSelector(window=0, use_pooling=False).select(r, c, cands, context=context)
+    assert w0.selected_ids == ["d-0"]
+    doc = EvidenceSelector(window=1, use_pooling=False, order="document").select(np.array([[0.0, 1.0]]), c, cands, context=context)
+    assert doc.selected_ids == ["e-0", "e-1"]
