@@ -49,6 +49,16 @@ def main() -> int:
         "command": "bash benchmarks/adapter_smollm2.sh",
         "what": "SmolLM2-135M-Instruct + QLoRA SFT on med-rationales val, evaluated on med-rationales test "
         "(rows whose query is in val excluded) and on the PubMedQA benchmark (500 test questions)",
+        "notes": [
+            "The committed run called meteora.training.train_sft(...) from Python with exactly the settings of step 1 "
+            "of adapter_smollm2.sh (which the CLI passes through unchanged); the perplexity JSON was written to /tmp "
+            "and copied to results/adapter_eval_smollm2.json.",
+            "Perplexity: both models loaded in 4-bit NF4; 300 test rows after dropping duplicates and the 113 rows "
+            "whose query also appears in the training file (val.jsonl).",
+            "PubMedQA: 500 official test questions, hybrid top-50 candidates, the query kept as an anchor rationale; "
+            "'meteora' = window 1, 'meteora-no-expansion' = window 0. fallback_rate = share of questions where no "
+            "generated rationale survived parsing and filtering.",
+        ],
         "training": {k: training.get(k) for k in ("kind", "template", "settings", "data", "global_step", "epochs", "final_loss", "train_loss", "losses", "seconds", "versions") if k in training},
         "perplexity": {
             "command": evaluation.get("command"),
