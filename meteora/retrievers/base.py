@@ -483,3 +483,18 @@ def load_retriever(directory: str | os.PathLike[str], **kwargs: Any) -> Retrieve
     module_name, cls_name = _KINDS[manifest["kind"]].split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     return cls.load(directory, **kwargs)
+
+
+def importable(module: str) -> bool:
+    """True when ``module`` is installed and imports cleanly (a broken install of an
+    optional backend such as numba or faiss must not break retrieval)."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        return False
+    try:
+        importlib.import_module(module)
+    except Exception:
+        return False
+    return True

@@ -37,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -51,6 +50,7 @@ from meteora.errors import IndexFormatError, InvalidInputError, require
 from meteora.retrievers.base import (
     PASSAGES_NAME,
     Retriever,
+    importable,
     manifest_value,
     read_manifest,
     read_passages,
@@ -73,13 +73,7 @@ _BM25S_DIR = "bm25s"
 
 
 def _numba_available() -> bool:
-    if importlib.util.find_spec("numba") is None:
-        return False
-    try:
-        import numba  # noqa: F401
-    except Exception:  # a broken numba install must not break retrieval
-        return False
-    return True
+    return importable("numba")
 
 
 def _check_float(name: str, value: Any, lo: float, hi: float | None = None) -> float:

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import os
@@ -42,6 +41,7 @@ from meteora.retrievers.base import (
     PASSAGES_NAME,
     Retriever,
     check_k,
+    importable,
     manifest_value,
     read_manifest,
     read_passages,
@@ -64,13 +64,7 @@ _NUMPY_BLOCK = 1 << 25
 
 
 def _faiss_available() -> bool:
-    if importlib.util.find_spec("faiss") is None:
-        return False
-    try:
-        import faiss  # noqa: F401
-    except Exception:  # a broken faiss install must not break retrieval
-        return False
-    return True
+    return importable("faiss")
 
 
 def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> int | None:
