@@ -267,6 +267,47 @@ def _cmd_train_dpo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_pairs(args: argparse.Namespace) -> int:
+    from meteora.bench.pubmedqa import BenchmarkConfig, BenchmarkContext
+    from meteora.rationales import RationaleGenerator
+    from meteora.training import build_preference_pairs
+
+    ctx = BenchmarkContext(
+        BenchmarkConfig(
+            split="train", data_path=args.data, embedding_model=args.embedding_model, num_threads=args.threads
+        )
+    )
+    generator = RationaleGenerator.from_pretrained(
+        None if args.base in ("default", "smollm2") else args.base,
+        adapter=args.adapter,
+        template=args.template,
+        num_threads=args.threads,
+        cache=True,
+    )
+    result = build_preference_pairs(
+        generator,
+        ctx.data,
+        split="train",
+        view=args.view,
+        n_samples=args.samples,
+        candidates=args.candidates,
+        window=args.window,
+        encoder=ctx.encoder(),
+        retriever=ctx.retriever("hybrid"),
+        temperature=args.temperature,
+        seed=args.seed,
+        limit=args.limit,
+        min_margin=args.min_margin,
+        batch_size=args.batch_size,
+        out=args.out,
+    )
+    stats = result.stats
+    print(f"{stats['pairs']} pairs from {stats['queries']} train questions written to {args.out}")
+    print(f"skipped: {stats['skipped']}  fallback rate: {stats['fallback_rate']:.3f}")
+    print(f"mean chosen / rejected score: {stats['mean_chosen_score']} / {stats['mean_rejected_score']}")
+    return 0
+
+
 def _cmd_eval_adapter(args: argparse.Namespace) -> int:
     from meteora._io import atomic_write_json
     from meteora.evaluation import evaluate_adapter, to_markdown
@@ -423,6 +464,27 @@ def build_parser() -> argparse.ArgumentParser:
     dpo.add_argument("--beta", type=float, default=None, help="DPO beta (default 0.05)")
     _add_training_options(dpo)
     dpo.set_defaults(func=_cmd_train_dpo)
+
+    pp = tsub.add_parser(
+        "pairs", help="build DPO preference pairs on PubMedQA train questions (gold hits of the selection)"
+    )
+    pp.add_argument("--base", default="smollm2", help="generator: hub id, folder, or 'smollm2' (offline default)")
+    pp.add_argument("--adapter", default=None, help="PEFT adapter of the generator (e.g. the SFT adapter)")
+    pp.add_argument("--template", default=None, help="prompt template (default: the generator's)")
+    pp.add_argument("--out", required=True, help="pairs JSONL to write (stats go to <stem>.stats.json)")
+    pp.add_argument("--view", choices=["evidence", "abstract"], default="evidence", help="which chunks are gold")
+    pp.add_argument("--samples", type=_positive_int, default=4, help="rationale sets sampled per question")
+    pp.add_argument("--limit", type=_positive_int, default=None, help="only the first N train questions")
+    pp.add_argument("--candidates", type=_positive_int, default=50)
+    pp.add_argument("--window", type=int, default=0, help="selector expansion window")
+    pp.add_argument("--temperature", type=float, default=0.7)
+    pp.add_argument("--min-margin", type=float, default=0.1)
+    pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument("--batch-size", type=_positive_int, default=8, help="questions per generation batch")
+    pp.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
+    pp.add_argument("--data", default=None, help="folder or ori_pqal.json (default: $METEORA_DATA_DIR or ../shared/data)")
+    pp.add_argument("--threads", type=_positive_int, default=None)
+    pp.set_defaults(func=_cmd_train_pairs)
 
     ev = sub.add_parser("eval", help="evaluate adapters and answer accuracy")
     esub = ev.add_subparsers(dest="eval_command", required=True, metavar="WHAT")

@@ -264,3 +264,47 @@ def test_parser_defaults():
     assert args.split == "test" and args.ks == [1, 2, 3, 4, 5, 8, 16, 32]
     args = build_parser().parse_args(["rerank", "--query", "q", "--passages", "f"])
     assert args.window == 0 and args.tau == 1.0 and args.no_lm is False
+
+
+# ------------------------------------------------------------------ train pairs
+def _tiny_pubmedqa(folder, n_train: int = 3, n_test: int = 2):
+    from meteora.settings import data_dir
+
+    raw = json.loads((data_dir("pubmedqa") / "ori_pqal.json").read_text(encoding="utf-8"))
+    test_ids = set(json.loads((data_dir("pubmedqa") / "test_ground_truth.json").read_text(encoding="utf-8")))
+    train = [k for k in raw if k not in test_ids][:n_train]
+    test = [k for k in raw if k in test_ids][:n_test]
+    folder.mkdir()
+    (folder / "ori_pqal.json").write_text(json.dumps({k: raw[k] for k in train + test}), encoding="utf-8")
+    (folder / "test_ground_truth.json").write_text(
+        json.dumps({k: raw[k]["final_decision"] for k in test}), encoding="utf-8"
+    )
+    return folder, train
+
+
+@pytest.mark.slow
+def test_train_pairs_builds_a_pairs_file_on_train_questions(capsys, tmp_path, monkeypatch, tiny_llama_dir, tiny_st_dir):
+    monkeypatch.setenv("METEORA_HOME", str(tmp_path / "home"))
+    data, train_ids = _tiny_pubmedqa(tmp_path / "pubmedqa")
+    out = tmp_path / "pairs.jsonl"
+    code, stdout, _ = _run(
+        capsys,
+        ["train", "pairs", "--base", str(tiny_llama_dir), "--template", "med-rationale", "--out", str(out),
+         "--samples", "2", "--limit", "2", "--candidates", "5", "--data", str(data),
+         "--embedding-model", str(tiny_st_dir), "--threads", "1"],
+    )
+    assert code == 0
+    stats = json.loads(out.with_suffix(".stats.json").read_text())["stats"]
+    assert stats["split"] == "train" and stats["view"] == "evidence" and stats["queries"] == 2
+    assert stats["samples"] == 2 * stats["queries_with_gold"]
+    assert stats["settings"]["n_samples"] == 2 and stats["settings"]["template"] == "med-rationale"
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    assert len(rows) == stats["pairs"]
+    assert all(r["query_id"] in train_ids[:2] for r in rows)
+    assert f"{stats['pairs']} pairs from 2 train questions" in stdout
+
+
+def test_train_pairs_missing_data_exits_2(caplog, tmp_path):
+    code = main(["train", "pairs", "--out", str(tmp_path / "p.jsonl"), "--data", str(tmp_path / "nowhere")])
+    assert code == 2
+    assert "nowhere" in caplog.text

@@ -96,6 +96,9 @@ def test_dpo_on_the_base_model_trains_and_saves(tmp_path, tiny_mistral_dir):
         meta["kind"] == "dpo" and meta["settings"]["beta"] == 0.05 and meta["data"]["n_pairs"] == 4
     )
     assert meta["reference"].startswith("base model")
+    # the implicit-reward metrics are kept per logged step
+    assert [row["step"] for row in meta["log_history"]] == [1, 2, 3]
+    assert all(0.0 <= row["rewards/accuracies"] <= 1.0 and "rewards/margins" in row for row in meta["log_history"])
     model = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(tiny_mistral_dir), str(out)
     )

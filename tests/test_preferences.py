@@ -185,6 +185,15 @@ def test_prompt_is_the_generation_prompt_and_completion_is_raw(bench, retriever)
     )
 
 
+def test_completion_is_cut_before_a_hallucinated_prompt_section():
+    from meteora.training.preferences import _completion
+
+    raw = "### Response:\n- results show x\n- dose y\n\n### Query:\nnext question"
+    assert _completion(raw, "### Response:\n") == "- results show x\n- dose y"
+    # text without a new section keeps everything but trailing whitespace
+    assert _completion("a ### b\n\n", "") == "a ### b"
+
+
 def test_include_query_anchors_the_selection(bench, retriever):
     # the query "Is aspirin linked to outcome0?" already finds its results chunk, so with
     # the query as an anchor the missing rationales hit too: every sample ties, no pair

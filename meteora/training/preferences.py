@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -194,9 +195,24 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+_SECTION_BREAK = re.compile(r"^\s*###", re.MULTILINE)
+
+
 def _completion(raw: str, prefix: str) -> str:
-    """The generated text after the prompt (the generator puts the response prefix back)."""
-    return raw[len(prefix) :] if prefix and raw.startswith(prefix) else raw
+    """The generated text after the prompt (the generator puts the response prefix back),
+    cut before a hallucinated new prompt section (a line starting with ``###``), which the
+    rationale parser ignores too. Trailing whitespace goes; the DPO trainer appends EOS, so
+    the model learns to stop where the parsed rationales end.
+
+    Example:
+        >>> _completion("- a\n- b\n\n### Query:\nx", "")
+        '- a\n- b'
+    """
+    text = raw[len(prefix) :] if prefix and raw.startswith(prefix) else raw
+    cut = _SECTION_BREAK.search(text)
+    if cut is not None:
+        text = text[: cut.start()]
+    return text.rstrip()
 
 
 def _train_qids(benchmark: Any, split: str, limit: int | None) -> list[str]:

@@ -42,6 +42,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -807,6 +808,30 @@ def _loss_history(state: Any) -> list[tuple[int, float]]:
     ]
 
 
+_LOGGED_METRICS = ("loss", "grad_norm", "learning_rate", "rewards/chosen", "rewards/rejected",
+                   "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")
+
+
+def _metric_history(state: Any) -> list[dict[str, float]]:
+    """The trainer's logged scalars per step (loss, and for DPO the implicit rewards:
+    ``rewards/accuracies`` is the share of pairs whose chosen completion the policy now
+    prefers more than the reference does, ``rewards/margins`` the mean margin)."""
+    rows = []
+    for h in state.log_history:
+        if "step" not in h or "loss" not in h:
+            continue
+        row = {"step": int(h["step"])}
+        for key in _LOGGED_METRICS:
+            try:
+                value = float(h[key])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                row[key] = value
+        rows.append(row)
+    return rows
+
+
 def _make_log_callback():
     from transformers import TrainerCallback
 
@@ -964,6 +989,7 @@ def _run_and_save(
         final_loss=final_loss,
         train_loss=float(output.training_loss) if output.training_loss is not None else None,
         losses=[[step, loss] for step, loss in losses],
+        log_history=_metric_history(state),
         resumed_from=Path(resume_from).name if resume_from else None,
         seconds=seconds,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
