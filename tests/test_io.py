@@ -223,3 +223,19 @@ def test_apply_thread_setting_env(monkeypatch):
     finally:
         torch.set_num_threads(before)
 
+
+
+def test_atomic_files_and_directories_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from meteora._io import atomic_directory, atomic_write_text
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    f = tmp_path / "a.json"
+    atomic_write_text(f, "{}")
+    assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask  # not tempfile's owner-only 0600
+    with atomic_directory(tmp_path / "idx") as tmp:
+        (tmp / "x").write_text("1")
+    assert stat.S_IMODE((tmp_path / "idx").stat().st_mode) == 0o777 & ~mask
