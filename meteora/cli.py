@@ -379,6 +379,7 @@ def _cmd_eval_qa(args: argparse.Namespace) -> int:
         selections=selections,
         retriever=retriever,
         answer_mode=args.answer_mode,
+        calibrate=args.calibrate,
     )
     if args.out:
         atomic_write_json(
@@ -513,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     eq.add_argument("--candidates", type=_positive_int, default=50)
     eq.add_argument("--window", type=int, default=0)
     eq.add_argument("--answer-mode", choices=["loglik", "generate"], default="loglik")
+    eq.add_argument("--calibrate", action="store_true",
+                    help="loglik only: divide out the label prior measured on content-free prompts")
     eq.add_argument("--data", default=None)
     eq.add_argument("--threads", type=_positive_int, default=None)
     eq.add_argument("--out", default=None, help="write the results JSON here")

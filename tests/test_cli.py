@@ -308,3 +308,21 @@ def test_train_pairs_missing_data_exits_2(caplog, tmp_path):
     code = main(["train", "pairs", "--out", str(tmp_path / "p.jsonl"), "--data", str(tmp_path / "nowhere")])
     assert code == 2
     assert "nowhere" in caplog.text
+
+
+@pytest.mark.slow
+def test_eval_qa_with_calibration_writes_results(capsys, tmp_path, monkeypatch, tiny_llama_dir):
+    monkeypatch.setenv("METEORA_HOME", str(tmp_path / "home"))
+    data, _ = _tiny_pubmedqa(tmp_path / "pubmedqa", n_train=1, n_test=2)
+    out = tmp_path / "qa.json"
+    code, stdout, _ = _run(
+        capsys,
+        ["eval", "qa", "--reader", str(tiny_llama_dir), "--conditions", "none,gold", "--calibrate",
+         "--data", str(data), "--threads", "1", "--out", str(out)],
+    )
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["calibrated"] is True and result["n_questions"] == 2
+    assert set(result["conditions"]) == {"none", "gold"}
+    assert result["command"].startswith("meteora eval qa") and "--calibrate" in result["command"]
+    assert "gold" in stdout
