@@ -43,6 +43,33 @@ def set_table(results: dict, view: str, methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+QA_LABELS = {
+    "none": "none",
+    "gold": "gold abstract",
+    "meteora": "METEORA (SmolLM2 rationales, w=0)",
+    "meteora-query-only": "METEORA query-only (w=0)",
+    "fixed-k": "hybrid top-{k}",
+}
+
+
+def qa_table(results: dict) -> str:
+    lines = [_row(["context", "accuracy", "macro-F1", "predicted yes / no / maybe"]), _row(["---"] * 4)]
+    for cond, m in results["conditions"].items():
+        dist = m["predicted_distribution"]
+        label = QA_LABELS.get(cond, cond).format(k=results.get("k", ""))
+        lines.append(_row([label, f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}", f"{dist['yes']} / {dist['no']} / {dist['maybe']}"]))
+    return "\n".join(lines)
+
+
+def dpo_table(results: dict) -> str:
+    lines = [_row(["rationales (window 0)", "evidence precision", "recall", "F1", "chunks", "fallback"]), _row(["---"] * 6)]
+    for label, row in results["pubmedqa_test_w0"].items():
+        ev = row["evidence"]
+        fb = ev.get("fallback_rate")
+        lines.append(_row([label, f"{ev['precision']:.3f}", f"{ev['recall']:.3f}", f"{ev['F1']:.3f}", f"{ev['mean_chunks']:.2f}", "—" if fb is None else f"{100 * fb:.0f} %"]))
+    return "\n".join(lines)
+
+
 def main() -> int:
     out = []
     allr = _load("pubmedqa_all.json")
@@ -67,6 +94,16 @@ def main() -> int:
             out.append(ranking_table(test, view, ["bm25", "dense", "hybrid", "meteora", "meteora-query-only"]) + "\n")
             out.append(f"**{view} view**: selected sets\n")
             out.append(set_table(test, view, methods + baselines) + "\n")
+    for name in ("pubmedqa_qa_smollm2.json", "pubmedqa_qa_smollm2_n100.json"):
+        qa = _load(name)
+        if qa:
+            gold = qa.get("gold_distribution", {})
+            out.append(f"### PubMedQA answer accuracy, {qa['n_questions']} test questions (`{qa['command']}`; gold labels {gold})\n")
+            out.append(qa_table(qa) + "\n")
+    dpo = _load("dpo_smollm2.json")
+    if dpo:
+        out.append(f"### DPO (`{dpo['command']}`)\n")
+        out.append(dpo_table(dpo) + "\n")
     print("\n".join(out))
     return 0
 
