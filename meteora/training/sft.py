@@ -60,6 +60,7 @@ from meteora.errors import (
     TrainingDataError,
     require,
 )
+from meteora.models import same_model
 from meteora.rationales.templates import get_template
 from meteora.settings import apply_thread_setting
 
@@ -483,13 +484,6 @@ def load_causal_lm(
     return model, tokenizer
 
 
-def _same_model(a: str, b: str) -> bool:
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    if pa.exists() and pb.exists():
-        return pa.resolve() == pb.resolve()
-    return a.rstrip("/").split("/")[-1].lower() == b.rstrip("/").split("/")[-1].lower()
-
-
 def check_adapter_compatibility(
     model: Any,
     adapter: str | os.PathLike[str],
@@ -517,7 +511,7 @@ def check_adapter_compatibility(
         )
     cfg = read_json(cfg_path)
     trained_on = cfg.get("base_model_name_or_path")
-    if base_model is not None and trained_on and not _same_model(str(trained_on), str(base_model)):
+    if base_model is not None and trained_on and not same_model(trained_on, base_model):
         msg = (
             f"adapter {folder.name!r} was trained on {trained_on!r} but is being loaded on {str(base_model)!r}; "
             "the outputs are meaningless unless these are the same model"
