@@ -22,6 +22,6 @@ $M train dpo --base smollm2 --sft-adapter "$SFT" --pairs "$PAIRS" --out "$DPO" \
     --epochs 1 --lr 5e-5 --batch-size 2 --grad-accum 2 --logging-steps 2 --save-steps 10 --threads 2
 # 3. the DPO adapter's rationales on the 500 test questions (same settings as the SFT run)
 $M bench pubmedqa --split test --methods meteora,meteora-no-expansion --adapter "$DPO" \
-    --template med-rationale --threads 1 --tag dpo --no-plot
+    --template med-rationale --threads 2 --tag dpo --no-plot
 # 4. one file: pairs stats, DPO training curve, evidence F1 at w=0 for base / SFT / DPO / query-only
 .venv/bin/python benchmarks/dpo_smollm2.py --pairs "$PAIRS" --adapter "$DPO"
