@@ -85,6 +85,9 @@ def main() -> int:
         "training": {k: training.get(k) for k in keep if k in training},
         "pubmedqa_test_w0": table(),
     }
+    bootstrap = RESULTS / "paired_bootstrap_sft_vs_dpo.json"
+    if bootstrap.exists():
+        result["sft_vs_dpo_paired_bootstrap"] = json.loads(bootstrap.read_text())
     atomic_write_json(RESULTS / "dpo_smollm2.json", result)
     for label, row in result["pubmedqa_test_w0"].items():
         ev = row["evidence"]

@@ -23,5 +23,8 @@ $M train dpo --base smollm2 --sft-adapter "$SFT" --pairs "$PAIRS" --out "$DPO" \
 # 3. the DPO adapter's rationales on the 500 test questions (same settings as the SFT run)
 $M bench pubmedqa --split test --methods meteora,meteora-no-expansion --adapter "$DPO" \
     --template med-rationale --threads 2 --tag dpo --no-plot
-# 4. one file: pairs stats, DPO training curve, evidence F1 at w=0 for base / SFT / DPO / query-only
+# 4. is DPO's change real? paired bootstrap over the test questions, SFT vs DPO (cached rationales)
+.venv/bin/python benchmarks/paired_bootstrap.py --a "$SFT" --a-results pubmedqa_test_sft.json \
+    --b "$DPO" --b-results pubmedqa_test_dpo.json --template med-rationale --tag sft_vs_dpo --threads 2
+# 5. one file: pairs stats, DPO training curve, evidence F1 at w=0 for base / SFT / DPO / query-only
 .venv/bin/python benchmarks/dpo_smollm2.py --pairs "$PAIRS" --adapter "$DPO"

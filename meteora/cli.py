@@ -281,6 +281,7 @@ def _cmd_train_pairs(args: argparse.Namespace) -> int:
         None if args.base in ("default", "smollm2") else args.base,
         adapter=args.adapter,
         template=args.template,
+        load_in_4bit=args.load_in_4bit,
         num_threads=args.threads,
         cache=True,
     )
@@ -472,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--base", default="smollm2", help="generator: hub id, folder, or 'smollm2' (offline default)")
     pp.add_argument("--adapter", default=None, help="PEFT adapter of the generator (e.g. the SFT adapter)")
     pp.add_argument("--template", default=None, help="prompt template (default: the generator's)")
+    pp.add_argument("--load-in-4bit", action="store_true", help="load the generator in 4-bit NF4 (bitsandbytes)")
     pp.add_argument("--out", required=True, help="pairs JSONL to write (stats go to <stem>.stats.json)")
     pp.add_argument("--view", choices=["evidence", "abstract"], default="evidence", help="which chunks are gold")
     pp.add_argument("--samples", type=_positive_int, default=4, help="rationale sets sampled per question")
