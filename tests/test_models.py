@@ -282,6 +282,8 @@ def test_same_model_matches_the_offline_default_id_and_its_folder(tmp_path):
     assert same_model(str(folder), str(folder) + "/")
     assert same_model("Mistralai/Mistral-7B-Instruct-v0.3", "mistral-7b-instruct-v0.3")
     assert not same_model("mistralai/Mistral-7B-Instruct-v0.3", "meta-llama/Llama-3.2-1B")
-    other = tmp_path / "other" / "SmolLM2-135M-Instruct"
+    (tmp_path / "link").symlink_to(folder)
+    assert same_model(str(tmp_path / "link"), str(folder))  # same folder by real path
+    other = tmp_path / "other" / "Llama-3.2-1B"
     other.mkdir(parents=True)
-    assert not same_model(str(folder), str(other))  # two existing folders: compared by real path
+    assert not same_model(str(folder), str(other))
