@@ -40,7 +40,7 @@ from typing import Literal
 
 from meteora.errors import InvalidInputError
 
-__all__ = ["ParsedRationales", "parse_rationales", "strip_think", "normalize_for_dedupe"]
+__all__ = ["ParsedRationales", "parse_rationales", "strip_think", "normalize_for_dedupe", "cut_at_section_break"]
 
 ParseMethod = Literal["xml", "numbered", "lines", "none"]
 
@@ -152,14 +152,23 @@ def _is_lead_in(line: str) -> bool:
     return stripped.endswith(":") and len(_WORD.findall(stripped)) <= _LEAD_IN_MAX_WORDS
 
 
+def cut_at_section_break(text: str) -> str:
+    r"""``text`` up to a made-up new prompt section (a line starting with ``###``), which
+    the parser never reads.
+
+    Example:
+        >>> cut_at_section_break("- a\n- b\n\n### Query:\nx")
+        '- a\n- b\n'
+    """
+    brk = _SECTION_BREAK.search(text)
+    return text if brk is None else text[: brk.start()]
+
+
 def _truncate_noise(text: str) -> str:
     leak = _SPECIAL_LEAKS.search(text)
     if leak is not None:
         text = text[: leak.start()]
-    brk = _SECTION_BREAK.search(text)
-    if brk is not None:
-        text = text[: brk.start()]
-    return text
+    return cut_at_section_break(text)
 
 
 def _xml_items(text: str) -> list[tuple[str, str | None]]:

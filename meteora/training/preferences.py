@@ -40,7 +40,6 @@ import json
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ import numpy as np
 
 from meteora._io import atomic_write_json, atomic_write_text
 from meteora.errors import InvalidInputError
+from meteora.rationales.parsing import cut_at_section_break
 
 __all__ = [
     "FALLBACK_SCORE",
@@ -195,9 +195,6 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-_SECTION_BREAK = re.compile(r"^\s*###", re.MULTILINE)
-
-
 def _completion(raw: str, prefix: str) -> str:
     r"""The generated text after the prompt (the generator puts the response prefix back),
     cut before a hallucinated new prompt section (a line starting with ``###``), which the
@@ -209,10 +206,7 @@ def _completion(raw: str, prefix: str) -> str:
         '- a\n- b'
     """
     text = raw[len(prefix) :] if prefix and raw.startswith(prefix) else raw
-    cut = _SECTION_BREAK.search(text)
-    if cut is not None:
-        text = text[: cut.start()]
-    return text.rstrip()
+    return cut_at_section_break(text).rstrip()
 
 
 def _train_qids(benchmark: Any, split: str, limit: int | None) -> list[str]:
