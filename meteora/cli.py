@@ -278,7 +278,7 @@ def _cmd_train_pairs(args: argparse.Namespace) -> int:
         )
     )
     generator = RationaleGenerator.from_pretrained(
-        None if args.base in ("default", "smollm2") else args.base,
+        args.base,
         adapter=args.adapter,
         template=args.template,
         load_in_4bit=args.load_in_4bit,

@@ -133,13 +133,24 @@ def resolve_embedding_model(name_or_path: str | os.PathLike[str] | None = None) 
     return name
 
 
+def is_default_generator(name_or_path: str | os.PathLike[str] | None) -> bool:
+    """Whether ``name_or_path`` names the offline default rationale model (``None``,
+    ``"default"``, ``"smollm2"`` or the SmolLM2 hub id).
+
+    Example:
+        >>> is_default_generator("smollm2"), is_default_generator("meta-llama/Llama-3.2-1B")
+        (True, False)
+    """
+    return (None if name_or_path is None else str(name_or_path)) in _GENERATOR_ALIASES
+
+
 def resolve_generator_model(name_or_path: str | os.PathLike[str] | None = None) -> str:
     """Turn ``None``/``"default"``/the SmolLM2 hub id into the converted local folder.
 
     Other hub ids and local folders are returned unchanged.
     """
     name = None if name_or_path is None else str(name_or_path)
-    if name in _GENERATOR_ALIASES:
+    if is_default_generator(name):
         path = default_generator_path()
         if path is not None:
             return str(path)

@@ -45,6 +45,7 @@ from meteora.models import (
     DEFAULT_GENERATOR_MODEL,
     PULL_HINT,
     default_generator_path,
+    is_default_generator,
     resolve_generator_model,
     same_model,
 )
@@ -467,12 +468,7 @@ class RationaleGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        is_default = model is None or str(model) in {
-            "default",
-            DEFAULT_GENERATOR_MODEL,
-            "SmolLM2-135M-Instruct",
-            "smollm2",
-        }
+        is_default = is_default_generator(model)
         path = resolve_generator_model(model)
         model_id = path
         if (
