@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from meteora._io import atomic_write_json  # noqa: E402
 from meteora.bench import meteora_methods  # noqa: E402,F401  (registers the METEORA methods)
 from meteora.bench.pubmedqa import BenchmarkConfig, BenchmarkContext, get_runner  # noqa: E402
+from meteora.metrics import per_query_set_metrics  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -40,15 +41,10 @@ def per_query(adapter: str | None, template: str | None, method: str, view: str,
                "pairing": "distinct", "include_query": True, "max_new_tokens": None, "batch_size": 8}
     ctx = BenchmarkContext(BenchmarkConfig(methods=[method], split="test", num_threads=threads, options=options))
     out = get_runner(method)(ctx)
-    qrels = ctx.data.qrels_for(view, ctx.qids)
-    p, r = [], []
-    for q, rels in qrels.items():
-        chosen = set(out.selections.get(q, ()))
-        relevant = {pid for pid, v in rels.items() if v >= 1}
-        hits = len(chosen & relevant)
-        p.append(hits / len(chosen) if chosen else 0.0)
-        r.append(hits / len(relevant))
-    return list(qrels), np.array(p), np.array(r), out.extra
+    rows = per_query_set_metrics(ctx.data.qrels_for(view, ctx.qids), out.selections)
+    p = np.array([row["precision"] for row in rows.values()])
+    r = np.array([row["recall"] for row in rows.values()])
+    return list(rows), p, r, out.extra
 
 
 def f1(p: np.ndarray, r: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -61,6 +61,7 @@ __all__ = [
     "DEFAULT_METRICS",
     "evaluate_ranking",
     "set_metrics",
+    "per_query_set_metrics",
     "fixed_k_selections",
     "rank_run",
     "pytrec_eval_available",
@@ -418,6 +419,39 @@ def fixed_k_selections(run: Run, k: int) -> dict[str, list[str]]:
     return {qid: rank_run(scores, k) for qid, scores in _check_run(run).items()}
 
 
+def per_query_set_metrics(
+    qrels: Qrels, selections: Mapping[str, Sequence[str] | Collection[str]]
+) -> dict[str, dict[str, float]]:
+    """Per-query ``precision``, ``recall``, ``F1`` and ``chunks`` of unranked selections,
+    for every query of ``qrels`` with at least one relevant passage (the values
+    :func:`set_metrics` averages; useful for paired significance tests).
+
+    Example:
+        >>> per_query_set_metrics({"q1": {"a": 1, "b": 1}}, {"q1": ["a", "x"]})["q1"]
+        {'precision': 0.5, 'recall': 0.5, 'F1': 0.5, 'chunks': 2}
+    """
+    judged = _check_qrels(qrels)
+    if not isinstance(selections, Mapping):
+        raise InvalidInputError(
+            f"selections must be a dict {{query_id: [passage_id, ...]}}, got {type(selections).__name__}"
+        )
+    out: dict[str, dict[str, float]] = {}
+    for qid, rels in judged.items():
+        chosen = selections.get(qid, ())
+        if isinstance(chosen, (str, bytes)) or not isinstance(chosen, Collection):
+            raise InvalidInputError(
+                f"selections[{qid!r}] must be a list of passage ids, got {type(chosen).__name__}"
+            )
+        chosen_set = {str(pid) for pid in chosen}
+        relevant = {pid for pid, r in rels.items() if r >= 1}
+        hits = len(chosen_set & relevant)
+        p = hits / len(chosen_set) if chosen_set else 0.0
+        r = hits / len(relevant)
+        out[qid] = {"precision": p, "recall": r, "F1": 2 * p * r / (p + r) if p + r > 0 else 0.0,
+                    "chunks": len(chosen_set)}
+    return out
+
+
 def set_metrics(
     qrels: Qrels, selections: Mapping[str, Sequence[str] | Collection[str]]
 ) -> dict[str, float]:
@@ -441,30 +475,11 @@ def set_metrics(
         >>> m["precision"], m["recall"], m["mean_chunks"], m["n_queries"]
         (0.75, 0.75, 1.5, 2)
     """
-    judged = _check_qrels(qrels)
-    if not isinstance(selections, Mapping):
-        raise InvalidInputError(
-            f"selections must be a dict {{query_id: [passage_id, ...]}}, got {type(selections).__name__}"
-        )
-    precisions: list[float] = []
-    recalls: list[float] = []
-    f1s: list[float] = []
-    sizes: list[int] = []
-    for qid, rels in judged.items():
-        chosen = selections.get(qid, ())
-        if isinstance(chosen, (str, bytes)) or not isinstance(chosen, Collection):
-            raise InvalidInputError(
-                f"selections[{qid!r}] must be a list of passage ids, got {type(chosen).__name__}"
-            )
-        chosen_set = {str(pid) for pid in chosen}
-        relevant = {pid for pid, r in rels.items() if r >= 1}
-        hits = len(chosen_set & relevant)
-        p = hits / len(chosen_set) if chosen_set else 0.0
-        r = hits / len(relevant)
-        precisions.append(p)
-        recalls.append(r)
-        f1s.append(2 * p * r / (p + r) if p + r > 0 else 0.0)
-        sizes.append(len(chosen_set))
+    rows = list(per_query_set_metrics(qrels, selections).values())
+    precisions = [row["precision"] for row in rows]
+    recalls = [row["recall"] for row in rows]
+    f1s = [row["F1"] for row in rows]
+    sizes = [row["chunks"] for row in rows]
     n = len(sizes)
     if n == 0:
         logger.warning("set_metrics: no query in qrels has a relevant passage; every metric is 0")

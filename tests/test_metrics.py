@@ -306,3 +306,16 @@ def test_set_metrics_of_fixed_k_matches_recall_at_k() -> None:
     )
     with pytest.raises(InvalidInputError):
         set_metrics(BIN_QRELS, {"q1": "a"})  # a bare string is not a selection
+
+
+def test_per_query_set_metrics_are_what_set_metrics_averages():
+    from meteora.metrics import per_query_set_metrics, set_metrics
+
+    qrels = {"q1": {"a": 1, "b": 1}, "q2": {"c": 1}, "q3": {"d": 0}}
+    sel = {"q1": ["a", "x", "a"], "q2": [], "q3": ["d"]}
+    rows = per_query_set_metrics(qrels, sel)
+    assert set(rows) == {"q1", "q2"}  # q3 has no relevant passage
+    assert rows["q1"] == {"precision": 0.5, "recall": 0.5, "F1": 0.5, "chunks": 2}
+    assert rows["q2"] == {"precision": 0.0, "recall": 0.0, "F1": 0.0, "chunks": 0}
+    agg = set_metrics(qrels, sel)
+    assert agg["precision"] == 0.25 and agg["F1_macro"] == 0.25 and agg["mean_chunks"] == 1.0
