@@ -42,6 +42,7 @@ _LAZY = {
     "PromptTemplate": "meteora.rationales",
     "EvidenceSelector": "meteora.selection",
     "SelectionResult": "meteora.selection",
+    "SelectorSettings": "meteora.pipeline",
     "Verifier": "meteora.verifier",
     "Verdict": "meteora.verifier",
     "Reranker": "meteora.reranker",

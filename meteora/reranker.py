@@ -25,13 +25,13 @@ Research software, not medical advice.
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from meteora.errors import InvalidInputError
+from meteora.pipeline import CandidatePool, SelectorSettings, retrieve_pools
 from meteora.types import Passage, PassageLike, Ranking, check_queries, check_query, to_passages
 
 __all__ = ["Reranker", "RerankResult"]
@@ -131,14 +131,14 @@ class Reranker:
         include_query: keep the query itself as an anchor rationale next to the
             generated ones (makes a weak generator safe).
         template: prompt template name or object (when ``generator`` is a name).
-        pairing: ``"distinct"`` or ``"convergent"`` (see the spec).
-        tau: z-score threshold of the elbow cutoff.
-        window: expansion window (neighbours ``position ± window`` of the same document).
-        use_pairing / use_pooling: switch selection stages off for ablations.
+        settings: the selector's :class:`~meteora.pipeline.SelectorSettings` (default
+            ``SelectorSettings()``: distinct pairing, tau 1.0, window 0).
+        pairing, tau, window, use_pairing, use_pooling, order: shorthands for the
+            fields of ``settings``; a value given here replaces that field
+            (``Reranker(window=1)`` is ``Reranker(settings=SelectorSettings(window=1))``).
         verifier: ``None``/``False`` (off), ``True`` (an LLM verifier on the generator's
             model), a :class:`~meteora.verifier.Verifier`, or any callable
             ``(query, passage, accepted_so_far) -> Verdict``.
-        order: ``"score"`` or ``"document"`` for ``result.selected``.
         top_k: keep at most this many selected passages (``None``: all selected).
         batch_size: queries per generation batch.
         generation: extra keyword arguments for ``generator.generate`` (``do_sample``,
@@ -156,13 +156,14 @@ class Reranker:
         n_rationales: int | None = None,
         include_query: bool = True,
         template: Any = None,
-        pairing: str = "distinct",
-        tau: float = 1.0,
-        window: int = 0,
-        use_pairing: bool = True,
-        use_pooling: bool = True,
+        settings: SelectorSettings | None = None,
+        pairing: str | None = None,
+        tau: float | None = None,
+        window: int | None = None,
+        use_pairing: bool | None = None,
+        use_pooling: bool | None = None,
         verifier: Any = None,
-        order: str = "score",
+        order: str | None = None,
         top_k: int | None = None,
         batch_size: int = 8,
         num_threads: int | None = None,
@@ -172,7 +173,6 @@ class Reranker:
         cache: Any = True,
     ) -> None:
         from meteora.embeddings import Encoder
-        from meteora.selection import EvidenceSelector
         from meteora.settings import apply_thread_setting
 
         apply_thread_setting(num_threads)
@@ -182,9 +182,11 @@ class Reranker:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if n_rationales is not None and (isinstance(n_rationales, bool) or not isinstance(n_rationales, int) or n_rationales < 1):
             raise InvalidInputError(f"n_rationales must be a positive integer or None, got {n_rationales!r}")
-        self.selector = EvidenceSelector(
-            pairing=pairing, tau=tau, window=window, use_pairing=use_pairing, use_pooling=use_pooling, order=order
+        self.settings = _settings_from(
+            settings,
+            pairing=pairing, tau=tau, window=window, use_pairing=use_pairing, use_pooling=use_pooling, order=order,
         )
+        self.selector = self.settings.selector()
         self.encoder = encoder if isinstance(encoder, Encoder) else Encoder(encoder, num_threads=num_threads)
         self.generator = self._build_generator(
             generator, template=template, load_in_4bit=load_in_4bit, adapter=adapter, cache=cache
@@ -249,6 +251,8 @@ class Reranker:
         """Rationales (and the generator's full output) for each query, in one batched call."""
         if self.generator is None:
             return [([q], None) for q in queries]
+        if not queries:
+            return []
         sets = self.generator.generate(
             list(queries),
             n=self.n_rationales,
@@ -256,13 +260,62 @@ class Reranker:
             include_query=self.include_query,
             **self.generation,
         )
-        return [(list(s.rationales), s) for s in sets]
+        if len(sets) != len(queries):
+            raise InvalidInputError(f"the generator returned {len(sets)} rationale sets for {len(queries)} queries")
+        return [(list(s.rationales) or [q], s) for q, s in zip(queries, sets, strict=True)]
+
+    def _resolve_rationales(self, queries: Sequence[str], rationales: Sequence[Any] | None) -> list[tuple[list[str], Any]]:
+        """Caller-given rationales (lists of str or RationaleSets), else the generator's."""
+        if rationales is None:
+            return self.rationales_for(queries)
+        if isinstance(rationales, (str, bytes)) or not hasattr(rationales, "__len__"):
+            raise InvalidInputError(f"rationales must be a list with one entry per query, got {type(rationales).__name__}")
+        if len(rationales) != len(queries):
+            raise InvalidInputError(f"got {len(rationales)} rationale lists for {len(queries)} queries")
+        out: list[tuple[list[str], Any]] = []
+        for i, (q, r) in enumerate(zip(queries, rationales, strict=True)):
+            rset = None
+            if not isinstance(r, (str, bytes)) and hasattr(r, "rationales"):  # a RationaleSet
+                rset, r = r, r.rationales
+            if isinstance(r, (str, bytes, Mapping)) or not isinstance(r, Iterable):
+                raise InvalidInputError(f"rationales[{i}] must be a list of non-empty strings or a RationaleSet")
+            texts = list(r)
+            if not all(isinstance(t, str) and t.strip() for t in texts):
+                raise InvalidInputError(f"rationales[{i}] must be a list of non-empty strings")
+            out.append((texts or [q], rset))
+        return out
+
+    def _encode_rationales(
+        self, queries: Sequence[str], rats: Sequence[tuple[list[str], Any]], query_embeddings: Sequence[np.ndarray | None]
+    ) -> list[np.ndarray]:
+        """One batched encoder call for every rationale of every query; a rationale that
+        is the query itself reuses the query's embedding when the retriever computed it."""
+        flat: list[str] = []
+        slots: list[list[int | None]] = []
+        for q, (texts, _), qemb in zip(queries, rats, query_embeddings, strict=True):
+            row: list[int | None] = []
+            for t in texts:
+                if qemb is not None and t == q:
+                    row.append(None)
+                else:
+                    row.append(len(flat))
+                    flat.append(t)
+            slots.append(row)
+        enc = np.asarray(self.encoder.encode(flat), dtype=np.float32) if flat else None
+        out = []
+        for row, qemb in zip(slots, query_embeddings, strict=True):
+            vecs = [np.asarray(qemb, dtype=np.float32) if j is None else enc[j] for j in row]  # type: ignore[index]
+            out.append(np.stack(vecs))
+        return out
 
     def _embed_passages(self, passages: Sequence[Passage], embeddings: np.ndarray | None) -> np.ndarray:
         if embeddings is not None:
             emb = np.asarray(embeddings, dtype=np.float32)
-            if emb.shape[0] != len(passages):
-                raise InvalidInputError(f"got {emb.shape[0]} passage embeddings for {len(passages)} passages")
+            if emb.ndim != 2 or emb.shape[0] != len(passages):
+                got = emb.shape[0] if emb.ndim else emb.shape
+                raise InvalidInputError(
+                    f"got {got} passage embeddings for {len(passages)} passages; give one (d,) row per passage"
+                )
             return emb
         texts = [p.text if len(p.text) <= MAX_EMBED_CHARS else p.text[:MAX_EMBED_CHARS] for p in passages]
         return self.encoder.encode(texts)
@@ -320,12 +373,25 @@ class Reranker:
         *,
         ids: Sequence[Sequence[str] | None] | None = None,
         passage_embeddings: Sequence[np.ndarray | None] | None = None,
-        rationales: Sequence[Sequence[str]] | None = None,
+        rationales: Sequence[Any] | None = None,
         contexts: Sequence[Sequence[Passage] | None] | None = None,
+        query_embeddings: Sequence[np.ndarray | None] | None = None,
     ) -> list[RerankResult]:
         """:meth:`rerank` for many queries, with one batched generation for all of them.
 
-        ``rationales`` lets a caller supply rationales (skipping the generator).
+        Args:
+            queries: the questions.
+            candidate_lists: one non-empty list of candidates per query.
+            ids, passage_embeddings, contexts: per query (or ``None``), as in :meth:`rerank`.
+            rationales: per query, rationale texts or a
+                :class:`~meteora.rationales.RationaleSet` to use instead of the
+                generator's (an empty list means the query alone).
+            query_embeddings: per query, its embedding from this reranker's encoder (or
+                ``None``); a rationale identical to the query reuses it instead of
+                being encoded again.
+
+        Example:
+            >>> rr.rerank_batch(["q1", "q2"], [["a", "b"], ["c"]], rationales=[["a"], ["c"]])  # doctest: +SKIP
         """
         queries = check_queries(queries)
         if isinstance(candidate_lists, (str, bytes, Mapping)) or not isinstance(candidate_lists, Iterable):
@@ -339,64 +405,140 @@ class Reranker:
                 "candidate_lists must be a list with one list of passages per query; got "
                 f"{len(candidate_lists)} for {len(queries)} queries"
             )
-        for name, per_query in (("ids", ids), ("passage_embeddings", passage_embeddings), ("contexts", contexts)):
+        for name, per_query in (
+            ("ids", ids), ("passage_embeddings", passage_embeddings), ("contexts", contexts),
+            ("query_embeddings", query_embeddings),
+        ):
             if per_query is None:
                 continue
             if isinstance(per_query, (str, bytes)) or not hasattr(per_query, "__len__") or len(per_query) != len(queries):
                 got = str(len(per_query)) if hasattr(per_query, "__len__") else type(per_query).__name__
                 raise InvalidInputError(f"{name} must hold one entry (or None) per query; got {got} for {len(queries)} queries")
-        pools: list[list[Passage]] = []
-        for i, cands in enumerate(candidate_lists):
+        pools: list[CandidatePool] = []
+        for i, (q, cands) in enumerate(zip(queries, candidate_lists, strict=True)):
             try:
-                pool = to_passages(cands, ids=ids[i] if ids is not None else None)
+                passages = to_passages(cands, ids=ids[i] if ids is not None else None)
             except InvalidInputError as exc:
                 raise InvalidInputError(f"query #{i}: {exc}") from exc
-            if not pool:
+            if not passages:
                 raise InvalidInputError(f"query #{i} has an empty candidate list; pass at least one passage")
-            pools.append(pool)
-        if rationales is not None:
-            if len(rationales) != len(queries):
-                raise InvalidInputError(f"got {len(rationales)} rationale lists for {len(queries)} queries")
-            for i, r in enumerate(rationales):
-                if isinstance(r, (str, bytes)) or not all(isinstance(t, str) and t.strip() for t in r):
-                    raise InvalidInputError(f"rationales[{i}] must be a list of non-empty strings")
-            rats = [(list(r) or [q], None) for q, r in zip(queries, rationales, strict=True)]
-        else:
-            rats = self.rationales_for(queries)
-        # one batched encoder call for every rationale, one for every passage to embed
-        rat_embs = _split(self.encoder.encode([t for r, _ in rats for t in r]), [len(r) for r, _ in rats])
-        given = [passage_embeddings[i] if passage_embeddings is not None else None for i in range(len(pools))]
-        to_embed = [i for i, g in enumerate(given) if g is None]
+            given = passage_embeddings[i] if passage_embeddings is not None else None
+            emb = self._embed_passages(passages, given) if given is not None else None
+            ctx = to_passages(contexts[i]) if contexts is not None and contexts[i] is not None else None
+            qemb = query_embeddings[i] if query_embeddings is not None else None
+            pools.append(CandidatePool(q, passages, emb, ctx, qemb))
+        return self.rerank_pools(pools, rationales=rationales)
+
+    def rerank_pools(self, pools: Sequence[CandidatePool], *, rationales: Sequence[Any] | None = None) -> list[RerankResult]:
+        """Select evidence in prepared :class:`~meteora.pipeline.CandidatePool` objects.
+
+        The one implementation behind :meth:`rerank_batch` and :meth:`search_batch`:
+        rationales for every pool (given, or one batched generation), one batched
+        encode of the rationales, one of the passages without stored embeddings, then
+        selection and verification per pool. A pool without candidates gives an empty
+        result (nothing ranked or selected; the query stands in as the rationale and no
+        rationales are generated for it).
+
+        Example:
+            >>> pools = rr.retrieve(["Does aspirin prevent stroke?"], retriever, k=20)  # doctest: +SKIP
+            >>> rr.rerank_pools(pools)[0].selected_ids  # doctest: +SKIP
+        """
+        pools = list(pools)
+        for i, pool in enumerate(pools):
+            if not isinstance(pool, CandidatePool):
+                raise InvalidInputError(f"pools[{i}] is a {type(pool).__name__}, not a meteora.pipeline.CandidatePool")
+        if rationales is not None and (
+            isinstance(rationales, (str, bytes)) or not hasattr(rationales, "__len__") or len(rationales) != len(pools)
+        ):
+            got = str(len(rationales)) if hasattr(rationales, "__len__") else type(rationales).__name__
+            raise InvalidInputError(f"got {got} rationale lists for {len(pools)} queries")
+        queries = [p.query for p in pools]
+        live = [i for i, p in enumerate(pools) if p.passages]
+        if len(live) < len(pools):
+            logger.warning("%d of %d queries have no candidates; their results are empty", len(pools) - len(live), len(pools))
+        resolved = self._resolve_rationales(
+            [queries[i] for i in live], [rationales[i] for i in live] if rationales is not None else None
+        )
+        rats: list[tuple[list[str], Any]] = [([q], None) for q in queries]
+        for i, r in zip(live, resolved, strict=True):
+            rats[i] = r
+        rat_embs = self._encode_rationales(queries, rats, [p.query_embedding for p in pools])
+        to_embed = [i for i in live if pools[i].embeddings is None]
         fresh = _split(
-            self._embed_passages([p for i in to_embed for p in pools[i]], None) if to_embed else np.zeros((0, 1)),
-            [len(pools[i]) for i in to_embed],
+            self._embed_passages([p for i in to_embed for p in pools[i].passages], None) if to_embed else np.zeros((0, 1)),
+            [len(pools[i].passages) for i in to_embed],
         )
         pembs = dict(zip(to_embed, fresh, strict=True))
         results = []
-        for i, (q, pool) in enumerate(zip(queries, pools, strict=True)):
-            pemb = pembs[i] if i in pembs else self._embed_passages(pool, given[i])
-            ctx = to_passages(contexts[i]) if contexts is not None and contexts[i] is not None else None
-            results.append(self._finish(q, pool, rats[i][0], rats[i][1], pemb, ctx, rat_embs[i]))
+        for i, pool in enumerate(pools):
+            if i in pembs:
+                pemb = pembs[i]
+            elif pool.passages:
+                pemb = self._embed_passages(pool.passages, pool.embeddings)
+            else:
+                pemb = np.zeros((0, rat_embs[i].shape[1]), dtype=np.float32)
+            results.append(self._finish(pool.query, pool.passages, rats[i][0], rats[i][1], pemb, pool.context, rat_embs[i]))
         return results
 
-    def search(self, query: str, retriever: Any, k: int = 50) -> RerankResult:
-        """Retrieve ``k`` candidates with ``retriever``, then select among them.
+    def retrieve(self, queries: Sequence[str], retriever: Any, k: int = 50) -> list[CandidatePool]:
+        """The top-``k`` candidates of every query, in one batched retriever call.
 
-        Reuses the dense retriever's stored corpus embeddings when its encoder is this
-        reranker's encoder (no re-encoding).
+        Stored corpus embeddings of a dense retriever (or a hybrid's dense member) with
+        this reranker's encoder are reused; document context is attached when
+        ``settings.window > 0`` and ``settings.expand_from_documents`` (see
+        :func:`meteora.pipeline.retrieve_pools`).
+        """
+        return retrieve_pools(queries, retriever, k=k, encoder=self.encoder, settings=self.settings)
+
+    def search_batch(
+        self, queries: Sequence[str], retriever: Any, k: int = 50, *, rationales: Sequence[Any] | None = None
+    ) -> list[RerankResult]:
+        """Retrieve ``k`` candidates per query with ``retriever``, then select among them.
+
+        One batched retriever call for all queries, then :meth:`rerank_pools` (one
+        batched generation, one batched encode). The dense retriever's stored corpus
+        embeddings are reused when its encoder is this reranker's encoder, and a plain
+        dense retriever's query embeddings too (the query is encoded once). With
+        ``window > 0`` and ``settings.expand_from_documents``, expansion may add the
+        neighbours of a selected chunk from its whole document in the retriever's corpus.
+        ``rationales`` (per query: texts or a RationaleSet) skips the generator.
+
+        Example:
+            >>> rr = Reranker(generator=None, encoder=retriever.encoder)  # doctest: +SKIP
+            >>> [r.selected_ids for r in rr.search_batch(["fever in children?", "statins?"], retriever, k=20)]  # doctest: +SKIP
+        """
+        queries = check_queries(queries)
+        return self.rerank_pools(self.retrieve(queries, retriever, k), rationales=rationales)
+
+    def search(self, query: str, retriever: Any, k: int = 50) -> RerankResult:
+        """Retrieve ``k`` candidates with ``retriever``, then select among them
+        (``search_batch([query], retriever, k)[0]``).
+
+        Raises:
+            InvalidInputError: the retriever found no candidates.
         """
         check_query(query)
-        ranking = retriever.search(query, k=k)
-        passages = list(ranking.passages)
-        if not passages:
+        result = self.search_batch([query], retriever, k)[0]
+        if not len(result.ranked):
             raise InvalidInputError(f"the retriever found no candidates for {query!r}; nothing to select from")
-        emb = _stored_embeddings(retriever, self.encoder, [p.id for p in passages])
-        context = _document_context(retriever, passages) if self.selector.window > 0 else None
-        return self.rerank(query, passages, passage_embeddings=emb, context=context)
+        return result
 
     def __repr__(self) -> str:
         gen = "query-only" if self.generator is None else repr(self.generator)
         return f"Reranker(generator={gen}, encoder={self.encoder!r}, selector={self.selector!r}, verifier={self.verifier is not None})"
+
+
+def _settings_from(settings: SelectorSettings | None, **fields: Any) -> SelectorSettings:
+    """``settings`` (default ``SelectorSettings()``) with the fields given as keywords replaced."""
+    if settings is None:
+        settings = SelectorSettings()
+    elif not isinstance(settings, SelectorSettings):
+        raise InvalidInputError(
+            f"settings must be a meteora.SelectorSettings, got {type(settings).__name__}; "
+            "build one with SelectorSettings(window=..., tau=...)"
+        )
+    given = {k: v for k, v in fields.items() if v is not None}
+    return settings.replace(**given) if given else settings
 
 
 def _split(matrix: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
@@ -406,38 +548,3 @@ def _split(matrix: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
         out.append(matrix[start : start + n])
         start += n
     return out
-
-
-_DOC_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _document_context(retriever: Any, passages: Sequence[Passage]) -> list[Passage] | None:
-    """The other chunks of the candidates' documents, from the retriever's corpus."""
-    corpus = getattr(retriever, "passages", None)
-    if not corpus:
-        return None
-    try:
-        index = _DOC_INDEX.get(retriever)
-    except TypeError:  # not weak-referenceable
-        index = None
-    if index is None or index[0] != len(corpus):
-        by_doc: dict[str, list[Passage]] = {}
-        for p in corpus:
-            by_doc.setdefault(p.doc_id, []).append(p)
-        index = (len(corpus), by_doc)
-        try:
-            _DOC_INDEX[retriever] = index
-        except TypeError:
-            pass
-    docs = dict.fromkeys(p.doc_id for p in passages)
-    return [p for d in docs for p in index[1].get(d, [])]
-
-
-def _stored_embeddings(retriever: Any, encoder: Any, ids: list[str]) -> np.ndarray | None:
-    """Corpus embeddings a dense retriever (or one inside a hybrid) already holds."""
-    candidates = [retriever, *getattr(retriever, "retrievers", [])]
-    for r in candidates:
-        if hasattr(r, "embeddings_for") and getattr(r, "encoder", None) is encoder:
-            return r.embeddings_for(ids)
-    return None
-

@@ -40,12 +40,15 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from meteora.errors import InvalidInputError
 from meteora.types import Passage, Ranking
+
+if TYPE_CHECKING:
+    from meteora.pipeline import SelectorSettings
 
 __all__ = [
     "ElbowInfo",
@@ -456,6 +459,32 @@ class EvidenceSelector:
         self.use_pairing = bool(use_pairing)
         self.use_pooling = bool(use_pooling)
         self.order = order
+
+    @classmethod
+    def from_settings(cls, settings: SelectorSettings) -> EvidenceSelector:
+        """A selector with the knobs of a :class:`~meteora.pipeline.SelectorSettings`.
+
+        (``settings.expand_from_documents`` concerns where the caller's ``context``
+        comes from, so it is not a selector attribute.)
+
+        Example:
+            >>> from meteora.pipeline import SelectorSettings
+            >>> EvidenceSelector.from_settings(SelectorSettings(window=2)).window
+            2
+        """
+        for name in ("pairing", "tau", "window", "use_pairing", "use_pooling", "order"):
+            if not hasattr(settings, name):
+                raise InvalidInputError(
+                    f"settings must be a meteora.pipeline.SelectorSettings, got {type(settings).__name__}"
+                )
+        return cls(
+            pairing=settings.pairing,
+            tau=settings.tau,
+            window=settings.window,
+            use_pairing=settings.use_pairing,
+            use_pooling=settings.use_pooling,
+            order=settings.order,
+        )
 
     def __repr__(self) -> str:
         return (
