@@ -1,4 +1,11 @@
-"""The PubMedQA retrieval and evidence-selection benchmark (``meteora bench pubmedqa``).
+"""The retrieval and evidence-selection benchmark (``meteora bench pubmedqa``, ``bioasq``).
+
+The run itself (:func:`run_benchmark`, scoring, tables). Its parts live beside it:
+settings in :mod:`meteora.bench.config`, datasets and the shared context in
+:mod:`meteora.bench.context`, the method registry in :mod:`meteora.bench.methods`
+(imported one-way; nothing registers itself). Any
+:class:`~meteora.datasets.pubmedqa.RetrievalBenchmark` can be run
+(``run_benchmark(config, benchmark=...)``); PubMedQA is the default dataset:
 
 Corpus: every context chunk of the 1000 PQA-L abstracts (3,358 chunks). Queries: the
 questions of a split (``test`` = the 500 official test questions, ``train``, ``all``).
@@ -19,208 +26,40 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import re
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from meteora._io import atomic_write_json
+from meteora.bench.config import VIEWS, BenchmarkConfig
+from meteora.bench.context import DATASET_TITLES, BenchmarkContext, MethodOutput
+from meteora.bench.methods import METHOD_RUNNERS, RETRIEVAL_METHODS, get_runner
 from meteora.bench.report import environment_versions, format_table, plot_recall_vs_chunks
-from meteora.errors import InvalidInputError
 
-__all__ = ["BenchmarkConfig", "MethodOutput", "BenchmarkContext", "run_benchmark", "RETRIEVAL_METHODS", "METHOD_RUNNERS"]
+__all__ = [
+    "BenchmarkConfig",
+    "MethodOutput",
+    "BenchmarkContext",
+    "run_benchmark",
+    "format_results",
+    "get_runner",
+    "RETRIEVAL_METHODS",
+    "METHOD_RUNNERS",
+    "RANKING_METRICS",
+    "SET_METRICS",
+    "VIEWS",
+]
 
 logger = logging.getLogger(__name__)
 
 RANKING_METRICS = ("NDCG@10", "Recall@1", "Recall@5", "Recall@10", "Recall@20", "Recall@50", "MRR@10", "MAP")
 SET_METRICS = ("precision", "recall", "F1", "mean_chunks")
-VIEWS = ("abstract", "evidence")
-
-
-@dataclass
-class BenchmarkConfig:
-    """Settings of one benchmark run (all of them are written into the results JSON)."""
-
-    methods: list[str] = field(default_factory=lambda: ["bm25", "dense", "hybrid"])
-    split: str = "test"
-    limit: int | None = None
-    views: list[str] = field(default_factory=lambda: list(VIEWS))
-    ks: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 8, 16, 32])
-    retrieve_k: int = 100
-    rrf_k: int = 60
-    candidates: int = 50
-    embedding_model: str | None = None
-    data_path: str | None = None
-    out_dir: str = "benchmarks/results"
-    num_threads: int | None = None
-    plot: bool = True
-    tag: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        if self.tag is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.tag):
-            raise InvalidInputError(f"tag must be letters, digits, '_', '-' or '.', got {self.tag!r}")
-        if self.split not in ("test", "train", "all"):
-            raise InvalidInputError(f"split must be 'test', 'train' or 'all', got {self.split!r}")
-        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
-            raise InvalidInputError(f"limit must be a positive integer, got {self.limit!r}")
-        if isinstance(self.methods, str):
-            raise InvalidInputError(f"methods must be a list of method names, got the string {self.methods!r}")
-        unknown_views = [v for v in self.views if v not in VIEWS]
-        if unknown_views:
-            raise InvalidInputError(f"unknown qrels views {unknown_views}; choose from {list(VIEWS)}")
-        unknown = [m for m in self.methods if get_runner(m) is None]
-        if unknown:
-            raise InvalidInputError(f"unknown methods {unknown}; available: {sorted(METHOD_RUNNERS)}")
-        if not self.methods:
-            raise InvalidInputError("no methods given; pass e.g. --methods bm25,dense,hybrid")
-        if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.ks):
-            raise InvalidInputError(f"every k must be positive, got {self.ks}")
-
-    def results_stem(self) -> str:
-        stem = f"pubmedqa_{self.split}"
-        if self.limit is not None:
-            stem += f"_n{self.limit}"
-        return f"{stem}_{self.tag}" if self.tag else stem
-
-
-@dataclass
-class MethodOutput:
-    """What one method produced for the benchmark's queries.
-
-    ``run``: full rankings ``{qid: {pid: score}}`` (for ranking metrics and fixed-k sets);
-    ``selections``: selected ids per query (for selection methods); ``seconds``: wall time
-    of the method itself (index build + search, or selection); ``extra``: anything to
-    record next to the metrics.
-    """
-
-    run: dict[str, dict[str, float]] | None = None
-    selections: dict[str, list[str]] | None = None
-    seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-    fixed_k: bool = True
-
-
-class BenchmarkContext:
-    """Lazily builds and shares what several methods need (corpus, retrievers, encoder)."""
-
-    def __init__(self, config: BenchmarkConfig) -> None:
-        from meteora.datasets.pubmedqa import build_pubmedqa_benchmark
-
-        self.config = config
-        self.data = build_pubmedqa_benchmark(config.data_path)
-        self.qids = self.data.query_ids(config.split, limit=config.limit)
-        self.queries = [self.data.queries[q] for q in self.qids]
-        self._cache: dict[str, Any] = {}
-        self.timings: dict[str, float] = {}
-        self.embeddings_cached = False
-
-    def shared(self, key: str, build: Callable[[], Any]) -> Any:
-        """Build ``key`` once; remember how long it took in ``timings``."""
-        if key not in self._cache:
-            t0 = time.perf_counter()
-            self._cache[key] = build()
-            self.timings[key] = time.perf_counter() - t0
-        return self._cache[key]
-
-    def encoder(self):
-        from meteora.embeddings import Encoder
-
-        return self.shared("encoder", lambda: Encoder(self.config.embedding_model, num_threads=self.config.num_threads))
-
-    def corpus_embeddings(self):
-        """Corpus embeddings, cached on disk under ``$METEORA_HOME/embeddings`` (keyed by
-        the encoder name and a hash of the corpus) so reruns skip the encoding."""
-        import hashlib
-
-        import numpy as np
-
-        from meteora._io import atomic_save_npy
-        from meteora.settings import meteora_home
-
-        encoder = self.encoder()
-        h = hashlib.sha256(encoder.name.encode())
-        for p in self.data.corpus:
-            h.update(b"\0" + p.id.encode() + b"\0" + p.text.encode())
-        path = meteora_home() / "embeddings" / f"pubmedqa-{h.hexdigest()[:20]}.npy"
-        if path.exists() and not self.config.options.get("no_embedding_cache"):
-            try:
-                emb = np.load(path, allow_pickle=False)
-                if emb.shape == (len(self.data.corpus), encoder.dim):
-                    self.embeddings_cached = True
-                    logger.info("corpus embeddings loaded from cache %s", path)
-                    return emb
-            except (ValueError, OSError) as exc:
-                logger.warning("ignoring unreadable embedding cache %s (%s); re-encoding", path, exc)
-        t0 = time.perf_counter()
-        emb = encoder.encode([p.text for p in self.data.corpus], show_progress=True)
-        self.timings["encode:corpus"] = time.perf_counter() - t0
-        atomic_save_npy(path, emb)
-        return emb
-
-    def retriever(self, name: str):
-        from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
-
-        if name == "bm25":
-            return self.shared("index:bm25", lambda: BM25Retriever().index(self.data.corpus))
-        if name == "dense":
-            return self.shared(
-                "index:dense",
-                lambda: DenseRetriever(self.encoder()).index(self.data.corpus, embeddings=self.corpus_embeddings()),
-            )
-        if name == "hybrid":
-            bm25, dense = self.retriever("bm25"), self.retriever("dense")
-            return self.shared(
-                "index:hybrid",
-                lambda: HybridRetriever(
-                    [bm25, dense], fusion="rrf", rrf_k=self.config.rrf_k, candidate_k=self.config.retrieve_k
-                ),
-            )
-        raise InvalidInputError(f"unknown retriever {name!r}")
-
-    def rankings(self, name: str, k: int | None = None):
-        """Rankings of every benchmark query by retriever ``name`` (cached per k)."""
-        k = k or self.config.retrieve_k
-        return self.shared(f"rankings:{name}:{k}", lambda: self.retriever(name).search(self.queries, k=k))
-
-
-def _run_retrieval(name: str) -> Callable[[BenchmarkContext], MethodOutput]:
-    def run(ctx: BenchmarkContext) -> MethodOutput:
-        ctx.retriever(name)
-        index_s = sum(v for key, v in ctx.timings.items() if key.startswith("index:") and (name == "hybrid" or key == f"index:{name}"))
-        if name in ("dense", "hybrid"):
-            index_s += ctx.timings.get("encoder", 0.0)
-        t0 = time.perf_counter()
-        rankings = ctx.rankings(name)
-        search_s = time.perf_counter() - t0
-        run_dict = {qid: r.to_run() for qid, r in zip(ctx.qids, rankings, strict=True)}
-        extra = {"index_seconds": index_s, "search_seconds": search_s, "queries/s": len(ctx.qids) / max(search_s, 1e-9)}
-        if name in ("dense", "hybrid"):
-            extra["corpus_embeddings_cached"] = ctx.embeddings_cached
-        return MethodOutput(run=run_dict, seconds=index_s + search_s, extra=extra)
-
-    return run
-
-
-RETRIEVAL_METHODS = ("bm25", "dense", "hybrid")
-METHOD_RUNNERS: dict[str, Callable[[BenchmarkContext], MethodOutput]] = {m: _run_retrieval(m) for m in RETRIEVAL_METHODS}
-
-
-def register_method(name: str, runner: Callable[[BenchmarkContext], MethodOutput]) -> None:
-    """Add a method to the benchmark (used by the METEORA methods)."""
-    METHOD_RUNNERS[name] = runner
-
-
-def get_runner(name: str) -> Callable[[BenchmarkContext], MethodOutput] | None:
-    """The runner of a method name, including METEORA variants with a ``-wN`` suffix."""
-    from meteora.bench import meteora_methods
-
-    return METHOD_RUNNERS.get(name) or meteora_methods.resolve_meteora_method(name)
 
 
 def _score_view(view: str, ctx: BenchmarkContext, outputs: dict[str, MethodOutput]) -> dict[str, Any]:
@@ -247,18 +86,37 @@ def _score_view(view: str, ctx: BenchmarkContext, outputs: dict[str, MethodOutpu
     return {"n_queries": len(qrels), "methods": methods}
 
 
-def run_benchmark(config: BenchmarkConfig, *, command: str | None = None, write: bool = True) -> dict[str, Any]:
+def run_benchmark(
+    config: BenchmarkConfig,
+    *,
+    command: str | None = None,
+    write: bool = True,
+    benchmark: Any = None,
+    generator: Any = None,
+) -> dict[str, Any]:
     """Run every configured method, score both views, print tables, write JSON + PNG.
+
+    Args:
+        config: the run's settings.
+        command: the command line recorded in the results (default: ``sys.argv``).
+        write: write ``<out_dir>/<results_stem>.json`` (and the PNG).
+        benchmark: a :class:`~meteora.datasets.pubmedqa.RetrievalBenchmark` to run on
+            instead of building ``config.dataset`` (``config.dataset`` becomes its name).
+        generator: the rationale generator of the METEORA methods instead of the one
+            built from ``config.options``.
 
     Returns the results dict (the same content as the JSON file).
     """
     from meteora.settings import apply_thread_setting
 
-    config.validate()
+    if benchmark is not None and config.dataset != benchmark.name:
+        config = dataclasses.replace(config, dataset=benchmark.name)
+    config.validate(benchmark)
     apply_thread_setting(config.num_threads)
     t_start = time.perf_counter()
-    ctx = BenchmarkContext(config)
-    logger.info("PubMedQA: %d queries (%s split), %d chunks", len(ctx.qids), config.split, len(ctx.data.corpus))
+    ctx = BenchmarkContext(config, benchmark=benchmark, generator=generator)
+    title = DATASET_TITLES.get(config.dataset, config.dataset)
+    logger.info("%s: %d queries (%s split), %d chunks", title, len(ctx.qids), config.split, len(ctx.data.corpus))
     outputs: dict[str, MethodOutput] = {}
     for name in config.methods:
         logger.info("running %s", name)
@@ -271,7 +129,8 @@ def run_benchmark(config: BenchmarkConfig, *, command: str | None = None, write:
         "config": asdict(config),
         "versions": environment_versions(),
         "dataset": {
-            "name": "PubMedQA PQA-L",
+            "name": title,
+            "id": config.dataset,
             "corpus_chunks": len(ctx.data.corpus),
             "queries": len(ctx.qids),
             "split": config.split,
@@ -285,7 +144,7 @@ def run_benchmark(config: BenchmarkConfig, *, command: str | None = None, write:
         atomic_write_json(json_path, results)
         results_path = str(json_path)
         if config.plot:
-            png = plot_recall_vs_chunks(views, out_dir / f"{config.results_stem()}.png", title=f"PubMedQA {config.split}")
+            png = plot_recall_vs_chunks(views, out_dir / f"{config.results_stem()}.png", title=f"{title} {config.split}")
             if png is not None:
                 logger.info("wrote %s", png)
         logger.info("wrote %s", results_path)

@@ -1,0 +1,119 @@
+"""The settings of one benchmark run (:class:`BenchmarkConfig`).
+
+Example:
+    >>> cfg = BenchmarkConfig(methods=["bm25"], dataset="pubmedqa", split="test", limit=5)
+    >>> cfg.results_stem()
+    'pubmedqa_test_n5'
+    >>> BenchmarkConfig(dataset="bioasq", split="all").results_stem()
+    'bioasq_all'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from meteora.bench.context import DATASET_SPLITS, DATASETS
+from meteora.bench.methods import available_methods, get_runner
+from meteora.errors import InvalidInputError
+from meteora.pipeline import SelectorSettings
+
+__all__ = ["BenchmarkConfig", "VIEWS"]
+
+VIEWS = ("abstract", "evidence")
+
+
+def _or_list(items: tuple[str, ...] | list[str]) -> str:
+    quoted = [repr(x) for x in items]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+
+@dataclass
+class BenchmarkConfig:
+    """Settings of one benchmark run (all of them are written into the results JSON).
+
+    ``selector`` holds the METEORA methods' selector settings (the ``-wN`` suffix and
+    the ablation variants change fields of it); the legacy ``options`` keys
+    ``window``/``tau``/``pairing`` still override its fields. ``options`` holds the
+    generator's settings: ``generator``, ``adapter``, ``template``, ``n``,
+    ``include_query``, ``batch_size``, ``max_new_tokens``.
+    """
+
+    methods: list[str] = field(default_factory=lambda: ["bm25", "dense", "hybrid"])
+    split: str = "test"
+    limit: int | None = None
+    views: list[str] = field(default_factory=lambda: list(VIEWS))
+    ks: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 8, 16, 32])
+    retrieve_k: int = 100
+    rrf_k: int = 60
+    candidates: int = 50
+    embedding_model: str | None = None
+    data_path: str | None = None
+    out_dir: str = "benchmarks/results"
+    num_threads: int | None = None
+    plot: bool = True
+    tag: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "pubmedqa"
+    selector: SelectorSettings = field(default_factory=SelectorSettings)
+
+    def validate(self, benchmark: Any = None) -> None:
+        """Check the settings before any data is loaded.
+
+        Args:
+            benchmark: the benchmark the run will use when it is given directly (then
+                ``dataset`` must be its name and ``split`` one of its splits).
+
+        Raises:
+            InvalidInputError: what is wrong and what to use instead.
+        """
+        if self.tag is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.tag):
+            raise InvalidInputError(f"tag must be letters, digits, '_', '-' or '.', got {self.tag!r}")
+        if benchmark is not None:
+            if self.dataset != benchmark.name:
+                raise InvalidInputError(
+                    f"dataset is {self.dataset!r} but the given benchmark is {benchmark.name!r}; set dataset={benchmark.name!r}"
+                )
+            splits = tuple(benchmark.splits)
+        elif self.dataset not in DATASETS:
+            raise InvalidInputError(f"unknown dataset {self.dataset!r}; available: {sorted(DATASETS)}")
+        else:
+            splits = DATASET_SPLITS.get(self.dataset, ())
+        if splits and self.split not in splits:
+            raise InvalidInputError(f"split must be {_or_list(splits)} for {self.dataset}, got {self.split!r}")
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise InvalidInputError(f"limit must be a positive integer, got {self.limit!r}")
+        if isinstance(self.methods, str):
+            raise InvalidInputError(f"methods must be a list of method names, got the string {self.methods!r}")
+        unknown_views = [v for v in self.views if v not in VIEWS]
+        if unknown_views:
+            raise InvalidInputError(f"unknown qrels views {unknown_views}; choose from {list(VIEWS)}")
+        unknown = [m for m in self.methods if get_runner(m) is None]
+        if unknown:
+            raise InvalidInputError(f"unknown methods {unknown}; available: {available_methods()}")
+        if not self.methods:
+            raise InvalidInputError("no methods given; pass e.g. --methods bm25,dense,hybrid")
+        if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.ks):
+            raise InvalidInputError(f"every k must be positive, got {self.ks}")
+        if not isinstance(self.selector, SelectorSettings):
+            raise InvalidInputError(
+                f"selector must be a meteora.SelectorSettings, got {type(self.selector).__name__}"
+            )
+
+    def results_stem(self) -> str:
+        """File stem of the results: ``<dataset>_<split>[_n<limit>][_<tag>]``."""
+        stem = f"{self.dataset}_{self.split}"
+        if self.limit is not None:
+            stem += f"_n{self.limit}"
+        return f"{stem}_{self.tag}" if self.tag else stem
+
+    def selector_settings(self) -> SelectorSettings:
+        """``selector`` with the legacy ``options`` keys (``window``, ``tau``, ``pairing``) applied."""
+        legacy = {k: self.options[k] for k in ("window", "tau", "pairing") if self.options.get(k) is not None}
+        if "window" in legacy:
+            legacy["window"] = int(legacy["window"])
+        if "tau" in legacy:
+            legacy["tau"] = float(legacy["tau"])
+        return self.selector.replace(**legacy) if legacy else self.selector

@@ -1,0 +1,214 @@
+"""The datasets a benchmark can run on and the lazily built context (corpus, encoder,
+retrievers, generator) its methods share.
+
+Datasets are :class:`~meteora.datasets.pubmedqa.RetrievalBenchmark` objects, built by a
+function registered by import path in :data:`DATASETS` (``pubmedqa``, ``bioasq``), or
+given directly: ``BenchmarkContext(config, benchmark=my_benchmark)``.
+
+Example:
+    >>> from meteora.bench.config import BenchmarkConfig
+    >>> ctx = BenchmarkContext(BenchmarkConfig(methods=["bm25"], limit=5))  # doctest: +SKIP
+    >>> len(ctx.qids)  # doctest: +SKIP
+    5
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from meteora.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from meteora.bench.config import BenchmarkConfig
+
+__all__ = [
+    "BenchmarkContext",
+    "MethodOutput",
+    "DATASETS",
+    "DATASET_SPLITS",
+    "DATASET_TITLES",
+    "build_benchmark",
+]
+
+logger = logging.getLogger(__name__)
+
+#: dataset name -> "module:function" building its RetrievalBenchmark from a path (or None)
+DATASETS: dict[str, str] = {
+    "pubmedqa": "meteora.datasets.pubmedqa:build_pubmedqa_benchmark",
+    "bioasq": "meteora.datasets.bioasq:build_bioasq_benchmark",
+}
+#: the splits each registered dataset has
+DATASET_SPLITS: dict[str, tuple[str, ...]] = {
+    "pubmedqa": ("test", "train", "all"),
+    "bioasq": ("test", "all"),
+}
+#: names shown in results files and plots
+DATASET_TITLES: dict[str, str] = {"pubmedqa": "PubMedQA PQA-L", "bioasq": "BioASQ"}
+
+
+def build_benchmark(name: str, path: str | None = None) -> Any:
+    """Build the registered dataset ``name`` (see :data:`DATASETS`) from ``path``.
+
+    Raises:
+        InvalidInputError: an unknown name, or a registered builder whose module is missing.
+
+    Example:
+        >>> build_benchmark("pubmedqa")  # doctest: +SKIP
+        RetrievalBenchmark(name='pubmedqa', passages=3358, ...)
+    """
+    if name not in DATASETS:
+        raise InvalidInputError(
+            f"unknown dataset {name!r}; available: {sorted(DATASETS)} "
+            "(or pass benchmark=<RetrievalBenchmark> to BenchmarkContext / run_benchmark)"
+        )
+    module_name, _, func = DATASETS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise InvalidInputError(
+            f"dataset {name!r} needs the module {module_name}, which this installation does not have; "
+            "update meteora or pass benchmark=<RetrievalBenchmark>"
+        ) from exc
+    return getattr(module, func)(path)
+
+
+@dataclass
+class MethodOutput:
+    """What one method produced for the benchmark's queries.
+
+    ``run``: full rankings ``{qid: {pid: score}}`` (for ranking metrics and fixed-k sets);
+    ``selections``: selected ids per query (for selection methods); ``seconds``: wall time
+    of the method itself (index build + search, or selection); ``extra``: anything to
+    record next to the metrics.
+    """
+
+    run: dict[str, dict[str, float]] | None = None
+    selections: dict[str, list[str]] | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+    fixed_k: bool = True
+
+
+class BenchmarkContext:
+    """Lazily builds and shares what several methods need (corpus, retrievers, encoder).
+
+    Args:
+        config: the run's settings.
+        benchmark: a :class:`~meteora.datasets.pubmedqa.RetrievalBenchmark` to use
+            instead of building ``config.dataset`` from ``config.data_path``.
+        generator: a rationale generator (anything with ``.generate``) for the METEORA
+            methods instead of the one built from ``config.options``.
+
+    Example:
+        >>> ctx = BenchmarkContext(BenchmarkConfig(split="test", limit=10))  # doctest: +SKIP
+        >>> ctx.retriever("hybrid")  # doctest: +SKIP
+    """
+
+    def __init__(self, config: BenchmarkConfig, *, benchmark: Any = None, generator: Any = None) -> None:
+        self.config = config
+        self.data = benchmark if benchmark is not None else build_benchmark(config.dataset, config.data_path)
+        self.qids = self.data.query_ids(config.split, limit=config.limit)
+        self.queries = [self.data.queries[q] for q in self.qids]
+        self._generator = generator
+        self._cache: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.embeddings_cached = False
+
+    def shared(self, key: str, build: Callable[[], Any]) -> Any:
+        """Build ``key`` once; remember how long it took in ``timings``."""
+        if key not in self._cache:
+            t0 = time.perf_counter()
+            self._cache[key] = build()
+            self.timings[key] = time.perf_counter() - t0
+        return self._cache[key]
+
+    def encoder(self):
+        from meteora.embeddings import Encoder
+
+        return self.shared("encoder", lambda: Encoder(self.config.embedding_model, num_threads=self.config.num_threads))
+
+    def generator(self):
+        """The rationale generator of the METEORA methods (built once, with the
+        persistent rationale cache, from ``config.options``)."""
+
+        def build():
+            if self._generator is not None:
+                return self._generator
+            from meteora.rationales import RationaleGenerator
+
+            opts = self.config.options
+            return RationaleGenerator.from_pretrained(
+                opts.get("generator"),
+                adapter=opts.get("adapter"),
+                template=opts.get("template"),
+                num_threads=self.config.num_threads,
+                cache=True,
+            )
+
+        return self.shared("generator", build)
+
+    def corpus_embeddings(self):
+        """Corpus embeddings, cached on disk under ``$METEORA_HOME/embeddings`` (keyed by
+        the dataset name, the encoder name and a hash of the corpus) so reruns skip the
+        encoding."""
+        import hashlib
+
+        import numpy as np
+
+        from meteora._io import atomic_save_npy
+        from meteora.settings import meteora_home
+
+        encoder = self.encoder()
+        name = str(self.data.name)
+        h = hashlib.sha256(name.encode() + b"\0" + encoder.name.encode())
+        for p in self.data.corpus:
+            h.update(b"\0" + p.id.encode() + b"\0" + p.text.encode())
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name) or "corpus"
+        path = meteora_home() / "embeddings" / f"{safe}-{h.hexdigest()[:20]}.npy"
+        if path.exists() and not self.config.options.get("no_embedding_cache"):
+            try:
+                emb = np.load(path, allow_pickle=False)
+                if emb.shape == (len(self.data.corpus), encoder.dim):
+                    self.embeddings_cached = True
+                    logger.info("corpus embeddings loaded from cache %s", path)
+                    return emb
+            except (ValueError, OSError) as exc:
+                logger.warning("ignoring unreadable embedding cache %s (%s); re-encoding", path, exc)
+        t0 = time.perf_counter()
+        emb = encoder.encode([p.text for p in self.data.corpus], show_progress=True)
+        self.timings["encode:corpus"] = time.perf_counter() - t0
+        atomic_save_npy(path, emb)
+        return emb
+
+    def retriever(self, name: str):
+        from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+
+        if name == "bm25":
+            return self.shared("index:bm25", lambda: BM25Retriever().index(self.data.corpus))
+        if name == "dense":
+            return self.shared(
+                "index:dense",
+                lambda: DenseRetriever(self.encoder()).index(self.data.corpus, embeddings=self.corpus_embeddings()),
+            )
+        if name == "hybrid":
+            bm25, dense = self.retriever("bm25"), self.retriever("dense")
+            return self.shared(
+                "index:hybrid",
+                lambda: HybridRetriever(
+                    [bm25, dense], fusion="rrf", rrf_k=self.config.rrf_k, candidate_k=self.config.retrieve_k
+                ),
+            )
+        raise InvalidInputError(f"unknown retriever {name!r}; use 'bm25', 'dense' or 'hybrid'")
+
+    def rankings(self, name: str, k: int | None = None):
+        """Rankings of every benchmark query by retriever ``name`` (cached per k)."""
+        k = k or self.config.retrieve_k
+        return self.shared(f"rankings:{name}:{k}", lambda: self.retriever(name).search(self.queries, k=k))

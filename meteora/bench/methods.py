@@ -1,0 +1,236 @@
+"""The benchmark's methods, in one explicit registry (nothing registers itself on import).
+
+Retrieval methods (``bm25``, ``dense``, ``hybrid``) rank the whole corpus. METEORA
+methods select evidence among the hybrid top-``config.candidates`` of each query
+through :class:`~meteora.Reranker` — the same code path as ``Reranker.search``
+(:meth:`~meteora.Reranker.retrieve` then :meth:`~meteora.Reranker.rerank_pools`) — with
+the dense retriever's stored corpus embeddings, so nothing is re-encoded:
+
+``meteora``                full pipeline: LM rationales (+ the query as anchor unless
+                           ``options["include_query"]`` is False), pairing + pooled
+                           elbow, the run's selector settings (``config.selector``;
+                           default ``SelectorSettings()``, window 0, as ``Reranker()``)
+``meteora-no-expansion``   the same with window 0
+``meteora-pairing``        pairing only (no pooled elbow)
+``meteora-pooling``        pooled elbow only (no pairing)
+``meteora-query-only``     no LM: the query is the single rationale
+
+Any of these with a ``-wN`` suffix (e.g. ``meteora-query-only-w2``) uses window N.
+Rationales come from the generator's persistent cache, so reruns do not regenerate;
+within a run they are generated once and shared by the METEORA methods.
+
+Generator options (``BenchmarkConfig.options``): ``generator`` (model id/folder,
+default the offline SmolLM2), ``adapter``, ``template``, ``n`` (rationales),
+``include_query``, ``batch_size``, ``max_new_tokens``.
+
+Example:
+    >>> get_runner("meteora-query-only-w2") is not None, get_runner("colbert")
+    (True, None)
+    >>> meteora_settings("meteora-pairing-w1").to_dict()["use_pooling"]
+    False
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from meteora.bench.context import BenchmarkContext, MethodOutput
+from meteora.pipeline import SelectorSettings
+
+__all__ = [
+    "RETRIEVAL_METHODS",
+    "METEORA_VARIANTS",
+    "MeteoraVariant",
+    "METHOD_RUNNERS",
+    "get_runner",
+    "available_methods",
+    "meteora_runner",
+    "meteora_settings",
+    "meteora_reranker",
+    "parse_meteora_method",
+]
+
+logger = logging.getLogger(__name__)
+
+Runner = Callable[[BenchmarkContext], MethodOutput]
+
+RETRIEVAL_METHODS = ("bm25", "dense", "hybrid")
+
+
+@dataclass(frozen=True)
+class MeteoraVariant:
+    """A METEORA benchmark method: whether it uses the LM, and which selector fields
+    it fixes (``None``: taken from the run's settings)."""
+
+    uses_lm: bool
+    use_pairing: bool | None = None
+    use_pooling: bool | None = None
+    window: int | None = None
+
+    def settings(self, base: SelectorSettings, window: int | None = None) -> SelectorSettings:
+        """``base`` with this variant's fields (and a ``-wN`` window) applied."""
+        changes: dict[str, Any] = {}
+        if self.use_pairing is not None:
+            changes["use_pairing"] = self.use_pairing
+        if self.use_pooling is not None:
+            changes["use_pooling"] = self.use_pooling
+        w = window if window is not None else self.window
+        if w is not None:
+            changes["window"] = w
+        return base.replace(**changes) if changes else base
+
+
+METEORA_VARIANTS: Mapping[str, MeteoraVariant] = types.MappingProxyType(
+    {
+        "meteora": MeteoraVariant(uses_lm=True),
+        "meteora-no-expansion": MeteoraVariant(uses_lm=True, window=0),
+        "meteora-pairing": MeteoraVariant(uses_lm=True, use_pairing=True, use_pooling=False),
+        "meteora-pooling": MeteoraVariant(uses_lm=True, use_pairing=False, use_pooling=True),
+        "meteora-query-only": MeteoraVariant(uses_lm=False),
+    }
+)
+_WINDOW_SUFFIX = re.compile(r"^(?P<base>meteora[a-z-]*?)-w(?P<w>\d+)$")
+
+
+def parse_meteora_method(name: str) -> tuple[MeteoraVariant, int | None] | None:
+    """``(variant, window from a -wN suffix or None)`` for a METEORA method name, else ``None``."""
+    m = _WINDOW_SUFFIX.match(name)
+    base, window = (m.group("base"), int(m.group("w"))) if m else (name, None)
+    variant = METEORA_VARIANTS.get(base)
+    return None if variant is None else (variant, window)
+
+
+def meteora_settings(name: str, base: SelectorSettings | None = None) -> SelectorSettings:
+    """The selector settings of METEORA method ``name`` on top of ``base`` (default
+    ``SelectorSettings()``).
+
+    Raises:
+        KeyError: ``name`` is not a METEORA method.
+    """
+    parsed = parse_meteora_method(name)
+    if parsed is None:
+        raise KeyError(name)
+    variant, window = parsed
+    return variant.settings(base if base is not None else SelectorSettings(), window)
+
+
+def meteora_reranker(ctx: BenchmarkContext, name: str) -> Any:
+    """The :class:`~meteora.Reranker` that benchmark method ``name`` runs: the context's
+    encoder, its generator (persistent rationale cache) unless query-only, the
+    generator options and selector settings of the run."""
+    from meteora.reranker import Reranker
+
+    parsed = parse_meteora_method(name)
+    if parsed is None:
+        raise KeyError(name)
+    variant, window = parsed
+    opts = ctx.config.options
+    settings = variant.settings(ctx.config.selector_settings(), window)
+    generation: dict[str, Any] = {"show_progress": True}
+    if opts.get("max_new_tokens"):
+        generation["max_new_tokens"] = int(opts["max_new_tokens"])
+    return Reranker(
+        generator=ctx.generator() if variant.uses_lm else None,
+        encoder=ctx.encoder(),
+        settings=settings,
+        n_rationales=opts.get("n"),
+        include_query=bool(opts.get("include_query", True)),
+        batch_size=int(opts.get("batch_size", 8)),
+        generation=generation,
+    )
+
+
+def meteora_runner(name: str) -> Runner:
+    """A benchmark runner for a METEORA method name (see the module docstring).
+
+    Raises:
+        KeyError: ``name`` is not a METEORA method.
+    """
+    parsed = parse_meteora_method(name)
+    if parsed is None:
+        raise KeyError(name)
+    uses_lm = parsed[0].uses_lm
+
+    def run(ctx: BenchmarkContext) -> MethodOutput:
+        reranker = meteora_reranker(ctx, name)
+        settings = reranker.settings
+        k = ctx.config.candidates
+        hybrid = ctx.retriever("hybrid")
+        extra: dict[str, Any] = {"window": settings.window, "candidates": k, "selector": settings.to_dict()}
+        # candidate pools are the same for every METEORA method of the run (they differ
+        # only in whether document context is attached), so they are retrieved once
+        pool_key = f"pools:{k}:{settings.uses_context}"
+        pools = ctx.shared(pool_key, lambda: reranker.retrieve(ctx.queries, hybrid, k))
+        extra["retrieval_seconds"] = ctx.timings[pool_key]
+        gen_seconds = 0.0
+        rationales = None
+        if uses_lm:
+            rats = ctx.shared("rationales", lambda: reranker.rationales_for(ctx.queries))
+            gen_seconds = ctx.timings["rationales"]
+            sets = [s for _, s in rats]
+            n = max(len(rats), 1)
+            extra["generation_seconds"] = gen_seconds
+            extra["fallback_rate"] = sum(bool(getattr(s, "fallback", False)) for s in sets) / n
+            extra["cached_rate"] = sum(bool(getattr(s, "from_cache", False)) for s in sets) / n
+            extra["mean_rationales"] = sum(len(r) for r, _ in rats) / n
+            rationales = [s if s is not None else r for r, s in rats]
+        t0 = time.perf_counter()
+        results = reranker.rerank_pools(pools, rationales=rationales)
+        select_seconds = time.perf_counter() - t0
+        extra["selection_seconds"] = select_seconds  # rationale encoding + selection
+        run_dict = {qid: res.ranked.to_run() for qid, res in zip(ctx.qids, results, strict=True)}
+        selections = {qid: list(res.selected_ids) for qid, res in zip(ctx.qids, results, strict=True)}
+        return MethodOutput(
+            run=run_dict, selections=selections, seconds=gen_seconds + select_seconds, extra=extra, fixed_k=False
+        )
+
+    return run
+
+
+def _retrieval_runner(name: str) -> Runner:
+    def run(ctx: BenchmarkContext) -> MethodOutput:
+        ctx.retriever(name)
+        index_s = sum(
+            v for key, v in ctx.timings.items()
+            if key.startswith("index:") and (name == "hybrid" or key == f"index:{name}")
+        )
+        if name in ("dense", "hybrid"):
+            index_s += ctx.timings.get("encoder", 0.0)
+        t0 = time.perf_counter()
+        rankings = ctx.rankings(name)
+        search_s = time.perf_counter() - t0
+        run_dict = {qid: r.to_run() for qid, r in zip(ctx.qids, rankings, strict=True)}
+        extra = {"index_seconds": index_s, "search_seconds": search_s, "queries/s": len(ctx.qids) / max(search_s, 1e-9)}
+        if name in ("dense", "hybrid"):
+            extra["corpus_embeddings_cached"] = ctx.embeddings_cached
+        return MethodOutput(run=run_dict, seconds=index_s + search_s, extra=extra)
+
+    return run
+
+
+#: every named method (METEORA ones also take a ``-wN`` suffix), read-only
+METHOD_RUNNERS: Mapping[str, Runner] = types.MappingProxyType(
+    {
+        **{m: _retrieval_runner(m) for m in RETRIEVAL_METHODS},
+        **{m: meteora_runner(m) for m in METEORA_VARIANTS},
+    }
+)
+
+
+def get_runner(name: str) -> Runner | None:
+    """The runner of a method name, including METEORA methods with a ``-wN`` suffix."""
+    runner = METHOD_RUNNERS.get(name)
+    if runner is not None:
+        return runner
+    return meteora_runner(name) if parse_meteora_method(name) is not None else None
+
+
+def available_methods() -> list[str]:
+    """Sorted method names (METEORA methods also accept a ``-wN`` window suffix)."""
+    return sorted(METHOD_RUNNERS)
