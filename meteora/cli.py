@@ -7,6 +7,7 @@ Commands::
     meteora search DIR "query" [--rerank]    # search it, optionally select with METEORA
     meteora rerank --query Q --passages F    # select evidence among given passages
     meteora bench pubmedqa [--methods ...]   # PubMedQA retrieval / selection benchmark
+    meteora bench bioasq [--methods ...]     # the same on BioASQ
     meteora train sft|dpo --base B ...       # fine-tune rationale adapters (QLoRA SFT, DPO)
     meteora eval adapter --base B --adapter A --data F   # base vs adapter perplexity
     meteora eval qa [--limit N]              # PubMedQA answer accuracy: none/gold/meteora/fixed-k
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 from meteora.errors import MeteoraError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_selector_options", "selector_settings_from_args"]
 
 logger = logging.getLogger("meteora")
 
@@ -50,6 +51,56 @@ def _positive_int(value: str) -> int:
     return n
 
 
+# ---------------------------------------------------------------- selector settings
+def add_selector_options(parser: argparse.ArgumentParser, *, title: str = "evidence selector") -> None:
+    """Add the selector knobs (one declaration for every command that selects evidence).
+
+    Flags: ``--pairing``, ``--tau``, ``--window``, ``--no-pairing``, ``--no-pooling``,
+    ``--order``, ``--no-document-expansion``; defaults are ``SelectorSettings()``'s.
+    Build the settings with :func:`selector_settings_from_args`.
+
+    Example:
+        >>> p = argparse.ArgumentParser()
+        >>> add_selector_options(p)
+        >>> selector_settings_from_args(p.parse_args(["--window", "2"])).window
+        2
+    """
+    from meteora.pipeline import SelectorSettings
+
+    d = SelectorSettings()
+    g = parser.add_argument_group(title)
+    g.add_argument("--pairing", choices=["distinct", "convergent"], default=d.pairing,
+                   help=f"rationale-chunk pairing (default {d.pairing})")
+    g.add_argument("--tau", type=float, default=d.tau, help=f"elbow z-score threshold (default {d.tau})")
+    g.add_argument("--window", type=int, default=d.window,
+                   help=f"expansion window: add neighbours position±1..N of selected chunks (default {d.window})")
+    g.add_argument("--no-pairing", action="store_true", help="skip the pairing stage (ablation)")
+    g.add_argument("--no-pooling", action="store_true", help="skip the pooled-elbow stage (ablation)")
+    g.add_argument("--order", choices=["score", "document"], default=d.order,
+                   help=f"order of the selection (default {d.order})")
+    g.add_argument("--no-document-expansion", action="store_true",
+                   help="expansion adds only neighbours that are candidates, not chunks from the whole document")
+
+
+def selector_settings_from_args(args: argparse.Namespace):
+    """The :class:`~meteora.pipeline.SelectorSettings` of parsed :func:`add_selector_options` flags.
+
+    Raises:
+        InvalidInputError: an invalid combination (e.g. a negative window).
+    """
+    from meteora.pipeline import SelectorSettings
+
+    return SelectorSettings(
+        pairing=args.pairing,
+        tau=args.tau,
+        window=args.window,
+        use_pairing=not args.no_pairing,
+        use_pooling=not args.no_pooling,
+        order=args.order,
+        expand_from_documents=not args.no_document_expansion,
+    )
+
+
 # ---------------------------------------------------------------- models
 def _cmd_models_pull(args: argparse.Namespace) -> int:
     from meteora.models import pull
@@ -61,7 +112,7 @@ def _cmd_models_pull(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- bench
-def _cmd_bench_pubmedqa(args: argparse.Namespace) -> int:
+def _cmd_bench(args: argparse.Namespace) -> int:
     from meteora.bench.pubmedqa import BenchmarkConfig, format_results, run_benchmark
 
     config = BenchmarkConfig(
@@ -84,13 +135,12 @@ def _cmd_bench_pubmedqa(args: argparse.Namespace) -> int:
             "adapter": args.adapter,
             "template": args.template,
             "n": args.n_rationales,
-            "window": args.window,
-            "tau": args.tau,
-            "pairing": args.pairing,
             "include_query": not args.no_query_anchor,
             "max_new_tokens": args.max_new_tokens,
             "batch_size": args.gen_batch_size,
         },
+        dataset=args.dataset,
+        selector=selector_settings_from_args(args),
     )
     command = "meteora " + " ".join(shlex.quote(a) for a in args._argv)
     results = run_benchmark(config, command=command, write=not args.no_write)
@@ -108,8 +158,7 @@ def _reranker_from_args(args: argparse.Namespace, encoder=None):
         encoder=encoder if encoder is not None else args.embedding_model,
         template=args.template,
         n_rationales=args.n_rationales,
-        window=args.window,
-        tau=args.tau,
+        settings=selector_settings_from_args(args),
         verifier=True if args.verify else None,
         top_k=args.top_k,
         num_threads=args.threads,
@@ -195,14 +244,13 @@ def _add_reranker_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--generator", default=None, help="rationale LM: hub id or folder (default: offline SmolLM2)")
     g.add_argument("--template", default=None, help="prompt template name")
     g.add_argument("--n-rationales", type=_positive_int, default=None)
-    g.add_argument("--window", type=int, default=0, help="expansion window (default 0)")
-    g.add_argument("--tau", type=float, default=1.0, help="elbow z-score threshold")
     g.add_argument("--verify", action="store_true", help="run the LLM verifier on the selection")
     g.add_argument("--top-k", type=_positive_int, default=None, help="keep at most K selected passages")
     g.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
     g.add_argument("--threads", type=_positive_int, default=None)
     g.add_argument("--json", action="store_true", help="print JSON")
     g.add_argument("--explain", action="store_true", help="print which rationale chose which passage")
+    add_selector_options(p)
 
 
 # ---------------------------------------------------------------- train / eval
@@ -292,7 +340,7 @@ def _cmd_train_pairs(args: argparse.Namespace) -> int:
         view=args.view,
         n_samples=args.samples,
         candidates=args.candidates,
-        window=args.window,
+        settings=selector_settings_from_args(args),
         encoder=ctx.encoder(),
         retriever=ctx.retriever("hybrid"),
         temperature=args.temperature,
@@ -358,6 +406,7 @@ def _cmd_eval_qa(args: argparse.Namespace) -> int:
             num_threads=args.threads,
             cache=True,
         )
+    settings = selector_settings_from_args(args)
     selections = {}
     for cond in args.conditions:
         if cond.startswith("meteora"):
@@ -368,7 +417,7 @@ def _cmd_eval_qa(args: argparse.Namespace) -> int:
                 retriever=retriever,
                 encoder=ctx.encoder(),
                 candidates=args.candidates,
-                window=args.window,
+                settings=settings,
             )
     result = evaluate_qa(
         reader,
@@ -415,6 +464,41 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-4bit", action="store_true", help="plain LoRA instead of 4-bit QLoRA")
     p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+
+
+def _add_bench_parser(bsub, dataset: str, help_text: str) -> None:
+    from meteora.bench.context import DATASET_SPLITS
+    from meteora.bench.methods import available_methods
+
+    splits = list(DATASET_SPLITS[dataset])
+    pq = bsub.add_parser(dataset, help=help_text)
+    pq.add_argument("--methods", type=_csv, default=["bm25", "dense", "hybrid"],
+                    help=f"comma-separated methods (available: {','.join(available_methods())}; "
+                    "METEORA ones also as NAME-wN for window N)")
+    pq.add_argument("--split", choices=splits, default="test", help="question split (default: test)")
+    pq.add_argument("--limit", type=_positive_int, default=None, help="only the first N questions of the split")
+    pq.add_argument("--views", type=_csv, default=["abstract", "evidence"], help="qrels views to score")
+    pq.add_argument("--ks", type=_csv_ints, default=[1, 2, 3, 4, 5, 8, 16, 32], help="fixed-k baselines")
+    pq.add_argument("--retrieve-k", type=_positive_int, default=100, help="depth of each ranking (default 100)")
+    pq.add_argument("--rrf-k", type=_positive_int, default=60, help="RRF constant of the hybrid (default 60)")
+    pq.add_argument("--candidates", type=_positive_int, default=50, help="hybrid candidates per query for selection methods")
+    pq.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
+    pq.add_argument("--data", default=None, help=f"{dataset} data file or folder (default: $METEORA_DATA_DIR or ../shared/data)")
+    pq.add_argument("--out", default="benchmarks/results", help="where results JSON and PNG go")
+    pq.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: $METEORA_NUM_THREADS)")
+    g = pq.add_argument_group("METEORA methods")
+    g.add_argument("--generator", default=None, help="rationale LM: hub id or folder (default: offline SmolLM2)")
+    g.add_argument("--adapter", default=None, help="PEFT adapter (hub id or folder) for the rationale LM")
+    g.add_argument("--template", default=None, help="prompt template (default: the model's preset, 'chat' for SmolLM2)")
+    g.add_argument("--n-rationales", type=_positive_int, default=None, help="rationales per query (default: template's)")
+    g.add_argument("--no-query-anchor", action="store_true", help="do not keep the query as an extra rationale")
+    g.add_argument("--max-new-tokens", type=_positive_int, default=None, help="generation cap (default: template's)")
+    g.add_argument("--gen-batch-size", type=_positive_int, default=8, help="queries per generation batch")
+    add_selector_options(pq, title="evidence selector of the METEORA methods (-wN and ablations override)")
+    pq.add_argument("--tag", default=None, help=f"suffix of the results file names ({dataset}_<split>_<tag>.json)")
+    pq.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    pq.add_argument("--no-write", action="store_true", help="print only; write no files")
+    pq.set_defaults(func=_cmd_bench, dataset=dataset)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -479,7 +563,6 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--samples", type=_positive_int, default=4, help="rationale sets sampled per question")
     pp.add_argument("--limit", type=_positive_int, default=None, help="only the first N train questions")
     pp.add_argument("--candidates", type=_positive_int, default=50)
-    pp.add_argument("--window", type=int, default=0, help="selector expansion window")
     pp.add_argument("--temperature", type=float, default=0.7)
     pp.add_argument("--min-margin", type=float, default=0.1)
     pp.add_argument("--seed", type=int, default=0)
@@ -487,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
     pp.add_argument("--data", default=None, help="folder or ori_pqal.json (default: $METEORA_DATA_DIR or ../shared/data)")
     pp.add_argument("--threads", type=_positive_int, default=None)
+    add_selector_options(pp)
     pp.set_defaults(func=_cmd_train_pairs)
 
     ev = sub.add_parser("eval", help="evaluate adapters and answer accuracy")
@@ -514,49 +598,19 @@ def build_parser() -> argparse.ArgumentParser:
     eq.add_argument("--limit", type=_positive_int, default=None)
     eq.add_argument("--k", type=_positive_int, default=3, help="k of the fixed-k condition")
     eq.add_argument("--candidates", type=_positive_int, default=50)
-    eq.add_argument("--window", type=int, default=0)
     eq.add_argument("--answer-mode", choices=["loglik", "generate"], default="loglik")
     eq.add_argument("--calibrate", action="store_true",
                     help="loglik only: divide out the label prior measured on content-free prompts")
     eq.add_argument("--data", default=None)
     eq.add_argument("--threads", type=_positive_int, default=None)
     eq.add_argument("--out", default=None, help="write the results JSON here")
+    add_selector_options(eq, title="evidence selector of the meteora conditions")
     eq.set_defaults(func=_cmd_eval_qa)
 
     bench = sub.add_parser("bench", help="run a benchmark")
     bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
-    pq = bsub.add_parser("pubmedqa", help="retrieval and evidence selection on PubMedQA contexts")
-    from meteora.bench import meteora_methods  # noqa: F401  (registers the METEORA methods)
-    from meteora.bench.pubmedqa import METHOD_RUNNERS
-
-    pq.add_argument("--methods", type=_csv, default=["bm25", "dense", "hybrid"],
-                    help=f"comma-separated methods (available: {','.join(sorted(METHOD_RUNNERS))})")
-    pq.add_argument("--split", choices=["test", "train", "all"], default="test", help="question split (default: test)")
-    pq.add_argument("--limit", type=_positive_int, default=None, help="only the first N questions of the split")
-    pq.add_argument("--views", type=_csv, default=["abstract", "evidence"], help="qrels views to score")
-    pq.add_argument("--ks", type=_csv_ints, default=[1, 2, 3, 4, 5, 8, 16, 32], help="fixed-k baselines")
-    pq.add_argument("--retrieve-k", type=_positive_int, default=100, help="depth of each ranking (default 100)")
-    pq.add_argument("--rrf-k", type=_positive_int, default=60, help="RRF constant of the hybrid (default 60)")
-    pq.add_argument("--candidates", type=_positive_int, default=50, help="hybrid candidates per query for selection methods")
-    pq.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
-    pq.add_argument("--data", default=None, help="folder or ori_pqal.json (default: $METEORA_DATA_DIR or ../shared/data)")
-    pq.add_argument("--out", default="benchmarks/results", help="where results JSON and PNG go")
-    pq.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: $METEORA_NUM_THREADS)")
-    g = pq.add_argument_group("METEORA methods")
-    g.add_argument("--generator", default=None, help="rationale LM: hub id or folder (default: offline SmolLM2)")
-    g.add_argument("--adapter", default=None, help="PEFT adapter (hub id or folder) for the rationale LM")
-    g.add_argument("--template", default=None, help="prompt template (default: the model's preset, 'chat' for SmolLM2)")
-    g.add_argument("--n-rationales", type=_positive_int, default=None, help="rationales per query (default: template's)")
-    g.add_argument("--window", type=int, default=1, help="expansion window of 'meteora' (default 1)")
-    g.add_argument("--tau", type=float, default=1.0, help="elbow z-score threshold (default 1.0)")
-    g.add_argument("--pairing", choices=["distinct", "convergent"], default="distinct")
-    g.add_argument("--no-query-anchor", action="store_true", help="do not keep the query as an extra rationale")
-    g.add_argument("--max-new-tokens", type=_positive_int, default=None, help="generation cap (default: template's)")
-    g.add_argument("--gen-batch-size", type=_positive_int, default=8, help="queries per generation batch")
-    pq.add_argument("--tag", default=None, help="suffix of the results file names (pubmedqa_<split>_<tag>.json)")
-    pq.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    pq.add_argument("--no-write", action="store_true", help="print only; write no files")
-    pq.set_defaults(func=_cmd_bench_pubmedqa)
+    _add_bench_parser(bsub, "pubmedqa", "retrieval and evidence selection on PubMedQA contexts")
+    _add_bench_parser(bsub, "bioasq", "retrieval and evidence selection on BioASQ (abstract chunks)")
     return parser
 
 

@@ -55,13 +55,16 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from meteora.errors import InvalidInputError
 from meteora.rationales.generator import _model_device
 from meteora.types import Passage
+
+if TYPE_CHECKING:
+    from meteora.pipeline import SelectorSettings
 
 __all__ = [
     "LABELS",
@@ -483,13 +486,6 @@ def build_retriever(
     return retriever.index(benchmark.corpus)
 
 
-def _dense_member(retriever: Any) -> Any:
-    for r in [retriever, *getattr(retriever, "retrievers", [])]:
-        if hasattr(r, "embeddings_for") and hasattr(r, "encoder"):
-            return r
-    return None
-
-
 def candidate_pools(
     benchmark: Any,
     qids: Sequence[str],
@@ -500,9 +496,9 @@ def candidate_pools(
 ) -> tuple[list[list[Passage]], list[np.ndarray], Any]:
     """The top-``candidates`` passages of each query and their embeddings.
 
-    Embeddings are the dense retriever's stored corpus embeddings when the encoder is
-    that retriever's (nothing is re-encoded); with another ``encoder`` the candidates are
-    encoded once each.
+    Retrieval is :meth:`meteora.Reranker.retrieve` (the pipeline's own): embeddings are
+    the dense retriever's stored corpus embeddings when the encoder is that retriever's
+    (nothing is re-encoded); with another ``encoder`` the candidates are encoded once each.
 
     Returns:
         ``(pools, embeddings, encoder)``: a passage list and a ``(len(pool), d)`` array
@@ -514,45 +510,45 @@ def candidate_pools(
     if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
         raise InvalidInputError(f"candidates must be a positive integer, got {candidates!r}")
     qids = list(qids)
-    if retriever is None:
-        retriever = build_retriever(benchmark, encoder)
-    dense = _dense_member(retriever)
-    if encoder is None:
-        if dense is None:
-            from meteora.embeddings import Encoder
-
-            encoder = Encoder()
-        else:
-            encoder = dense.encoder
+    reranker, retriever = _reranker(benchmark, retriever, encoder)
+    encoder = reranker.encoder
     if not qids:
         return [], [], encoder
-    rankings = retriever.search([benchmark.queries[q] for q in qids], k=candidates)
-    pools = [list(r.passages) for r in rankings]
-    reuse = dense is not None and dense.encoder is encoder
-    if reuse:
-        embs = [dense.embeddings_for([p.id for p in pool]) for pool in pools]
-    else:
-        logger.info(
-            "candidate passages are encoded with %r (no dense retriever with this encoder)", encoder
-        )
+    found = reranker.retrieve([benchmark.queries[q] for q in qids], retriever, k=candidates)
+    pools = [list(p.passages) for p in found]
+    missing = [i for i, p in enumerate(found) if p.embeddings is None and p.passages]
+    if missing:
+        logger.info("candidate passages are encoded with %r (no dense retriever with this encoder)", encoder)
         unique: dict[str, str] = {}
-        for pool in pools:
-            for p in pool:
+        for i in missing:
+            for p in found[i].passages:
                 unique.setdefault(p.id, p.text)
         ids = list(unique)
-        mat = (
-            np.asarray(encoder.encode([unique[i] for i in ids]), dtype=np.float32)
-            if ids
-            else np.zeros((0, 0))
-        )
+        mat = np.asarray(encoder.encode([unique[i] for i in ids]), dtype=np.float32)
         row = {pid: k for k, pid in enumerate(ids)}
-        embs = [
-            mat[[row[p.id] for p in pool]]
-            if pool
-            else np.zeros((0, mat.shape[1] if mat.ndim == 2 else 0))
-            for pool in pools
-        ]
+        for i in missing:
+            found[i].embeddings = mat[[row[p.id] for p in found[i].passages]]
+    embs = [
+        p.embeddings if p.embeddings is not None else np.zeros((0, encoder.dim), dtype=np.float32) for p in found
+    ]
     return pools, embs, encoder
+
+
+def _reranker(
+    benchmark: Any, retriever: Any, encoder: Any, generator: Any = None, **kwargs: Any
+) -> tuple[Any, Any]:
+    """A :class:`~meteora.Reranker` with ``generator`` (``None``: query-only) on ``encoder``
+    (default: the dense retriever's, whose stored embeddings it then reuses), and the
+    retriever (default: :func:`build_retriever`)."""
+    from meteora.pipeline import dense_member
+    from meteora.reranker import Reranker
+
+    if retriever is None:
+        retriever = build_retriever(benchmark, encoder)
+    if encoder is None:
+        dense = dense_member(retriever)
+        encoder = dense.encoder if dense is not None else None
+    return Reranker(generator=generator, encoder=encoder, **kwargs), retriever
 
 
 def fixed_k_selections(
@@ -586,23 +582,26 @@ def meteora_selections(
     candidates: int = 50,
     n_rationales: int | None = None,
     include_query: bool = True,
-    pairing: str = "distinct",
-    tau: float = 1.0,
-    window: int = 0,
-    use_pairing: bool = True,
-    use_pooling: bool = True,
-    order: str = "score",
+    settings: SelectorSettings | None = None,
+    pairing: str | None = None,
+    tau: float | None = None,
+    window: int | None = None,
+    use_pairing: bool | None = None,
+    use_pooling: bool | None = None,
+    order: str | None = None,
     batch_size: int = 8,
     generation: Mapping[str, Any] | None = None,
 ) -> dict[str, list[str]]:
-    """The chunks METEORA selects for each query, as the :class:`~meteora.Reranker` does.
+    """The chunks METEORA selects for each query: :meth:`meteora.Reranker.search_batch`.
 
     Candidates are the hybrid top-``candidates`` per query; rationales come from
     ``rationales[qid]`` when given, else from ``generator.generate`` (one batched call,
     the generator's cache applies), else the query is the single rationale
-    (query-only). Then an :class:`~meteora.selection.EvidenceSelector` (pairing, pooled
-    elbow, expansion ``window``) picks the chunks, reusing the dense retriever's stored
-    corpus embeddings.
+    (query-only). The selector uses ``settings`` (default ``SelectorSettings()``);
+    ``pairing``/``tau``/``window``/``use_pairing``/``use_pooling``/``order`` replace
+    single fields of it. The dense retriever's stored corpus embeddings are reused, and
+    with ``window > 0`` expansion reaches the candidates' whole abstracts, exactly as
+    ``Reranker.search`` and the benchmark do.
 
     Returns:
         ``{qid: [passage_id, ...]}`` in the selector's ``order``.
@@ -610,53 +609,39 @@ def meteora_selections(
     Example:
         >>> sel = meteora_selections(bench, bench.query_ids("test"), generator=gen, retriever=r)  # doctest: +SKIP
     """
-    from meteora.selection import EvidenceSelector
-
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise InvalidInputError(f"candidates must be a positive integer, got {candidates!r}")
     qids = list(qids)
-    selector = EvidenceSelector(
+    reranker, retriever = _reranker(
+        benchmark,
+        retriever,
+        encoder,
+        generator=generator if rationales is None else None,
+        settings=settings,
         pairing=pairing,
         tau=tau,
         window=window,
         use_pairing=use_pairing,
         use_pooling=use_pooling,
         order=order,
+        n_rationales=n_rationales,
+        include_query=include_query,
+        batch_size=batch_size,
+        generation=dict(generation or {}),
     )
     if not qids:
         return {}
     queries = [benchmark.queries[q] for q in qids]
+    given = None
     if rationales is not None:
         missing = [q for q in qids if q not in rationales]
         if missing:
             raise InvalidInputError(
                 f"rationales has no entry for {len(missing)} queries, e.g. {missing[:3]}"
             )
-        rat_lists = [list(rationales[q]) or [query] for q, query in zip(qids, queries, strict=True)]
-    elif generator is not None:
-        sets = generator.generate(
-            queries,
-            n=n_rationales,
-            batch_size=batch_size,
-            include_query=include_query,
-            **dict(generation or {}),
-        )
-        rat_lists = [list(s.rationales) or [query] for s, query in zip(sets, queries, strict=True)]
-    else:
-        rat_lists = [[query] for query in queries]
-    pools, embs, enc = candidate_pools(
-        benchmark, qids, retriever=retriever, encoder=encoder, candidates=candidates
-    )
-    flat = [r for rats in rat_lists for r in rats]
-    rat_emb = np.asarray(enc.encode(flat), dtype=np.float32)
-    out: dict[str, list[str]] = {}
-    start = 0
-    for qid, rats, pool, pemb in zip(qids, rat_lists, pools, embs, strict=True):
-        remb = rat_emb[start : start + len(rats)]
-        start += len(rats)
-        if not pool:
-            out[qid] = []
-            continue
-        out[qid] = list(selector.select(remb, pemb, pool, rationales=rats).selected_ids)
-    return out
+        given = [list(rationales[q]) for q in qids]
+    results = reranker.search_batch(queries, retriever, k=candidates, rationales=given)
+    return {qid: list(res.selected_ids) for qid, res in zip(qids, results, strict=True)}
 
 
 # --------------------------------------------------------------------------- evaluation

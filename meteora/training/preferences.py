@@ -6,9 +6,10 @@ rejected*. For every PubMedQA **train** question (never a test question):
 1. sample ``n_samples`` rationale sets with the current generator (temperature
    sampling, seeds ``seed, seed + 1, ...``, so a rerun with a cached generator
    regenerates nothing);
-2. run the :class:`~meteora.selection.EvidenceSelector` on the hybrid top-``candidates``
-   chunks with each set's rationales (exactly as the benchmark's ``meteora`` method
-   does, reusing the dense retriever's stored corpus embeddings);
+2. select among the hybrid top-``candidates`` chunks with each set's rationales through
+   :class:`~meteora.Reranker` (the one selection pipeline: exactly what
+   ``Reranker.search`` and the benchmark's ``meteora`` method select with those
+   rationales, reusing the dense retriever's stored corpus embeddings);
 3. score each set by how well its selection hits the gold chunks of ``view``
    (:func:`hit_score`; default the per-query F1 ``2·|S∩G| / (|S| + |G|)`` on the
    ``"evidence"`` view, i.e. the RESULTS chunk). A set whose output could not be
@@ -44,13 +45,16 @@ import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from meteora._io import atomic_write_json, atomic_write_text
 from meteora.errors import InvalidInputError
 from meteora.rationales.parsing import cut_at_section_break
+
+if TYPE_CHECKING:
+    from meteora.pipeline import SelectorSettings
 
 __all__ = [
     "FALLBACK_SCORE",
@@ -239,7 +243,7 @@ def build_preference_pairs(
     n_samples: int = 4,
     n_rationales: int | None = None,
     candidates: int = 50,
-    window: int = 0,
+    window: int | None = None,
     encoder: Any = None,
     retriever: Any = None,
     temperature: float = 0.7,
@@ -251,8 +255,9 @@ def build_preference_pairs(
     max_new_tokens: int | None = None,
     metric: str = "f1",
     include_query: bool = False,
-    pairing: str = "distinct",
-    tau: float = 1.0,
+    pairing: str | None = None,
+    tau: float | None = None,
+    settings: SelectorSettings | None = None,
     chunk_size: int = 64,
     out: str | os.PathLike[str] | None = None,
     show_progress: bool | None = None,
@@ -269,7 +274,8 @@ def build_preference_pairs(
         n_samples: rationale sets sampled per question (≥ 2).
         n_rationales: rationales asked for in the prompt (``None``: the template's).
         candidates: hybrid top-k candidates the selector chooses from.
-        window: the selector's expansion window (0: the chunk the rationales point at).
+        window: shorthand for ``settings.window`` (default 0: the chunks the rationales
+            point at).
         encoder: rationale/passage encoder (``None``: the dense retriever's).
         retriever: a hybrid retriever over ``benchmark.corpus`` with a dense member
             (``None``: built here with :func:`meteora.evaluation.qa.build_retriever`).
@@ -287,7 +293,11 @@ def build_preference_pairs(
             distinct pairing the rationales can only add other chunks, so when the query
             already hits the evidence every sample ties and the preference says nothing
             about the rationales. The completions are the same either way.
-        pairing, tau: selector settings.
+        pairing, tau: shorthands for those fields of ``settings``.
+        settings: the selector's :class:`~meteora.pipeline.SelectorSettings` (default
+            ``SelectorSettings()``). Selection runs through
+            :meth:`meteora.Reranker.rerank_pools` with the sampled rationale sets, so a
+            sample selects exactly what ``Reranker.search`` would with those rationales.
         chunk_size: questions generated per round; with ``out`` the file is rewritten
             (atomically) after each round, so an interrupted run keeps its pairs.
         out: write the pairs to this JSONL file and the stats to ``<stem>.stats.json``.
@@ -303,8 +313,9 @@ def build_preference_pairs(
     Example:
         >>> res = build_preference_pairs(gen, bench, limit=50, out="pairs.jsonl")  # doctest: +SKIP
     """
-    from meteora.evaluation.qa import build_retriever, candidate_pools
-    from meteora.selection import EvidenceSelector
+    from meteora.evaluation.qa import build_retriever
+    from meteora.pipeline import dense_member
+    from meteora.reranker import Reranker
 
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
         raise InvalidInputError(
@@ -335,7 +346,6 @@ def build_preference_pairs(
             )
     if view not in benchmark.qrels:
         raise InvalidInputError(f"unknown qrels view {view!r}; available: {list(benchmark.qrels)}")
-    selector = EvidenceSelector(pairing=pairing, tau=tau, window=window)
     qids = _train_qids(benchmark, split, limit)
     template = generator.template
     n_prompt = template.default_n if n_rationales is None else n_rationales
@@ -357,10 +367,15 @@ def build_preference_pairs(
     t0 = time.perf_counter()
     if retriever is None:
         retriever = build_retriever(benchmark, encoder)
-    pools, embs, enc = candidate_pools(
-        benchmark, used, retriever=retriever, encoder=encoder, candidates=candidates
+    if encoder is None:
+        dense = dense_member(retriever)
+        encoder = dense.encoder if dense is not None else None
+    reranker = Reranker(
+        generator=None, encoder=encoder, settings=settings, pairing=pairing, tau=tau, window=window
     )
-    pool_of = {q: (p, e) for q, p, e in zip(used, pools, embs, strict=True)}
+    selector_settings = reranker.settings
+    pools = reranker.retrieve([benchmark.queries[q] for q in used], retriever, k=candidates)
+    pool_of = dict(zip(used, pools, strict=True))
     retrieval_seconds = time.perf_counter() - t0
 
     if show_progress is None:
@@ -405,26 +420,17 @@ def build_preference_pairs(
             gen_seconds += time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            rat_lists = [
-                [list(samples[s][i].rationales) or [queries[i]] for s in range(n_samples)]
-                for i in range(len(chunk))
-            ]
-            flat = [r for per_q in rat_lists for rats in per_q for r in rats]
-            flat_emb = np.asarray(enc.encode(flat), dtype=np.float32)
-            offset = 0
+            # every sample of every question of the round in one rerank_pools call
+            # (one batched rationale encode); result i * n_samples + s is sample s of question i
+            results = reranker.rerank_pools(
+                [pool_of[q] for q in chunk for _ in range(n_samples)],
+                rationales=[samples[s][i] for i in range(len(chunk)) for s in range(n_samples)],
+            )
             for i, q in enumerate(chunk):
-                pool, pemb = pool_of[q]
                 gold = {pid for pid, r in gold_table[q].items() if r >= 1}
                 scores, sizes, fallbacks, selected = [], [], [], []
                 for s in range(n_samples):
-                    rats = rat_lists[i][s]
-                    remb = flat_emb[offset : offset + len(rats)]
-                    offset += len(rats)
-                    ids = (
-                        list(selector.select(remb, pemb, pool, rationales=rats).selected_ids)
-                        if pool
-                        else []
-                    )
+                    ids = list(results[i * n_samples + s].selected_ids)
                     rs = samples[s][i]
                     fb = bool(getattr(rs, "fallback", False))
                     n_fallback += int(fb)
@@ -526,9 +532,10 @@ def build_preference_pairs(
             "seed": seed,
             "max_new_tokens": max_new_tokens,
             "candidates": candidates,
-            "window": window,
-            "pairing": pairing,
-            "tau": tau,
+            "window": selector_settings.window,
+            "pairing": selector_settings.pairing,
+            "tau": selector_settings.tau,
+            "selector": selector_settings.to_dict(),
             "include_query": include_query,
             "min_margin": min_margin,
             "fallback_score": FALLBACK_SCORE,
