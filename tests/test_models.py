@@ -111,9 +111,12 @@ def test_missing_default_embedding_names_pull_command(empty_home, monkeypatch):
         resolve_embedding_model(DEFAULT_EMBEDDING_MODEL)
 
 
-def test_generator_from_pretrained_missing_default_is_clear(empty_home):
+def test_generator_from_pretrained_missing_default_is_clear(empty_home, monkeypatch):
     from meteora.rationales import RationaleGenerator
 
+    with pytest.raises(ModelNotFoundError, match="meteora models pull"):
+        RationaleGenerator.from_pretrained(None, cache=None, backend="transformers")
+    monkeypatch.setattr(models, "_package_dir", lambda module: None)  # no packaged GGUF either
     with pytest.raises(ModelNotFoundError, match="meteora models pull"):
         RationaleGenerator.from_pretrained(None, cache=None)
 

@@ -113,9 +113,18 @@ def test_missing_folder_and_unknown_hub_id_give_model_not_found(tmp_path):
 
 
 def test_missing_default_model_names_the_pull_command(tmp_path, monkeypatch):
+    from meteora import models
+
     monkeypatch.setenv("METEORA_HOME", str(tmp_path))
+    # the transformers backend needs the converted folder, absent from an empty home
+    with pytest.raises(ModelNotFoundError, match="meteora models pull"):
+        RationaleGenerator.from_pretrained(None, backend="transformers")
+    # without the packaged GGUF either, the default falls back to transformers and says the same
+    monkeypatch.setattr(models, "_package_dir", lambda module: None)
     with pytest.raises(ModelNotFoundError, match="meteora models pull"):
         RationaleGenerator.from_pretrained(None)
+    with pytest.raises(ModelNotFoundError, match="meteora models pull"):
+        RationaleGenerator.from_pretrained(None, backend="llamacpp")
 
 
 def test_bad_device_and_dtype(tiny_llama_dir):

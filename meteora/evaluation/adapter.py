@@ -189,8 +189,13 @@ def evaluate_adapter(
         ModelNotFoundError: the adapter folder is not a PEFT adapter.
         InvalidInputError: unknown template, bad numbers, or an adapter that does not fit the base.
     """
+    from meteora.lm.transformers import (
+        attach_adapter,
+        library_versions,
+        load_causal_lm,
+        precision_setup,
+    )
     from meteora.training.collate import build_sft_features
-    from meteora.training.sft import _device_setup, _versions, attach_adapter, load_causal_lm
 
     data = Path(data_path).expanduser()
     if not data.is_file():
@@ -256,7 +261,7 @@ def evaluate_adapter(
     )
     base_stats = _summary(b_sums, b_counts, b_sec)
     adapter_stats = _summary(a_sums, a_counts, a_sec)
-    _, resolved_precision = _device_setup(precision)
+    _, resolved_precision = precision_setup(precision)
     results: dict[str, Any] = {
         "format": "meteora-adapter-eval/1",
         "base_model": base_name,
@@ -272,7 +277,7 @@ def evaluate_adapter(
         "base": base_stats,
         "adapter": adapter_stats,
         "perplexity_ratio": adapter_stats["perplexity"] / base_stats["perplexity"],
-        "versions": _versions(),
+        "versions": library_versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     logger.info(

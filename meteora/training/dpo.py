@@ -6,7 +6,8 @@ and the *rejected* one not; β = 0.05, lr 3e-5 with a cosine schedule, warmup 0.
 3 epochs, an 80/10/10 split (:func:`meteora.training.data.split_pairs`).
 
 :func:`train_dpo` uses TRL's ``DPOTrainer`` with the same 4-bit + LoRA setup, output
-layout, checkpointing and resume rules as :func:`meteora.training.sft.train_sft`. Given
+layout, checkpointing and resume rules as :func:`meteora.training.sft.train_sft` (both
+on :mod:`meteora.training.run`). Given
 ``sft_adapter`` it keeps training that adapter, with a frozen copy of it as the
 reference policy; without one it trains a fresh LoRA on the base, and the base (adapter
 disabled) is the reference. Tested with TRL 1.16 (``trl>=1.16,<1.17``).
@@ -28,15 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from meteora.errors import InvalidInputError, TrainingDataError
-from meteora.training.sft import (
+from meteora.training.run import (
     TrainingSettings,
     TrainResult,
-    _begin_training,
-    _load_base,
-    _make_log_callback,
-    _prepare_run,
-    _train_and_save,
-    _trainer_args,
+    begin_training,
+    load_base,
+    make_log_callback,
+    prepare_run,
+    train_and_save,
+    trainer_args,
 )
 
 __all__ = ["DPOSettings", "train_dpo"]
@@ -159,15 +160,15 @@ def train_dpo(
         >>> train_dpo("smollm2", pairs, "out/dpo", DPOSettings(max_steps=2))  # doctest: +SKIP
     """
     settings = settings or DPOSettings()
-    trl = _begin_training(settings, "DPO training")
+    trl = begin_training(settings, "DPO training")
     from datasets import Dataset
 
-    run = _load_base(base_model, pairs, "preference pairs file", out_dir, settings, sft_adapter)
+    run = load_base(base_model, pairs, "preference pairs file", out_dir, settings, sft_adapter)
     rows, data_info = _pairs_from(pairs, settings, run.tokenizer)
-    model, peft_config, ckpt_dir, resume_from = _prepare_run(
+    model, peft_config, ckpt_dir, resume_from = prepare_run(
         "dpo", run, settings, sft_adapter, data_info, resume
     )
-    args = _trainer_args(settings, ckpt_dir, run.use_cuda, run.precision, trl.DPOConfig)
+    args = trainer_args(settings, ckpt_dir, run.use_cuda, run.precision, trl.DPOConfig)
     config = trl.DPOConfig(**args, beta=float(settings.beta), loss_type=[settings.loss_type])
     trainer = trl.DPOTrainer(
         model=model,
@@ -176,9 +177,9 @@ def train_dpo(
         train_dataset=Dataset.from_list(rows),
         processing_class=run.tokenizer,
         peft_config=peft_config,
-        callbacks=[_make_log_callback(), *callbacks],
+        callbacks=[make_log_callback(), *callbacks],
     )
-    return _train_and_save(
+    return train_and_save(
         kind="dpo",
         run=run,
         trainer=trainer,

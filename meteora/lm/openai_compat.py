@@ -1,0 +1,352 @@
+"""The OpenAI-compatible HTTP backend: vLLM, llama.cpp server, Ollama, LM Studio, TGI, OpenAI.
+
+Chat prompts go to ``/chat/completions`` (the server applies the model's chat
+template; a final assistant message is sent as is, which llama.cpp and Ollama continue
+— vLLM needs ``extra_body={"continue_final_message": True, "add_generation_prompt": False}``),
+raw prompts to ``/completions``. Requests run concurrently up to ``concurrency``;
+connection errors, timeouts, 429 and 5xx answers are retried ``max_retries`` times with
+exponential backoff. Every failure raises :class:`OpenAIServerError` naming the URL and
+what to do.
+
+Needs the ``openai`` extra: ``pip install "meteora-rerank[openai]"``.
+
+Example:
+    >>> lm = OpenAICompatLM("http://127.0.0.1:8000/v1", model="mistral-med")  # doctest: +SKIP
+    >>> lm.complete(["Answer yes or no: is the sky blue?"], max_new_tokens=3)  # doctest: +SKIP
+    ['Yes']
+    >>> import asyncio
+    >>> asyncio.run(lm.agenerate(["The sky is"]))  # doctest: +SKIP
+    [' blue']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from meteora.errors import InvalidInputError, require
+from meteora.lm.base import (
+    CompleteMixin,
+    LMServerError,
+    Prompt,
+    SamplingParams,
+    UnsupportedOperationError,
+    check_prompts,
+    cut_at_stop,
+    strip_prefix,
+    top_logprobs_of,
+)
+
+__all__ = ["OpenAICompatLM", "OpenAIServerError"]
+
+logger = logging.getLogger(__name__)
+
+#: sent when no API key is given: local servers ignore it, the client needs a string
+_NO_KEY = "no-key"
+
+
+class OpenAIServerError(LMServerError):
+    """An OpenAI-compatible server refused, failed, timed out or answered something unusable."""
+
+
+def _check_positive(name: str, value: Any, *, integer: bool = True, allow_zero: bool = False) -> None:
+    bad = isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
+    if bad or value < 0 or (value == 0 and not allow_zero):
+        kind = "integer" if integer else "number"
+        raise InvalidInputError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value!r}")
+
+
+class OpenAICompatLM(CompleteMixin):
+    """A model served over an OpenAI-compatible HTTP API, behind the :class:`~meteora.lm.CausalLM` protocol.
+
+    Args:
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
+        model: the served model name (vLLM: the LoRA name to use an adapter it serves).
+        api_key: bearer token; ``None`` for servers without auth (no dummy key needed).
+        timeout: seconds per request.
+        max_retries: retries after a connection error, timeout, 429 or 5xx.
+        backoff: first retry delay in seconds (doubled each retry, with jitter).
+        concurrency: requests in flight at once.
+        extra_body: extra JSON fields sent with every request (server-specific options).
+
+    Example:
+        >>> lm = OpenAICompatLM("http://127.0.0.1:8080/v1", model="smollm2", timeout=30)  # doctest: +SKIP
+    """
+
+    backend = "openai"
+    supports_loglik = False
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        backoff: float = 0.5,
+        concurrency: int = 4,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
+        require("openai", "openai", "the OpenAI-compatible HTTP backend")
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise InvalidInputError(f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {base_url!r}")
+        _check_positive("timeout", timeout, integer=False)
+        _check_positive("max_retries", max_retries, allow_zero=True)
+        _check_positive("backoff", backoff, integer=False, allow_zero=True)
+        _check_positive("concurrency", concurrency)
+        self.base_url = base_url.rstrip("/")
+        self.model_id = model or "default"
+        self.api_key = api_key
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.backoff = float(backoff)
+        self.concurrency = concurrency
+        self.extra_body = dict(extra_body or {})
+        self._client: Any = None
+        self._aclient: Any = None
+
+    def identity(self) -> dict[str, Any]:
+        """Backend, server URL and model name (cache keys)."""
+        return {"backend": self.backend, "model": self.model_id, "url": self.base_url, "adapter": None}
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatLM(base_url={self.base_url!r}, model={self.model_id!r})"
+
+    # -- clients -------------------------------------------------------------------------
+    def _kwargs(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "api_key": self.api_key or _NO_KEY,
+            "timeout": self.timeout,
+            "max_retries": 0,  # retried here, with errors that name the URL
+        }
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            self._client = openai.OpenAI(**self._kwargs())
+        return self._client
+
+    @property
+    def aclient(self) -> Any:
+        if self._aclient is None:
+            import openai
+
+            self._aclient = openai.AsyncOpenAI(**self._kwargs())
+        return self._aclient
+
+    # -- requests ------------------------------------------------------------------------
+    def _body(self, prompt: Prompt, params: SamplingParams, extra: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {"model": self.model_id, "max_tokens": params.max_new_tokens}
+        if params.do_sample:
+            body.update(temperature=float(params.temperature), top_p=float(params.top_p))
+            if params.seed is not None:
+                body["seed"] = int(params.seed)
+        else:
+            body["temperature"] = 0.0
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if extra:
+            body.update(extra)
+        if self.extra_body:
+            body["extra_body"] = dict(self.extra_body)
+        if isinstance(prompt, str):
+            body["prompt"] = prompt
+            return "completions", body
+        body["messages"] = [dict(m) for m in prompt]
+        return "chat", body
+
+    def _error(self, exc: Exception) -> OpenAIServerError:
+        import openai
+
+        url = self.base_url
+        if isinstance(exc, openai.APITimeoutError):
+            return OpenAIServerError(
+                f"the LM server at {url} did not answer within {self.timeout:g} s; raise timeout=, lower "
+                "max_new_tokens or concurrency, or check the server's load",
+                url=url,
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            return OpenAIServerError(
+                f"could not connect to the LM server at {url} ({exc.__cause__ or exc}); is it running and is "
+                "base_url right (it usually ends in /v1)?",
+                url=url,
+            )
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            detail = str(getattr(exc, "message", "") or exc)[:300]
+            if status in (401, 403):
+                what = "pass the server's api_key="
+            elif status == 404:
+                what = f"check base_url (usually ending in /v1) and that the server serves model {self.model_id!r}"
+            elif status == 429:
+                what = "the server is rate limiting: lower concurrency= or retry later"
+            elif status >= 500:
+                what = "the server failed; check its log (out of memory, crashed worker) and retry"
+            else:
+                what = "the server rejected the request; check model=, max_new_tokens and the prompt length"
+            return OpenAIServerError(f"the LM server at {url} answered HTTP {status}: {detail}; {what}", url=url, status=status)
+        if isinstance(exc, openai.APIResponseValidationError):
+            return OpenAIServerError(
+                f"the LM server at {url} sent a response that is not an OpenAI-shaped answer ({exc}); is base_url "
+                "an OpenAI-compatible API?",
+                url=url,
+            )
+        return OpenAIServerError(f"request to the LM server at {url} failed: {exc.__class__.__name__}: {exc}", url=url)
+
+    def _retryable(self, exc: Exception) -> bool:
+        import openai
+
+        if isinstance(exc, openai.APIStatusError):
+            return exc.status_code == 429 or exc.status_code >= 500
+        return isinstance(exc, openai.APIConnectionError)
+
+    def _delay(self, attempt: int) -> float:
+        return self.backoff * (2**attempt) * (0.5 + random.random() / 2)
+
+    def _parse(self, kind: str, response: Any, prompt: Prompt, params: SamplingParams, logprobs: bool) -> Any:
+        url = self.base_url
+        data = response.model_dump() if hasattr(response, "model_dump") else response
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise OpenAIServerError(
+                f"the LM server at {url} answered without choices ({str(data)[:200]!r}); is base_url an "
+                "OpenAI-compatible API?",
+                url=url,
+            )
+        if logprobs:
+            try:
+                return top_logprobs_of(data, f"the LM server at {url}")
+            except LMServerError:
+                raise
+            except (KeyError, TypeError, IndexError, AttributeError) as exc:
+                raise OpenAIServerError(f"the LM server at {url} sent malformed logprobs ({exc})", url=url) from exc
+        choice = choices[0]
+        if kind == "chat":
+            text = (choice.get("message") or {}).get("content")
+        else:
+            text = choice.get("text")
+        if not isinstance(text, str):
+            raise OpenAIServerError(
+                f"the LM server at {url} answered without text ({str(choice)[:200]!r}); check that model "
+                f"{self.model_id!r} is a text-generation model",
+                url=url,
+            )
+        if not isinstance(prompt, str) and prompt[-1]["role"] == "assistant":
+            text = strip_prefix(text, prompt[-1]["content"])
+        return cut_at_stop(text, params.stop)
+
+    def _one(self, prompt: Prompt, params: SamplingParams, extra: dict[str, Any] | None = None) -> Any:
+        kind, body = self._body(prompt, params, extra)
+        create = self.client.chat.completions.create if kind == "chat" else self.client.completions.create
+        attempt = 0
+        while True:
+            try:
+                response = create(**body)
+                break
+            except Exception as exc:
+                import openai
+
+                if not isinstance(exc, openai.OpenAIError):
+                    raise OpenAIServerError(
+                        f"the LM server at {self.base_url} sent an unreadable answer ({exc.__class__.__name__}: "
+                        f"{exc}); is base_url an OpenAI-compatible API?",
+                        url=self.base_url,
+                    ) from exc
+                if attempt < self.max_retries and self._retryable(exc):
+                    delay = self._delay(attempt)
+                    logger.warning("LM server %s: %s; retry %d in %.1f s", self.base_url, exc.__class__.__name__, attempt + 1, delay)
+                    time.sleep(delay)
+                    attempt += 1
+                    continue
+                raise self._error(exc) from exc
+        return self._parse(kind, response, prompt, params, logprobs=bool(extra))
+
+    async def _aone(self, prompt: Prompt, params: SamplingParams, sem: asyncio.Semaphore) -> str:
+        kind, body = self._body(prompt, params, None)
+        create = self.aclient.chat.completions.create if kind == "chat" else self.aclient.completions.create
+        attempt = 0
+        async with sem:
+            while True:
+                try:
+                    response = await create(**body)
+                    break
+                except Exception as exc:
+                    import openai
+
+                    if not isinstance(exc, openai.OpenAIError):
+                        raise OpenAIServerError(
+                            f"the LM server at {self.base_url} sent an unreadable answer ({exc.__class__.__name__}: "
+                            f"{exc}); is base_url an OpenAI-compatible API?",
+                            url=self.base_url,
+                        ) from exc
+                    if attempt < self.max_retries and self._retryable(exc):
+                        await asyncio.sleep(self._delay(attempt))
+                        attempt += 1
+                        continue
+                    raise self._error(exc) from exc
+        return self._parse(kind, response, prompt, params, logprobs=False)
+
+    # -- protocol --------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[str]:
+        """New text per prompt; up to ``concurrency`` requests at once.
+
+        Example:
+            >>> lm.generate([[{"role": "user", "content": "Hi"}]])  # doctest: +SKIP
+            ['Hello! How can I help you today?']
+        """
+        plist = check_prompts(prompts)
+        params = (params or SamplingParams()).validate()
+        if not plist:
+            return []
+        if self.concurrency == 1 or len(plist) == 1:
+            return [self._one(p, params) for p in plist]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(plist))) as pool:
+            return list(pool.map(lambda p: self._one(p, params), plist))
+
+    async def agenerate(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[str]:
+        """Async :meth:`generate` (``AsyncOpenAI``; ``concurrency`` requests in flight)."""
+        plist = check_prompts(prompts)
+        params = (params or SamplingParams()).validate()
+        sem = asyncio.Semaphore(self.concurrency)
+        return list(await asyncio.gather(*(self._aone(p, params, sem) for p in plist)))
+
+    async def acomplete(self, prompts: Sequence[str], *, max_new_tokens: int = 128, chat: bool = True, **kwargs: Any) -> list[str]:
+        """Async :meth:`complete`."""
+        params = SamplingParams(max_new_tokens=max_new_tokens, **kwargs).validate()
+        wrapped: list[Prompt] = [[{"role": "user", "content": p}] if chat else p for p in prompts]
+        return [t.strip() for t in await self.agenerate(wrapped, params)]
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str], *, add_special_tokens: bool = False) -> Any:
+        """Not available over the OpenAI API (no prompt log-probabilities in its standard form).
+
+        Raises:
+            UnsupportedOperationError: always; use :meth:`next_token_logprobs` or ``backend="transformers"``.
+        """
+        raise UnsupportedOperationError(
+            f"the OpenAI-compatible backend ({self.base_url}) cannot score continuations exactly; use "
+            'next_token_logprobs() for single-token answers, or backend="transformers"'
+        )
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt], *, top_k: int = 20) -> list[dict[str, float]]:
+        """The ``top_k`` most likely next tokens and log-probabilities, where the server gives logprobs.
+
+        Raises:
+            OpenAIServerError: the server returned no logprobs (say so in the message).
+        """
+        plist = check_prompts(prompts)
+        _check_positive("top_k", top_k)
+        params = SamplingParams(max_new_tokens=1)
+        out = []
+        for p in plist:
+            extra = {"logprobs": True, "top_logprobs": top_k} if not isinstance(p, str) else {"logprobs": top_k}
+            out.append(self._one(p, params, extra))
+        return out
