@@ -34,6 +34,9 @@ from meteora.errors import DataNotFoundError, InvalidInputError
         ({"limit": "10"}, "limit must be a positive integer"),
         ({"views": ["abstract", "sentence"]}, r"unknown qrels views \['sentence'\]"),
         ({"ks": [1, 0]}, "every k must be positive"),
+        ({"dataset": "nope"}, r"unknown dataset 'nope'; available: \['bioasq', 'pubmedqa'\]"),
+        ({"dataset": "bioasq", "split": "train"}, "split must be 'test' or 'all' for bioasq"),
+        ({"selector": {"window": 1}}, "selector must be a meteora.SelectorSettings"),
     ],
 )
 def test_invalid_config(kwargs, match, tmp_path):
@@ -50,6 +53,18 @@ def test_valid_config_and_stem():
     cfg.validate()
     assert cfg.results_stem() == "pubmedqa_all"
     assert BenchmarkConfig(limit=20).results_stem() == "pubmedqa_test_n20"
+    assert BenchmarkConfig(dataset="bioasq", split="all", tag="t").results_stem() == "bioasq_all_t"
+
+
+def test_selector_settings_of_a_config():
+    from meteora.pipeline import SelectorSettings
+
+    assert BenchmarkConfig().selector == SelectorSettings()  # window 0, as Reranker()
+    cfg = BenchmarkConfig(selector=SelectorSettings(tau=0.5))
+    assert cfg.selector_settings() == SelectorSettings(tau=0.5)
+    # the legacy option keys still override single fields
+    legacy = BenchmarkConfig(selector=SelectorSettings(tau=0.5), options={"window": 1, "pairing": "convergent"})
+    assert legacy.selector_settings() == SelectorSettings(tau=0.5, window=1, pairing="convergent")
 
 
 def test_method_names_resolve():

@@ -266,6 +266,53 @@ def test_parser_defaults():
     assert args.window == 0 and args.tau == 1.0 and args.no_lm is False
 
 
+SELECTOR_COMMANDS = [
+    ["rerank", "--query", "q", "--passages", "f"],
+    ["search", "idx", "q", "--rerank"],
+    ["bench", "pubmedqa"],
+    ["bench", "bioasq"],
+    ["eval", "qa"],
+    ["train", "pairs", "--out", "p.jsonl"],
+]
+
+
+@pytest.mark.parametrize("argv", SELECTOR_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_selector_options_are_the_same_everywhere(argv):
+    from meteora.cli import selector_settings_from_args
+    from meteora.pipeline import SelectorSettings
+
+    parser = build_parser()
+    # one default for every command, the bench included: SelectorSettings() (window 0)
+    assert selector_settings_from_args(parser.parse_args(argv)) == SelectorSettings()
+    args = parser.parse_args(
+        [*argv, "--window", "2", "--tau", "0.5", "--pairing", "convergent", "--no-pooling", "--order", "document",
+         "--no-document-expansion"]
+    )
+    assert selector_settings_from_args(args) == SelectorSettings(
+        pairing="convergent", tau=0.5, window=2, use_pooling=False, order="document", expand_from_documents=False
+    )
+    assert selector_settings_from_args(parser.parse_args([*argv, "--no-pairing"])).use_pairing is False
+
+
+def test_bench_config_gets_the_selector_settings(monkeypatch, capsys):
+    from meteora.bench import pubmedqa
+    from meteora.pipeline import SelectorSettings
+
+    seen = {}
+
+    def fake_run(config, *, command=None, write=True):
+        seen.update(config=config, command=command, write=write)
+        return {"views": {}}
+
+    monkeypatch.setattr(pubmedqa, "run_benchmark", fake_run)
+    code = main(["-q", "bench", "bioasq", "--methods", "meteora-query-only", "--window", "1", "--no-write"])
+    assert code == 0
+    cfg = seen["config"]
+    assert cfg.dataset == "bioasq" and cfg.selector == SelectorSettings(window=1) and seen["write"] is False
+    assert "window" not in cfg.options and cfg.selector_settings() == SelectorSettings(window=1)
+    assert seen["command"].startswith("meteora -q bench bioasq")
+
+
 # ------------------------------------------------------------------ train pairs
 def _tiny_pubmedqa(folder, n_train: int = 3, n_test: int = 2):
     from meteora.settings import data_dir

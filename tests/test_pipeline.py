@@ -1,0 +1,397 @@
+"""The one selection pipeline: SelectorSettings, Reranker.search_batch, and every caller
+(benchmark methods, QA selections) selecting exactly what ``Reranker.search`` selects."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_bench import BagOfWordsModel, toy_benchmark
+
+import meteora
+from meteora.bench.config import BenchmarkConfig
+from meteora.bench.context import BenchmarkContext, build_benchmark
+from meteora.bench.methods import METEORA_VARIANTS, get_runner, meteora_settings
+from meteora.bench.pubmedqa import run_benchmark
+from meteora.embeddings import Encoder
+from meteora.errors import InvalidInputError
+from meteora.pipeline import CandidatePool, SelectorSettings
+from meteora.rationales.generator import RationaleSet
+from meteora.reranker import Reranker
+from meteora.selection import EvidenceSelector
+
+# ------------------------------------------------------------------ SelectorSettings
+
+
+def test_settings_defaults_match_the_reranker_and_selector():
+    s = SelectorSettings()
+    assert s.to_dict() == {
+        "pairing": "distinct", "tau": 1.0, "window": 0, "use_pairing": True, "use_pooling": True,
+        "order": "score", "expand_from_documents": True,
+    }
+    assert meteora.SelectorSettings is SelectorSettings
+    assert Reranker(generator=None, encoder=Encoder(BagOfWordsModel(dim=16))).settings == s
+    sel = EvidenceSelector.from_settings(s.replace(window=2, pairing="convergent", order="document"))
+    assert (sel.window, sel.pairing, sel.order) == (2, "convergent", "document")
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"pairing": "greedy"}, r"unknown pairing 'greedy'; choose one of \['distinct', 'convergent'\]"),
+        ({"order": "random"}, r"unknown order 'random'; choose one of \['score', 'document'\]"),
+        ({"window": -1}, r"window must be a non-negative integer \(0 disables expansion\), got -1"),
+        ({"window": 1.5}, "window must be a non-negative integer"),
+        ({"window": True}, "window must be a non-negative integer"),
+        ({"tau": float("nan")}, "tau must be a finite number"),
+        ({"tau": "1"}, "tau must be a finite number"),
+        ({"use_pairing": "yes"}, "use_pairing must be True or False"),
+        ({"use_pairing": False, "use_pooling": False}, "nothing can be selected; enable at least one"),
+        ({"expand_from_documents": 1}, "expand_from_documents must be True or False"),
+    ],
+)
+def test_settings_validation(kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        SelectorSettings(**kwargs)
+    with pytest.raises(InvalidInputError, match=match):
+        SelectorSettings().replace(**kwargs)  # replace() validates again
+
+
+def test_settings_are_frozen_typed_and_round_trip():
+    s = SelectorSettings(tau=2, window=np.int64(3))
+    assert isinstance(s.tau, float) and s.tau == 2.0 and type(s.window) is int and s.window == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.window = 1  # type: ignore[misc]
+    assert SelectorSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    assert s.replace(window=0) == SelectorSettings(tau=2.0) and s.window == 3  # a copy
+    with pytest.raises(InvalidInputError, match=r"unknown selector setting\(s\) \['windw'\]"):
+        s.replace(windw=1)
+    with pytest.raises(InvalidInputError, match="unknown selector setting"):
+        SelectorSettings.from_dict({"window": 1, "colour": "red"})
+    assert s.uses_context and not s.replace(expand_from_documents=False).uses_context
+    assert not SelectorSettings().uses_context  # window 0: no context needed
+
+
+def test_reranker_settings_and_old_keywords():
+    enc = Encoder(BagOfWordsModel(dim=16))
+    base = SelectorSettings(window=1, tau=0.5)
+    rr = Reranker(generator=None, encoder=enc, settings=base)
+    assert rr.settings == base and rr.selector.window == 1 and rr.selector.tau == 0.5
+    old = Reranker(generator=None, encoder=enc, pairing="convergent", tau=0.5, window=2, use_pooling=False,
+                   order="document")
+    assert old.settings == SelectorSettings(pairing="convergent", tau=0.5, window=2, use_pooling=False,
+                                            order="document")
+    # a keyword replaces one field of the given settings
+    assert Reranker(generator=None, encoder=enc, settings=base, window=0).settings == SelectorSettings(tau=0.5)
+    with pytest.raises(InvalidInputError, match="settings must be a meteora.SelectorSettings"):
+        Reranker(generator=None, encoder=enc, settings={"window": 1})  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="window must be a non-negative integer"):
+        Reranker(generator=None, encoder=enc, window=-2)
+
+
+# ------------------------------------------------------------------ a tiny benchmark
+
+TOPICS = ["aspirin", "statin", "insulin", "asthma", "renal", "fever"]
+
+
+def chunk_texts(i: int, t: str) -> list[str]:
+    return [
+        f"Background: {t} background{i} history of the {t} problem.",
+        f"Results: {t} outcome{i} odds ratio measured{i} significant.",
+        f"Methods: cohort{i} of {t} patients enrolled{i}.",
+        f"Discussion: {t} limitations{i} of the study.",
+        f"Funding: grant{i} support.",
+    ]
+
+
+def make_benchmark(name: str = "toy"):
+    bench = toy_benchmark(
+        TOPICS,
+        chunk_texts,
+        lambda i, t, qid: f"Does {t} change outcome{i} in patients?",
+        splits={"test": ["q0", "q1", "q2", "q3"], "all": [f"q{i}" for i in range(6)]},
+    )
+    return dataclasses.replace(bench, name=name) if name != "toy" else bench
+
+
+class FakeGenerator:
+    """Deterministic rationales: the query (as anchor) and the results chunk's words."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def generate(self, queries, n=None, *, batch_size=8, include_query=False, **kwargs):
+        self.calls.append(
+            {"queries": list(queries), "n": n, "include_query": include_query, "batch_size": batch_size, **kwargs}
+        )
+        out = []
+        for q in queries:
+            i = int(q.split("outcome")[1].split()[0])
+            rats = [f"{TOPICS[i]} outcome{i} odds ratio measured{i}", f"cohort{i} patients"]
+            out.append(RationaleSet(q, [q, *rats] if include_query else rats, from_cache=i % 2 == 0))
+        return out
+
+
+EXPECTED_SETTINGS = {
+    "meteora": SelectorSettings(),
+    "meteora-no-expansion": SelectorSettings(window=0),
+    "meteora-pairing": SelectorSettings(use_pooling=False),
+    "meteora-pooling": SelectorSettings(use_pairing=False),
+    "meteora-query-only": SelectorSettings(),
+    "meteora-w2": SelectorSettings(window=2),
+    "meteora-pairing-w2": SelectorSettings(window=2, use_pooling=False),
+    "meteora-query-only-w2": SelectorSettings(window=2),
+    "meteora-query-only-w0": SelectorSettings(window=0),
+}
+
+
+def test_variant_settings():
+    for name, expected in EXPECTED_SETTINGS.items():
+        assert meteora_settings(name) == expected, name
+    # the run's settings are the base; -wN and the ablations change only their fields
+    base = SelectorSettings(tau=0.5, window=1, pairing="convergent")
+    assert meteora_settings("meteora", base) == base
+    assert meteora_settings("meteora-pooling-w3", base) == base.replace(use_pairing=False, window=3)
+    with pytest.raises(KeyError):
+        meteora_settings("meteora-everything")
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("METEORA_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_bench_methods_select_exactly_what_reranker_search_selects(home, tiny_st_dir):
+    bench = make_benchmark()
+    gen = FakeGenerator()
+    cfg = BenchmarkConfig(
+        methods=list(EXPECTED_SETTINGS), split="test", candidates=4, embedding_model=str(tiny_st_dir),
+        options={"n": 2, "batch_size": 3}, dataset="toy",
+    )
+    cfg.validate(bench)
+    ctx = BenchmarkContext(cfg, benchmark=bench, generator=gen)
+    hybrid = ctx.retriever("hybrid")
+    outputs = {name: get_runner(name)(ctx) for name in EXPECTED_SETTINGS}
+    assert len(gen.calls) == 1  # rationales generated once and shared by the METEORA methods
+    assert gen.calls[0]["n"] == 2 and gen.calls[0]["include_query"] is True and gen.calls[0]["batch_size"] == 3
+
+    context_added = 0
+    for name, expected in EXPECTED_SETTINGS.items():
+        uses_lm = METEORA_VARIANTS[name.split("-w")[0]].uses_lm
+        reference = Reranker(
+            generator=FakeGenerator() if uses_lm else None,
+            encoder=ctx.encoder(),
+            n_rationales=2,
+            settings=expected,
+        )
+        out = outputs[name]
+        assert out.extra["selector"] == expected.to_dict() and out.extra["window"] == expected.window, name
+        for qid, query in zip(ctx.qids, ctx.queries, strict=True):
+            res = reference.search(query, hybrid, k=4)
+            assert out.selections[qid] == res.selected_ids, (name, qid)
+            assert out.run[qid] == res.ranked.to_run(), (name, qid)
+            assert len(out.run[qid]) == 4
+            context_added += len(set(res.selected_ids) - set(res.ranked.ids))
+        if uses_lm:
+            for key in ("generation_seconds", "fallback_rate", "cached_rate", "mean_rationales"):
+                assert key in out.extra, (name, key)
+            assert out.extra["cached_rate"] == 0.5 and out.extra["mean_rationales"] == 3.0
+        assert out.extra["selection_seconds"] >= 0 and out.fixed_k is False
+    # window 2 reached chunks of the abstracts that were not candidates (document context)
+    assert context_added > 0
+    # window 0 and window 2 really differ on this benchmark
+    assert outputs["meteora-w2"].selections != outputs["meteora"].selections
+
+
+def test_run_benchmark_on_any_retrieval_benchmark(home, tiny_st_dir, tmp_path):
+    bench = make_benchmark()
+    cfg = BenchmarkConfig(
+        methods=["bm25", "meteora-query-only"], split="test", ks=[1], out_dir=str(tmp_path / "out"),
+        embedding_model=str(tiny_st_dir), plot=False, candidates=4, dataset="pubmedqa",
+    )
+    results = run_benchmark(cfg, benchmark=bench, command="test")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["toy_test.json"]
+    assert results["config"]["dataset"] == "toy" and results["dataset"]["id"] == "toy"
+    assert results["dataset"]["queries"] == 4 and results["dataset"]["corpus_chunks"] == 30
+    assert results["config"]["selector"] == SelectorSettings().to_dict()
+    methods = results["views"]["abstract"]["methods"]
+    assert set(methods) == {"bm25", "bm25@1", "meteora-query-only"}
+    assert 0.0 <= methods["meteora-query-only"]["precision"] <= 1.0
+    with pytest.raises(InvalidInputError, match=r"split must be 'test' or 'all' for toy, got 'train'"):
+        run_benchmark(dataclasses.replace(cfg, split="train"), benchmark=bench)
+
+
+def test_dataset_registry_and_embedding_cache_key(home, tiny_st_dir):
+    with pytest.raises(InvalidInputError, match=r"unknown dataset 'nope'"):
+        BenchmarkConfig(dataset="nope").validate()
+    with pytest.raises(InvalidInputError, match=r"unknown dataset 'nope'"):
+        build_benchmark("nope")
+    with pytest.raises(InvalidInputError, match=r"split must be 'test' or 'all' for bioasq, got 'train'"):
+        BenchmarkConfig(dataset="bioasq", split="train").validate()
+    BenchmarkConfig(dataset="bioasq", split="test", methods=["meteora"]).validate()
+    assert BenchmarkConfig(dataset="bioasq", limit=5, tag="x").results_stem() == "bioasq_test_n5_x"
+    # the same corpus under two dataset names: two cache files
+    for name in ("toy", "toy2"):
+        ctx = BenchmarkContext(BenchmarkConfig(embedding_model=str(tiny_st_dir)), benchmark=make_benchmark(name))
+        assert ctx.corpus_embeddings().shape == (30, ctx.encoder().dim)
+    names = sorted(p.name.rsplit("-", 1)[0] for p in (home / "embeddings").iterdir())
+    assert names == ["toy", "toy2"]
+    again = BenchmarkContext(BenchmarkConfig(embedding_model=str(tiny_st_dir)), benchmark=make_benchmark("toy2"))
+    again.corpus_embeddings()
+    assert again.embeddings_cached
+
+
+# ------------------------------------------------------------------ search_batch
+
+
+def test_search_batch_is_one_retrieval_and_equals_search(home, tiny_st_dir):
+    bench = make_benchmark()
+    ctx = BenchmarkContext(BenchmarkConfig(embedding_model=str(tiny_st_dir)), benchmark=bench)
+    hybrid = ctx.retriever("hybrid")
+    rr = Reranker(generator=FakeGenerator(), encoder=ctx.encoder(), window=1, include_query=True)
+    calls = []
+    real = hybrid.search
+
+    def spy(query, k=10):
+        calls.append(query)
+        return real(query, k=k)
+
+    hybrid.search = spy
+    batch = rr.search_batch(ctx.queries, hybrid, k=4)
+    assert calls == [list(ctx.queries)]  # one batched retriever call
+    assert rr.generator.calls[0]["queries"] == list(ctx.queries)  # one batched generation
+    for q, res in zip(ctx.queries, batch, strict=True):
+        single = rr.search(q, hybrid, k=4)
+        assert single.selected_ids == res.selected_ids and single.ranked.to_run() == res.ranked.to_run()
+        assert res.rationales[0] == q
+    # supplied rationales skip the generator
+    n_calls = len(rr.generator.calls)
+    last = list(batch[0].ranked)[-1]  # the weakest candidate: a rationale quoting it picks it first
+    given = rr.search_batch(ctx.queries[:2], hybrid, k=4, rationales=[[last.text], []])
+    assert len(rr.generator.calls) == n_calls
+    assert given[0].selected_ids[0] == last.id and given[1].rationales == [ctx.queries[1]]
+
+
+def test_plain_dense_retriever_query_is_encoded_once():
+    from meteora.retrievers import DenseRetriever
+
+    bench = make_benchmark()
+    enc = Encoder(BagOfWordsModel(dim=64))
+    dense = DenseRetriever(enc, backend="numpy").index(bench.corpus)
+    seen: list[str] = []
+    real = enc.encode
+
+    def counting(texts, **kw):
+        seen.extend(texts)
+        return real(texts, **kw)
+
+    enc.encode = counting  # type: ignore[method-assign]
+    q = bench.queries["q1"]
+    res = Reranker(generator=None, encoder=enc).search(q, dense, k=5)
+    assert seen == [q]  # retrieval's embedding is the rationale's
+    other = Reranker(generator=None, encoder=Encoder(BagOfWordsModel(dim=64))).search(q, dense, k=5)
+    assert res.selected_ids == other.selected_ids and res.ranked.ids == other.ranked.ids
+
+
+def test_empty_pools_give_empty_results_and_search_raises():
+    from meteora.retrievers import BM25Retriever
+
+    bench = make_benchmark()
+    bm25 = BM25Retriever(backend="numpy").index(bench.corpus)
+    rr = Reranker(generator=FakeGenerator(), encoder=Encoder(BagOfWordsModel(dim=64)), include_query=True)
+    out = rr.search_batch(["zzzz qqqq", bench.queries["q2"]], bm25, k=3)
+    assert out[0].selected == [] and len(out[0].ranked) == 0 and out[0].rationales == ["zzzz qqqq"]
+    assert out[1].selected and rr.generator.calls[-1]["queries"] == [bench.queries["q2"]]  # none for the empty one
+    with pytest.raises(InvalidInputError, match="found no candidates"):
+        rr.search("zzzz qqqq", bm25, k=3)
+    with pytest.raises(InvalidInputError, match="not a meteora.pipeline.CandidatePool"):
+        rr.rerank_pools([["a"]])  # type: ignore[list-item]
+    pool = CandidatePool("q", list(bench.corpus[:2]))
+    with pytest.raises(InvalidInputError, match="got 2 rationale lists for 1 queries"):
+        rr.rerank_pools([pool], rationales=[["a"], ["b"]])
+
+
+# ------------------------------------------------------------------ other callers
+
+
+def test_qa_selections_equal_reranker_search(tiny_st_dir):
+    from meteora.evaluation.qa import build_retriever, meteora_selections
+
+    bench = make_benchmark()
+    enc = Encoder(str(tiny_st_dir), device="cpu")
+    retriever = build_retriever(bench, enc, bm25_backend="numpy")
+    qids = ["q0", "q1", "q2"]
+    gen = FakeGenerator()
+    for settings in (SelectorSettings(), SelectorSettings(window=2), SelectorSettings(window=1, order="document")):
+        sel = meteora_selections(bench, qids, generator=gen, retriever=retriever, candidates=4, settings=settings)
+        rr = Reranker(generator=FakeGenerator(), encoder=enc, settings=settings, include_query=True)
+        for q in qids:
+            assert sel[q] == rr.search(bench.queries[q], retriever, k=4).selected_ids, (settings, q)
+    # the old keyword still works and means the same
+    assert meteora_selections(bench, qids, generator=gen, retriever=retriever, candidates=4, window=2) == \
+        meteora_selections(bench, qids, generator=gen, retriever=retriever, candidates=4,
+                           settings=SelectorSettings(window=2))
+
+
+# ------------------------------------------------------------------ no import cycle
+
+
+def test_bench_registry_imports_one_way_in_a_fresh_interpreter():
+    code = (
+        "import sys\n"
+        "import meteora.bench.pubmedqa as p\n"
+        "assert 'meteora.bench.meteora_methods' not in sys.modules\n"
+        "assert p.get_runner('meteora-query-only-w2') is not None and p.get_runner('colbert') is None\n"
+        "print(','.join(sorted(p.METHOD_RUNNERS)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().split(",") == sorted(
+        ["bm25", "dense", "hybrid", "meteora", "meteora-no-expansion", "meteora-pairing", "meteora-pooling",
+         "meteora-query-only"]
+    )
+    code = "import sys\nimport meteora.bench.methods\nprint('meteora.bench.pubmedqa' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+def _bench_imports(path: Path) -> set[str]:
+    """meteora.bench modules a file imports at run time (TYPE_CHECKING blocks excluded)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip.update(id(n) for n in ast.walk(node))
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("meteora.bench"):
+            found.add(node.module)
+            if node.module == "meteora.bench":
+                found.update(f"meteora.bench.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("meteora.bench."))
+    return found
+
+
+def test_bench_modules_form_no_import_cycle():
+    folder = Path(meteora.__file__).parent / "bench"
+    graph = {f"meteora.bench.{p.stem}": _bench_imports(p) for p in folder.glob("*.py") if p.stem != "__init__"}
+    assert "meteora.bench.methods" in graph["meteora.bench.pubmedqa"]
+    assert "meteora.bench.pubmedqa" not in graph["meteora.bench.methods"]
+
+    def visit(node: str, stack: tuple[str, ...]) -> None:
+        assert node not in stack, f"import cycle: {' -> '.join((*stack, node))}"
+        for nxt in graph.get(node, ()):
+            visit(nxt, (*stack, node))
+
+    for module in graph:
+        visit(module, ())
