@@ -205,6 +205,27 @@ def test_include_query_anchors_the_selection(bench, retriever):
     assert "q0" not in {p["query_id"] for p in res.pairs}
 
 
+def test_selections_are_the_rerankers_with_those_rationales(bench, retriever, encoder):
+    from meteora.pipeline import SelectorSettings
+    from meteora.reranker import Reranker
+
+    for settings in (SelectorSettings(), SelectorSettings(window=1, order="document")):
+        res = build_preference_pairs(
+            FakeGenerator(SCRIPT), bench, retriever=retriever, candidates=5, settings=settings
+        )
+        assert res.pairs and res.stats["settings"]["selector"] == settings.to_dict()
+        rr = Reranker(generator=None, encoder=encoder, settings=settings)
+        for p in res.pairs:
+            for side in ("chosen", "rejected"):
+                expected = rr.search_batch(
+                    [p["query"]], retriever, k=5, rationales=[p[f"{side}_rationales"]]
+                )[0]
+                assert p[f"{side}_selected"] == expected.selected_ids, (settings, side)
+    # the old keyword builds the same settings
+    old = build_preference_pairs(FakeGenerator(SCRIPT), bench, retriever=retriever, candidates=5, window=1)
+    assert old.stats["settings"]["selector"] == SelectorSettings(window=1).to_dict()
+
+
 def test_min_margin_filters_pairs(bench, retriever):
     res = build_preference_pairs(FakeGenerator(SCRIPT), bench, retriever=retriever, min_margin=1.5)
     assert res.pairs == [] and res.stats["skipped"]["no_margin"] == 4
