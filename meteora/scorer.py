@@ -1,0 +1,206 @@
+"""Second-stage evidence scorer: a cross-encoder that reads (query, passage) together.
+
+METEORA pairs rationales with passages by embedding similarity; an embedding model that
+never learned what medical *evidence* looks like cannot tell the passage that holds the
+finding from the ones that describe background or methods. :class:`EvidenceScorer`
+scores each (query, passage) pair jointly and returns a **probability that the passage
+holds evidence for the query** (a sigmoid of the cross-encoder's logit, comparable
+across queries, never min-max normalised), so a selection can demand evidence of
+relevance with a fixed threshold.
+
+The default scorer is the packaged all-MiniLM-L6-v2 weights plus a small LoRA adapter
+(about 1.4 MB) trained on PubMedQA *train* questions by ``meteora train scorer``; the
+adapter ships inside the package (``meteora/weights/evidence-scorer/``) with a
+provenance file holding the exact command, data sha256, split, seed and metrics.
+
+Example:
+    >>> from meteora.scorer import EvidenceScorer
+    >>> scorer = EvidenceScorer()                                   # doctest: +SKIP
+    >>> scorer.score("Does aspirin prevent stroke?",
+    ...              ["Aspirin cut strokes by 20%.", "Dogs were given fluids."])  # doctest: +SKIP
+    array([0.71, 0.01], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meteora.errors import InvalidInputError, ModelNotFoundError, require
+
+__all__ = ["EvidenceScorer", "default_scorer_path", "DEFAULT_SCORER"]
+
+logger = logging.getLogger(__name__)
+
+_WEIGHTS = Path(__file__).resolve().parent / "weights"
+#: Name of the packaged default scorer adapter (a folder under ``meteora/weights``).
+DEFAULT_SCORER = "evidence-scorer"
+
+
+def default_scorer_path() -> Path | None:
+    """Folder of the packaged scorer adapter, or ``None`` when it is not there."""
+    path = _WEIGHTS / DEFAULT_SCORER
+    return path if (path / "adapter_config.json").is_file() else None
+
+
+def _read_threshold(adapter: Path | None) -> float | None:
+    if adapter is None:
+        return None
+    prov = adapter / "provenance.json"
+    if not prov.is_file():
+        return None
+    try:
+        value = json.loads(prov.read_text(encoding="utf-8")).get("calibration", {}).get("threshold")
+    except (OSError, ValueError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+class EvidenceScorer:
+    """A cross-encoder giving P(passage holds evidence for the query).
+
+    Args:
+        adapter: ``"default"`` (the packaged adapter), a folder holding a PEFT LoRA
+            adapter saved by ``meteora train scorer``, or ``None`` for an untrained head
+            (only useful as the starting point of training).
+        base: the encoder the adapter was trained on: ``None`` for the packaged
+            all-MiniLM-L6-v2, or a folder / hub id.
+        max_length: tokens per (query, passage) pair; longer pairs are truncated.
+        batch_size: pairs per forward pass.
+        device: torch device (``None``: CPU unless CUDA is available).
+        num_threads: torch threads (``None``: ``$METEORA_NUM_THREADS`` or torch's default).
+
+    Attributes:
+        threshold: the probability above which a passage counts as evidence, as
+            calibrated on held-out *train* questions when the adapter was trained
+            (``None`` when the adapter records none).
+    """
+
+    def __init__(
+        self,
+        adapter: str | os.PathLike[str] | None = "default",
+        *,
+        base: str | os.PathLike[str] | None = None,
+        max_length: int = 256,
+        batch_size: int = 32,
+        device: str | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        from meteora.models import resolve_embedding_model
+        from meteora.settings import apply_thread_setting
+
+        for name, value in (("max_length", max_length), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        apply_thread_setting(num_threads)
+        st = require("sentence_transformers", "core", "the evidence scorer")
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self._lock = threading.Lock()
+        adapter_path: Path | None
+        if adapter == "default":
+            adapter_path = default_scorer_path()
+            if adapter_path is None:
+                raise ModelNotFoundError(
+                    "the packaged evidence-scorer adapter is missing from meteora/weights; reinstall "
+                    "meteora-rerank, retrain it with `meteora train scorer`, or pass scorer=None"
+                )
+        elif adapter is None:
+            adapter_path = None
+        else:
+            adapter_path = Path(adapter).expanduser()
+            if not (adapter_path / "adapter_config.json").is_file():
+                raise ModelNotFoundError(
+                    f"{adapter_path} holds no adapter_config.json: pass a folder written by "
+                    "`meteora train scorer`, or 'default'"
+                )
+        self.adapter = adapter_path
+        self.base = resolve_embedding_model(base)
+        self.name = f"{base or 'all-MiniLM-L6-v2'}+{adapter_path.name if adapter_path else 'untrained-head'}"
+        with _quiet_transformers():
+            model = st.CrossEncoder(self.base, num_labels=1, max_length=max_length, device=device)
+        if adapter_path is not None:
+            peft = require("peft", "core", "loading the scorer adapter")
+            inner = model[0].model
+            try:
+                merged = peft.PeftModel.from_pretrained(inner, str(adapter_path)).merge_and_unload()
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise ModelNotFoundError(
+                    f"could not load the scorer adapter {adapter_path} onto {self.base}: {exc}. "
+                    "Was it trained on another base model? Pass base= the model it was trained on"
+                ) from exc
+            model[0].model = merged
+        model.eval()
+        self.model = model
+        self.threshold = _read_threshold(adapter_path)
+
+    def logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Raw cross-encoder logits for ``(query, passage)`` pairs."""
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        for i, pair in enumerate(pairs):
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+                raise InvalidInputError(f"pairs[{i}] must be a (query, passage) pair of strings")
+        with self._lock:
+            out = self.model.predict(
+                [tuple(p) for p in pairs],
+                batch_size=self.batch_size,
+                activation_fn=_identity(),
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            )
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """Probabilities that each passage holds evidence for ``query``."""
+        if isinstance(passages, str):
+            raise InvalidInputError("score() takes a list of passage texts; wrap a single text in a list")
+        return _sigmoid(self.logits([(query, p) for p in passages]))
+
+    def score_batch(self, queries: Sequence[str], passage_lists: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """:meth:`score` for many queries in one batched pass over every pair."""
+        if len(queries) != len(passage_lists):
+            raise InvalidInputError(f"got {len(passage_lists)} passage lists for {len(queries)} queries")
+        pairs = [(q, p) for q, ps in zip(queries, passage_lists, strict=True) for p in ps]
+        probs = _sigmoid(self.logits(pairs))
+        out, start = [], 0
+        for ps in passage_lists:
+            out.append(probs[start : start + len(ps)])
+            start += len(ps)
+        return out
+
+    def __repr__(self) -> str:
+        return f"EvidenceScorer(name={self.name!r}, threshold={self.threshold})"
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))).astype(np.float32)
+
+
+def _identity() -> Any:
+    import torch
+
+    return torch.nn.Identity()
+
+
+class _quiet_transformers:
+    """Silence the 'newly initialised classifier' load report while building the model
+    (the head is either trained right after, or replaced by the adapter's)."""
+
+    def __enter__(self) -> None:
+        import transformers
+
+        self._level = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+
+    def __exit__(self, *exc: Any) -> None:
+        import transformers
+
+        transformers.logging.set_verbosity(self._level)
