@@ -155,3 +155,54 @@ def test_conversion_is_cached_and_rejects_what_llamacpp_cannot_apply(tiny, tmp_p
     (dora / "adapter_model.safetensors").write_bytes((tiny["adapter"] / "adapter_model.safetensors").read_bytes())
     with pytest.raises(InvalidInputError, match='backend="transformers"'):
         convert_lora_to_gguf(dora, tiny["base"], tmp_path / "x.gguf")
+
+
+@pytest.mark.integration
+def test_default_model_with_an_adapter_runs_on_llamacpp(tmp_path, monkeypatch):
+    """SmolLM2 + a random LoRA: the auto backend is llama.cpp, and it tracks PEFT on the same weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from meteora.models import default_generator_path, default_gguf_path
+    from meteora.rationales import RationaleGenerator
+
+    folder, gguf_path = default_generator_path(), default_gguf_path()
+    if folder is None or gguf_path is None:
+        pytest.skip("the offline default model is not pulled (run `meteora models pull`)")
+    monkeypatch.setenv("METEORA_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("meteora.models.default_generator_path", lambda: folder)
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32),
+        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"],
+                   init_lora_weights=False, task_type="CAUSAL_LM"),
+    ).eval()
+    for name, p in peft_model.named_parameters():  # a clear but not destructive change
+        if "lora_B" in name:
+            p.data *= 0.5
+    adapter = tmp_path / "smollm2-lora"
+    peft_model.save_pretrained(str(adapter))
+
+    gen = RationaleGenerator.from_pretrained(None, adapter=str(adapter), num_threads=1)
+    plain = RationaleGenerator.from_pretrained(None, num_threads=1)
+    assert gen.backend == "llamacpp" and gen.adapter_id == str(adapter)
+    assert gen.cache_key_fields(3) != plain.cache_key_fields(3)
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    ids = tok("The main symptoms of influenza are", add_special_tokens=False)["input_ids"]
+    hf_lora = _hf_logprobs(peft_model, ids)
+    with peft_model.disable_adapter():
+        hf_base = _hf_logprobs(peft_model, ids)
+    cpp_lora = _llamacpp_top(gen.lm, ids, k=20)
+    cpp_base = _llamacpp_top(plain.lm, ids, k=20)
+    # llama.cpp runs Q4_1 kernels (with 8-bit activations) where torch has the dequantised
+    # float32 weights: each log-probability is off by up to ~0.15, so compare the adapter's
+    # effect over many tokens (the exact check is the F32 tiny-Llama test above)
+    common = sorted(cpp_lora.keys() & cpp_base.keys())
+    assert len(common) >= 8
+    d_cpp = np.array([cpp_lora[i] - cpp_base[i] for i in common])
+    d_hf = np.array([float(hf_lora[i] - hf_base[i]) for i in common])
+    assert np.abs(d_hf).mean() > 0.2, "the adapter moves these tokens under PEFT"
+    assert np.corrcoef(d_cpp, d_hf)[0, 1] > 0.8
+    assert np.abs(d_cpp - d_hf).mean() < 0.5 * np.abs(d_hf).mean()
