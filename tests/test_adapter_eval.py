@@ -131,6 +131,6 @@ def test_errors(tmp_path, tiny_llama_dir, tiny_mistral_dir, caplog):
     with pytest.raises(InvalidInputError, match="does not fit"):
         evaluate_adapter(str(tiny_llama_dir), wrong_shape, data, progress=False)
 
-    with caplog.at_level(logging.WARNING, logger="meteora.lm.transformers"):
+    with caplog.at_level(logging.WARNING, logger="meteora.lm.loading"):
         evaluate_adapter(str(tiny_mistral_dir), adapter, data, progress=False)
     assert any("was trained on" in r.getMessage() for r in caplog.records)

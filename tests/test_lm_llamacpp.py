@@ -74,13 +74,17 @@ def test_default_generator_uses_llamacpp(tmp_path):
         pytest.skip("the packaged SmolLM2 GGUF is not installed")
     assert resolve_backend("auto", None, None) == "llamacpp"
     gen = RationaleGenerator.from_pretrained(None, num_threads=1, cache=tmp_path / "r.sqlite")
-    assert gen.backend == "llamacpp" and gen.template.name == "chat" and gen.model is None
+    assert gen.backend == "llamacpp" and gen.template.name == "chat" and gen.tokenizer is not None
     key = gen.cache_key_fields(3)
     assert key["backend"]["backend"].startswith("llamacpp/")
     rs = gen.generate("Does aspirin reduce the risk of stroke in the elderly?", n=3, max_new_tokens=64)
     assert rs.rationales and all(r.strip() for r in rs.rationales)
     again = gen.generate("Does aspirin reduce the risk of stroke in the elderly?", n=3, max_new_tokens=64)
     assert again.from_cache and again.rationales == rs.rationales
+    # exact log-likelihoods (the QA reader's loglik mode) come from the transformers copy
+    import torch
+
+    assert isinstance(gen.model, torch.nn.Module) and gen.model is gen.model
 
 
 @pytest.mark.integration

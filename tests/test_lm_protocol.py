@@ -193,3 +193,19 @@ def test_generator_and_verifier_run_on_the_transformers_backend(tiny_lm):
         "Does aspirin help?", to_passages(["Aspirin reduces risk.", "Cats sleep a lot."])
     )
     assert set(res.verdicts) == {"0", "1"}  # a random model fails closed, but every passage is judged
+
+
+def test_preset_on_an_openai_server_keeps_the_template_and_drops_local_loading():
+    pytest.importorskip("openai")
+    from meteora.rationales import RationaleGenerator
+
+    url = "http://127.0.0.1:9/v1"  # never contacted: nothing is generated here
+    with pytest.raises(InvalidInputError, match="served under"):
+        RationaleGenerator.from_preset("med-rationale-mistral-7b", backend="openai", base_url=url)
+    gen = RationaleGenerator.from_preset(
+        "med-rationale-mistral-7b", backend="openai", base_url=url, model="okoene-med-rationale"
+    )
+    assert (gen.backend, gen.template.name, gen.max_new_tokens, gen.adapter_id) == ("openai", "med-rationale", 128, None)
+    key = gen.cache_key_fields(3)
+    assert key["backend"] == {"backend": "openai", "model": "okoene-med-rationale", "url": url, "adapter": None}
+    assert gen.model is None and gen.tokenizer is None

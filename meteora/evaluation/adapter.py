@@ -189,7 +189,7 @@ def evaluate_adapter(
         ModelNotFoundError: the adapter folder is not a PEFT adapter.
         InvalidInputError: unknown template, bad numbers, or an adapter that does not fit the base.
     """
-    from meteora.lm.transformers import (
+    from meteora.lm.loading import (
         attach_adapter,
         library_versions,
         load_causal_lm,

@@ -18,7 +18,7 @@ SmolLM2) without biases, embeddings or DoRA; anything else raises
 
 Example:
     >>> path = lora_gguf_for("adapters/smollm2-med", default_gguf_path())  # doctest: +SKIP
-    >>> path.suffix
+    >>> path.suffix  # doctest: +SKIP
     '.gguf'
 """
 

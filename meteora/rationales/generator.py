@@ -1,4 +1,4 @@
-"""Rationale generation with a transformers causal LM (stage 1 of METEORA).
+"""Rationale generation with a causal LM on any :mod:`meteora.lm` backend (stage 1 of METEORA).
 
 :class:`RationaleGenerator` prompts a causal LM with each query through a
 :class:`~meteora.rationales.templates.PromptTemplate`, parses the output forgivingly
@@ -10,12 +10,17 @@ fails because a model wrote garbage.
 
 * Batched across queries with left padding; greedy by default (deterministic, what
   benchmarks want), sampling opt-in and reproducible with ``seed``.
-* Generation stops for a row as soon as ``n`` usable rationales have been written, so a
-  model that never emits EOS (the okoene adapter) costs no more than it must.
+* Generation stops for a row as soon as ``n`` usable rationales have been written
+  (transformers; other backends stop at EOS, a new ``###`` section or
+  ``max_new_tokens``), so a model that never emits EOS (the okoene adapter) costs no
+  more than it must.
 * Optional persistent cache (:class:`~meteora.rationales.cache.RationaleCache`): hits
   skip the model entirely.
-* Any hub id or local folder, an optional PEFT adapter, optional 4-bit NF4
-  (bitsandbytes; works on CPU), or an already-built ``(model, tokenizer)``.
+* Backends (:mod:`meteora.lm`): transformers (any hub id or local folder, PEFT
+  adapter, optional 4-bit NF4 with bitsandbytes, or an already-built ``(model,
+  tokenizer)``), llama.cpp (a GGUF in-process; the offline default, ~4x faster on a
+  CPU, PEFT LoRA adapters converted once) and OpenAI-compatible servers (vLLM,
+  llama.cpp server, Ollama...). ``from_pretrained(backend="auto")`` picks one.
 
 Example:
     >>> gen = RationaleGenerator.from_pretrained()  # offline SmolLM2  # doctest: +SKIP
@@ -40,9 +45,9 @@ from meteora.errors import InvalidInputError
 from meteora.lm import SamplingParams, resolve_backend
 from meteora.lm.base import as_messages
 
-# kept importable for evaluation/qa.py until its reader moves onto meteora.lm
+# _model_device: kept importable for evaluation/qa.py until its reader moves onto meteora.lm
+from meteora.lm.loading import model_device as _model_device  # noqa: F401
 from meteora.lm.transformers import TransformersLM
-from meteora.lm.transformers import model_device as _model_device  # noqa: F401
 from meteora.rationales.cache import RationaleCache
 from meteora.rationales.filters import filter_rationales
 from meteora.rationales.parsing import parse_rationales
@@ -310,8 +315,8 @@ class RationaleGenerator:
             )
         #: the language model behind this generator (a :mod:`meteora.lm` backend)
         self.lm = lm
-        #: the transformers model (``None`` on other backends) and tokenizer (when there is one)
-        self.model = getattr(lm, "model", None) if lm.backend == "transformers" else None
+        self._model = getattr(lm, "model", None) if lm.backend == "transformers" else None
+        self._scoring_lm: TransformersLM | None = None
         # llama.cpp on the offline default also has one (to render prompts as training data)
         self.tokenizer = getattr(lm, "tokenizer", None)
         self.model_id = model_id or lm.model_id
@@ -341,6 +346,24 @@ class RationaleGenerator:
             apply_thread_setting(num_threads)
 
     # -- the backend -------------------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        """The transformers model (exact log-likelihoods, e.g. the QA reader's scorer).
+
+        On the transformers backend: the model that generates. With llama.cpp on the
+        offline default: the transformers copy of the same weights (the folder ``meteora
+        models pull`` converted from the GGUF, plus the same adapter), loaded on first
+        access. ``None`` when there is none (OpenAI-compatible servers, other GGUFs).
+        """
+        if self._model is None and self._scoring_lm is None and getattr(self.lm, "tokenizer_path", None):
+            logger.info("loading the transformers copy of %s for exact log-likelihoods", self.model_id)
+            self._scoring_lm = TransformersLM.from_pretrained(
+                None, getattr(self.lm, "adapter_id", None), device="cpu"
+            )
+        if self._model is None and self._scoring_lm is not None:
+            return self._scoring_lm.model
+        return self._model
+
     @property
     def backend(self) -> str:
         """``"transformers"``, ``"llamacpp"`` or ``"openai"``."""
@@ -401,7 +424,8 @@ class RationaleGenerator:
             model: hub id, local folder, GGUF file (llama.cpp), served model name
                 (openai), or ``None``/``"default"`` for the offline SmolLM2-135M-Instruct
                 (after ``meteora models pull``).
-            adapter: PEFT adapter hub id or local folder (transformers backend).
+            adapter: PEFT adapter hub id or local folder (transformers; llama.cpp converts
+                a local plain-LoRA folder once; servers apply their own adapters).
             backend: ``"auto"`` (default), ``"transformers"``, ``"llamacpp"`` or
                 ``"openai"``. ``auto`` picks ``openai`` when ``base_url`` is given,
                 ``llamacpp`` for the offline default without adapter, 4-bit, device or
@@ -498,16 +522,28 @@ class RationaleGenerator:
         Keyword overrides replace the preset's values (``model``, ``adapter``,
         ``template``, ``load_in_4bit``, ``max_new_tokens``) or add other
         :meth:`from_pretrained` arguments (``device``, ``cache``, ``backend``,
-        ``base_url``…). With ``backend="openai"`` the preset's ``load_in_4bit`` is
-        dropped (the server quantises) and ``model`` is the served name.
+        ``base_url``…). With ``backend="openai"`` the preset's ``load_in_4bit`` and
+        ``adapter`` are dropped (the server holds the weights) and ``model`` must be the
+        name the server serves them under.
 
         Example:
             >>> gen = RationaleGenerator.from_preset("med-rationale-mistral-7b", device="cuda")  # doctest: +SKIP
+            >>> gen = RationaleGenerator.from_preset(  # doctest: +SKIP
+            ...     "med-rationale-mistral-7b", backend="openai",
+            ...     base_url="http://127.0.0.1:8000/v1", model="okoene-med-rationale")
         """
         settings = resolve_preset(name)
         settings.update(overrides)
-        if settings.get("backend") in ("openai", "llamacpp") and "load_in_4bit" not in overrides:
+        backend = settings.get("backend")
+        if backend in ("openai", "llamacpp") and "load_in_4bit" not in overrides:
             settings.pop("load_in_4bit", None)
+        if backend == "openai" and "adapter" not in overrides and settings.get("adapter"):
+            if "model" not in overrides:
+                raise InvalidInputError(
+                    f"preset {name!r} uses adapter {settings['adapter']!r}; on backend='openai' the server applies "
+                    "it: pass model=<the name it is served under> (vLLM: --enable-lora --lora-modules NAME=ADAPTER)"
+                )
+            settings["adapter"] = None
         model = settings.pop("model", None)
         adapter = settings.pop("adapter", None)
         return cls.from_pretrained(model, adapter, **settings)

@@ -20,6 +20,13 @@ Only ``smollm2-135m`` works without a model hub; the others download on first us
 :meth:`RationaleGenerator.from_preset <meteora.rationales.generator.RationaleGenerator.from_preset>`
 builds a generator from a preset; keyword overrides win over the preset's values.
 
+Backends (``backend=`` override): ``smollm2-135m`` runs on llama.cpp by default (the
+packaged GGUF, ~4x faster than torch on a CPU). The 7B presets load in transformers
+(4-bit) unless pointed at a server: ``backend="openai", base_url=...,
+model="<served name>"`` — the preset's prompt template is kept, its ``load_in_4bit`` and
+``adapter`` are dropped (the server holds the weights; with vLLM serve the adapter with
+``--enable-lora --lora-modules <served name>=<adapter>`` and pass that name).
+
 Example:
     >>> resolve_preset("med-rationale-mistral-7b")["template"]
     'med-rationale'

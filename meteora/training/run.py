@@ -29,7 +29,7 @@ from typing import Any
 
 from meteora._io import atomic_write_json, read_json
 from meteora.errors import DataNotFoundError, InvalidInputError, ModelNotFoundError, require
-from meteora.lm.transformers import (
+from meteora.lm.loading import (
     DOUBLE_QUANT,
     attach_adapter,
     library_versions,
@@ -135,7 +135,7 @@ class TrainingSettings:
         load_in_4bit: quantise the base to 4 bits (QLoRA); works on CPU with bitsandbytes >= 0.45.
         quant_type: ``"nf4"`` or ``"fp4"``.
         (bitsandbytes double quantisation is always on: one setting for training and
-        inference, see :data:`meteora.lm.transformers.DOUBLE_QUANT`.)
+        inference, see :data:`meteora.lm.loading.DOUBLE_QUANT`.)
         lora_r, lora_alpha, lora_dropout: LoRA rank, scale and dropout.
         target_modules: module names, or a preset: ``"q-v"``, ``"all-attn"`` (q/k/v/o), ``"all-linear"``.
         learning_rate, lr_scheduler, warmup_ratio, weight_decay, max_grad_norm: optimiser.

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from meteora.errors import DataNotFoundError, InvalidInputError, TrainingDataError
-from meteora.lm.transformers import (
+from meteora.lm.loading import (
     attach_adapter,
     check_adapter_compatibility,
     ensure_pad_token,
