@@ -80,6 +80,11 @@ def add_selector_options(parser: argparse.ArgumentParser, *, title: str = "evide
                    help=f"order of the selection (default {d.order})")
     g.add_argument("--no-document-expansion", action="store_true",
                    help="expansion adds only neighbours that are candidates, not chunks from the whole document")
+    g.add_argument("--min-similarity", type=_floor_value, default=d.min_similarity,
+                   help=f"without a scorer: least cosine a selected chunk needs, or 'none' (default {d.min_similarity})")
+    g.add_argument("--min-evidence", type=_evidence_floor, default=d.min_evidence,
+                   help="with a scorer: least evidence probability a selected chunk needs: 'calibrated' "
+                        "(the scorer's own threshold, the default), a number in [0, 1], or 'none'")
 
 
 def selector_settings_from_args(args: argparse.Namespace):
@@ -98,7 +103,37 @@ def selector_settings_from_args(args: argparse.Namespace):
         use_pooling=not args.no_pooling,
         order=args.order,
         expand_from_documents=not args.no_document_expansion,
+        min_similarity=args.min_similarity,
+        min_evidence=args.min_evidence,
     )
+
+
+def _floor_value(value: str) -> float | None:
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {value!r}") from exc
+
+
+def _evidence_floor(value: str) -> float | str | None:
+    return "calibrated" if value.strip().lower() == "calibrated" else _floor_value(value)
+
+
+def add_scorer_option(parser: argparse.ArgumentParser) -> None:
+    """``--scorer``: the evidence scorer (``default``, an adapter folder, or ``none``)."""
+    parser.add_argument(
+        "--scorer", default="default",
+        help="evidence scorer: 'default' (the packaged adapter), a folder from `meteora train scorer`, "
+             "or 'none' (embeddings only)",
+    )
+
+
+def scorer_from_args(args: argparse.Namespace) -> str | None:
+    """The ``scorer=`` value of parsed :func:`add_scorer_option` flags."""
+    value = getattr(args, "scorer", "default")
+    return None if value is None or str(value).lower() == "none" else value
 
 
 # ---------------------------------------------------------------- models
@@ -132,6 +167,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         tag=args.tag,
         options={
             "generator": args.generator,
+            "scorer": None if str(args.scorer).lower() == "default" else args.scorer,
             "adapter": args.adapter,
             "template": args.template,
             "n": args.n_rationales,
@@ -156,6 +192,7 @@ def _reranker_from_args(args: argparse.Namespace, encoder=None):
     return Reranker(
         generator=generator,
         encoder=encoder if encoder is not None else args.embedding_model,
+        scorer=scorer_from_args(args),
         template=args.template,
         n_rationales=args.n_rationales,
         settings=selector_settings_from_args(args),
@@ -250,6 +287,7 @@ def _add_reranker_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=_positive_int, default=None)
     g.add_argument("--json", action="store_true", help="print JSON")
     g.add_argument("--explain", action="store_true", help="print which rationale chose which passage")
+    add_scorer_option(g)
     add_selector_options(p)
 
 
@@ -312,6 +350,25 @@ def _cmd_train_dpo(args: argparse.Namespace) -> int:
     settings = _training_settings(args, DPOSettings)
     result = train_dpo(args.base, args.pairs, args.out, settings, sft_adapter=args.sft_adapter, resume=not args.no_resume)
     _print_train_result(result)
+    return 0
+
+
+def _cmd_train_scorer(args: argparse.Namespace) -> int:
+    from meteora.training.scorer import ScorerSettings, train_scorer
+
+    settings = ScorerSettings(
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, r=args.rank, alpha=args.alpha,
+        in_document_label=args.in_document_label, hard_negatives=args.hard_negatives,
+        dev_fraction=args.dev_fraction, seed=args.seed, max_length=args.max_length,
+    )
+    command = "meteora " + " ".join(shlex.quote(a) for a in args._argv)
+    prov = train_scorer(
+        args.out, settings, data_path=args.data, limit=args.limit, overwrite=args.overwrite,
+        num_threads=args.threads, command=command,
+    )
+    m = prov["metrics"]
+    print(f"scorer written to {args.out} in {prov['seconds']:.0f} s; calibrated threshold "
+          f"{prov['calibration']['threshold']}; held-out train F1 {m.get('dev_F1_at_threshold', float('nan')):.3f}")
     return 0
 
 
@@ -494,6 +551,9 @@ def _add_bench_parser(bsub, dataset: str, help_text: str) -> None:
     g.add_argument("--no-query-anchor", action="store_true", help="do not keep the query as an extra rationale")
     g.add_argument("--max-new-tokens", type=_positive_int, default=None, help="generation cap (default: template's)")
     g.add_argument("--gen-batch-size", type=_positive_int, default=8, help="queries per generation batch")
+    g.add_argument("--scorer", default="default",
+                   help="evidence scorer of the methods that use one: 'default' (the packaged adapter) or a folder "
+                        "from `meteora train scorer` (the *-no-scorer methods run without)")
     add_selector_options(pq, title="evidence selector of the METEORA methods (-wN and ablations override)")
     pq.add_argument("--tag", default=None, help=f"suffix of the results file names ({dataset}_<split>_<tag>.json)")
     pq.add_argument("--no-plot", action="store_true", help="skip the PNG")
@@ -550,6 +610,32 @@ def build_parser() -> argparse.ArgumentParser:
     dpo.add_argument("--beta", type=float, default=None, help="DPO beta (default 0.05)")
     _add_training_options(dpo)
     dpo.set_defaults(func=_cmd_train_dpo)
+
+    from meteora.training.scorer import ScorerSettings
+
+    sd = ScorerSettings()
+    ts = tsub.add_parser(
+        "scorer", help="train the evidence scorer (LoRA cross-encoder) on PubMedQA train questions"
+    )
+    ts.add_argument("--out", required=True, help="adapter folder to write (adapter + provenance.json)")
+    ts.add_argument("--overwrite", action="store_true", help="replace an existing scorer folder")
+    ts.add_argument("--epochs", type=float, default=sd.epochs)
+    ts.add_argument("--lr", type=float, default=sd.lr)
+    ts.add_argument("--batch-size", type=_positive_int, default=sd.batch_size)
+    ts.add_argument("--rank", type=_positive_int, default=sd.r, help="LoRA rank")
+    ts.add_argument("--alpha", type=_positive_int, default=sd.alpha, help="LoRA alpha")
+    ts.add_argument("--max-length", type=_positive_int, default=sd.max_length)
+    ts.add_argument("--in-document-label", type=float, default=sd.in_document_label,
+                    help="soft label of the non-evidence chunks of a question's own abstract")
+    ts.add_argument("--hard-negatives", type=int, default=sd.hard_negatives,
+                    help="chunks of other abstracts per question (label 0)")
+    ts.add_argument("--dev-fraction", type=float, default=sd.dev_fraction,
+                    help="train questions held out to calibrate the threshold")
+    ts.add_argument("--seed", type=int, default=sd.seed)
+    ts.add_argument("--limit", type=_positive_int, default=None, help="only the first N train questions (smoke runs)")
+    ts.add_argument("--data", default=None, help="folder or ori_pqal.json (default: $METEORA_DATA_DIR or ../shared/data)")
+    ts.add_argument("--threads", type=_positive_int, default=None)
+    ts.set_defaults(func=_cmd_train_scorer)
 
     pp = tsub.add_parser(
         "pairs", help="build DPO preference pairs on PubMedQA train questions (gold hits of the selection)"

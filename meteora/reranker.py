@@ -4,13 +4,18 @@
 
 1. a :class:`~meteora.rationales.RationaleGenerator` writes rationales (or, with
    ``generator=None``, the query itself is the only rationale);
-2. an :class:`~meteora.selection.EvidenceSelector` pairs rationales with passages by
-   embedding similarity, cuts the pooled ranking at its elbow, and adds neighbours;
-3. an optional verifier drops poisoned or contradictory passages.
+2. an :class:`~meteora.scorer.EvidenceScorer` (a small trained cross-encoder) gives each
+   candidate a probability of holding evidence for the query;
+3. an :class:`~meteora.selection.EvidenceSelector` pairs rationales with passages by
+   embedding similarity, cuts the evidence ranking at its elbow, keeps only passages
+   with enough evidence of relevance, and adds neighbours;
+4. an optional verifier drops poisoned or contradictory passages.
 
-Scores: ``result.ranked`` holds every candidate; a hit's score is the larger of its
-cosine similarity to the pooled rationale embedding and to the rationale that picked it
-(a cosine in [-1, 1], comparable across queries, not min-max normalised).
+Scores: ``result.ranked`` holds every candidate. With the scorer (the default) a hit's
+score is its evidence probability in [0, 1]; with ``scorer=None`` it is the larger of
+its cosine similarity to the pooled rationale embedding and to the rationale that
+picked it (in [-1, 1]). Neither is min-max normalised, so thresholds carry across
+queries.
 
 Example:
     >>> from meteora import Reranker
@@ -25,6 +30,7 @@ Research software, not medical advice.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -127,15 +133,24 @@ class Reranker:
             query-only mode (no LM; the query is the single rationale).
         encoder: :class:`~meteora.embeddings.Encoder`, a model name/folder, or ``None``
             for the packaged all-MiniLM-L6-v2.
+        scorer: the evidence scorer (:class:`~meteora.scorer.EvidenceScorer`, a
+            cross-encoder giving P(passage holds evidence for the query)): ``"default"``
+            (the packaged adapter trained on PubMedQA train questions), a folder written
+            by ``meteora train scorer``, a built scorer (anything with
+            ``score_batch(queries, passage_lists)``), or ``None`` for embeddings only
+            (the untrained METEORA baseline). With a scorer, its probabilities drive the
+            elbow and the ranking, and ``settings.min_evidence`` gates every selection.
         n_rationales: rationales to ask for (``None``: the template's default).
         include_query: keep the query itself as an anchor rationale next to the
             generated ones (makes a weak generator safe).
         template: prompt template name or object (when ``generator`` is a name).
         settings: the selector's :class:`~meteora.pipeline.SelectorSettings` (default
             ``SelectorSettings()``: distinct pairing, tau 1.0, window 0).
-        pairing, tau, window, use_pairing, use_pooling, order: shorthands for the
-            fields of ``settings``; a value given here replaces that field
-            (``Reranker(window=1)`` is ``Reranker(settings=SelectorSettings(window=1))``).
+        pairing, tau, window, use_pairing, use_pooling, order, min_similarity,
+            min_evidence: shorthands for the fields of ``settings``; a value given here
+            replaces that field (``Reranker(window=1)`` is
+            ``Reranker(settings=SelectorSettings(window=1))``; ``min_similarity=None``
+            turns that floor off).
         verifier: ``None``/``False`` (off), ``True`` (an LLM verifier on the generator's
             model), a :class:`~meteora.verifier.Verifier`, or any callable
             ``(query, passage, accepted_so_far) -> Verdict``.
@@ -153,6 +168,7 @@ class Reranker:
         generator: Any = "default",
         encoder: Any = None,
         *,
+        scorer: Any = "default",
         n_rationales: int | None = None,
         include_query: bool = True,
         template: Any = None,
@@ -162,6 +178,8 @@ class Reranker:
         window: int | None = None,
         use_pairing: bool | None = None,
         use_pooling: bool | None = None,
+        min_similarity: float | None | str = "settings",
+        min_evidence: float | str | None = "settings",
         verifier: Any = None,
         order: str | None = None,
         top_k: int | None = None,
@@ -185,8 +203,10 @@ class Reranker:
         self.settings = _settings_from(
             settings,
             pairing=pairing, tau=tau, window=window, use_pairing=use_pairing, use_pooling=use_pooling, order=order,
+            floors={k: v for k, v in (("min_similarity", min_similarity), ("min_evidence", min_evidence)) if v != "settings"},
         )
-        self.selector = self.settings.selector()
+        self.scorer = self._build_scorer(scorer, num_threads=num_threads)
+        self.selector = self.settings.selector(calibrated=getattr(self.scorer, "threshold", None))
         self.encoder = encoder if isinstance(encoder, Encoder) else Encoder(encoder, num_threads=num_threads)
         self.generator = self._build_generator(
             generator, template=template, load_in_4bit=load_in_4bit, adapter=adapter, cache=cache
@@ -211,6 +231,40 @@ class Reranker:
         return RationaleGenerator.from_pretrained(
             name, adapter=adapter, template=template, load_in_4bit=load_in_4bit, cache=cache
         )
+
+    @staticmethod
+    def _build_scorer(scorer: Any, *, num_threads: int | None):
+        if scorer is None or scorer is False:
+            return None
+        if hasattr(scorer, "score_batch"):
+            return scorer
+        if isinstance(scorer, (str, os.PathLike)):
+            from meteora.scorer import EvidenceScorer
+
+            return EvidenceScorer(scorer, num_threads=num_threads)
+        raise InvalidInputError(
+            "scorer must be 'default', a folder written by `meteora train scorer`, an object with "
+            f"score_batch(queries, passage_lists), or None; got {type(scorer).__name__}"
+        )
+
+    def _evidence(self, queries: Sequence[str], pools: Sequence[Sequence[Passage]]) -> list[np.ndarray | None]:
+        """The scorer's probabilities for every pool, in one batched call (``None`` each
+        without a scorer)."""
+        if self.scorer is None:
+            return [None] * len(pools)
+        live = [i for i, p in enumerate(pools) if p]
+        probs = self.scorer.score_batch([queries[i] for i in live], [[p.text for p in pools[i]] for i in live])
+        if len(probs) != len(live):
+            raise InvalidInputError(f"the scorer returned {len(probs)} score lists for {len(live)} queries")
+        out: list[np.ndarray | None] = [None] * len(pools)
+        for i, pr in zip(live, probs, strict=True):
+            arr = np.asarray(pr, dtype=np.float64).reshape(-1)
+            if arr.shape[0] != len(pools[i]):
+                raise InvalidInputError(
+                    f"the scorer returned {arr.shape[0]} scores for {len(pools[i])} passages (query #{i})"
+                )
+            out[i] = arr
+        return out
 
     def _build_verifier(self, verifier: Any):
         if verifier is None or verifier is False:
@@ -320,11 +374,11 @@ class Reranker:
         texts = [p.text if len(p.text) <= MAX_EMBED_CHARS else p.text[:MAX_EMBED_CHARS] for p in passages]
         return self.encoder.encode(texts)
 
-    def _finish(self, query, passages, rationales, rset, passage_emb, context=None, rat_emb=None) -> RerankResult:
+    def _finish(self, query, passages, rationales, rset, passage_emb, context=None, rat_emb=None, evidence=None) -> RerankResult:
         if rat_emb is None:
             rat_emb = self.encoder.encode(rationales)
         selection = self.selector.select(
-            rat_emb, passage_emb, passages, rationales=rationales, query=query, context=context
+            rat_emb, passage_emb, passages, rationales=rationales, query=query, context=context, evidence=evidence
         )
         selected = list(selection.selected)
         verification = None
@@ -469,6 +523,7 @@ class Reranker:
             [len(pools[i].passages) for i in to_embed],
         )
         pembs = dict(zip(to_embed, fresh, strict=True))
+        evidence = self._evidence(queries, [p.passages for p in pools])
         results = []
         for i, pool in enumerate(pools):
             if i in pembs:
@@ -477,7 +532,9 @@ class Reranker:
                 pemb = self._embed_passages(pool.passages, pool.embeddings)
             else:
                 pemb = np.zeros((0, rat_embs[i].shape[1]), dtype=np.float32)
-            results.append(self._finish(pool.query, pool.passages, rats[i][0], rats[i][1], pemb, pool.context, rat_embs[i]))
+            results.append(
+                self._finish(pool.query, pool.passages, rats[i][0], rats[i][1], pemb, pool.context, rat_embs[i], evidence[i])
+            )
         return results
 
     def retrieve(self, queries: Sequence[str], retriever: Any, k: int = 50) -> list[CandidatePool]:
@@ -525,11 +582,15 @@ class Reranker:
 
     def __repr__(self) -> str:
         gen = "query-only" if self.generator is None else repr(self.generator)
-        return f"Reranker(generator={gen}, encoder={self.encoder!r}, selector={self.selector!r}, verifier={self.verifier is not None})"
+        return (
+            f"Reranker(generator={gen}, encoder={self.encoder!r}, scorer={self.scorer!r}, selector={self.selector!r}, "
+            f"verifier={self.verifier is not None})"
+        )
 
 
-def _settings_from(settings: SelectorSettings | None, **fields: Any) -> SelectorSettings:
-    """``settings`` (default ``SelectorSettings()``) with the fields given as keywords replaced."""
+def _settings_from(settings: SelectorSettings | None, floors: dict[str, Any] | None = None, **fields: Any) -> SelectorSettings:
+    """``settings`` (default ``SelectorSettings()``) with the fields given as keywords
+    replaced (``None`` keywords are "not given"; in ``floors`` a ``None`` turns a floor off)."""
     if settings is None:
         settings = SelectorSettings()
     elif not isinstance(settings, SelectorSettings):
@@ -538,6 +599,7 @@ def _settings_from(settings: SelectorSettings | None, **fields: Any) -> Selector
             "build one with SelectorSettings(window=..., tau=...)"
         )
     given = {k: v for k, v in fields.items() if v is not None}
+    given.update(floors or {})
     return settings.replace(**given) if given else settings
 
 

@@ -23,10 +23,12 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,9 @@ class EvidenceScorer:
         batch_size: pairs per forward pass.
         device: torch device (``None``: CPU unless CUDA is available).
         num_threads: torch threads (``None``: ``$METEORA_NUM_THREADS`` or torch's default).
+        cache_size: (query, passage) pairs whose logits are remembered (LRU; a RAG
+            pipeline sees the same pairs again, and benchmark variants share them);
+            ``0`` turns the memory off.
 
     Attributes:
         threshold: the probability above which a passage counts as evidence, as
@@ -92,6 +97,7 @@ class EvidenceScorer:
         batch_size: int = 32,
         device: str | None = None,
         num_threads: int | None = None,
+        cache_size: int = 100_000,
     ) -> None:
         from meteora.models import resolve_embedding_model
         from meteora.settings import apply_thread_setting
@@ -99,6 +105,11 @@ class EvidenceScorer:
         for name, value in (("max_length", max_length), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise InvalidInputError(f"cache_size must be a non-negative integer, got {cache_size!r}")
+        self.cache_size = cache_size
+        self._memo: OrderedDict[bytes, float] = OrderedDict()
+        self.stats = {"hits": 0, "misses": 0}
         apply_thread_setting(num_threads)
         st = require("sentence_transformers", "core", "the evidence scorer")
         self.batch_size = batch_size
@@ -148,15 +159,35 @@ class EvidenceScorer:
         for i, pair in enumerate(pairs):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
                 raise InvalidInputError(f"pairs[{i}] must be a (query, passage) pair of strings")
+        keys = [hashlib.sha1(q.encode() + b"\0" + p.encode(), usedforsecurity=False).digest() for q, p in pairs]
+        out = np.empty(len(pairs), dtype=np.float32)
         with self._lock:
-            out = self.model.predict(
-                [tuple(p) for p in pairs],
-                batch_size=self.batch_size,
-                activation_fn=_identity(),
-                show_progress_bar=False,
-                convert_to_numpy=True,
-            )
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+            todo = []
+            for i, k in enumerate(keys):
+                hit = self._memo.get(k)
+                if hit is None:
+                    todo.append(i)
+                else:
+                    self._memo.move_to_end(k)
+                    out[i] = hit
+            self.stats["hits"] += len(pairs) - len(todo)
+            self.stats["misses"] += len(todo)
+            if todo:
+                fresh = self.model.predict(
+                    [tuple(pairs[i]) for i in todo],
+                    batch_size=self.batch_size,
+                    activation_fn=_identity(),
+                    show_progress_bar=len(todo) > 20 * self.batch_size and logger.isEnabledFor(logging.INFO),
+                    convert_to_numpy=True,
+                )
+                fresh = np.asarray(fresh, dtype=np.float32).reshape(-1)
+                out[todo] = fresh
+                if self.cache_size:
+                    for i, v in zip(todo, fresh, strict=True):
+                        self._memo[keys[i]] = float(v)
+                    while len(self._memo) > self.cache_size:
+                        self._memo.popitem(last=False)
+        return out
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
         """Probabilities that each passage holds evidence for ``query``."""

@@ -22,6 +22,16 @@ selector doubles as a re-ranker with :meth:`SelectionResult.top_k`. Scores are r
 cosine similarities in ``[-1, 1]`` to the rationales (never min-max normalised across
 the candidate set), so a threshold means the same thing for every query.
 
+**Evidence of relevance.** A stage never selects a chunk just because it must pick
+something: pairing and pooling skip chunks whose cosine is below ``min_similarity``
+(default 0.2: on PubMedQA *train* questions 99 % of the answer-bearing chunks have a
+cosine of at least 0.30 to the question, while unrelated text sits near 0). When an
+**evidence scorer** (:class:`meteora.scorer.EvidenceScorer`) gives per-candidate
+probabilities (``select(..., evidence=p)``), they replace the pooled cosine as the
+global score: the elbow cuts the sorted probabilities, only chunks with
+``p >= min_evidence`` can be selected (by pooling or pairing), and the ranking is by
+probability.
+
 Example:
     >>> import numpy as np
     >>> from meteora.types import to_passages
@@ -118,6 +128,30 @@ class ElbowInfo:
 
     def __repr__(self) -> str:
         return f"ElbowInfo(keep={self.keep}, rule={self.rule!r}, index={self.index}, tau={self.tau})"
+
+
+def _check_floor(value: Any, name: str, low: float, high: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value):
+        raise InvalidInputError(f"{name} must be a number in [{low}, {high}] or None, got {value!r}")
+    if not low <= float(value) <= high:
+        raise InvalidInputError(f"{name} must be in [{low}, {high}] (or None to disable it), got {value!r}")
+    return float(value)
+
+
+def _check_evidence(evidence: Any, n: int) -> np.ndarray | None:
+    if evidence is None:
+        return None
+    try:
+        arr = np.asarray(evidence, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"evidence must be an array of {n} probabilities: {exc}") from exc
+    if arr.shape != (n,):
+        raise InvalidInputError(f"evidence must have one probability per candidate, shape ({n},); got {arr.shape}")
+    if n and (not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1):
+        raise InvalidInputError("evidence probabilities must be finite and in [0, 1]")
+    return arr
 
 
 def _check_tau(tau: Any) -> float:
@@ -217,15 +251,21 @@ class ChunkScore:
         pooled: cosine similarity to the pooled (mean) rationale, in ``[-1, 1]``.
         pairing: largest cosine similarity among the rationales that chose this chunk
             in pairing, or ``None`` when no rationale chose it.
-        score: ``max(pooled, pairing)`` — the ranking score.
+        score: the ranking score: ``max(pooled, pairing)``, or the evidence
+            probability when a scorer was used.
+        evidence: the evidence scorer's probability, or ``None`` without a scorer.
     """
 
     pooled: float
     pairing: float | None
     score: float
+    evidence: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pooled": float(self.pooled), "pairing": None if self.pairing is None else float(self.pairing), "score": float(self.score)}
+        out = {"pooled": float(self.pooled), "pairing": None if self.pairing is None else float(self.pairing), "score": float(self.score)}
+        if self.evidence is not None:
+            out["evidence"] = float(self.evidence)
+        return out
 
 
 @dataclass
@@ -257,9 +297,15 @@ class SelectionExplanation:
     window: int
     tau: float
     order: str
+    min_similarity: float | None = None
+    min_evidence: float | None = None
+    below_floor: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "min_similarity": self.min_similarity,
+            "min_evidence": self.min_evidence,
+            "below_floor": list(self.below_floor),
             "pairs": [p.to_dict() for p in self.pairs],
             "unpaired_rationales": list(self.unpaired_rationales),
             "pooled_order": list(self.pooled_order),
@@ -325,7 +371,7 @@ class SelectionResult:
                 label = f" {_short(p.rationale)!r}" if p.rationale else ""
                 lines.append(f"  rationale {p.rationale_index}{label} -> {p.passage_id} (cos {p.similarity:.3f})")
             for j in ex.unpaired_rationales:
-                lines.append(f"  rationale {j} chose nothing (every candidate already taken)")
+                lines.append(f"  rationale {j} chose nothing (every candidate taken or below the relevance floor)")
         else:
             lines.append("Pairing: off")
         if ex.elbow is not None:
@@ -340,11 +386,18 @@ class SelectionResult:
                     f"no gap with z > {e.tau:g}; largest second difference at gap {e.index} "
                     f"({float(e.second_differences[e.index]):.3f})"
                 )
-            lines.append(f"Pooling: elbow keeps top {e.keep} [{e.rule}]: {why}")
+            score_name = "evidence probability" if ex.min_evidence is not None else "pooled cosine"
+            lines.append(f"Pooling: elbow on the {score_name} keeps top {e.keep} [{e.rule}]: {why}")
             if kept:
                 lines.append("  kept: " + ", ".join(f"{pid} ({s:.3f})" for pid, s in zip(kept, ex.pooled_scores, strict=False)))
         else:
             lines.append("Pooling: off")
+        if ex.min_evidence is not None:
+            lines.append(f"Relevance floor: evidence probability >= {ex.min_evidence:g}")
+        elif ex.min_similarity is not None:
+            lines.append(f"Relevance floor: cosine >= {ex.min_similarity:g}")
+        if ex.below_floor:
+            lines.append("  dropped below the floor: " + ", ".join(ex.below_floor))
         if ex.window > 0:
             added = ", ".join(ex.expansion_added) if ex.expansion_added else "nothing"
             lines.append(f"Expansion (window {ex.window}): added {added}")
@@ -422,6 +475,11 @@ class EvidenceSelector:
         order: order of ``selected``: ``"score"`` (final score, descending) or
             ``"document"`` (documents in the order their best chunk ranks, chunks by
             position inside a document).
+        min_similarity: without a scorer, pairing and pooling select no chunk whose
+            cosine (to the rationale / pooled rationale) is below this; ``None``
+            disables the floor.
+        min_evidence: with a scorer (``select(..., evidence=...)``), no chunk whose
+            evidence probability is below this is selected; ``None`` disables it.
 
     Raises:
         InvalidInputError: unknown ``pairing`` / ``order``, negative or non-integer
@@ -430,7 +488,7 @@ class EvidenceSelector:
     Example:
         >>> sel = EvidenceSelector(pairing="convergent", window=1, order="document")
         >>> sel
-        EvidenceSelector(pairing='convergent', tau=1.0, window=1, use_pairing=True, use_pooling=True, order='document')
+        EvidenceSelector(pairing='convergent', tau=1.0, window=1, use_pairing=True, use_pooling=True, order='document', min_similarity=0.2, min_evidence=0.5)
     """
 
     def __init__(
@@ -441,6 +499,8 @@ class EvidenceSelector:
         use_pairing: bool = True,
         use_pooling: bool = True,
         order: str = "score",
+        min_similarity: float | None = 0.2,
+        min_evidence: float | None = 0.5,
     ) -> None:
         if pairing not in PAIRING_MODES:
             raise InvalidInputError(f"unknown pairing {pairing!r}; choose one of {list(PAIRING_MODES)}")
@@ -459,13 +519,16 @@ class EvidenceSelector:
         self.use_pairing = bool(use_pairing)
         self.use_pooling = bool(use_pooling)
         self.order = order
+        self.min_similarity = _check_floor(min_similarity, "min_similarity", -1.0, 1.0)
+        self.min_evidence = _check_floor(min_evidence, "min_evidence", 0.0, 1.0)
 
     @classmethod
-    def from_settings(cls, settings: SelectorSettings) -> EvidenceSelector:
+    def from_settings(cls, settings: SelectorSettings, *, calibrated: float | None = None) -> EvidenceSelector:
         """A selector with the knobs of a :class:`~meteora.pipeline.SelectorSettings`.
 
         (``settings.expand_from_documents`` concerns where the caller's ``context``
-        comes from, so it is not a selector attribute.)
+        comes from, so it is not a selector attribute.) ``min_evidence="calibrated"``
+        becomes ``calibrated`` (a scorer's threshold), or 0.5 when that is ``None``.
 
         Example:
             >>> from meteora.pipeline import SelectorSettings
@@ -477,6 +540,9 @@ class EvidenceSelector:
                 raise InvalidInputError(
                     f"settings must be a meteora.pipeline.SelectorSettings, got {type(settings).__name__}"
                 )
+        extra = {k: getattr(settings, k) for k in ("min_similarity", "min_evidence") if hasattr(settings, k)}
+        if extra.get("min_evidence") == "calibrated":
+            extra["min_evidence"] = 0.5 if calibrated is None else calibrated
         return cls(
             pairing=settings.pairing,
             tau=settings.tau,
@@ -484,12 +550,14 @@ class EvidenceSelector:
             use_pairing=settings.use_pairing,
             use_pooling=settings.use_pooling,
             order=settings.order,
+            **extra,
         )
 
     def __repr__(self) -> str:
         return (
             f"EvidenceSelector(pairing={self.pairing!r}, tau={self.tau}, window={self.window}, "
-            f"use_pairing={self.use_pairing}, use_pooling={self.use_pooling}, order={self.order!r})"
+            f"use_pairing={self.use_pairing}, use_pooling={self.use_pooling}, order={self.order!r}, "
+            f"min_similarity={self.min_similarity}, min_evidence={self.min_evidence})"
         )
 
     # ----------------------------------------------------------------- validation
@@ -565,21 +633,25 @@ class EvidenceSelector:
 
     # ----------------------------------------------------------------- stages
     def _pair(
-        self, sim: np.ndarray, texts: list[str] | None, ids: list[str]
+        self, sim: np.ndarray, texts: list[str] | None, ids: list[str], allowed: np.ndarray
     ) -> tuple[list[RationalePair], list[int], dict[int, float], list[int]]:
-        """Pairing decisions, unpaired rationales, pairing score and choice per chunk index."""
+        """Pairing decisions, unpaired rationales, pairing score and choice per chunk index.
+
+        ``allowed[j, i]`` is False where rationale ``j`` may not take chunk ``i`` (below
+        the relevance floor)."""
         chosen: list[int] = []
         pairs: list[RationalePair] = []
         unpaired: list[int] = []
         best: dict[int, float] = {}
         taken = np.zeros(sim.shape[1], dtype=bool)
         for j in range(sim.shape[0]):
-            row = sim[j]
+            blocked = ~allowed[j]
             if self.pairing == "distinct":
-                if taken.all():
-                    unpaired.append(j)
-                    continue
-                row = np.where(taken, -np.inf, row)
+                blocked = blocked | taken
+            if blocked.all():
+                unpaired.append(j)
+                continue
+            row = np.where(blocked, -np.inf, sim[j])
             i = int(np.argmax(row))  # first maximum: ties go to the earlier candidate
             taken[i] = True
             chosen.append(i)
@@ -616,6 +688,7 @@ class EvidenceSelector:
         rationales: Sequence[str] | None = None,
         query: str | None = None,
         context: Sequence[Passage] | None = None,
+        evidence: Any = None,
     ) -> SelectionResult:
         """Select evidence chunks and rank all candidates.
 
@@ -632,6 +705,9 @@ class EvidenceSelector:
                 (e.g. ``retriever.passages``). They are never scored or ranked: an
                 expansion-added context passage comes after the scored selection (order
                 ``"score"``) or at its place in its document (order ``"document"``).
+            evidence: optional ``(N,)`` probabilities from an evidence scorer, one per
+                candidate: they become the pooled score (elbow, ranking) and gate every
+                selection with ``min_evidence``.
 
         Returns:
             A :class:`SelectionResult`; ``N = 0`` gives an empty one.
@@ -662,25 +738,41 @@ class EvidenceSelector:
             logger.warning("the rationale embeddings average to ~0; using the mean similarity as the pooled score")
             pooled = sim.mean(axis=0) if n else np.zeros(0)
         pooled = np.clip(pooled, -1.0, 1.0)
+        probs = _check_evidence(evidence, n)
+
+        # relevance floors: which (rationale, chunk) pairs and which chunks may be selected
+        if probs is not None:
+            ok = probs >= self.min_evidence if self.min_evidence is not None else np.ones(n, dtype=bool)
+            allowed = np.broadcast_to(ok, sim.shape)
+            global_score = probs
+        else:
+            floor = self.min_similarity
+            allowed = sim >= floor if floor is not None else np.ones(sim.shape, dtype=bool)
+            ok = pooled >= floor if floor is not None else np.ones(n, dtype=bool)
+            global_score = pooled
 
         pairs: list[RationalePair] = []
         unpaired: list[int] = []
         pair_best: dict[int, float] = {}
         pair_sel: list[int] = []
         if self.use_pairing and n:
-            pairs, unpaired, pair_best, pair_sel = self._pair(sim, texts, ids)
+            pairs, unpaired, pair_best, pair_sel = self._pair(sim, texts, ids, allowed)
 
-        pooled_order_idx = np.argsort(-pooled, kind="stable") if n else np.zeros(0, dtype=int)
-        pooled_sorted = pooled[pooled_order_idx]
+        pooled_order_idx = np.argsort(-global_score, kind="stable") if n else np.zeros(0, dtype=int)
+        pooled_sorted = global_score[pooled_order_idx]
         elbow: ElbowInfo | None = None
         pool_sel: list[int] = []
         if self.use_pooling:
             elbow = elbow_cutoff(pooled_sorted, self.tau)
-            pool_sel = [int(i) for i in pooled_order_idx[: elbow.keep]]
+            pool_sel = [int(i) for i in pooled_order_idx[: elbow.keep] if ok[int(i)]]
+        below_floor = [ids[int(i)] for i in pooled_order_idx[: elbow.keep] if not ok[int(i)]] if elbow is not None else []
 
-        final = pooled.copy()
-        for i, s in pair_best.items():
-            final[i] = max(final[i], s)
+        if probs is not None:
+            final = probs.astype(np.float64).copy()
+        else:
+            final = pooled.copy()
+            for i, s in pair_best.items():
+                final[i] = max(final[i], s)
 
         sources: dict[str, set[str]] = {}
         union: list[int] = []
@@ -727,6 +819,7 @@ class EvidenceSelector:
                 pooled=float(pooled[i]),
                 pairing=float(pair_best[i]) if i in pair_best else None,
                 score=float(final[i]),
+                evidence=float(probs[i]) if probs is not None else None,
             )
             for i in range(n)
         }
@@ -742,6 +835,9 @@ class EvidenceSelector:
             window=self.window,
             tau=self.tau,
             order=self.order,
+            min_similarity=None if probs is not None else self.min_similarity,
+            min_evidence=self.min_evidence if probs is not None else None,
+            below_floor=below_floor,
         )
         result = SelectionResult([allp[i] for i in chosen], ranking, scores, explanation)
         logger.debug("selection: %d of %d candidates (%d from expansion)", len(chosen), n, len(expanded))

@@ -149,12 +149,12 @@ def test_environment_versions():
 # ------------------------------------------------------------------ a real small run
 @pytest.mark.slow
 def test_run_benchmark_small(tmp_path, monkeypatch, tiny_st_dir):
-    """bm25 + meteora-query-only on 15 test questions (the tiny encoder stands in for
+    """bm25 + meteora-query-only-no-scorer on 15 test questions (the tiny encoder stands in for
     MiniLM, so the dense numbers are meaningless; BM25's are real)."""
     monkeypatch.setenv("METEORA_HOME", str(tmp_path / "home"))  # corpus-embedding cache
     out_dir = tmp_path / "results"
     cfg = BenchmarkConfig(
-        methods=["bm25", "meteora-query-only"],
+        methods=["bm25", "meteora-query-only-no-scorer"],
         split="test",
         limit=15,
         out_dir=str(out_dir),
@@ -172,7 +172,7 @@ def test_run_benchmark_small(tmp_path, monkeypatch, tiny_st_dir):
     assert sorted(p.name for p in out_dir.iterdir()) == ["pubmedqa_test_n15.json", "pubmedqa_test_n15.png"]
 
     assert on_disk["command"] == "meteora bench pubmedqa --limit 15"
-    assert on_disk["config"]["methods"] == ["bm25", "meteora-query-only"]
+    assert on_disk["config"]["methods"] == ["bm25", "meteora-query-only-no-scorer"]
     assert on_disk["config"]["limit"] == 15
     assert "torch" in on_disk["versions"] and "python" in on_disk["versions"]
     assert on_disk["dataset"]["corpus_chunks"] == 3358 and on_disk["dataset"]["queries"] == 15
@@ -181,12 +181,12 @@ def test_run_benchmark_small(tmp_path, monkeypatch, tiny_st_dir):
     assert abstract["n_queries"] == 15
     assert on_disk["views"]["evidence"]["n_queries"] <= 15  # questions without a RESULTS chunk drop out
     methods = abstract["methods"]
-    assert set(methods) == {"bm25", "bm25@1", "bm25@3", "meteora-query-only"}
+    assert set(methods) == {"bm25", "bm25@1", "bm25@3", "meteora-query-only-no-scorer"}
     for key in (*RANKING_METRICS, "seconds"):
         assert key in methods["bm25"], key
     for key in SET_METRICS:
         assert key in methods["bm25@3"], key
-        assert key in methods["meteora-query-only"], key
+        assert key in methods["meteora-query-only-no-scorer"], key
     assert methods["bm25@3"]["mean_chunks"] == 3.0
     assert methods["bm25@1"]["mean_chunks"] == 1.0
     for name, m in methods.items():
@@ -196,7 +196,7 @@ def test_run_benchmark_small(tmp_path, monkeypatch, tiny_st_dir):
     # BM25 matches a question to its own abstract easily (reference NDCG@10 0.767 on all 1000)
     assert methods["bm25"]["NDCG@10"] > 0.6
     assert methods["bm25"]["seconds"] > 0
-    assert "selection_seconds" in methods["meteora-query-only"]
+    assert "selection_seconds" in methods["meteora-query-only-no-scorer"]
     table = format_results(results)
     assert "bm25" in table and "meteora-query-only" in table
 

@@ -33,12 +33,19 @@ def test_settings_defaults_match_the_reranker_and_selector():
     s = SelectorSettings()
     assert s.to_dict() == {
         "pairing": "distinct", "tau": 1.0, "window": 0, "use_pairing": True, "use_pooling": True,
-        "order": "score", "expand_from_documents": True,
+        "order": "score", "expand_from_documents": True, "min_similarity": 0.2, "min_evidence": "calibrated",
     }
     assert meteora.SelectorSettings is SelectorSettings
-    assert Reranker(generator=None, encoder=Encoder(BagOfWordsModel(dim=16))).settings == s
+    assert Reranker(scorer=None, generator=None, encoder=Encoder(BagOfWordsModel(dim=16))).settings == s
     sel = EvidenceSelector.from_settings(s.replace(window=2, pairing="convergent", order="document"))
     assert (sel.window, sel.pairing, sel.order) == (2, "convergent", "document")
+    # "calibrated" stands for the scorer's threshold (0.5 without one); floors can be off
+    assert (sel.min_similarity, sel.min_evidence) == (0.2, 0.5)
+    assert EvidenceSelector.from_settings(s, calibrated=0.37).min_evidence == 0.37
+    off = Reranker(scorer=None, generator=None, encoder=Encoder(BagOfWordsModel(dim=16)), min_similarity=None, min_evidence=None)
+    assert (off.selector.min_similarity, off.selector.min_evidence) == (None, None)
+    with pytest.raises(InvalidInputError, match="min_evidence must be 'calibrated'"):
+        SelectorSettings(min_evidence="auto")
 
 
 @pytest.mark.parametrize(
@@ -81,18 +88,18 @@ def test_settings_are_frozen_typed_and_round_trip():
 def test_reranker_settings_and_old_keywords():
     enc = Encoder(BagOfWordsModel(dim=16))
     base = SelectorSettings(window=1, tau=0.5)
-    rr = Reranker(generator=None, encoder=enc, settings=base)
+    rr = Reranker(scorer=None, generator=None, encoder=enc, settings=base)
     assert rr.settings == base and rr.selector.window == 1 and rr.selector.tau == 0.5
-    old = Reranker(generator=None, encoder=enc, pairing="convergent", tau=0.5, window=2, use_pooling=False,
+    old = Reranker(scorer=None, generator=None, encoder=enc, pairing="convergent", tau=0.5, window=2, use_pooling=False,
                    order="document")
     assert old.settings == SelectorSettings(pairing="convergent", tau=0.5, window=2, use_pooling=False,
                                             order="document")
     # a keyword replaces one field of the given settings
-    assert Reranker(generator=None, encoder=enc, settings=base, window=0).settings == SelectorSettings(tau=0.5)
+    assert Reranker(scorer=None, generator=None, encoder=enc, settings=base, window=0).settings == SelectorSettings(tau=0.5)
     with pytest.raises(InvalidInputError, match="settings must be a meteora.SelectorSettings"):
-        Reranker(generator=None, encoder=enc, settings={"window": 1})  # type: ignore[arg-type]
+        Reranker(scorer=None, generator=None, encoder=enc, settings={"window": 1})  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="window must be a non-negative integer"):
-        Reranker(generator=None, encoder=enc, window=-2)
+        Reranker(scorer=None, generator=None, encoder=enc, window=-2)
 
 
 # ------------------------------------------------------------------ a tiny benchmark
@@ -138,8 +145,28 @@ class FakeGenerator:
         return out
 
 
+class WordOverlapScorer:
+    """A deterministic stand-in evidence scorer: P = share of the query's words in the passage."""
+
+    threshold = 0.3
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score_batch(self, queries, passage_lists):
+        self.calls += 1
+        out = []
+        for q, ps in zip(queries, passage_lists, strict=True):
+            words = set(q.lower().split())
+            out.append(np.array([len(words & set(p.lower().split())) / max(len(words), 1) for p in ps]))
+        return out
+
+
 EXPECTED_SETTINGS = {
     "meteora": SelectorSettings(),
+    "meteora-no-scorer": SelectorSettings(),
+    "meteora-query-only-no-scorer": SelectorSettings(),
+    "meteora-query-only-no-scorer-w2": SelectorSettings(window=2),
     "meteora-no-expansion": SelectorSettings(window=0),
     "meteora-pairing": SelectorSettings(use_pooling=False),
     "meteora-pooling": SelectorSettings(use_pairing=False),
@@ -176,7 +203,8 @@ def test_bench_methods_select_exactly_what_reranker_search_selects(home, tiny_st
         options={"n": 2, "batch_size": 3}, dataset="toy",
     )
     cfg.validate(bench)
-    ctx = BenchmarkContext(cfg, benchmark=bench, generator=gen)
+    scorer = WordOverlapScorer()
+    ctx = BenchmarkContext(cfg, benchmark=bench, generator=gen, scorer=scorer)
     hybrid = ctx.retriever("hybrid")
     outputs = {name: get_runner(name)(ctx) for name in EXPECTED_SETTINGS}
     assert len(gen.calls) == 1  # rationales generated once and shared by the METEORA methods
@@ -184,8 +212,10 @@ def test_bench_methods_select_exactly_what_reranker_search_selects(home, tiny_st
 
     context_added = 0
     for name, expected in EXPECTED_SETTINGS.items():
-        uses_lm = METEORA_VARIANTS[name.split("-w")[0]].uses_lm
+        variant = METEORA_VARIANTS[name.split("-w")[0]]
+        uses_lm = variant.uses_lm
         reference = Reranker(
+            scorer=scorer if variant.uses_scorer else None,
             generator=FakeGenerator() if uses_lm else None,
             encoder=ctx.encoder(),
             n_rationales=2,
@@ -206,8 +236,9 @@ def test_bench_methods_select_exactly_what_reranker_search_selects(home, tiny_st
         assert out.extra["selection_seconds"] >= 0 and out.fixed_k is False
     # window 2 reached chunks of the abstracts that were not candidates (document context)
     assert context_added > 0
-    # window 0 and window 2 really differ on this benchmark
+    # window 0 and window 2 really differ on this benchmark, and so do scorer and no scorer
     assert outputs["meteora-w2"].selections != outputs["meteora"].selections
+    assert outputs["meteora-no-scorer"].run != outputs["meteora"].run
 
 
 def test_run_benchmark_on_any_retrieval_benchmark(home, tiny_st_dir, tmp_path):
@@ -216,7 +247,7 @@ def test_run_benchmark_on_any_retrieval_benchmark(home, tiny_st_dir, tmp_path):
         methods=["bm25", "meteora-query-only"], split="test", ks=[1], out_dir=str(tmp_path / "out"),
         embedding_model=str(tiny_st_dir), plot=False, candidates=4, dataset="pubmedqa",
     )
-    results = run_benchmark(cfg, benchmark=bench, command="test")
+    results = run_benchmark(cfg, benchmark=bench, command="test", scorer=WordOverlapScorer())
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["toy_test.json"]
     assert results["config"]["dataset"] == "toy" and results["dataset"]["id"] == "toy"
     assert results["dataset"]["queries"] == 4 and results["dataset"]["corpus_chunks"] == 30
@@ -255,7 +286,7 @@ def test_search_batch_is_one_retrieval_and_equals_search(home, tiny_st_dir):
     bench = make_benchmark()
     ctx = BenchmarkContext(BenchmarkConfig(embedding_model=str(tiny_st_dir)), benchmark=bench)
     hybrid = ctx.retriever("hybrid")
-    rr = Reranker(generator=FakeGenerator(), encoder=ctx.encoder(), window=1, include_query=True)
+    rr = Reranker(scorer=None, generator=FakeGenerator(), encoder=ctx.encoder(), window=1, include_query=True)
     calls = []
     real = hybrid.search
 
@@ -294,9 +325,9 @@ def test_plain_dense_retriever_query_is_encoded_once():
 
     enc.encode = counting  # type: ignore[method-assign]
     q = bench.queries["q1"]
-    res = Reranker(generator=None, encoder=enc).search(q, dense, k=5)
+    res = Reranker(scorer=None, generator=None, encoder=enc).search(q, dense, k=5)
     assert seen == [q]  # retrieval's embedding is the rationale's
-    other = Reranker(generator=None, encoder=Encoder(BagOfWordsModel(dim=64))).search(q, dense, k=5)
+    other = Reranker(scorer=None, generator=None, encoder=Encoder(BagOfWordsModel(dim=64))).search(q, dense, k=5)
     assert res.selected_ids == other.selected_ids and res.ranked.ids == other.ranked.ids
 
 
@@ -305,7 +336,7 @@ def test_empty_pools_give_empty_results_and_search_raises():
 
     bench = make_benchmark()
     bm25 = BM25Retriever(backend="numpy").index(bench.corpus)
-    rr = Reranker(generator=FakeGenerator(), encoder=Encoder(BagOfWordsModel(dim=64)), include_query=True)
+    rr = Reranker(scorer=None, generator=FakeGenerator(), encoder=Encoder(BagOfWordsModel(dim=64)), include_query=True)
     out = rr.search_batch(["zzzz qqqq", bench.queries["q2"]], bm25, k=3)
     assert out[0].selected == [] and len(out[0].ranked) == 0 and out[0].rationales == ["zzzz qqqq"]
     assert out[1].selected and rr.generator.calls[-1]["queries"] == [bench.queries["q2"]]  # none for the empty one
@@ -330,14 +361,15 @@ def test_qa_selections_equal_reranker_search(tiny_st_dir):
     qids = ["q0", "q1", "q2"]
     gen = FakeGenerator()
     for settings in (SelectorSettings(), SelectorSettings(window=2), SelectorSettings(window=1, order="document")):
-        sel = meteora_selections(bench, qids, generator=gen, retriever=retriever, candidates=4, settings=settings)
-        rr = Reranker(generator=FakeGenerator(), encoder=enc, settings=settings, include_query=True)
+        sel = meteora_selections(bench, qids, generator=gen, retriever=retriever, candidates=4, settings=settings,
+                                 scorer=None)
+        rr = Reranker(scorer=None, generator=FakeGenerator(), encoder=enc, settings=settings, include_query=True)
         for q in qids:
             assert sel[q] == rr.search(bench.queries[q], retriever, k=4).selected_ids, (settings, q)
     # the old keyword still works and means the same
-    assert meteora_selections(bench, qids, generator=gen, retriever=retriever, candidates=4, window=2) == \
+    assert meteora_selections(bench, qids, generator=gen, retriever=retriever, candidates=4, window=2, scorer=None) == \
         meteora_selections(bench, qids, generator=gen, retriever=retriever, candidates=4,
-                           settings=SelectorSettings(window=2))
+                           settings=SelectorSettings(window=2), scorer=None)
 
 
 # ------------------------------------------------------------------ no import cycle
@@ -354,8 +386,8 @@ def test_bench_registry_imports_one_way_in_a_fresh_interpreter():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().split(",") == sorted(
-        ["bm25", "dense", "hybrid", "meteora", "meteora-no-expansion", "meteora-pairing", "meteora-pooling",
-         "meteora-query-only"]
+        ["bm25", "dense", "hybrid", "meteora", "meteora-no-expansion", "meteora-no-scorer", "meteora-pairing",
+         "meteora-pooling", "meteora-query-only", "meteora-query-only-no-scorer"]
     )
     code = "import sys\nimport meteora.bench.methods\nprint('meteora.bench.pubmedqa' in sys.modules)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -214,7 +214,7 @@ def test_selections_are_the_rerankers_with_those_rationales(bench, retriever, en
             FakeGenerator(SCRIPT), bench, retriever=retriever, candidates=5, settings=settings
         )
         assert res.pairs and res.stats["settings"]["selector"] == settings.to_dict()
-        rr = Reranker(generator=None, encoder=encoder, settings=settings)
+        rr = Reranker(scorer=None, generator=None, encoder=encoder, settings=settings)
         for p in res.pairs:
             for side in ("chosen", "rejected"):
                 expected = rr.search_batch(

@@ -133,7 +133,7 @@ def test_query_only_mode_tiny_encoder(tiny_encoder):
         "Results: the odds ratio was 0.72.",
         "Methods: a retrospective cohort of children with asthma.",
     ]
-    rr = Reranker(generator=None, encoder=tiny_encoder)
+    rr = Reranker(scorer=None, generator=None, encoder=tiny_encoder)
     res = rr.rerank(QUERY, texts)
     assert res.rationales == [QUERY]
     assert res.rationale_set is None and res.fallback is False
@@ -150,7 +150,7 @@ def test_query_only_mode_tiny_encoder(tiny_encoder):
 
 
 def test_query_only_selects_the_matching_passage(kw_encoder):
-    rr = Reranker(generator=None, encoder=kw_encoder)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder)
     res = rr.rerank("aspirin stroke", _doc_passages())
     assert res.selected_ids[0] == "A1"
     assert res.ranked[0].id == "A1"
@@ -158,7 +158,7 @@ def test_query_only_selects_the_matching_passage(kw_encoder):
 
 
 def test_inputs_str_dict_passage_and_ids(kw_encoder):
-    rr = Reranker(generator=None, encoder=kw_encoder)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder)
     mixed = [
         "Aspirin and stroke prevention.",
         {"text": "Dogs with kidney disease.", "id": "dict-id"},
@@ -176,20 +176,20 @@ def test_inputs_str_dict_passage_and_ids(kw_encoder):
 
 
 def test_top_k_and_fixed_k_view(kw_encoder):
-    rr = Reranker(generator=None, encoder=kw_encoder, window=2, top_k=2)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=2, top_k=2)
     res = rr.rerank("aspirin stroke", _doc_passages())
     assert len(res.selected) == 2
     assert res.selected_ids[0] == "A1"
     assert res.top_k(3).ids == res.ranked.ids[:3]
-    full = Reranker(generator=None, encoder=kw_encoder, window=2).rerank("aspirin stroke", _doc_passages())
+    full = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=2).rerank("aspirin stroke", _doc_passages())
     assert len(full.selected) > 2  # window 2 adds A0 and A2: top_k really cut
 
 
 def test_order_document(kw_encoder):
     # both aspirin and dog chunks match; window 1 pulls in their neighbours
     query = "aspirin stroke dog kidney insulin"
-    by_score = Reranker(generator=None, encoder=kw_encoder, window=1).rerank(query, _doc_passages())
-    by_doc = Reranker(generator=None, encoder=kw_encoder, window=1, order="document").rerank(query, _doc_passages())
+    by_score = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1).rerank(query, _doc_passages())
+    by_doc = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1, order="document").rerank(query, _doc_passages())
     assert sorted(by_doc.selected_ids) == sorted(by_score.selected_ids)
     docs = [p.doc_id for p in by_doc.selected]
     # documents are contiguous, and positions increase inside a document
@@ -202,7 +202,7 @@ def test_order_document(kw_encoder):
 
 
 def test_explain_and_to_dict_with_given_rationales(kw_encoder):
-    rr = Reranker(generator=None, encoder=kw_encoder, window=1)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1)
     rats = ["Look for aspirin and stroke outcomes.", "Kidney disease in dogs."]
     (res,) = rr.rerank_batch([QUERY], [_doc_passages()], rationales=[rats])
     assert res.rationales == rats
@@ -224,7 +224,7 @@ def test_explain_and_to_dict_with_given_rationales(kw_encoder):
 
 # ------------------------------------------------------------------ with an LM
 def test_tiny_random_generator_does_not_crash(tiny_generator, tiny_encoder):
-    rr = Reranker(generator=tiny_generator, encoder=tiny_encoder, window=1)
+    rr = Reranker(scorer=None, generator=tiny_generator, encoder=tiny_encoder, window=1)
     passages = [p["text"] for p in _doc_passages()]
     res = rr.rerank(QUERY, passages)
     _check_result_invariants(res, [str(i) for i in range(len(passages))])
@@ -239,7 +239,7 @@ def test_tiny_random_generator_does_not_crash(tiny_generator, tiny_encoder):
 @pytest.mark.parametrize("junk", ["", "@@ ## !! ?? ~~", "\n\n\n"])
 def test_garbage_lm_falls_back_to_the_query(tiny_llama_dir, kw_encoder, junk):
     gen = _garbage_generator(tiny_llama_dir, junk)
-    rr = Reranker(generator=gen, encoder=kw_encoder)
+    rr = Reranker(scorer=None, generator=gen, encoder=kw_encoder)
     res = rr.rerank("aspirin stroke?", _doc_passages())
     assert res.fallback is True
     assert res.rationales == ["aspirin stroke?"]
@@ -266,7 +266,7 @@ def test_rerank_batch_one_generation_call(tiny_generator, tiny_encoder, monkeypa
         return real_model_generate(*args, **kwargs)
 
     monkeypatch.setattr(tiny_generator.model, "generate", counting_model)
-    rr = Reranker(generator=tiny_generator, encoder=tiny_encoder, batch_size=8)
+    rr = Reranker(scorer=None, generator=tiny_generator, encoder=tiny_encoder, batch_size=8)
     queries = ["Does aspirin reduce stroke?", "Is insulin safe in dogs?", "Fever in children?"]
     pools = [[p["text"] for p in _doc_passages()], ["Dogs.", "Insulin and glucose."], ["Fever.", "Child."]]
     results = rr.rerank_batch(queries, pools)
@@ -282,7 +282,7 @@ def test_rerank_batch_with_given_rationales_skips_the_generator(tiny_generator, 
         raise AssertionError("generate() must not be called when rationales are given")
 
     monkeypatch.setattr(tiny_generator, "generate", forbidden)
-    rr = Reranker(generator=tiny_generator, encoder=tiny_encoder)
+    rr = Reranker(scorer=None, generator=tiny_generator, encoder=tiny_encoder)
     (res,) = rr.rerank_batch(["aspirin?"], [["a b c", "d e f"]], rationales=[["look for aspirin"]])
     assert res.rationales == ["look for aspirin"]
 
@@ -290,7 +290,7 @@ def test_rerank_batch_with_given_rationales_skips_the_generator(tiny_generator, 
 # ------------------------------------------------------------------ bad input
 @pytest.fixture
 def qo(kw_encoder) -> Reranker:
-    return Reranker(generator=None, encoder=kw_encoder)
+    return Reranker(scorer=None, generator=None, encoder=kw_encoder)
 
 
 @pytest.mark.parametrize(
@@ -366,7 +366,7 @@ def test_given_passage_embeddings_skip_encoding(kw_encoder, monkeypatch):
     texts = [p["text"] for p in _doc_passages()]
     emb = kw_encoder.encode(texts)
     counter = CountingEncode(kw_encoder, monkeypatch)
-    rr = Reranker(generator=None, encoder=kw_encoder)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder)
     res = rr.rerank("aspirin stroke", texts, passage_embeddings=emb)
     assert counter.seen == ["aspirin stroke"]
     assert res.selected_ids[0] == "1"
@@ -389,7 +389,7 @@ def test_given_passage_embeddings_skip_encoding(kw_encoder, monkeypatch):
 )
 def test_bad_constructor_arguments(kw_encoder, kwargs, match):
     with pytest.raises(InvalidInputError, match=match):
-        Reranker(generator=None, encoder=kw_encoder, **kwargs)
+        Reranker(scorer=None, generator=None, encoder=kw_encoder, **kwargs)
 
 
 def test_one_megabyte_passage(kw_encoder, monkeypatch):
@@ -397,7 +397,7 @@ def test_one_megabyte_passage(kw_encoder, monkeypatch):
     assert len(huge) == 1 << 20
     passages = [{"id": "huge", "text": huge}, {"id": "dog", "text": "Dogs with kidney disease."}]
     counter = CountingEncode(kw_encoder, monkeypatch)
-    res = Reranker(generator=None, encoder=kw_encoder).rerank("aspirin", passages)
+    res = Reranker(scorer=None, generator=None, encoder=kw_encoder).rerank("aspirin", passages)
     assert max(len(t) for t in counter.seen) <= MAX_EMBED_CHARS  # truncated for embedding only
     assert res.selected_ids[0] == "huge"
     assert res.selected[0].text == huge  # returned intact
@@ -407,7 +407,7 @@ def test_one_megabyte_passage(kw_encoder, monkeypatch):
 def test_one_megabyte_passage_real_tokenizer(tiny_encoder):
     huge = "Aspirin reduces stroke risk in adults. " * 27_000
     assert len(huge) > 1_000_000
-    res = Reranker(generator=None, encoder=tiny_encoder).rerank(QUERY, [huge, "Dogs with kidney disease."])
+    res = Reranker(scorer=None, generator=None, encoder=tiny_encoder).rerank(QUERY, [huge, "Dogs with kidney disease."])
     assert {h.id for h in res.ranked} == {"0", "1"}
     assert next(h for h in res.ranked if h.id == "0").text == huge
 
@@ -425,7 +425,7 @@ def test_search_reuses_dense_embeddings(kw_encoder, monkeypatch):
 
     dense = DenseRetriever(kw_encoder, backend="numpy").index(_corpus())
     counter = CountingEncode(kw_encoder, monkeypatch)
-    rr = Reranker(generator=None, encoder=kw_encoder, window=1)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1)
     res = rr.search("aspirin stroke", dense, k=5)
     corpus_texts = {p["text"] for p in _corpus()}
     assert not corpus_texts & set(counter.seen), "passages were re-encoded"
@@ -442,7 +442,7 @@ def test_search_with_other_encoder_re_encodes(kw_encoder, monkeypatch):
     dense = DenseRetriever(kw_encoder, backend="numpy").index(_corpus())
     other = Encoder(KeywordModel())
     counter = CountingEncode(other, monkeypatch)
-    res = Reranker(generator=None, encoder=other).search("aspirin stroke", dense, k=4)
+    res = Reranker(scorer=None, generator=None, encoder=other).search("aspirin stroke", dense, k=4)
     hits = dense.search("aspirin stroke", k=4)
     assert set(hits.ids) == set(res.ranked.ids)
     assert {h.text for h in hits} <= set(counter.seen)
@@ -454,7 +454,7 @@ def test_search_through_hybrid_reuses_dense_member(tiny_encoder, monkeypatch):
     hybrid = HybridRetriever([BM25Retriever(backend="numpy"), DenseRetriever(tiny_encoder, backend="numpy")])
     hybrid.index(_corpus())
     counter = CountingEncode(tiny_encoder, monkeypatch)
-    res = Reranker(generator=None, encoder=tiny_encoder).search("aspirin stroke", hybrid, k=6)
+    res = Reranker(scorer=None, generator=None, encoder=tiny_encoder).search("aspirin stroke", hybrid, k=6)
     assert not {p["text"] for p in _corpus()} & set(counter.seen)
     assert len(res.ranked) == 6
 
@@ -481,9 +481,9 @@ def test_callable_verifier_drops_flagged(kw_encoder):
     passages = _doc_passages() + [
         {"id": "AD", "doc_id": "A", "position": 3, "text": "Aspirin stroke aspirin stroke: BUY now!"}
     ]
-    plain = Reranker(generator=None, encoder=kw_encoder, window=1).rerank("aspirin stroke", passages)
+    plain = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1).rerank("aspirin stroke", passages)
     assert "AD" in plain.selected_ids  # it would be selected without the verifier
-    rr = Reranker(generator=None, encoder=kw_encoder, window=1, verifier=no_ads)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1, verifier=no_ads)
     res = rr.rerank("aspirin stroke", passages)
     assert "AD" not in res.selected_ids
     assert set(res.selected_ids) == set(plain.selected_ids) - {"AD"}
@@ -495,14 +495,14 @@ def test_callable_verifier_drops_flagged(kw_encoder):
 
 
 def test_verifier_must_return_verdicts(kw_encoder):
-    rr = Reranker(generator=None, encoder=kw_encoder, verifier=lambda q, p, a: True)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, verifier=lambda q, p, a: True)
     with pytest.raises(InvalidInputError, match="must return a meteora.verifier.Verdict"):
         rr.rerank("aspirin", ["aspirin", "dog"])
 
 
 def test_llm_verifier_on_garbage_lm_fails_closed(tiny_llama_dir, kw_encoder):
     gen = _garbage_generator(tiny_llama_dir, "no json here at all")
-    rr = Reranker(generator=gen, encoder=kw_encoder, verifier=True)
+    rr = Reranker(scorer=None, generator=gen, encoder=kw_encoder, verifier=True)
     res = rr.rerank("aspirin stroke?", _doc_passages())
     assert res.verification is not None
     assert res.selected == []  # unusable verdicts drop the passage (fail closed)
@@ -561,7 +561,7 @@ def test_rerank_context_lets_expansion_reach_non_candidates(kw_encoder):
     by_id = {p["id"]: p for p in _doc_passages()}
     candidates = [by_id["A1"], by_id["B0"], by_id["C0"]]
     context = [Passage(p["text"], id=p["id"], doc_id=p["doc_id"], position=p["position"]) for p in _doc_passages()]
-    rr = Reranker(generator=None, encoder=kw_encoder, window=1)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1)
     without = rr.rerank("aspirin stroke", candidates)
     assert "A0" not in without.selected_ids and "A2" not in without.selected_ids
     res = rr.rerank("aspirin stroke", candidates, context=context)
@@ -579,10 +579,42 @@ def test_search_expands_into_the_retrievers_corpus(kw_encoder):
     dense = DenseRetriever(kw_encoder, backend="numpy").index(_corpus())
     hits = dense.search("aspirin stroke", k=2)
     assert "A0" not in hits.ids and "A2" not in hits.ids
-    res = Reranker(generator=None, encoder=kw_encoder, window=1).search("aspirin stroke", dense, k=2)
+    res = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1).search("aspirin stroke", dense, k=2)
     assert res.selected_ids[0] == "A1"
     assert {"A0", "A2"} <= set(res.selected_ids)
     assert sorted(res.ranked.ids) == sorted(hits.ids)
     # window 0: nothing beyond the candidates
-    res0 = Reranker(generator=None, encoder=kw_encoder, window=0).search("aspirin stroke", dense, k=2)
+    res0 = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=0).search("aspirin stroke", dense, k=2)
     assert set(res0.selected_ids) <= set(hits.ids)
+
+
+QUICK_START = (
+    "Does aspirin prevent recurrent stroke?",
+    ["Aspirin reduced recurrent stroke by 20% (HR 0.80).",
+     {"id": "b", "text": "Dogs with renal failure were given fluids."}],
+)
+
+
+@pytest.mark.integration
+def test_readme_quick_start_selects_only_the_aspirin_passage():
+    """The README's quick start: nothing irrelevant is selected just because a stage must
+    pick something (distinct pairing and the N <= 2 elbow used to add the dog passage)."""
+    from meteora import Reranker
+
+    for rr in (Reranker(generator=None, num_threads=1), Reranker(generator=None, scorer=None, num_threads=1)):
+        res = rr.rerank(*QUICK_START)
+        assert [p.text for p in res.selected] == ["Aspirin reduced recurrent stroke by 20% (HR 0.80)."], rr
+        assert res.ranked.ids[0] == "0"
+    scored = Reranker(generator=None, num_threads=1).rerank(*QUICK_START)
+    assert scored.selection.scores["b"].evidence < 0.1 < scored.selection.scores["0"].evidence
+    assert "Relevance floor: evidence probability" in scored.explain()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_default_reranker_quick_start_with_rationales():
+    from meteora import Reranker
+
+    res = Reranker(num_threads=1).rerank(*QUICK_START)
+    assert res.selected_ids == ["0"]
+    assert res.rationales  # the LM (or its query fallback) gave rationales

@@ -138,3 +138,19 @@ def test_train_scorer_writes_a_small_reproducible_adapter(tiny_st_dir, tmp_path)
     with pytest.raises(InvalidInputError, match="not a scorer folder"):
         train_scorer(foreign, settings, benchmark=bench, base=str(tiny_st_dir), overwrite=True)
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_scorer_remembers_pairs(tiny_st_dir):
+    from meteora.scorer import EvidenceScorer
+
+    sc = EvidenceScorer(None, base=str(tiny_st_dir), cache_size=3)
+    first = sc.logits([("q", "a"), ("q", "b")])
+    assert sc.stats == {"hits": 0, "misses": 2}
+    again = sc.logits([("q", "b"), ("q", "c"), ("q", "a")])
+    assert sc.stats == {"hits": 2, "misses": 3}
+    np.testing.assert_array_equal(again[[2, 0]], first)
+    sc.logits([("q", "d"), ("q", "e")])  # bounded: the oldest pairs are forgotten
+    assert len(sc._memo) == 3
+    off = EvidenceScorer(None, base=str(tiny_st_dir), cache_size=0)
+    off.logits([("q", "a")]), off.logits([("q", "a")])
+    assert off.stats["hits"] == 0

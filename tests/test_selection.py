@@ -155,7 +155,7 @@ def test_distinct_more_rationales_than_chunks():
     ps = flat_passages(2)
     r = np.array([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2]])
     c = np.array([[1.0, 0.0], [0.0, 1.0]])
-    res = EvidenceSelector(pairing="distinct", use_pooling=False).select(r, c, ps)
+    res = EvidenceSelector(pairing="distinct", use_pooling=False, min_similarity=None).select(r, c, ps)
     assert [p.passage_id for p in res.explanation.pairs] == ["c0", "c1"]
     assert res.explanation.unpaired_rationales == [2]
     assert "chose nothing" in res.explain()
@@ -206,7 +206,7 @@ def test_pooled_second_difference_fallback_in_selector():
 
 @pytest.mark.parametrize("scores", [[0.9], [0.9, -0.5]])
 def test_one_or_two_candidates_keep_all(scores):
-    res = EvidenceSelector(use_pairing=False).select(E0, angle_embeddings(scores), flat_passages(len(scores)))
+    res = EvidenceSelector(use_pairing=False, min_similarity=None).select(E0, angle_embeddings(scores), flat_passages(len(scores)))
     assert res.explanation.elbow.rule == "all"
     assert res.selected_ids == [f"c{i}" for i in range(len(scores))]
 
@@ -452,7 +452,7 @@ def test_invariants(inputs, pairing, order, tau):
     ids = [p.id for p in ps]
     previous: set[str] | None = None
     for window in range(4):
-        res = EvidenceSelector(pairing=pairing, tau=tau, window=window, order=order).select(rat, emb, ps)
+        res = EvidenceSelector(pairing=pairing, tau=tau, window=window, order=order, min_similarity=None).select(rat, emb, ps)
         sel = res.selected_ids
         assert set(sel) <= set(ids)
         assert len(sel) == len(set(sel))
@@ -464,8 +464,8 @@ def test_invariants(inputs, pairing, order, tau):
             assert previous <= set(sel)  # expansion is monotone in the window
         previous = set(sel)
         if window == 0:
-            pair = EvidenceSelector(pairing=pairing, tau=tau, use_pooling=False).select(rat, emb, ps)
-            pool = EvidenceSelector(pairing=pairing, tau=tau, use_pairing=False).select(rat, emb, ps)
+            pair = EvidenceSelector(pairing=pairing, tau=tau, use_pooling=False, min_similarity=None).select(rat, emb, ps)
+            pool = EvidenceSelector(pairing=pairing, tau=tau, use_pairing=False, min_similarity=None).select(rat, emb, ps)
             assert set(sel) == set(pair.selected_ids) | set(pool.selected_ids)
 
 
@@ -492,3 +492,46 @@ def test_expansion_reaches_context_passages_without_ranking_them():
     assert w0.selected_ids == ["d-0"]
     doc = EvidenceSelector(window=1, use_pooling=False, order="document").select(np.array([[0.0, 1.0]]), c, cands, context=context)
     assert doc.selected_ids == ["e-0", "e-1"]
+
+
+# --------------------------------------------------------------------------- relevance floors
+
+
+def test_min_similarity_keeps_unrelated_passages_out_even_when_n_is_2():
+    # the quick-start failure: 2 candidates, the second unrelated (cos ~0.02); the elbow
+    # keeps all when N <= 2 and distinct pairing gives the second rationale the leftover
+    ps = flat_passages(2)
+    rat = np.array([[1.0, 0.0], [0.95, 0.05]])
+    emb = angle_embeddings([0.9, 0.02])
+    loose = EvidenceSelector(min_similarity=None).select(rat, emb, ps)
+    assert loose.selected_ids == ["c0", "c1"]
+    res = EvidenceSelector().select(rat, emb, ps)
+    assert res.selected_ids == ["c0"]
+    assert res.explanation.below_floor == ["c1"]
+    assert res.explanation.unpaired_rationales == [1]
+    assert "Relevance floor: cosine >= 0.2" in res.explain()
+    # nothing relevant at all: nothing selected, the ranking still has every candidate
+    none = EvidenceSelector().select(rat, angle_embeddings([0.1, 0.05]), ps)
+    assert none.selected_ids == [] and none.ranking.ids == ["c0", "c1"]
+
+
+def test_evidence_probabilities_drive_elbow_ranking_and_floor():
+    ps = flat_passages(4)
+    rat = np.array([[1.0, 0.0]])
+    emb = angle_embeddings([0.9, 0.8, 0.7, 0.6])  # cosine prefers c0
+    probs = np.array([0.1, 0.95, 0.9, 0.05])      # the scorer prefers c1, c2
+    res = EvidenceSelector(min_evidence=0.5).select(rat, emb, ps, evidence=probs)
+    assert res.ranking.ids == ["c1", "c2", "c0", "c3"]
+    assert res.ranking.scores[0] == pytest.approx(0.95)
+    assert set(res.selected_ids) == {"c1", "c2"}  # the rationale's cosine favourite c0 is below the floor
+    assert res.scores["c1"].evidence == pytest.approx(0.95)
+    assert [p.passage_id for p in res.explanation.pairs] == ["c1"]
+    assert "evidence probability >= 0.5" in res.explain()
+    with pytest.raises(InvalidInputError, match="one probability per candidate"):
+        EvidenceSelector().select(rat, emb, ps, evidence=[0.5])
+    with pytest.raises(InvalidInputError, match=r"in \[0, 1\]"):
+        EvidenceSelector().select(rat, emb, ps, evidence=[0.5, 2.0, 0.1, 0.1])
+    with pytest.raises(InvalidInputError, match="min_evidence"):
+        EvidenceSelector(min_evidence=1.5)
+    with pytest.raises(InvalidInputError, match="min_similarity"):
+        EvidenceSelector(min_similarity=float("nan"))

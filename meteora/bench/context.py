@@ -112,12 +112,15 @@ class BenchmarkContext:
         >>> ctx.retriever("hybrid")  # doctest: +SKIP
     """
 
-    def __init__(self, config: BenchmarkConfig, *, benchmark: Any = None, generator: Any = None) -> None:
+    def __init__(
+        self, config: BenchmarkConfig, *, benchmark: Any = None, generator: Any = None, scorer: Any = None
+    ) -> None:
         self.config = config
         self.data = benchmark if benchmark is not None else build_benchmark(config.dataset, config.data_path)
         self.qids = self.data.query_ids(config.split, limit=config.limit)
         self.queries = [self.data.queries[q] for q in self.qids]
         self._generator = generator
+        self._scorer = scorer
         self._cache: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self.embeddings_cached = False
@@ -154,6 +157,23 @@ class BenchmarkContext:
             )
 
         return self.shared("generator", build)
+
+    def scorer(self):
+        """The evidence scorer of the METEORA methods that use one (built once; its
+        pair memory is shared by every method of the run): ``options["scorer"]`` is
+        ``"default"`` (the packaged adapter, the default), an adapter folder, or ``"none"``."""
+
+        def build():
+            from meteora.scorer import EvidenceScorer
+
+            if self._scorer is not None:
+                return self._scorer
+            choice = self.config.options.get("scorer") or "default"
+            if str(choice).lower() == "none":
+                return None
+            return EvidenceScorer(choice, num_threads=self.config.num_threads)
+
+        return self.shared("scorer", build)
 
     def corpus_embeddings(self):
         """Corpus embeddings, cached on disk under ``$METEORA_HOME/embeddings`` (keyed by

@@ -6,14 +6,18 @@ through :class:`~meteora.Reranker` — the same code path as ``Reranker.search``
 (:meth:`~meteora.Reranker.retrieve` then :meth:`~meteora.Reranker.rerank_pools`) — with
 the dense retriever's stored corpus embeddings, so nothing is re-encoded:
 
-``meteora``                full pipeline: LM rationales (+ the query as anchor unless
-                           ``options["include_query"]`` is False), pairing + pooled
-                           elbow, the run's selector settings (``config.selector``;
-                           default ``SelectorSettings()``, window 0, as ``Reranker()``)
-``meteora-no-expansion``   the same with window 0
-``meteora-pairing``        pairing only (no pooled elbow)
-``meteora-pooling``        pooled elbow only (no pairing)
-``meteora-query-only``     no LM: the query is the single rationale
+``meteora``                full pipeline, as ``Reranker()``: LM rationales (+ the query
+                           as anchor unless ``options["include_query"]`` is False), the
+                           evidence scorer, pairing + elbow, the run's selector settings
+                           (``config.selector``; default ``SelectorSettings()``, window 0)
+``meteora-no-scorer``      the same without the evidence scorer (embeddings only: the
+                           untrained METEORA baseline, ``Reranker(scorer=None)``)
+``meteora-no-expansion``   ``meteora`` with window 0
+``meteora-pairing``        pairing only (no elbow)
+``meteora-pooling``        elbow only (no pairing)
+``meteora-query-only``     no LM: the query is the single rationale (with the scorer,
+                           ``Reranker(generator=None)``)
+``meteora-query-only-no-scorer``  no LM and no scorer (embeddings only)
 
 Any of these with a ``-wN`` suffix (e.g. ``meteora-query-only-w2``) uses window N.
 Rationales come from the generator's persistent cache, so reruns do not regenerate;
@@ -21,7 +25,8 @@ within a run they are generated once and shared by the METEORA methods.
 
 Generator options (``BenchmarkConfig.options``): ``generator`` (model id/folder,
 default the offline SmolLM2), ``adapter``, ``template``, ``n`` (rationales),
-``include_query``, ``batch_size``, ``max_new_tokens``.
+``include_query``, ``batch_size``, ``max_new_tokens``; ``scorer`` (an adapter folder;
+default the packaged one).
 
 Example:
     >>> get_runner("meteora-query-only-w2") is not None, get_runner("colbert")
@@ -69,6 +74,7 @@ class MeteoraVariant:
     it fixes (``None``: taken from the run's settings)."""
 
     uses_lm: bool
+    uses_scorer: bool = True
     use_pairing: bool | None = None
     use_pooling: bool | None = None
     window: int | None = None
@@ -89,10 +95,12 @@ class MeteoraVariant:
 METEORA_VARIANTS: Mapping[str, MeteoraVariant] = types.MappingProxyType(
     {
         "meteora": MeteoraVariant(uses_lm=True),
+        "meteora-no-scorer": MeteoraVariant(uses_lm=True, uses_scorer=False),
         "meteora-no-expansion": MeteoraVariant(uses_lm=True, window=0),
         "meteora-pairing": MeteoraVariant(uses_lm=True, use_pairing=True, use_pooling=False),
         "meteora-pooling": MeteoraVariant(uses_lm=True, use_pairing=False, use_pooling=True),
         "meteora-query-only": MeteoraVariant(uses_lm=False),
+        "meteora-query-only-no-scorer": MeteoraVariant(uses_lm=False, uses_scorer=False),
     }
 )
 _WINDOW_SUFFIX = re.compile(r"^(?P<base>meteora[a-z-]*?)-w(?P<w>\d+)$")
@@ -138,6 +146,7 @@ def meteora_reranker(ctx: BenchmarkContext, name: str) -> Any:
     return Reranker(
         generator=ctx.generator() if variant.uses_lm else None,
         encoder=ctx.encoder(),
+        scorer=ctx.scorer() if variant.uses_scorer else None,
         settings=settings,
         n_rationales=opts.get("n"),
         include_query=bool(opts.get("include_query", True)),

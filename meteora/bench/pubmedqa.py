@@ -93,6 +93,7 @@ def run_benchmark(
     write: bool = True,
     benchmark: Any = None,
     generator: Any = None,
+    scorer: Any = None,
 ) -> dict[str, Any]:
     """Run every configured method, score both views, print tables, write JSON + PNG.
 
@@ -104,6 +105,8 @@ def run_benchmark(
             instead of building ``config.dataset`` (``config.dataset`` becomes its name).
         generator: the rationale generator of the METEORA methods instead of the one
             built from ``config.options``.
+        scorer: the evidence scorer of the METEORA methods that use one, instead of the
+            one built from ``config.options``.
 
     Returns the results dict (the same content as the JSON file).
     """
@@ -114,7 +117,7 @@ def run_benchmark(
     config.validate(benchmark)
     apply_thread_setting(config.num_threads)
     t_start = time.perf_counter()
-    ctx = BenchmarkContext(config, benchmark=benchmark, generator=generator)
+    ctx = BenchmarkContext(config, benchmark=benchmark, generator=generator, scorer=scorer)
     title = DATASET_TITLES.get(config.dataset, config.dataset)
     logger.info("%s: %d queries (%s split), %d chunks", title, len(ctx.qids), config.split, len(ctx.data.corpus))
     outputs: dict[str, MethodOutput] = {}

@@ -510,7 +510,7 @@ def candidate_pools(
     if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
         raise InvalidInputError(f"candidates must be a positive integer, got {candidates!r}")
     qids = list(qids)
-    reranker, retriever = _reranker(benchmark, retriever, encoder)
+    reranker, retriever = _reranker(benchmark, retriever, encoder, scorer=None)
     encoder = reranker.encoder
     if not qids:
         return [], [], encoder
@@ -579,6 +579,7 @@ def meteora_selections(
     rationales: Mapping[str, Sequence[str]] | None = None,
     retriever: Any = None,
     encoder: Any = None,
+    scorer: Any = "default",
     candidates: int = 50,
     n_rationales: int | None = None,
     include_query: bool = True,
@@ -597,7 +598,8 @@ def meteora_selections(
     Candidates are the hybrid top-``candidates`` per query; rationales come from
     ``rationales[qid]`` when given, else from ``generator.generate`` (one batched call,
     the generator's cache applies), else the query is the single rationale
-    (query-only). The selector uses ``settings`` (default ``SelectorSettings()``);
+    (query-only). ``scorer`` is the evidence scorer (``Reranker``'s ``scorer``; default
+    the packaged one). The selector uses ``settings`` (default ``SelectorSettings()``);
     ``pairing``/``tau``/``window``/``use_pairing``/``use_pooling``/``order`` replace
     single fields of it. The dense retriever's stored corpus embeddings are reused, and
     with ``window > 0`` expansion reaches the candidates' whole abstracts, exactly as
@@ -617,6 +619,7 @@ def meteora_selections(
         retriever,
         encoder,
         generator=generator if rationales is None else None,
+        scorer=scorer,
         settings=settings,
         pairing=pairing,
         tau=tau,
