@@ -22,10 +22,18 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from meteora.errors import MeteoraError
 
-__all__ = ["main", "build_parser", "add_selector_options", "selector_settings_from_args"]
+__all__ = [
+    "main",
+    "build_parser",
+    "add_selector_options",
+    "selector_settings_from_args",
+    "add_backend_options",
+    "backend_kwargs_from_args",
+]
 
 logger = logging.getLogger("meteora")
 
@@ -136,6 +144,170 @@ def scorer_from_args(args: argparse.Namespace) -> str | None:
     return None if value is None or str(value).lower() == "none" else value
 
 
+# ---------------------------------------------------------------- generator backend
+#: environment variables the API key of an OpenAI-compatible server is read from, in order
+API_KEY_ENV_VARS: tuple[str, ...] = ("METEORA_API_KEY", "OPENAI_API_KEY")
+#: the ``--backend`` choices
+BACKEND_CHOICES: tuple[str, ...] = ("auto", "transformers", "llamacpp", "openai")
+# flag -> (the backend it belongs to, its lm_options key)
+_BACKEND_ONLY_FLAGS: dict[str, tuple[str, str, str]] = {
+    "lm_timeout": ("--lm-timeout", "openai", "timeout"),
+    "concurrency": ("--concurrency", "openai", "concurrency"),
+    "n_ctx": ("--n-ctx", "llamacpp", "n_ctx"),
+}
+
+
+def _positive_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from exc
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return x
+
+
+def add_backend_options(parser: argparse.ArgumentParser, *, title: str = "generator backend") -> None:
+    """Add the rationale LM's backend flags (one declaration for every command that generates).
+
+    Flags: ``--backend {auto,transformers,llamacpp,openai}`` (default ``auto``),
+    ``--base-url URL``, ``--api-key KEY`` (default: ``$METEORA_API_KEY`` or
+    ``$OPENAI_API_KEY``; never printed or written into result files),
+    ``--lm-timeout SECONDS`` and ``--concurrency N`` (openai only), ``--n-ctx N``
+    (llamacpp only). Turn them into :meth:`RationaleGenerator.from_pretrained
+    <meteora.rationales.RationaleGenerator.from_pretrained>` keywords with
+    :func:`backend_kwargs_from_args`.
+
+    Example:
+        >>> p = argparse.ArgumentParser()
+        >>> add_backend_options(p)
+        >>> kw = backend_kwargs_from_args(p.parse_args(["--base-url", "http://127.0.0.1:8000/v1", "--concurrency", "8"]))
+        >>> kw["backend"], kw["lm_options"]
+        ('openai', {'concurrency': 8})
+    """
+    g = parser.add_argument_group(title)
+    g.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="where the rationale LM runs: 'auto' (openai with --base-url; llama.cpp for the offline "
+                        "default when xllamacpp is installed; else transformers), 'transformers', 'llamacpp' "
+                        "(a GGUF in-process) or 'openai' (an OpenAI-compatible server: vLLM, llama.cpp server, "
+                        "Ollama...; needs --base-url). Default auto")
+    g.add_argument("--base-url", default=None, metavar="URL",
+                   help="OpenAI-compatible server of the rationale LM, e.g. http://127.0.0.1:8000/v1 "
+                        "(then --generator is the served model name)")
+    g.add_argument("--api-key", default=None, metavar="KEY",
+                   help="the server's API key (default: $METEORA_API_KEY or $OPENAI_API_KEY; none for local "
+                        "servers). Prefer the environment variable: it stays out of shell history")
+    g.add_argument("--lm-timeout", type=_positive_float, default=None, metavar="SECONDS",
+                   help="openai backend: seconds per request (default 60)")
+    g.add_argument("--concurrency", type=_positive_int, default=None, metavar="N",
+                   help="openai backend: requests in flight at once (default 4)")
+    g.add_argument("--n-ctx", type=_positive_int, default=None, metavar="N",
+                   help="llamacpp backend: context size in tokens (default 4096)")
+
+
+def api_key_from_args(args: argparse.Namespace) -> str | None:
+    """``--api-key``, else the first of :data:`API_KEY_ENV_VARS` that is set, else ``None``."""
+    import os
+
+    key = getattr(args, "api_key", None)
+    if key:
+        return key
+    for name in API_KEY_ENV_VARS:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def backend_kwargs_from_args(
+    args: argparse.Namespace,
+    *,
+    model: str | None = None,
+    adapter: str | None = None,
+    torch_only: bool = False,
+    with_api_key: bool = True,
+) -> dict[str, Any]:
+    """``backend``, ``base_url``, ``api_key`` and ``lm_options`` for ``RationaleGenerator.from_pretrained``.
+
+    ``auto`` is resolved here (``openai`` with ``--base-url``; ``transformers`` when
+    ``torch_only``, e.g. 4-bit loading; else :func:`meteora.lm.resolve_backend` for
+    ``model``/``adapter``) so that only the options of that backend are passed on.
+
+    Args:
+        args: parsed :func:`add_backend_options` flags.
+        model, adapter: the generator's model and adapter (to resolve ``auto``).
+        torch_only: the generator needs torch (4-bit, device...): ``auto`` means transformers.
+        with_api_key: include ``api_key`` (``False``: leave it out, e.g. for a results file).
+
+    Raises:
+        InvalidInputError: ``--backend openai`` without ``--base-url``, ``--base-url``
+            with a local backend, or a flag of another backend (e.g. ``--n-ctx`` on openai).
+
+    Example:
+        >>> p = argparse.ArgumentParser()
+        >>> add_backend_options(p)
+        >>> backend_kwargs_from_args(p.parse_args(["--backend", "transformers"]))["lm_options"]
+        {}
+    """
+    from meteora.errors import InvalidInputError
+    from meteora.lm import resolve_backend
+
+    backend = getattr(args, "backend", "auto") or "auto"
+    base_url = getattr(args, "base_url", None)
+    if backend == "openai" and not base_url:
+        raise InvalidInputError(
+            "--backend openai needs the server's address: pass --base-url URL, e.g. --base-url http://127.0.0.1:8000/v1"
+        )
+    if base_url and backend in ("transformers", "llamacpp"):
+        raise InvalidInputError(
+            f"--base-url is the address of an OpenAI-compatible server; it does not go with --backend {backend}. "
+            "Drop --base-url, or use --backend openai (or auto)"
+        )
+    if backend != "auto":
+        resolved = backend
+    elif base_url:
+        resolved = "openai"
+    elif torch_only:
+        resolved = "transformers"
+    else:
+        resolved = resolve_backend("auto", model, adapter)
+    lm_options: dict[str, Any] = {}
+    for attr, (flag, owner, key) in _BACKEND_ONLY_FLAGS.items():
+        value = getattr(args, attr, None)
+        if value is None:
+            continue
+        if resolved != owner:
+            how = f"--backend {owner}" + (" --base-url URL" if owner == "openai" else "")
+            raise InvalidInputError(
+                f"{flag} applies to the {owner} backend only, but the rationale LM runs on {resolved}"
+                f"{' (--backend auto)' if backend == 'auto' else ''}; drop {flag}, or use {how}"
+            )
+        lm_options[key] = value
+    out: dict[str, Any] = {"backend": resolved, "base_url": base_url, "lm_options": lm_options}
+    if with_api_key:
+        out["api_key"] = api_key_from_args(args) if resolved == "openai" else None
+    return out
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed, for results files, with any ``--api-key`` value masked."""
+    key = getattr(args, "api_key", None)
+    words: list[str] = []
+    mask_next = False
+    for word in args._argv:
+        name, eq, _ = word.partition("=")
+        if mask_next:
+            word, mask_next = "***", False
+        elif len(name) >= 4 and "--api-key".startswith(name):  # argparse accepts unique prefixes
+            if eq:
+                word = f"{name}=***"
+            else:
+                mask_next = True
+        if key and key in word:
+            word = word.replace(key, "***")
+        words.append(word)
+    return "meteora " + " ".join(shlex.quote(w) for w in words)
+
+
 # ---------------------------------------------------------------- models
 def _cmd_models_pull(args: argparse.Namespace) -> int:
     from meteora.models import pull
@@ -148,8 +320,13 @@ def _cmd_models_pull(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- bench
 def _cmd_bench(args: argparse.Namespace) -> int:
+    import os
+
     from meteora.bench.pubmedqa import BenchmarkConfig, format_results, run_benchmark
 
+    # the api key stays out of config.options (written into the results file): the
+    # generator reads it from $METEORA_API_KEY, set here for this run when --api-key is given
+    backend = backend_kwargs_from_args(args, model=args.generator, adapter=args.adapter, with_api_key=False)
     config = BenchmarkConfig(
         methods=args.methods,
         split=args.split,
@@ -174,12 +351,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             "include_query": not args.no_query_anchor,
             "max_new_tokens": args.max_new_tokens,
             "batch_size": args.gen_batch_size,
+            **backend,
         },
         dataset=args.dataset,
         selector=selector_settings_from_args(args),
+        compare=args.compare,
     )
-    command = "meteora " + " ".join(shlex.quote(a) for a in args._argv)
-    results = run_benchmark(config, command=command, write=not args.no_write)
+    saved = os.environ.get(API_KEY_ENV_VARS[0])
+    if args.api_key:
+        os.environ[API_KEY_ENV_VARS[0]] = args.api_key
+    try:
+        results = run_benchmark(config, command=_command_line(args), write=not args.no_write)
+    finally:
+        if args.api_key:
+            if saved is None:
+                os.environ.pop(API_KEY_ENV_VARS[0], None)
+            else:
+                os.environ[API_KEY_ENV_VARS[0]] = saved
     print(format_results(results))
     return 0
 
@@ -188,7 +376,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _reranker_from_args(args: argparse.Namespace, encoder=None):
     from meteora.reranker import Reranker
 
-    generator = None if args.no_lm else (args.generator or "default")
+    generator = None
+    if not args.no_lm:
+        from meteora.rationales import RationaleGenerator
+
+        model = None if args.generator in (None, "default") else args.generator
+        generator = RationaleGenerator.from_pretrained(
+            model,
+            template=args.template,
+            num_threads=args.threads,
+            cache=True,
+            **backend_kwargs_from_args(args, model=model),
+        )
     return Reranker(
         generator=generator,
         encoder=encoder if encoder is not None else args.embedding_model,
@@ -288,6 +487,7 @@ def _add_reranker_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print JSON")
     g.add_argument("--explain", action="store_true", help="print which rationale chose which passage")
     add_scorer_option(g)
+    add_backend_options(p)
     add_selector_options(p)
 
 
@@ -389,6 +589,7 @@ def _cmd_train_pairs(args: argparse.Namespace) -> int:
         load_in_4bit=args.load_in_4bit,
         num_threads=args.threads,
         cache=True,
+        **backend_kwargs_from_args(args, model=args.base, adapter=args.adapter, torch_only=args.load_in_4bit),
     )
     result = build_preference_pairs(
         generator,
@@ -444,24 +645,63 @@ def _cmd_eval_qa(args: argparse.Namespace) -> int:
     from meteora._io import atomic_write_json
     from meteora.bench.pubmedqa import BenchmarkConfig, BenchmarkContext
     from meteora.bench.report import environment_versions
+    from meteora.errors import InvalidInputError
     from meteora.evaluation.qa import evaluate_qa, meteora_selections
     from meteora.evaluation.qa import to_markdown as qa_to_markdown
     from meteora.rationales import RationaleGenerator
 
+    gen_model = None if args.generator in (None, "default") else args.generator
+    gen_args = args
+    if args.reader_url and not args.base_url and args.backend != "openai":
+        gen_args = argparse.Namespace(**{**vars(args), "lm_timeout": None})  # --lm-timeout: the reader's server
+    # the rationale LM is the reader unless a model, adapter or backend flag asks for another one
+    own_generator = (
+        gen_model is not None
+        or args.generator_adapter is not None
+        or args.backend != "auto"
+        or args.base_url is not None
+        or any(getattr(gen_args, a) is not None for a in _BACKEND_ONLY_FLAGS)
+    )
+    backend = backend_kwargs_from_args(gen_args, model=gen_model, adapter=args.generator_adapter) if own_generator else {}
+    if args.reader_url:
+        if args.reader != "default" or args.reader_adapter:
+            raise InvalidInputError(
+                "--reader and --reader-adapter name a local reader; with --reader-url the server holds the "
+                "weights: pass the served model name as --reader-model (and serve the adapter there)"
+            )
+    elif args.reader_model:
+        raise InvalidInputError(
+            "--reader-model names the model served at --reader-url; pass --reader-url too "
+            "(a local reader is --reader)"
+        )
     ctx = BenchmarkContext(
         BenchmarkConfig(split=args.split, limit=args.limit, data_path=args.data, num_threads=args.threads)
     )
     retriever = ctx.retriever("hybrid")
-    reader = RationaleGenerator.from_pretrained(
-        None if args.reader == "default" else args.reader, adapter=args.reader_adapter, num_threads=args.threads, cache=True
-    )
+    if args.reader_url:
+        reader = RationaleGenerator.from_pretrained(
+            args.reader_model,
+            backend="openai",
+            base_url=args.reader_url,
+            api_key=api_key_from_args(args),
+            cache=True,
+            lm_options={"timeout": args.lm_timeout} if args.lm_timeout is not None else None,
+        )
+    else:
+        reader = RationaleGenerator.from_pretrained(
+            None if args.reader == "default" else args.reader,
+            adapter=args.reader_adapter,
+            num_threads=args.threads,
+            cache=True,
+        )
     generator = reader
-    if args.generator not in (None, "default") or args.generator_adapter:
+    if own_generator:
         generator = RationaleGenerator.from_pretrained(
-            None if args.generator in (None, "default") else args.generator,
+            gen_model,
             adapter=args.generator_adapter,
             num_threads=args.threads,
             cache=True,
+            **backend,
         )
     settings = selector_settings_from_args(args)
     selections = {}
@@ -492,7 +732,7 @@ def _cmd_eval_qa(args: argparse.Namespace) -> int:
         atomic_write_json(
             args.out,
             {
-                "command": "meteora " + " ".join(shlex.quote(a) for a in args._argv),
+                "command": _command_line(args),
                 "versions": environment_versions(),
                 **result,
             },
@@ -554,7 +794,10 @@ def _add_bench_parser(bsub, dataset: str, help_text: str) -> None:
     g.add_argument("--scorer", default="default",
                    help="evidence scorer of the methods that use one: 'default' (the packaged adapter) or a folder "
                         "from `meteora train scorer` (the *-no-scorer methods run without)")
+    add_backend_options(pq, title="rationale LM backend of the METEORA methods")
     add_selector_options(pq, title="evidence selector of the METEORA methods (-wN and ablations override)")
+    pq.add_argument("--compare", type=_csv, default=[],
+                    help="paired bootstrap of F1 differences, e.g. meteora:dense@3,meteora:meteora-no-scorer")
     pq.add_argument("--tag", default=None, help=f"suffix of the results file names ({dataset}_<split>_<tag>.json)")
     pq.add_argument("--no-plot", action="store_true", help="skip the PNG")
     pq.add_argument("--no-write", action="store_true", help="print only; write no files")
@@ -656,6 +899,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
     pp.add_argument("--data", default=None, help="folder or ori_pqal.json (default: $METEORA_DATA_DIR or ../shared/data)")
     pp.add_argument("--threads", type=_positive_int, default=None)
+    add_backend_options(pp, title="generator backend (--base is the served model name with --base-url)")
     add_selector_options(pp)
     pp.set_defaults(func=_cmd_train_pairs)
 
@@ -690,6 +934,12 @@ def build_parser() -> argparse.ArgumentParser:
     eq.add_argument("--data", default=None)
     eq.add_argument("--threads", type=_positive_int, default=None)
     eq.add_argument("--out", default=None, help="write the results JSON here")
+    eq.add_argument("--reader-url", default=None, metavar="URL",
+                    help="answer with a model on an OpenAI-compatible server that returns logprobs (vLLM, "
+                         "llama.cpp server...), e.g. http://127.0.0.1:8000/v1; labels are scored by next-token "
+                         "log-probabilities. --api-key and --lm-timeout apply to it too")
+    eq.add_argument("--reader-model", default=None, help="with --reader-url: the served model name")
+    add_backend_options(eq, title="backend of the rationale LM of the meteora conditions (default: the reader's)")
     add_selector_options(eq, title="evidence selector of the meteora conditions")
     eq.set_defaults(func=_cmd_eval_qa)
 

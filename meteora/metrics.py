@@ -62,6 +62,7 @@ __all__ = [
     "evaluate_ranking",
     "set_metrics",
     "per_query_set_metrics",
+    "paired_bootstrap_f1",
     "fixed_k_selections",
     "rank_run",
     "pytrec_eval_available",
@@ -502,4 +503,55 @@ def set_metrics(
         "mean_chunks": sum(sizes) / n,
         "median_chunks": float(statistics.median(sizes)),
         "n_queries": n,
+    }
+
+
+def paired_bootstrap_f1(
+    qrels: Qrels,
+    a: Mapping[str, Sequence[str] | Collection[str]],
+    b: Mapping[str, Sequence[str] | Collection[str]],
+    *,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Paired bootstrap of ``F1(a) - F1(b)`` over the queries of ``qrels``.
+
+    F1 is :func:`set_metrics`' (``2PR/(P+R)`` of the mean precision and recall); every
+    resample draws the same queries for both selections. Returns the observed
+    difference, its 95 % percentile interval and the share of resamples where ``a`` is
+    not better.
+
+    Example:
+        >>> q = {"q1": {"a": 1}, "q2": {"b": 1}}
+        >>> r = paired_bootstrap_f1(q, {"q1": ["a"], "q2": ["b"]}, {"q1": ["x"], "q2": ["b"]}, resamples=200)
+        >>> r["difference"], r["ci95"][1] <= 1.0
+        (0.5, True)
+    """
+    import numpy as np
+
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise InvalidInputError(f"resamples must be a positive integer, got {resamples!r}")
+    rows_a = per_query_set_metrics(qrels, a)
+    rows_b = per_query_set_metrics(qrels, b)
+    qids = list(rows_a)
+    if not qids:
+        raise InvalidInputError("no query has a relevant passage; nothing to compare")
+    pa = np.array([rows_a[q]["precision"] for q in qids])
+    ra = np.array([rows_a[q]["recall"] for q in qids])
+    pb = np.array([rows_b[q]["precision"] for q in qids])
+    rb = np.array([rows_b[q]["recall"] for q in qids])
+
+    def f1(p: Any, r: Any) -> Any:
+        mp, mr = p.mean(axis=-1), r.mean(axis=-1)
+        return np.where(mp + mr > 0, 2 * mp * mr / np.maximum(mp + mr, 1e-12), 0.0)
+
+    idx = np.random.default_rng(seed).integers(0, len(qids), size=(resamples, len(qids)))
+    diff = f1(pa[idx], ra[idx]) - f1(pb[idx], rb[idx])
+    return {
+        "difference": round(float(f1(pa, ra) - f1(pb, rb)), 4),
+        "ci95": [round(float(np.percentile(diff, 2.5)), 4), round(float(np.percentile(diff, 97.5)), 4)],
+        "share_not_better": round(float(np.mean(diff <= 0)), 4),
+        "n_queries": len(qids),
+        "resamples": resamples,
+        "seed": seed,
     }

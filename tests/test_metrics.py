@@ -319,3 +319,17 @@ def test_per_query_set_metrics_are_what_set_metrics_averages():
     assert rows["q2"] == {"precision": 0.0, "recall": 0.0, "F1": 0.0, "chunks": 0}
     agg = set_metrics(qrels, sel)
     assert agg["precision"] == 0.25 and agg["F1_macro"] == 0.25 and agg["mean_chunks"] == 1.0
+
+
+def test_paired_bootstrap_f1_sign_and_interval():
+    from meteora.metrics import paired_bootstrap_f1
+
+    qrels = {f"q{i}": {f"g{i}": 1} for i in range(40)}
+    good = {f"q{i}": [f"g{i}"] for i in range(40)}
+    half = {f"q{i}": [f"g{i}"] if i % 2 else ["x"] for i in range(40)}
+    r = paired_bootstrap_f1(qrels, good, half, resamples=2000, seed=1)
+    assert r["difference"] == 0.5 and r["ci95"][0] > 0 and r["share_not_better"] == 0.0
+    same = paired_bootstrap_f1(qrels, good, good, resamples=100)
+    assert same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["share_not_better"] == 1.0
+    with pytest.raises(InvalidInputError, match="resamples"):
+        paired_bootstrap_f1(qrels, good, half, resamples=0)

@@ -257,6 +257,16 @@ def test_run_benchmark_on_any_retrieval_benchmark(home, tiny_st_dir, tmp_path):
     assert 0.0 <= methods["meteora-query-only"]["precision"] <= 1.0
     with pytest.raises(InvalidInputError, match=r"split must be 'test' or 'all' for toy, got 'train'"):
         run_benchmark(dataclasses.replace(cfg, split="train"), benchmark=bench)
+    # paired bootstrap of F1 differences, per view
+    cmp = run_benchmark(dataclasses.replace(cfg, compare=["meteora-query-only:bm25@1"]), benchmark=bench,
+                        scorer=WordOverlapScorer(), write=False)
+    boot = cmp["views"]["abstract"]["paired_bootstrap_F1"]["meteora-query-only:bm25@1"]
+    methods = cmp["views"]["abstract"]["methods"]
+    assert boot["difference"] == pytest.approx(methods["meteora-query-only"]["F1"] - methods["bm25@1"]["F1"], abs=1e-4)
+    assert boot["ci95"][0] <= boot["difference"] <= boot["ci95"][1] and boot["n_queries"] == 4
+    for bad in (["meteora-query-only"], ["dense:bm25@1"], ["meteora-query-only:bm25@x"]):
+        with pytest.raises(InvalidInputError, match="compare|k of"):
+            dataclasses.replace(cfg, compare=bad, dataset="toy").validate(bench)
 
 
 def test_dataset_registry_and_embedding_cache_key(home, tiny_st_dir):

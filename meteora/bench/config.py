@@ -38,7 +38,9 @@ class BenchmarkConfig:
     the ablation variants change fields of it); the legacy ``options`` keys
     ``window``/``tau``/``pairing`` still override its fields. ``options`` holds the
     generator's settings: ``generator``, ``adapter``, ``template``, ``n``,
-    ``include_query``, ``batch_size``, ``max_new_tokens``.
+    ``include_query``, ``batch_size``, ``max_new_tokens``. ``compare`` lists
+    ``"A:B"`` pairs (``B`` may be a fixed-k baseline ``NAME@k``) whose F1 difference is
+    tested with a paired bootstrap over the questions, per view.
     """
 
     methods: list[str] = field(default_factory=lambda: ["bm25", "dense", "hybrid"])
@@ -58,6 +60,7 @@ class BenchmarkConfig:
     options: dict[str, Any] = field(default_factory=dict)
     dataset: str = "pubmedqa"
     selector: SelectorSettings = field(default_factory=SelectorSettings)
+    compare: list[str] = field(default_factory=list)
 
     def validate(self, benchmark: Any = None) -> None:
         """Check the settings before any data is loaded.
@@ -97,6 +100,18 @@ class BenchmarkConfig:
             raise InvalidInputError("no methods given; pass e.g. --methods bm25,dense,hybrid")
         if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.ks):
             raise InvalidInputError(f"every k must be positive, got {self.ks}")
+        for pair in self.compare:
+            a, sep, b = str(pair).partition(":")
+            names = [a.partition("@")[0], b.partition("@")[0]]
+            if not sep or not a or not b or any(n not in self.methods for n in names):
+                raise InvalidInputError(
+                    f"compare entries are 'A:B' with A and B among the methods run (B may be NAME@k, e.g. "
+                    f"'meteora:dense@3'); got {pair!r}"
+                )
+            for side in (a, b):
+                k = side.partition("@")[2]
+                if k and not (k.isdigit() and int(k) >= 1):
+                    raise InvalidInputError(f"in {pair!r}, the k of {side!r} must be a positive integer")
         if not isinstance(self.selector, SelectorSettings):
             raise InvalidInputError(
                 f"selector must be a meteora.SelectorSettings, got {type(self.selector).__name__}"

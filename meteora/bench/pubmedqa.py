@@ -63,7 +63,7 @@ SET_METRICS = ("precision", "recall", "F1", "mean_chunks")
 
 
 def _score_view(view: str, ctx: BenchmarkContext, outputs: dict[str, MethodOutput]) -> dict[str, Any]:
-    from meteora.metrics import evaluate_ranking, fixed_k_selections, set_metrics
+    from meteora.metrics import evaluate_ranking, fixed_k_selections, paired_bootstrap_f1, set_metrics
 
     qrels = ctx.data.qrels_for(view, ctx.qids)
     methods: dict[str, dict[str, Any]] = {}
@@ -83,7 +83,34 @@ def _score_view(view: str, ctx: BenchmarkContext, outputs: dict[str, MethodOutpu
             for k in ctx.config.ks:
                 m = set_metrics(qrels, fixed_k_selections(run, k))
                 methods[f"{name}@{k}"] = {key: m[key] for key in (*SET_METRICS, "F1_macro", "median_chunks") if key in m}
-    return {"n_queries": len(qrels), "methods": methods}
+    comparisons = {}
+    for pair in ctx.config.compare:
+        a, b = pair.split(":")
+        comparisons[pair] = paired_bootstrap_f1(
+            qrels, _selections_of(a, outputs, qrels), _selections_of(b, outputs, qrels)
+        )
+    out: dict[str, Any] = {"n_queries": len(qrels), "methods": methods}
+    if comparisons:
+        out["paired_bootstrap_F1"] = comparisons
+    return out
+
+
+def _selections_of(name: str, outputs: dict[str, MethodOutput], qrels: dict[str, Any]) -> dict[str, list[str]]:
+    """What method ``name`` selects per query: a selection method's own selection, or
+    the top k of a ranking method for ``NAME@k``."""
+    from meteora.metrics import fixed_k_selections
+
+    base, _, k = name.partition("@")
+    out = outputs.get(base)
+    if out is None:
+        raise InvalidInputError(f"--compare names {name!r}, but {base!r} is not among the methods run")
+    if k:
+        if out.run is None:
+            raise InvalidInputError(f"{base!r} ranks nothing, so {name!r} has no top-k selection")
+        return fixed_k_selections({q: out.run.get(q, {}) for q in qrels}, int(k))
+    if out.selections is None:
+        raise InvalidInputError(f"{name!r} selects nothing; compare a selection method or NAME@k")
+    return {q: out.selections.get(q, []) for q in qrels}
 
 
 def run_benchmark(
