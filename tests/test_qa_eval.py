@@ -377,6 +377,90 @@ def test_calibration_removes_a_label_bias(bench):
         )
 
 
+class NextTokenLM:
+    """A :class:`meteora.lm.CausalLM` without exact log-likelihoods (like llama.cpp or a
+    server): answers ``next_token_logprobs`` from a script keyed by question id."""
+
+    backend = "openai"
+    model_id = "fake-server-model"
+    supports_loglik = False
+
+    def __init__(self, script: dict[str, dict[str, float]]) -> None:
+        self.script = script
+        self.calls: list[tuple[list, int]] = []
+
+    def identity(self):
+        return {"backend": self.backend, "model": self.model_id}
+
+    def generate(self, prompts, params=None):
+        return ["yes" for _ in prompts]
+
+    def complete(self, prompts, **kw):
+        return ["yes" for _ in prompts]
+
+    def score(self, prompts, continuations, *, add_special_tokens=False):
+        raise AssertionError("score() must not be called when supports_loglik is False")
+
+    def next_token_logprobs(self, prompts, *, top_k=20):
+        self.calls.append((list(prompts), top_k))
+        rows = []
+        for p in prompts:
+            text = p[-1]["content"] if isinstance(p, list) else p
+            m = re.search(r"question (q\d)\?", text)
+            rows.append(dict(self.script.get(m.group(1) if m else "free", {})))
+        return rows
+
+
+def test_loglik_uses_next_token_logprobs_when_the_lm_has_no_exact_scores(bench):
+    from meteora.lm import CausalLM
+
+    lm = NextTokenLM({
+        # q3: "No" + " no" pooled (-1.0 and -1.5) beat " yes" (-0.9)
+        "q3": {" yes": -0.9, "No": -1.0, " no": -1.5, "The": -0.2},
+        "q4": {" Maybe": -0.3, "yes": -2.0},
+        "q5": {"The": -0.1, "Based": -0.5},  # no label among the top tokens
+    })
+    assert isinstance(lm, CausalLM)
+
+    class Reader:  # a RationaleGenerator on a server: .lm, no tokenizer, no transformers model
+        def __init__(self, lm):
+            self.lm, self.model_id, self.tokenizer, self.model = lm, lm.model_id, None, None
+
+    for reader in (Reader(lm), lm):  # a wrapped LM, or the LM itself
+        lm.calls.clear()
+        res = evaluate_qa(reader, bench, conditions=("none", "gold"), keep_predictions=True)
+        assert res["scoring"] == "next-token" and res["chat"] is True
+        assert res["predictions"]["none"] == {"q3": "no", "q4": "maybe", "q5": UNPARSED}
+        assert res["conditions"]["none"]["unparsed"] == 1
+        prompts, top_k = lm.calls[0]
+        assert top_k == 20 and prompts[0][0]["role"] == "user" and "Reply with one word" in prompts[0][0]["content"]
+        assert "next-token" in to_markdown(res)
+    # raw text prompts end with the answer cue; calibration survives labels missing from the top tokens
+    lm.calls.clear()
+    res = evaluate_qa(lm, bench, conditions=("none",), chat=False, calibrate=True, keep_predictions=True)
+    assert all(p.endswith("\nAnswer:") for p in lm.calls[0][0])
+    assert res["predictions"]["none"]["q4"] == "maybe"
+    assert np.isfinite(list(res["conditions"]["none"]["calibration"].values())).all()
+
+
+def test_loglik_uses_the_lms_exact_score_when_it_has_one(bench):
+    calls = []
+
+    class ExactLM(NextTokenLM):
+        backend = "transformers"
+        supports_loglik = True
+        tokenizer = None
+
+        def score(self, prompts, continuations, *, add_special_tokens=False):
+            calls.append(list(continuations))
+            return ScriptedScorer({"q3": " no", "q4": " no", "q5": " Maybe"})(prompts, continuations)
+
+    lm = ExactLM({})
+    res = evaluate_qa(lm, bench, conditions=("none",), keep_predictions=True)
+    assert res["scoring"] == "exact" and not lm.calls
+    assert calls and res["predictions"]["none"] == {"q3": "no", "q4": "no", "q5": "maybe"}
+
+
 def test_loglik_needs_a_model_or_scorer(bench):
     with pytest.raises(InvalidInputError, match="model"):
         evaluate_qa(object(), bench, conditions=("none",))

@@ -28,6 +28,17 @@ Two answer modes:
     answer is valid. The right choice for a small model such as SmolLM2-135M, which
     often writes anything but a one-word answer. ``calibrate=True`` adds contextual
     calibration (the label prior on content-free prompts is divided out).
+
+    The reader runs on the :mod:`meteora.lm` protocol. Scores are exact
+    (``scoring="exact"`` in the result) when its LM has ``supports_loglik``
+    (transformers: ``lm.score``) or a transformers copy of the same weights (the
+    offline default on llama.cpp: :class:`LoglikScorer` on ``reader.model``). Otherwise
+    — another GGUF on llama.cpp, or an OpenAI-compatible server that returns logprobs
+    — each label is scored by the log-probability of the answer's *first token*
+    (``scoring="next-token"``, :func:`next_token_label_scores`): the ``top_k=20`` most
+    likely next tokens are pooled per label by ``token.strip().lower()``; a label not
+    among them gets ``-inf``, and a question none of whose labels is among them counts
+    as unparsed.
 ``answer_mode="generate"``
     greedy generation of ``max_new_tokens`` tokens; the first ``yes``/``no``/``maybe``
     word of the output is the answer (:func:`parse_answer`), anything else is
@@ -60,7 +71,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from meteora.errors import InvalidInputError
-from meteora.rationales.generator import _model_device
+from meteora.lm.loading import model_device
 from meteora.types import Passage
 
 if TYPE_CHECKING:
@@ -393,7 +404,7 @@ class LoglikScorer:
                     wanted[key] = []
                 wanted[key].append((j, c))
         keys = sorted(inputs, key=lambda k: len(inputs[k]))
-        device = _model_device(self.model)
+        device = model_device(self.model)
         for start in range(0, len(keys), self.batch_size):
             batch = keys[start : start + self.batch_size]
             seqs = [inputs[k] for k in batch]
@@ -459,6 +470,69 @@ def _loglik_label_scores(
         li = LABELS.index(label)
         out[:, li] = np.logaddexp(out[:, li], raw[:, col])
     return out
+
+
+#: next tokens asked for per prompt by :func:`next_token_label_scores`
+NEXT_TOKEN_TOP_K = 20
+
+
+def next_token_label_scores(
+    lm: Any, messages: Sequence[str], *, chat: bool = True, top_k: int = NEXT_TOKEN_TOP_K
+) -> np.ndarray:
+    """``(len(messages), 3)`` label log-probabilities from the answer's first token.
+
+    For LMs without exact log-likelihoods (llama.cpp, OpenAI-compatible servers with
+    logprobs): ``lm.next_token_logprobs(prompts, top_k=top_k)`` gives the most likely
+    next tokens; those whose ``token.strip().lower()`` is a label are pooled with
+    log-sum-exp (``" yes"``, ``"Yes"``...). A label not among them gets ``-inf``.
+
+    Args:
+        lm: a :class:`~meteora.lm.CausalLM` (anything with ``next_token_logprobs``).
+        messages: reader messages (:func:`build_qa_message`).
+        chat: send each message as one user turn (the backend applies its chat
+            template); ``False``: raw text ending in ``Answer:``.
+        top_k: next tokens asked for per prompt.
+
+    Example:
+        >>> class LM:
+        ...     def next_token_logprobs(self, prompts, *, top_k=20):
+        ...         return [{" Yes": -0.5, "yes": -1.0, "No": -2.0, "The": -3.0} for _ in prompts]
+        >>> next_token_label_scores(LM(), ["Question: Is water wet?"]).round(3).tolist()
+        [[-0.026, -2.0, -inf]]
+    """
+    prompts: list[Any] = [
+        [{"role": "user", "content": m}] if chat else m + "\n" + ANSWER_CUE for m in messages
+    ]
+    rows = lm.next_token_logprobs(prompts, top_k=top_k)
+    if len(rows) != len(prompts):
+        raise InvalidInputError(
+            f"next_token_logprobs returned {len(rows)} rows for {len(prompts)} prompts"
+        )
+    out = np.full((len(prompts), len(LABELS)), -np.inf)
+    for i, row in enumerate(rows):
+        for token, logprob in row.items():
+            word = str(token).strip().lower()
+            if word in LABELS:
+                li = LABELS.index(word)
+                out[i, li] = np.logaddexp(out[i, li], float(logprob))
+    return out
+
+
+def _reader_lm(reader: Any) -> Any:
+    """The :mod:`meteora.lm` model behind a reader (a RationaleGenerator's ``.lm``, or
+    the reader itself when it implements the protocol); ``None`` when there is none."""
+    lm = getattr(reader, "lm", None)
+    if lm is not None and hasattr(lm, "next_token_logprobs"):
+        return lm
+    if hasattr(reader, "next_token_logprobs") and hasattr(reader, "supports_loglik"):
+        return reader
+    return None
+
+
+def _has_torch_copy(reader: Any) -> bool:
+    """The reader has a transformers model + tokenizer for exact scores (on llama.cpp
+    with the offline default, ``reader.model`` loads the transformers copy of the GGUF)."""
+    return getattr(reader, "tokenizer", None) is not None and getattr(reader, "model", None) is not None
 
 
 # --------------------------------------------------------------------------- retrieval helpers
@@ -716,8 +790,10 @@ def evaluate_qa(
 
     Args:
         reader: an object with ``.complete(prompts, *, max_new_tokens, chat, batch_size)``
-            (``"generate"`` mode) and/or ``.model`` + ``.tokenizer`` (``"loglik"`` mode);
-            a :class:`~meteora.rationales.RationaleGenerator` has all of them.
+            (``"generate"`` mode) and, for ``"loglik"`` mode, a :mod:`meteora.lm` model
+            (``.lm``, or the reader itself) or ``.model`` + ``.tokenizer``; a
+            :class:`~meteora.rationales.RationaleGenerator` on any backend works (see the
+            module docstring for exact vs next-token scores).
         benchmark: a :class:`~meteora.datasets.pubmedqa.RetrievalBenchmark` with answers.
         split: which questions (``"test"``: the 500 official test questions; never the
             train ones).
@@ -732,7 +808,8 @@ def evaluate_qa(
         answer_mode: ``"loglik"`` (default) or ``"generate"`` (see the module docstring).
         scorer: loglik only: ``scorer(prompts, continuations, add_special_tokens=...)``
             returning log-probabilities ``(len(prompts), len(continuations))``; default
-            :class:`LoglikScorer` on the reader's model.
+            the reader LM's ``score`` (exact backends), else :class:`LoglikScorer` on
+            the reader's transformers model, else next-token log-probabilities.
         chat: render prompts with the reader's chat template (``None``: when it has one).
         batch_size: prompts per forward batch.
         max_new_tokens: generation cap in ``"generate"`` mode.
@@ -753,7 +830,8 @@ def evaluate_qa(
         "conditions": {name: {accuracy, macro_f1, f1_per_label, predicted_distribution,
         unparsed, n, seconds, seconds_per_question, mean_contexts, truncated_prompts}}}``
         (plus ``"calibration"``, the content-free label distribution, per condition
-        with ``calibrate``; ``"predictions"`` with ``keep_predictions``).
+        with ``calibrate``; ``"predictions"`` with ``keep_predictions``; ``"scoring"``:
+        ``"exact"`` or ``"next-token"`` in loglik mode).
 
     Raises:
         InvalidInputError: unknown split or mode, a condition with no selections, a
@@ -797,10 +875,25 @@ def evaluate_qa(
         raise InvalidInputError(f"final_decision values {bad} are not yes/no/maybe")
 
     tokenizer = getattr(reader, "tokenizer", None)
+    scoring: str | None = None
+    next_token_lm: Any = None
     if answer_mode == "loglik":
-        if scorer is None:
+        scoring = "custom" if scorer is not None else "exact"
+        lm = _reader_lm(reader) if scorer is None else None
+        if scorer is None and lm is not None and getattr(lm, "supports_loglik", False):
+            scorer = lm.score
+            tokenizer = tokenizer if tokenizer is not None else getattr(lm, "tokenizer", None)
+        elif scorer is None and lm is not None and not _has_torch_copy(reader):
+            next_token_lm, scoring = lm, "next-token"
+            logger.info(
+                "reader %s (%s) has no exact log-likelihoods: labels are scored by next-token log-probabilities",
+                _reader_name(reader),
+                getattr(lm, "backend", "?"),
+            )
+        elif scorer is None:
             scorer = LoglikScorer.from_reader(reader, batch_size=batch_size)
-        use_chat = _use_chat(tokenizer, chat)
+        # llama.cpp and servers render chat prompts themselves: no local template needed
+        use_chat = (True if chat is None else bool(chat)) if next_token_lm is not None else _use_chat(tokenizer, chat)
     else:
         if not hasattr(reader, "complete"):
             raise InvalidInputError(
@@ -826,6 +919,8 @@ def evaluate_qa(
     predictions: dict[str, dict[str, str]] = {}
 
     def label_scores(batch: list[str]) -> np.ndarray:
+        if next_token_lm is not None:
+            return next_token_label_scores(next_token_lm, batch, chat=use_chat)
         return _loglik_label_scores(scorer, batch, tokenizer, use_chat)
 
     try:
@@ -849,6 +944,8 @@ def evaluate_qa(
                     build_qa_message(cf, [cf] if with_context else [])[0] for cf in CONTENT_FREE
                 ]
                 cf_scores = label_scores(free)
+                if next_token_lm is not None:
+                    cf_scores = _floor_missing(cf_scores)
                 cf_probs = np.exp(cf_scores - np.logaddexp.reduce(cf_scores, axis=1, keepdims=True))
                 p_cf = cf_probs.mean(axis=0)
                 offset = np.log(np.maximum(p_cf, 1e-300))
@@ -856,7 +953,10 @@ def evaluate_qa(
                 batch = messages[start : start + batch_size]
                 if answer_mode == "loglik":
                     scores = label_scores(batch) - offset
-                    preds.extend(LABELS[int(np.argmax(row))] for row in scores)
+                    preds.extend(
+                        LABELS[int(np.argmax(row))] if np.isfinite(row).any() else UNPARSED
+                        for row in scores
+                    )
                 else:
                     prompts = batch if use_chat else [m + "\n" + ANSWER_CUE for m in batch]
                     texts = reader.complete(
@@ -897,6 +997,7 @@ def evaluate_qa(
         "n_questions": len(qids),
         "answer_mode": answer_mode,
         "calibrated": bool(calibrate),
+        **({"scoring": scoring} if scoring else {}),
         "chat": use_chat,
         "k": k,
         "reader": _reader_name(reader),
@@ -906,6 +1007,12 @@ def evaluate_qa(
     if keep_predictions:
         result["predictions"] = predictions
     return result
+
+
+def _floor_missing(scores: np.ndarray, floor: float = math.log(1e-6)) -> np.ndarray:
+    """Content-free next-token scores with labels outside the top tokens (``-inf``) set
+    to ``floor``, so calibration never divides by a zero prior."""
+    return np.where(np.isfinite(scores), scores, floor)
 
 
 def _contexts_for(
@@ -966,7 +1073,8 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     g = result.get("gold_distribution", {})
     lines = [
         f"PubMedQA answer accuracy — reader `{result.get('reader', '?')}`, split `{result.get('split', '?')}`, "
-        f"{result.get('n_questions', '?')} questions, answer mode `{result.get('answer_mode', '?')}`, "
+        f"{result.get('n_questions', '?')} questions, answer mode `{result.get('answer_mode', '?')}`"
+        f"{' (next-token log-probabilities)' if result.get('scoring') == 'next-token' else ''}, "
         f"fixed-k k={result.get('k', '?')}; gold labels yes/no/maybe = "
         f"{g.get('yes', 0)} / {g.get('no', 0)} / {g.get('maybe', 0)}.",
         "",
