@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 
@@ -167,7 +168,7 @@ def test_rerank_text_output_with_explain_and_top_k(capsys, corpus_file, tiny_st_
     assert out.startswith("selected 1 of 5 for: aspirin stroke")
     assert "  1. [" in out and "  2. [" not in out.split("\n\n")[0]
     assert "rationale 0: aspirin stroke" in out
-    assert "Pooling: elbow keeps" in out
+    assert "Pooling: elbow on the" in out and "keeps top" in out
 
 
 @pytest.mark.slow
@@ -373,3 +374,240 @@ def test_eval_qa_with_calibration_writes_results(capsys, tmp_path, monkeypatch, 
     assert set(result["conditions"]) == {"none", "gold"}
     assert result["command"].startswith("meteora eval qa") and "--calibrate" in result["command"]
     assert "gold" in stdout
+
+
+# ------------------------------------------------------------------ generator backend flags
+BACKEND_COMMANDS = SELECTOR_COMMANDS
+
+
+@pytest.mark.parametrize("argv", BACKEND_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_backend_options_are_the_same_everywhere(argv):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    assert (args.backend, args.base_url, args.api_key, args.lm_timeout, args.concurrency, args.n_ctx) == (
+        "auto", None, None, None, None, None
+    )
+    args = parser.parse_args(
+        [*argv, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--api-key", "k",
+         "--lm-timeout", "2.5", "--concurrency", "3", "--n-ctx", "512"]
+    )
+    assert (args.backend, args.base_url, args.api_key, args.lm_timeout, args.concurrency, args.n_ctx) == (
+        "openai", "http://127.0.0.1:9/v1", "k", 2.5, 3, 512
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args([*argv, "--backend", "vllm"])
+
+
+def _backend_args(*flags: str):
+    import argparse
+
+    from meteora.cli import add_backend_options
+
+    p = argparse.ArgumentParser()
+    add_backend_options(p)
+    return p.parse_args(list(flags))
+
+
+def test_backend_kwargs_pass_only_the_chosen_backends_options(monkeypatch):
+    from meteora.cli import backend_kwargs_from_args
+
+    for name in ("METEORA_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    url = "http://127.0.0.1:9/v1"
+    kw = backend_kwargs_from_args(_backend_args("--base-url", url, "--lm-timeout", "5", "--concurrency", "2"))
+    assert kw == {"backend": "openai", "base_url": url, "api_key": None,
+                  "lm_options": {"timeout": 5.0, "concurrency": 2}}
+    monkeypatch.setenv("OPENAI_API_KEY", "from-openai-env")
+    assert backend_kwargs_from_args(_backend_args("--base-url", url))["api_key"] == "from-openai-env"
+    monkeypatch.setenv("METEORA_API_KEY", "from-meteora-env")
+    assert backend_kwargs_from_args(_backend_args("--base-url", url))["api_key"] == "from-meteora-env"
+    assert backend_kwargs_from_args(_backend_args("--base-url", url, "--api-key", "flag"))["api_key"] == "flag"
+    assert "api_key" not in backend_kwargs_from_args(_backend_args("--base-url", url), with_api_key=False)
+    kw = backend_kwargs_from_args(_backend_args("--backend", "llamacpp", "--n-ctx", "1024"))
+    assert kw == {"backend": "llamacpp", "base_url": None, "api_key": None, "lm_options": {"n_ctx": 1024}}
+    # 4-bit and friends need torch: auto means transformers, which has no backend-only flags
+    assert backend_kwargs_from_args(_backend_args(), torch_only=True)["backend"] == "transformers"
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--backend", "openai"], "pass --base-url"),
+        (["--backend", "llamacpp", "--base-url", "http://127.0.0.1:9/v1"], "does not go with --backend llamacpp"),
+        (["--base-url", "http://127.0.0.1:9/v1", "--n-ctx", "512"], "--n-ctx applies to the llamacpp backend only"),
+        (["--backend", "transformers", "--concurrency", "2"], "--concurrency applies to the openai backend only"),
+        (["--backend", "llamacpp", "--lm-timeout", "9"], "--lm-timeout applies to the openai backend only"),
+    ],
+)
+def test_bad_backend_combinations_are_clear_errors(flags, needle):
+    from meteora.cli import backend_kwargs_from_args
+    from meteora.errors import MeteoraError
+
+    with pytest.raises(MeteoraError, match=re.escape(needle)):
+        backend_kwargs_from_args(_backend_args(*flags))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rerank", "--query", "q", "--passages", "CORPUS", "--backend", "openai"],
+        ["bench", "pubmedqa", "--backend", "openai", "--no-write"],
+        ["train", "pairs", "--out", "p.jsonl", "--backend", "openai"],
+        ["eval", "qa", "--backend", "openai"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_openai_backend_without_base_url_exits_2(caplog, corpus_file, argv):
+    caplog.set_level(logging.ERROR, logger="meteora")
+    assert main([str(corpus_file) if a == "CORPUS" else a for a in argv]) == 2
+    assert "--backend openai needs the server's address: pass --base-url URL" in caplog.text
+
+
+def test_eval_qa_reader_model_needs_reader_url(caplog):
+    caplog.set_level(logging.ERROR, logger="meteora")
+    assert main(["eval", "qa", "--reader-model", "med"]) == 2
+    assert "pass --reader-url too" in caplog.text
+    assert main(["eval", "qa", "--reader-url", "http://127.0.0.1:9/v1", "--reader", "x"]) == 2
+    assert "--reader-model" in caplog.text
+
+
+def test_api_key_never_reaches_the_results_command():
+    from meteora.cli import _command_line
+
+    parser = build_parser()
+    for flags in (["--api-key", "sekrit"], ["--api-key=sekrit"], ["--api", "sekrit"]):
+        argv = ["bench", "pubmedqa", "--base-url", "http://127.0.0.1:9/v1", *flags]
+        args = parser.parse_args(argv)
+        args._argv = argv
+        assert args.api_key == "sekrit"
+        line = _command_line(args)
+        assert "sekrit" not in line and "***" in line and "--base-url http://127.0.0.1:9/v1" in line
+
+
+def test_bench_options_carry_the_backend_but_not_the_key(monkeypatch):
+    import dataclasses
+    import os
+
+    from meteora.bench import pubmedqa
+
+    monkeypatch.delenv("METEORA_API_KEY", raising=False)
+    seen = {}
+
+    def fake_run(config, *, command=None, write=True):
+        seen.update(config=config, command=command, key=os.environ.get("METEORA_API_KEY"))
+        return {"views": {}}
+
+    monkeypatch.setattr(pubmedqa, "run_benchmark", fake_run)
+    url = "http://127.0.0.1:9/v1"
+    code = main(["-q", "bench", "pubmedqa", "--methods", "meteora", "--generator", "med", "--base-url", url,
+                 "--api-key", "sekrit", "--concurrency", "3", "--lm-timeout", "7", "--no-write"])
+    assert code == 0
+    opts = seen["config"].options
+    assert (opts["backend"], opts["base_url"], opts["lm_options"]) == ("openai", url, {"concurrency": 3, "timeout": 7.0})
+    assert "sekrit" not in json.dumps(dataclasses.asdict(seen["config"]), default=str)
+    assert "sekrit" not in seen["command"]
+    assert seen["key"] == "sekrit"  # the generator reads it from the environment during the run...
+    assert "METEORA_API_KEY" not in os.environ  # ...and it is gone afterwards
+
+
+def test_bench_context_generator_uses_the_backend_options(monkeypatch, tmp_path):
+    pytest.importorskip("openai")
+    from helpers_bench import toy_benchmark
+
+    from meteora.bench.config import BenchmarkConfig
+    from meteora.bench.context import BenchmarkContext
+
+    monkeypatch.setenv("METEORA_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("METEORA_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "env-key")
+    bench = toy_benchmark(["aspirin"], lambda i, t: [f"{t} chunk"], lambda i, t, q: f"{t}?", {"test": ["q0"]})
+    url = "http://127.0.0.1:9/v1"
+    cfg = BenchmarkConfig(methods=["meteora"], options={
+        "generator": "med", "backend": "openai", "base_url": url, "lm_options": {"concurrency": 5}})
+    gen = BenchmarkContext(cfg, benchmark=bench).generator()
+    assert gen.backend == "openai" and gen.model_id == "med"
+    assert (gen.lm.base_url, gen.lm.api_key, gen.lm.concurrency) == (url, "env-key", 5)
+
+
+# a stdlib OpenAI-compatible stub on 127.0.0.1 that answers every chat request with rationales
+_RATIONALES = " adults with atrial fibrillation.\n2. Treatment: daily aspirin.\n3. Outcome: fewer strokes."
+
+
+@pytest.fixture()
+def rationale_server():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802 - http.server API
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            self.server.requests.append((self.path, self.headers.get("Authorization"), body))
+            choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": _RATIONALES}}
+            if body.get("logprobs"):  # the QA reader: one token, its top alternatives
+                top = [{"token": t, "logprob": lp, "bytes": None} for t, lp in (("No", -0.4), ("Yes", -1.3))]
+                choice["message"]["content"] = "No"
+                choice["logprobs"] = {"content": [{"token": "No", "logprob": -0.4, "bytes": None, "top_logprobs": top}]}
+            out = json.dumps({
+                "id": "c1", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                "choices": [choice],
+            }).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    srv.requests = []
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_rerank_against_an_openai_compatible_server(capsys, monkeypatch, tmp_path, corpus_file, tiny_st_dir,
+                                                    rationale_server):
+    pytest.importorskip("openai")
+    monkeypatch.setenv("METEORA_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("METEORA_API_KEY", "env-secret")
+    code, out, err = _run(
+        capsys,
+        ["-q", "rerank", "--query", "Does aspirin prevent stroke?", "--passages", str(corpus_file), "--json",
+         "--base-url", rationale_server.url, "--generator", "med-rationale", "--lm-timeout", "20",
+         "--concurrency", "1", "--scorer", "none", "--embedding-model", str(tiny_st_dir)],
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    generated = [r for r in data["rationales"] if r != "Does aspirin prevent stroke?"]
+    assert generated and any("fewer strokes" in r.lower() for r in generated)  # the server's rationales
+    assert data["fallback"] is False and data["selected"]
+    path, auth, body = rationale_server.requests[0]
+    assert path.endswith("/chat/completions") and body["model"] == "med-rationale"
+    assert auth == "Bearer env-secret"
+    assert "env-secret" not in out + err
+
+
+@pytest.mark.slow
+def test_eval_qa_with_a_reader_on_a_server(capsys, tmp_path, monkeypatch, rationale_server):
+    pytest.importorskip("openai")
+    monkeypatch.setenv("METEORA_HOME", str(tmp_path / "home"))
+    data, _ = _tiny_pubmedqa(tmp_path / "pubmedqa", n_train=1, n_test=2)
+    out = tmp_path / "qa.json"
+    code, stdout, err = _run(
+        capsys,
+        ["eval", "qa", "--reader-url", rationale_server.url, "--reader-model", "med", "--api-key", "sekrit",
+         "--conditions", "none,gold", "--data", str(data), "--threads", "1", "--out", str(out)],
+    )
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["scoring"] == "next-token" and result["reader"] == "med"
+    assert result["conditions"]["gold"]["predicted_distribution"]["no"] == 2
+    assert "sekrit" not in out.read_text() and "sekrit" not in stdout + err
+    assert all(body["logprobs"] and body["top_logprobs"] == 20 for _, _, body in rationale_server.requests)
+    assert {auth for _, auth, _ in rationale_server.requests} == {"Bearer sekrit"}

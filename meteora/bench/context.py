@@ -140,20 +140,45 @@ class BenchmarkContext:
 
     def generator(self):
         """The rationale generator of the METEORA methods (built once, with the
-        persistent rationale cache, from ``config.options``)."""
+        persistent rationale cache, from ``config.options``).
+
+        Backend options: ``backend`` (``"auto"`` by default), ``base_url`` (an
+        OpenAI-compatible server) and ``lm_options`` (that backend's own options, e.g.
+        ``{"concurrency": 8}``). The server's API key is never an option (options are
+        written into the results file): it is read from ``$METEORA_API_KEY`` or
+        ``$OPENAI_API_KEY``.
+
+        Example:
+            >>> cfg = BenchmarkConfig(methods=["meteora"], options={  # doctest: +SKIP
+            ...     "generator": "med-rationale", "backend": "openai",
+            ...     "base_url": "http://127.0.0.1:8000/v1", "lm_options": {"concurrency": 8}})
+            >>> BenchmarkContext(cfg).generator().backend  # doctest: +SKIP
+            'openai'
+        """
 
         def build():
             if self._generator is not None:
                 return self._generator
+            import os
+
             from meteora.rationales import RationaleGenerator
 
             opts = self.config.options
+            backend = opts.get("backend") or "auto"
+            base_url = opts.get("base_url")
+            api_key = None
+            if backend == "openai" or base_url:
+                api_key = os.environ.get("METEORA_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
             return RationaleGenerator.from_pretrained(
                 opts.get("generator"),
                 adapter=opts.get("adapter"),
                 template=opts.get("template"),
                 num_threads=self.config.num_threads,
                 cache=True,
+                backend=backend,
+                base_url=base_url,
+                api_key=api_key,
+                lm_options=dict(opts.get("lm_options") or {}) or None,
             )
 
         return self.shared("generator", build)
