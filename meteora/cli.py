@@ -89,10 +89,14 @@ def add_selector_options(parser: argparse.ArgumentParser, *, title: str = "evide
     g.add_argument("--no-document-expansion", action="store_true",
                    help="expansion adds only neighbours that are candidates, not chunks from the whole document")
     g.add_argument("--min-similarity", type=_floor_value, default=d.min_similarity,
-                   help=f"without a scorer: least cosine a selected chunk needs, or 'none' (default {d.min_similarity})")
-    g.add_argument("--min-evidence", type=_evidence_floor, default=d.min_evidence,
-                   help="with a scorer: least evidence probability a selected chunk needs: 'calibrated' "
-                        "(the scorer's own threshold, the default), a number in [0, 1], or 'none'")
+                   help=f"least cosine (document relevance with a scorer) a selected chunk needs, or 'none' "
+                        f"(default {d.min_similarity})")
+    g.add_argument("--evidence-weight", type=_calibrated_or_number, default=d.evidence_weight,
+                   help="with a scorer: weight of a chunk's evidence gap inside its document "
+                        "('calibrated': the scorer's own value, the default)")
+    g.add_argument("--evidence-band", type=_calibrated_or_number, default=d.evidence_band,
+                   help="with a scorer: keep the chunks within this of the best score "
+                        "('calibrated': the scorer's own value, the default)")
 
 
 def selector_settings_from_args(args: argparse.Namespace):
@@ -112,7 +116,8 @@ def selector_settings_from_args(args: argparse.Namespace):
         order=args.order,
         expand_from_documents=not args.no_document_expansion,
         min_similarity=args.min_similarity,
-        min_evidence=args.min_evidence,
+        evidence_weight=args.evidence_weight,
+        evidence_band=args.evidence_band,
     )
 
 
@@ -125,8 +130,13 @@ def _floor_value(value: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {value!r}") from exc
 
 
-def _evidence_floor(value: str) -> float | str | None:
-    return "calibrated" if value.strip().lower() == "calibrated" else _floor_value(value)
+def _calibrated_or_number(value: str) -> float | str:
+    if value.strip().lower() == "calibrated":
+        return "calibrated"
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected 'calibrated' or a number, got {value!r}") from exc
 
 
 def add_scorer_option(parser: argparse.ArgumentParser) -> None:
@@ -567,8 +577,10 @@ def _cmd_train_scorer(args: argparse.Namespace) -> int:
         num_threads=args.threads, command=command,
     )
     m = prov["metrics"]
-    print(f"scorer written to {args.out} in {prov['seconds']:.0f} s; calibrated threshold "
-          f"{prov['calibration']['threshold']}; held-out train F1 {m.get('dev_F1_at_threshold', float('nan')):.3f}")
+    cal = prov["calibration"]
+    print(f"scorer written to {args.out} in {prov['seconds']:.0f} s; evidence_weight {cal.get('evidence_weight')}, "
+          f"evidence_band {cal.get('evidence_band')}; held-out train F1 evidence "
+          f"{m.get('dev_F1_evidence', float('nan')):.3f}, abstract {m.get('dev_F1_abstract', float('nan')):.3f}")
     return 0
 
 
@@ -873,7 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--hard-negatives", type=int, default=sd.hard_negatives,
                     help="chunks of other abstracts per question (label 0)")
     ts.add_argument("--dev-fraction", type=float, default=sd.dev_fraction,
-                    help="train questions held out to calibrate the threshold")
+                    help="train questions held out to calibrate the selector's evidence weight and band")
     ts.add_argument("--seed", type=int, default=sd.seed)
     ts.add_argument("--limit", type=_positive_int, default=None, help="only the first N train questions (smoke runs)")
     ts.add_argument("--data", default=None, help="folder or ori_pqal.json (default: $METEORA_DATA_DIR or ../shared/data)")

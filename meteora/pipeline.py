@@ -72,10 +72,11 @@ class SelectorSettings:
             rationale (pairing) or pooled rationale (pooling) is below this is selected
             (default 0.2: 99 % of PubMedQA *train* evidence chunks have a cosine of at
             least 0.30 to their question, unrelated text sits near 0); ``None``: off.
-        min_evidence: with an evidence scorer, the probability a chunk needs to be
-            selected: ``"calibrated"`` (default) takes the threshold calibrated when the
-            scorer was trained (0.5 if it records none), a number in ``[0, 1]`` fixes
-            it, ``None`` turns it off.
+        evidence_weight / evidence_band: with an evidence scorer, how much a chunk's
+            evidence-logit gap to the best chunk of its document lowers its score, and
+            how far below the best score a chunk may be and still be selected (see
+            :mod:`meteora.selection`). ``"calibrated"`` (default) takes the values
+            calibrated on held-out train questions when the scorer was trained.
 
     Raises:
         InvalidInputError: a value the selector would refuse; the message says which
@@ -83,7 +84,7 @@ class SelectorSettings:
 
     Example:
         >>> SelectorSettings(tau=0.5, order="document").replace(window=2)
-        SelectorSettings(pairing='distinct', tau=0.5, window=2, use_pairing=True, use_pooling=True, order='document', expand_from_documents=True, min_similarity=0.2, min_evidence='calibrated')
+        SelectorSettings(pairing='distinct', tau=0.5, window=2, use_pairing=True, use_pooling=True, order='document', expand_from_documents=True, min_similarity=0.2, evidence_weight='calibrated', evidence_band='calibrated')
     """
 
     pairing: str = "distinct"
@@ -94,16 +95,18 @@ class SelectorSettings:
     order: str = "score"
     expand_from_documents: bool = True
     min_similarity: float | None = 0.2
-    min_evidence: float | str | None = "calibrated"
+    evidence_weight: float | str = "calibrated"
+    evidence_band: float | str = "calibrated"
 
     def __post_init__(self) -> None:
         from meteora.selection import EvidenceSelector
 
         # the selector's own checks are the one place these values are validated
-        if isinstance(self.min_evidence, str) and self.min_evidence != "calibrated":
-            raise InvalidInputError(
-                f"min_evidence must be 'calibrated', a probability in [0, 1] or None, got {self.min_evidence!r}"
-            )
+        for name in ("evidence_weight", "evidence_band"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value != "calibrated":
+                raise InvalidInputError(f"{name} must be 'calibrated' or a non-negative number, got {value!r}")
+        knobs = {n: getattr(self, n) for n in ("evidence_weight", "evidence_band") if getattr(self, n) != "calibrated"}
         sel = EvidenceSelector(
             pairing=self.pairing,
             tau=self.tau,
@@ -112,11 +115,11 @@ class SelectorSettings:
             use_pooling=self.use_pooling,
             order=self.order,
             min_similarity=self.min_similarity,
-            min_evidence=None if self.min_evidence == "calibrated" else self.min_evidence,
+            **knobs,
         )
         object.__setattr__(self, "min_similarity", sel.min_similarity)
-        if self.min_evidence != "calibrated":
-            object.__setattr__(self, "min_evidence", sel.min_evidence)
+        for name in knobs:
+            object.__setattr__(self, name, getattr(sel, name))
         if not isinstance(self.expand_from_documents, (bool, np.bool_)):
             raise InvalidInputError(
                 f"expand_from_documents must be True or False, got {self.expand_from_documents!r}"
@@ -156,10 +159,10 @@ class SelectorSettings:
         """JSON-ready dict of the fields."""
         return dataclasses.asdict(self)
 
-    def selector(self, calibrated: float | None = None) -> Any:
+    def selector(self, calibrated: dict[str, float] | None = None) -> Any:
         """An :class:`~meteora.selection.EvidenceSelector` with these settings;
-        ``calibrated`` is the scorer's threshold that ``min_evidence="calibrated"``
-        stands for (0.5 when ``None``)."""
+        ``calibrated`` holds the scorer's ``evidence_weight``/``evidence_band`` that
+        ``"calibrated"`` stands for (the selector's defaults when absent)."""
         from meteora.selection import EvidenceSelector
 
         return EvidenceSelector.from_settings(self, calibrated=calibrated)

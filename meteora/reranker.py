@@ -4,18 +4,20 @@
 
 1. a :class:`~meteora.rationales.RationaleGenerator` writes rationales (or, with
    ``generator=None``, the query itself is the only rationale);
-2. an :class:`~meteora.scorer.EvidenceScorer` (a small trained cross-encoder) gives each
-   candidate a probability of holding evidence for the query;
-3. an :class:`~meteora.selection.EvidenceSelector` pairs rationales with passages by
-   embedding similarity, cuts the evidence ranking at its elbow, keeps only passages
-   with enough evidence of relevance, and adds neighbours;
+2. an :class:`~meteora.scorer.EvidenceScorer` (a small trained cross-encoder) tells,
+   among the candidates of one document, which chunk holds the finding;
+3. an :class:`~meteora.selection.EvidenceSelector` scores each chunk by its document's
+   similarity to the rationales plus its evidence, keeps the chunks about as good as
+   the best one (a calibrated band; never a chunk below the relevance floor), pairs
+   rationales with chunks, and adds neighbours;
 4. an optional verifier drops poisoned or contradictory passages.
 
-Scores: ``result.ranked`` holds every candidate. With the scorer (the default) a hit's
-score is its evidence probability in [0, 1]; with ``scorer=None`` it is the larger of
-its cosine similarity to the pooled rationale embedding and to the rationale that
-picked it (in [-1, 1]). Neither is min-max normalised, so thresholds carry across
-queries.
+Scores: ``result.ranked`` holds every candidate, on the cosine scale. With the scorer
+(the default) a hit's score is its document's best cosine to the pooled rationale
+minus a weighted evidence gap (0 for the chunk of its document that reads most like the
+finding); with ``scorer=None`` it is the larger of its cosine to the pooled rationale
+and to the rationale that picked it. Neither is min-max normalised, so thresholds carry
+across queries.
 
 Example:
     >>> from meteora import Reranker
@@ -133,21 +135,24 @@ class Reranker:
             query-only mode (no LM; the query is the single rationale).
         encoder: :class:`~meteora.embeddings.Encoder`, a model name/folder, or ``None``
             for the packaged all-MiniLM-L6-v2.
-        scorer: the evidence scorer (:class:`~meteora.scorer.EvidenceScorer`, a
-            cross-encoder giving P(passage holds evidence for the query)): ``"default"``
-            (the packaged adapter trained on PubMedQA train questions), a folder written
-            by ``meteora train scorer``, a built scorer (anything with
-            ``score_batch(queries, passage_lists)``), or ``None`` for embeddings only
-            (the untrained METEORA baseline). With a scorer, its probabilities drive the
-            elbow and the ranking, and ``settings.min_evidence`` gates every selection.
+        scorer: the evidence scorer (:class:`~meteora.scorer.EvidenceScorer`, a small
+            cross-encoder that tells which chunk of a document holds the finding):
+            ``"default"`` (the packaged adapter trained on PubMedQA train questions), a
+            folder written by ``meteora train scorer``, a built scorer (anything with
+            ``evidence_logits(queries, passage_lists)``), or ``None`` for embeddings
+            only (the untrained METEORA baseline). With a scorer a chunk is scored by
+            its document's relevance plus its evidence, and the selection keeps the
+            chunks within ``settings.evidence_band`` of the best (see
+            :mod:`meteora.selection`). It only reads passages whose document has
+            several candidates, so independent passages cost nothing extra.
         n_rationales: rationales to ask for (``None``: the template's default).
         include_query: keep the query itself as an anchor rationale next to the
             generated ones (makes a weak generator safe).
         template: prompt template name or object (when ``generator`` is a name).
         settings: the selector's :class:`~meteora.pipeline.SelectorSettings` (default
             ``SelectorSettings()``: distinct pairing, tau 1.0, window 0).
-        pairing, tau, window, use_pairing, use_pooling, order, min_similarity,
-            min_evidence: shorthands for the fields of ``settings``; a value given here
+        pairing, tau, window, use_pairing, use_pooling, order, min_similarity: shorthands
+            for the fields of ``settings``; a value given here
             replaces that field (``Reranker(window=1)`` is
             ``Reranker(settings=SelectorSettings(window=1))``; ``min_similarity=None``
             turns that floor off).
@@ -179,7 +184,6 @@ class Reranker:
         use_pairing: bool | None = None,
         use_pooling: bool | None = None,
         min_similarity: float | None | str = "settings",
-        min_evidence: float | str | None = "settings",
         verifier: Any = None,
         order: str | None = None,
         top_k: int | None = None,
@@ -203,10 +207,10 @@ class Reranker:
         self.settings = _settings_from(
             settings,
             pairing=pairing, tau=tau, window=window, use_pairing=use_pairing, use_pooling=use_pooling, order=order,
-            floors={k: v for k, v in (("min_similarity", min_similarity), ("min_evidence", min_evidence)) if v != "settings"},
+            floors={} if min_similarity == "settings" else {"min_similarity": min_similarity},
         )
         self.scorer = self._build_scorer(scorer, num_threads=num_threads)
-        self.selector = self.settings.selector(calibrated=getattr(self.scorer, "threshold", None))
+        self.selector = self.settings.selector(calibrated=getattr(self.scorer, "calibration", None))
         self.encoder = encoder if isinstance(encoder, Encoder) else Encoder(encoder, num_threads=num_threads)
         self.generator = self._build_generator(
             generator, template=template, load_in_4bit=load_in_4bit, adapter=adapter, cache=cache
@@ -236,7 +240,7 @@ class Reranker:
     def _build_scorer(scorer: Any, *, num_threads: int | None):
         if scorer is None or scorer is False:
             return None
-        if hasattr(scorer, "score_batch"):
+        if hasattr(scorer, "evidence_logits"):
             return scorer
         if isinstance(scorer, (str, os.PathLike)):
             from meteora.scorer import EvidenceScorer
@@ -244,26 +248,40 @@ class Reranker:
             return EvidenceScorer(scorer, num_threads=num_threads)
         raise InvalidInputError(
             "scorer must be 'default', a folder written by `meteora train scorer`, an object with "
-            f"score_batch(queries, passage_lists), or None; got {type(scorer).__name__}"
+            f"evidence_logits(queries, passage_lists), or None; got {type(scorer).__name__}"
         )
 
     def _evidence(self, queries: Sequence[str], pools: Sequence[Sequence[Passage]]) -> list[np.ndarray | None]:
-        """The scorer's probabilities for every pool, in one batched call (``None`` each
-        without a scorer)."""
+        """The scorer's evidence logits for every pool (``None`` each without a scorer).
+
+        Only passages that share their document with another candidate are read (the
+        logit matters only relative to the rest of its document); the others get 0.
+        One batched call for every pool.
+        """
         if self.scorer is None:
             return [None] * len(pools)
-        live = [i for i, p in enumerate(pools) if p]
-        probs = self.scorer.score_batch([queries[i] for i in live], [[p.text for p in pools[i]] for i in live])
-        if len(probs) != len(live):
-            raise InvalidInputError(f"the scorer returned {len(probs)} score lists for {len(live)} queries")
-        out: list[np.ndarray | None] = [None] * len(pools)
-        for i, pr in zip(live, probs, strict=True):
-            arr = np.asarray(pr, dtype=np.float64).reshape(-1)
-            if arr.shape[0] != len(pools[i]):
-                raise InvalidInputError(
-                    f"the scorer returned {arr.shape[0]} scores for {len(pools[i])} passages (query #{i})"
-                )
-            out[i] = arr
+        wanted: list[list[int]] = []
+        for pool in pools:
+            counts: dict[str, int] = {}
+            for p in pool:
+                counts[p.doc_id] = counts.get(p.doc_id, 0) + 1
+            wanted.append([i for i, p in enumerate(pool) if counts[p.doc_id] > 1])
+        live = [k for k, w in enumerate(wanted) if w]
+        logits = (
+            self.scorer.evidence_logits(
+                [queries[k] for k in live], [[pools[k][i].text for i in wanted[k]] for k in live]
+            )
+            if live
+            else []
+        )
+        if len(logits) != len(live):
+            raise InvalidInputError(f"the scorer returned {len(logits)} logit lists for {len(live)} queries")
+        out: list[np.ndarray | None] = [np.zeros(len(pool)) for pool in pools]
+        for k, lg in zip(live, logits, strict=True):
+            arr = np.asarray(lg, dtype=np.float64).reshape(-1)
+            if arr.shape[0] != len(wanted[k]):
+                raise InvalidInputError(f"the scorer returned {arr.shape[0]} logits for {len(wanted[k])} passages (query #{k})")
+            out[k][wanted[k]] = arr  # type: ignore[index]
         return out
 
     def _build_verifier(self, verifier: Any):

@@ -2,11 +2,16 @@
 
 METEORA pairs rationales with passages by embedding similarity; an embedding model that
 never learned what medical *evidence* looks like cannot tell the passage that holds the
-finding from the ones that describe background or methods. :class:`EvidenceScorer`
-scores each (query, passage) pair jointly and returns a **probability that the passage
-holds evidence for the query** (a sigmoid of the cross-encoder's logit, comparable
-across queries, never min-max normalised), so a selection can demand evidence of
-relevance with a fixed threshold.
+finding from the ones that describe background or methods: on held-out PubMedQA train
+questions, the chunk of the right abstract most similar to the question is the results
+chunk only 7 % of the time. :class:`EvidenceScorer` scores each (query, passage) pair
+jointly and returns an **evidence logit**. Trained on one corpus it learns what a
+finding reads like much better than *which document* is relevant (81 % of the time it
+picks the results chunk of the right abstract, but its own top chunk is from the right
+abstract only 5 % of the time), so the selector uses it only *within a document*: the
+embedding decides how relevant a document is, the scorer which of its chunks holds the
+evidence (see :mod:`meteora.selection`). ``calibration`` holds the selector's
+``evidence_weight`` and ``evidence_band`` as calibrated on held-out train questions.
 
 The default scorer is the packaged all-MiniLM-L6-v2 weights plus a small LoRA adapter
 (about 1.4 MB) trained on PubMedQA *train* questions by ``meteora train scorer``; the
@@ -16,9 +21,9 @@ provenance file holding the exact command, data sha256, split, seed and metrics.
 Example:
     >>> from meteora.scorer import EvidenceScorer
     >>> scorer = EvidenceScorer()                                   # doctest: +SKIP
-    >>> scorer.score("Does aspirin prevent stroke?",
-    ...              ["Aspirin cut strokes by 20%.", "Dogs were given fluids."])  # doctest: +SKIP
-    array([0.71, 0.01], dtype=float32)
+    >>> scorer.evidence_logits(["Does aspirin prevent stroke?"],
+    ...     [["Aspirin cut strokes by 20%.", "Patients were randomised."]])  # doctest: +SKIP
+    [array([ 1.9, -1.2], dtype=float32)]
 """
 
 from __future__ import annotations
@@ -52,17 +57,22 @@ def default_scorer_path() -> Path | None:
     return path if (path / "adapter_config.json").is_file() else None
 
 
-def _read_threshold(adapter: Path | None) -> float | None:
+def _read_calibration(adapter: Path | None) -> dict[str, float]:
+    """The selector knobs calibrated with the adapter (``evidence_weight``, ``evidence_band``)."""
     if adapter is None:
-        return None
+        return {}
     prov = adapter / "provenance.json"
     if not prov.is_file():
-        return None
+        return {}
     try:
-        value = json.loads(prov.read_text(encoding="utf-8")).get("calibration", {}).get("threshold")
+        cal = json.loads(prov.read_text(encoding="utf-8")).get("calibration", {})
     except (OSError, ValueError):
-        return None
-    return float(value) if isinstance(value, (int, float)) else None
+        return {}
+    return {
+        k: float(cal[k])
+        for k in ("evidence_weight", "evidence_band")
+        if isinstance(cal.get(k), (int, float)) and not isinstance(cal.get(k), bool)
+    }
 
 
 class EvidenceScorer:
@@ -83,9 +93,9 @@ class EvidenceScorer:
             ``0`` turns the memory off.
 
     Attributes:
-        threshold: the probability above which a passage counts as evidence, as
-            calibrated on held-out *train* questions when the adapter was trained
-            (``None`` when the adapter records none).
+        calibration: ``{"evidence_weight": w, "evidence_band": b}`` as calibrated on
+            held-out *train* questions when the adapter was trained (empty when the
+            adapter records none; the selector then uses its defaults).
     """
 
     def __init__(
@@ -150,7 +160,7 @@ class EvidenceScorer:
             model[0].model = merged
         model.eval()
         self.model = model
-        self.threshold = _read_threshold(adapter_path)
+        self.calibration = _read_calibration(adapter_path)
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Raw cross-encoder logits for ``(query, passage)`` pairs."""
@@ -190,25 +200,33 @@ class EvidenceScorer:
         return out
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
-        """Probabilities that each passage holds evidence for ``query``."""
+        """``sigmoid(logit)`` per passage: how much each reads like evidence for ``query``
+        (meaningful mainly between chunks of one document; see the module doc)."""
         if isinstance(passages, str):
             raise InvalidInputError("score() takes a list of passage texts; wrap a single text in a list")
         return _sigmoid(self.logits([(query, p) for p in passages]))
 
-    def score_batch(self, queries: Sequence[str], passage_lists: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """:meth:`score` for many queries in one batched pass over every pair."""
-        if len(queries) != len(passage_lists):
+    def evidence_logits(self, queries: Sequence[str], passage_lists: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Evidence logits for many queries in one batched pass over every pair."""
+        if isinstance(queries, str) or len(queries) != len(passage_lists):
             raise InvalidInputError(f"got {len(passage_lists)} passage lists for {len(queries)} queries")
+        for i, ps in enumerate(passage_lists):
+            if isinstance(ps, str):
+                raise InvalidInputError(f"passage_lists[{i}] is a string; give a list of passage texts")
         pairs = [(q, p) for q, ps in zip(queries, passage_lists, strict=True) for p in ps]
-        probs = _sigmoid(self.logits(pairs))
+        logits = self.logits(pairs)
         out, start = [], 0
         for ps in passage_lists:
-            out.append(probs[start : start + len(ps)])
+            out.append(logits[start : start + len(ps)])
             start += len(ps)
         return out
 
+    def score_batch(self, queries: Sequence[str], passage_lists: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """:meth:`score` for many queries in one batched pass over every pair."""
+        return [_sigmoid(lg) for lg in self.evidence_logits(queries, passage_lists)]
+
     def __repr__(self) -> str:
-        return f"EvidenceScorer(name={self.name!r}, threshold={self.threshold})"
+        return f"EvidenceScorer(name={self.name!r}, calibration={self.calibration})"
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

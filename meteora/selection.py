@@ -25,12 +25,22 @@ the candidate set), so a threshold means the same thing for every query.
 **Evidence of relevance.** A stage never selects a chunk just because it must pick
 something: pairing and pooling skip chunks whose cosine is below ``min_similarity``
 (default 0.2: on PubMedQA *train* questions 99 % of the answer-bearing chunks have a
-cosine of at least 0.30 to the question, while unrelated text sits near 0). When an
-**evidence scorer** (:class:`meteora.scorer.EvidenceScorer`) gives per-candidate
-probabilities (``select(..., evidence=p)``), they replace the pooled cosine as the
-global score: the elbow cuts the sorted probabilities, only chunks with
-``p >= min_evidence`` can be selected (by pooling or pairing), and the ranking is by
-probability.
+cosine of at least 0.30 to the question, while unrelated text sits near 0).
+
+**With an evidence scorer** (:class:`meteora.scorer.EvidenceScorer`, a cross-encoder
+giving each candidate an *evidence logit*), ``select(..., evidence=logits)`` scores a
+chunk by two heads: how relevant its **document** is (the best pooled cosine among the
+candidates of its ``doc_id``) and whether it is the chunk of that document that holds
+the finding (``evidence_weight`` times its logit minus the best logit of its document,
+0 for the best one)::
+
+    score_i = max_{j in doc(i)} cos(p, c_j) + evidence_weight * (logit_i - max_{j in doc(i)} logit_j)
+
+The pooled cut is then a relevance **band**: every chunk whose score is within
+``evidence_band`` of the best score (and at or above ``min_similarity``) is kept — as
+many as are about as good as the best one. Pairing picks only inside the band. Scores
+stay on the cosine scale; a passage that is its document's only candidate scores its
+plain cosine.
 
 Example:
     >>> import numpy as np
@@ -146,12 +156,25 @@ def _check_evidence(evidence: Any, n: int) -> np.ndarray | None:
     try:
         arr = np.asarray(evidence, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"evidence must be an array of {n} probabilities: {exc}") from exc
+        raise InvalidInputError(f"evidence must be an array of {n} evidence logits: {exc}") from exc
     if arr.shape != (n,):
-        raise InvalidInputError(f"evidence must have one probability per candidate, shape ({n},); got {arr.shape}")
-    if n and (not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1):
-        raise InvalidInputError("evidence probabilities must be finite and in [0, 1]")
+        raise InvalidInputError(f"evidence must have one logit per candidate, shape ({n},); got {arr.shape}")
+    if n and not np.all(np.isfinite(arr)):
+        raise InvalidInputError("evidence logits must be finite numbers")
     return arr
+
+
+def _document_evidence_score(pooled: np.ndarray, logits: np.ndarray, doc_ids: Sequence[str], weight: float) -> np.ndarray:
+    """``max cos over the chunk's document + weight * (logit - max logit of the document)``."""
+    best_cos: dict[str, float] = {}
+    best_logit: dict[str, float] = {}
+    for d, c, lg in zip(doc_ids, pooled, logits, strict=True):
+        best_cos[d] = max(best_cos.get(d, -np.inf), float(c))
+        best_logit[d] = max(best_logit.get(d, -np.inf), float(lg))
+    return np.array(
+        [best_cos[d] + weight * (float(lg) - best_logit[d]) for d, lg in zip(doc_ids, logits, strict=True)],
+        dtype=np.float64,
+    )
 
 
 def _check_tau(tau: Any) -> float:
@@ -251,9 +274,9 @@ class ChunkScore:
         pooled: cosine similarity to the pooled (mean) rationale, in ``[-1, 1]``.
         pairing: largest cosine similarity among the rationales that chose this chunk
             in pairing, or ``None`` when no rationale chose it.
-        score: the ranking score: ``max(pooled, pairing)``, or the evidence
-            probability when a scorer was used.
-        evidence: the evidence scorer's probability, or ``None`` without a scorer.
+        score: the ranking score: ``max(pooled, pairing)``, or with a scorer the
+            document relevance plus the weighted evidence-logit gap (see the module doc).
+        evidence: the evidence scorer's logit, or ``None`` without a scorer.
     """
 
     pooled: float
@@ -298,13 +321,15 @@ class SelectionExplanation:
     tau: float
     order: str
     min_similarity: float | None = None
-    min_evidence: float | None = None
+    evidence_band: float | None = None
+    evidence_weight: float | None = None
     below_floor: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "min_similarity": self.min_similarity,
-            "min_evidence": self.min_evidence,
+            "evidence_band": self.evidence_band,
+            "evidence_weight": self.evidence_weight,
             "below_floor": list(self.below_floor),
             "pairs": [p.to_dict() for p in self.pairs],
             "unpaired_rationales": list(self.unpaired_rationales),
@@ -386,15 +411,17 @@ class SelectionResult:
                     f"no gap with z > {e.tau:g}; largest second difference at gap {e.index} "
                     f"({float(e.second_differences[e.index]):.3f})"
                 )
-            score_name = "evidence probability" if ex.min_evidence is not None else "pooled cosine"
-            lines.append(f"Pooling: elbow on the {score_name} keeps top {e.keep} [{e.rule}]: {why}")
+            lines.append(f"Pooling: elbow keeps top {e.keep} [{e.rule}]: {why}")
             if kept:
                 lines.append("  kept: " + ", ".join(f"{pid} ({s:.3f})" for pid, s in zip(kept, ex.pooled_scores, strict=False)))
         else:
             lines.append("Pooling: off")
-        if ex.min_evidence is not None:
-            lines.append(f"Relevance floor: evidence probability >= {ex.min_evidence:g}")
-        elif ex.min_similarity is not None:
+        if ex.evidence_band is not None:
+            lines.append(
+                f"Evidence scorer: document relevance + {ex.evidence_weight:g} x evidence-logit gap; "
+                f"kept the chunks within {ex.evidence_band:g} of the best score"
+            )
+        if ex.min_similarity is not None:
             lines.append(f"Relevance floor: cosine >= {ex.min_similarity:g}")
         if ex.below_floor:
             lines.append("  dropped below the floor: " + ", ".join(ex.below_floor))
@@ -478,8 +505,10 @@ class EvidenceSelector:
         min_similarity: without a scorer, pairing and pooling select no chunk whose
             cosine (to the rationale / pooled rationale) is below this; ``None``
             disables the floor.
-        min_evidence: with a scorer (``select(..., evidence=...)``), no chunk whose
-            evidence probability is below this is selected; ``None`` disables it.
+        evidence_weight: with a scorer (``select(..., evidence=logits)``), how much a
+            chunk's evidence-logit gap to the best chunk of its document lowers its score.
+        evidence_band: with a scorer, the pooled cut keeps every chunk whose score is
+            within this of the best score.
 
     Raises:
         InvalidInputError: unknown ``pairing`` / ``order``, negative or non-integer
@@ -488,7 +517,7 @@ class EvidenceSelector:
     Example:
         >>> sel = EvidenceSelector(pairing="convergent", window=1, order="document")
         >>> sel
-        EvidenceSelector(pairing='convergent', tau=1.0, window=1, use_pairing=True, use_pooling=True, order='document', min_similarity=0.2, min_evidence=0.5)
+        EvidenceSelector(pairing='convergent', tau=1.0, window=1, use_pairing=True, use_pooling=True, order='document', min_similarity=0.2, evidence_weight=0.03, evidence_band=0.06)
     """
 
     def __init__(
@@ -500,7 +529,8 @@ class EvidenceSelector:
         use_pooling: bool = True,
         order: str = "score",
         min_similarity: float | None = 0.2,
-        min_evidence: float | None = 0.5,
+        evidence_weight: float = 0.03,
+        evidence_band: float = 0.06,
     ) -> None:
         if pairing not in PAIRING_MODES:
             raise InvalidInputError(f"unknown pairing {pairing!r}; choose one of {list(PAIRING_MODES)}")
@@ -520,15 +550,18 @@ class EvidenceSelector:
         self.use_pooling = bool(use_pooling)
         self.order = order
         self.min_similarity = _check_floor(min_similarity, "min_similarity", -1.0, 1.0)
-        self.min_evidence = _check_floor(min_evidence, "min_evidence", 0.0, 1.0)
+        self.evidence_weight = _check_floor(evidence_weight, "evidence_weight", 0.0, 10.0)
+        self.evidence_band = _check_floor(evidence_band, "evidence_band", 0.0, 2.0)
+        if self.evidence_weight is None or self.evidence_band is None:
+            raise InvalidInputError("evidence_weight and evidence_band must be numbers, not None")
 
     @classmethod
-    def from_settings(cls, settings: SelectorSettings, *, calibrated: float | None = None) -> EvidenceSelector:
+    def from_settings(cls, settings: SelectorSettings, *, calibrated: dict[str, float] | None = None) -> EvidenceSelector:
         """A selector with the knobs of a :class:`~meteora.pipeline.SelectorSettings`.
 
         (``settings.expand_from_documents`` concerns where the caller's ``context``
-        comes from, so it is not a selector attribute.) ``min_evidence="calibrated"``
-        becomes ``calibrated`` (a scorer's threshold), or 0.5 when that is ``None``.
+        comes from, so it is not a selector attribute.) ``"calibrated"`` evidence knobs
+        take the values in ``calibrated`` (a scorer's calibration), else the defaults.
 
         Example:
             >>> from meteora.pipeline import SelectorSettings
@@ -540,9 +573,15 @@ class EvidenceSelector:
                 raise InvalidInputError(
                     f"settings must be a meteora.pipeline.SelectorSettings, got {type(settings).__name__}"
                 )
-        extra = {k: getattr(settings, k) for k in ("min_similarity", "min_evidence") if hasattr(settings, k)}
-        if extra.get("min_evidence") == "calibrated":
-            extra["min_evidence"] = 0.5 if calibrated is None else calibrated
+        extra = {
+            k: getattr(settings, k) for k in ("min_similarity", "evidence_weight", "evidence_band") if hasattr(settings, k)
+        }
+        for k in ("evidence_weight", "evidence_band"):
+            if extra.get(k) == "calibrated":
+                if calibrated and k in calibrated:
+                    extra[k] = calibrated[k]
+                else:
+                    del extra[k]
         return cls(
             pairing=settings.pairing,
             tau=settings.tau,
@@ -557,7 +596,8 @@ class EvidenceSelector:
         return (
             f"EvidenceSelector(pairing={self.pairing!r}, tau={self.tau}, window={self.window}, "
             f"use_pairing={self.use_pairing}, use_pooling={self.use_pooling}, order={self.order!r}, "
-            f"min_similarity={self.min_similarity}, min_evidence={self.min_evidence})"
+            f"min_similarity={self.min_similarity}, evidence_weight={self.evidence_weight}, "
+            f"evidence_band={self.evidence_band})"
         )
 
     # ----------------------------------------------------------------- validation
@@ -705,9 +745,10 @@ class EvidenceSelector:
                 (e.g. ``retriever.passages``). They are never scored or ranked: an
                 expansion-added context passage comes after the scored selection (order
                 ``"score"``) or at its place in its document (order ``"document"``).
-            evidence: optional ``(N,)`` probabilities from an evidence scorer, one per
-                candidate: they become the pooled score (elbow, ranking) and gate every
-                selection with ``min_evidence``.
+            evidence: optional ``(N,)`` evidence logits from an evidence scorer, one per
+                candidate (only their differences inside a document matter): the
+                score becomes document relevance + weighted evidence gap, and the
+                pooled cut a band below the best score (see the module doc).
 
         Returns:
             A :class:`SelectionResult`; ``N = 0`` gives an empty one.
@@ -738,13 +779,17 @@ class EvidenceSelector:
             logger.warning("the rationale embeddings average to ~0; using the mean similarity as the pooled score")
             pooled = sim.mean(axis=0) if n else np.zeros(0)
         pooled = np.clip(pooled, -1.0, 1.0)
-        probs = _check_evidence(evidence, n)
+        logits = _check_evidence(evidence, n)
 
         # relevance floors: which (rationale, chunk) pairs and which chunks may be selected
-        if probs is not None:
-            ok = probs >= self.min_evidence if self.min_evidence is not None else np.ones(n, dtype=bool)
+        band: np.ndarray | None = None
+        if logits is not None:
+            global_score = _document_evidence_score(pooled, logits, [p.doc_id for p in plist], self.evidence_weight)
+            ok = global_score >= self.min_similarity if self.min_similarity is not None else np.ones(n, dtype=bool)
+            if n:
+                ok = ok & (global_score >= global_score.max() - self.evidence_band - 1e-12)
+            band = ok
             allowed = np.broadcast_to(ok, sim.shape)
-            global_score = probs
         else:
             floor = self.min_similarity
             allowed = sim >= floor if floor is not None else np.ones(sim.shape, dtype=bool)
@@ -762,13 +807,16 @@ class EvidenceSelector:
         pooled_sorted = global_score[pooled_order_idx]
         elbow: ElbowInfo | None = None
         pool_sel: list[int] = []
-        if self.use_pooling:
+        below_floor: list[str] = []
+        if self.use_pooling and band is not None:
+            pool_sel = [int(i) for i in pooled_order_idx if band[int(i)]]
+        elif self.use_pooling:
             elbow = elbow_cutoff(pooled_sorted, self.tau)
             pool_sel = [int(i) for i in pooled_order_idx[: elbow.keep] if ok[int(i)]]
-        below_floor = [ids[int(i)] for i in pooled_order_idx[: elbow.keep] if not ok[int(i)]] if elbow is not None else []
+            below_floor = [ids[int(i)] for i in pooled_order_idx[: elbow.keep] if not ok[int(i)]]
 
-        if probs is not None:
-            final = probs.astype(np.float64).copy()
+        if logits is not None:
+            final = global_score.astype(np.float64).copy()
         else:
             final = pooled.copy()
             for i, s in pair_best.items():
@@ -819,7 +867,7 @@ class EvidenceSelector:
                 pooled=float(pooled[i]),
                 pairing=float(pair_best[i]) if i in pair_best else None,
                 score=float(final[i]),
-                evidence=float(probs[i]) if probs is not None else None,
+                evidence=float(logits[i]) if logits is not None else None,
             )
             for i in range(n)
         }
@@ -835,8 +883,9 @@ class EvidenceSelector:
             window=self.window,
             tau=self.tau,
             order=self.order,
-            min_similarity=None if probs is not None else self.min_similarity,
-            min_evidence=self.min_evidence if probs is not None else None,
+            min_similarity=self.min_similarity,
+            evidence_band=self.evidence_band if logits is not None else None,
+            evidence_weight=self.evidence_weight if logits is not None else None,
             below_floor=below_floor,
         )
         result = SelectionResult([allp[i] for i in chosen], ranking, scores, explanation)

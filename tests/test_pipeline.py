@@ -146,14 +146,14 @@ class FakeGenerator:
 
 
 class WordOverlapScorer:
-    """A deterministic stand-in evidence scorer: P = share of the query's words in the passage."""
+    """A deterministic stand-in evidence scorer: logit = share of the query's words in the passage."""
 
-    threshold = 0.3
+    calibration = {"evidence_weight": 0.5, "evidence_band": 0.1}
 
     def __init__(self) -> None:
         self.calls = 0
 
-    def score_batch(self, queries, passage_lists):
+    def evidence_logits(self, queries, passage_lists):
         self.calls += 1
         out = []
         for q, ps in zip(queries, passage_lists, strict=True):

@@ -606,8 +606,9 @@ def test_readme_quick_start_selects_only_the_aspirin_passage():
         assert [p.text for p in res.selected] == ["Aspirin reduced recurrent stroke by 20% (HR 0.80)."], rr
         assert res.ranked.ids[0] == "0"
     scored = Reranker(generator=None, num_threads=1).rerank(*QUICK_START)
-    assert scored.selection.scores["b"].evidence < 0.1 < scored.selection.scores["0"].evidence
-    assert "Relevance floor: evidence probability" in scored.explain()
+    assert scored.selection.scores["b"].score < 0.2 < scored.selection.scores["0"].score
+    assert "Relevance floor: cosine >= 0.2" in scored.explain()
+    assert "dropped" not in scored.explain() or "b" in scored.explain()
 
 
 @pytest.mark.integration

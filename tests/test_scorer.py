@@ -47,7 +47,7 @@ def test_scorer_untrained_head_gives_probabilities(tiny_st_dir):
     batch = sc.score_batch(["does aspirin work?", "q2"], [["aspirin helped", "dogs bark", "fluids"], ["x"]])
     np.testing.assert_allclose(batch[0], probs, rtol=1e-5, atol=1e-6)
     assert batch[1].shape == (1,)
-    assert sc.threshold is None
+    assert sc.calibration == {}
     assert sc.score("q", []).shape == (0,)
 
 
@@ -60,21 +60,30 @@ def test_scorer_bad_input(tiny_st_dir, tmp_path):
     with pytest.raises(InvalidInputError, match=r"pairs\[0\]"):
         sc.logits([("q", 3)])
     with pytest.raises(InvalidInputError, match="passage lists for 1 queries"):
-        sc.score_batch(["q"], [["a"], ["b"]])
+        sc.evidence_logits(["q"], [["a"], ["b"]])
+    with pytest.raises(InvalidInputError, match="is a string"):
+        sc.evidence_logits(["q"], ["abc"])
     with pytest.raises(InvalidInputError, match="batch_size"):
         EvidenceScorer(None, base=str(tiny_st_dir), batch_size=0)
     with pytest.raises(ModelNotFoundError, match="adapter_config.json"):
         EvidenceScorer(tmp_path, base=str(tiny_st_dir))
 
 
-def test_calibrate_threshold_prefers_the_separating_probability():
-    from meteora.training.scorer import calibrate_threshold
+def test_calibrate_selection_picks_a_grid_point_with_the_real_selector(tiny_encoder):
+    from meteora.training.scorer import BAND_GRID, WEIGHT_GRID, calibrate_selection
 
-    probs = [np.array([0.9, 0.3, 0.1]), np.array([0.8, 0.6, 0.2])]
-    ids = [["a", "b", "c"], ["d", "e", "f"]]
-    gold = [{"a"}, {"d", "e"}]
-    t, f1 = calibrate_threshold(probs, ids, gold)
-    assert 0.3 < t <= 0.6 and f1 == pytest.approx(1.0)
+    bench = _toy_pubmedqa()
+    emb = tiny_encoder.encode([p.text for p in bench.corpus])
+
+    def oracle(queries, passage_lists):  # a scorer that knows the results chunks
+        return [np.array([3.0 if "reduced" in p else -3.0 for p in ps]) for ps in passage_lists]
+
+    cal = calibrate_selection(bench, bench.splits["train"][:4], oracle, tiny_encoder, emb, candidates=6)
+    assert cal["evidence_weight"] in WEIGHT_GRID and cal["evidence_band"] in BAND_GRID
+    assert len(cal["grid"]) == len(WEIGHT_GRID) * len(BAND_GRID)
+    best = max(g["objective"] for g in cal["grid"])
+    assert cal["objective"] == best and 0.0 <= best <= 1.0
+    assert {"F1_evidence", "F1_abstract"} <= set(cal["grid"][0])
 
 
 def test_scorer_examples_refuse_test_questions_and_other_datasets():
@@ -128,7 +137,9 @@ def test_train_scorer_writes_a_small_reproducible_adapter(tiny_st_dir, tmp_path)
     fresh = EvidenceScorer(None, base=str(tiny_st_dir))
     q, ps = bench.queries["1000"], [p.text for p in bench.doc_passages("1000")]
     assert not np.allclose(sc.logits([(q, p) for p in ps]), fresh.logits([(q, p) for p in ps]))
-    assert sc.threshold == saved["calibration"]["threshold"]
+    assert sc.calibration == {k: saved["calibration"][k] for k in ("evidence_weight", "evidence_band")}
+    logits = sc.evidence_logits([q], [ps])[0]
+    np.testing.assert_allclose(sc.score(q, ps), 1 / (1 + np.exp(-logits)), rtol=1e-5)
     # never replaces what it did not write
     foreign = tmp_path / "mine"
     foreign.mkdir()

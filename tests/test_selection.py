@@ -515,23 +515,31 @@ def test_min_similarity_keeps_unrelated_passages_out_even_when_n_is_2():
     assert none.selected_ids == [] and none.ranking.ids == ["c0", "c1"]
 
 
-def test_evidence_probabilities_drive_elbow_ranking_and_floor():
-    ps = flat_passages(4)
+def test_evidence_scorer_ranks_by_document_relevance_and_evidence_inside_it():
+    # two documents: d0 (cos 0.9 / 0.8) and d1 (cos 0.7); the scorer says d0's second
+    # chunk holds the finding
+    ps = [Passage("a", id="d0-0", doc_id="d0", position=0), Passage("b", id="d0-1", doc_id="d0", position=1),
+          Passage("c", id="d1-0", doc_id="d1", position=0), Passage("d", id="d2-0", doc_id="d2", position=0)]
     rat = np.array([[1.0, 0.0]])
-    emb = angle_embeddings([0.9, 0.8, 0.7, 0.6])  # cosine prefers c0
-    probs = np.array([0.1, 0.95, 0.9, 0.05])      # the scorer prefers c1, c2
-    res = EvidenceSelector(min_evidence=0.5).select(rat, emb, ps, evidence=probs)
-    assert res.ranking.ids == ["c1", "c2", "c0", "c3"]
-    assert res.ranking.scores[0] == pytest.approx(0.95)
-    assert set(res.selected_ids) == {"c1", "c2"}  # the rationale's cosine favourite c0 is below the floor
-    assert res.scores["c1"].evidence == pytest.approx(0.95)
-    assert [p.passage_id for p in res.explanation.pairs] == ["c1"]
-    assert "evidence probability >= 0.5" in res.explain()
-    with pytest.raises(InvalidInputError, match="one probability per candidate"):
+    emb = angle_embeddings([0.9, 0.8, 0.7, 0.1])
+    logits = np.array([-2.0, 3.0, 0.0, 9.0])
+    res = EvidenceSelector(evidence_weight=0.05, evidence_band=0.1).select(rat, emb, ps, evidence=logits)
+    # d0-1 inherits its document's 0.9; d0-0 loses 0.05 * 5; d2 is below the floor whatever its logit
+    assert res.ranking.ids == ["d0-1", "d1-0", "d0-0", "d2-0"]
+    assert res.ranking.scores[0] == pytest.approx(0.9) and res.ranking.scores[2] == pytest.approx(0.65)
+    assert res.selected_ids == ["d0-1"]  # d1-0 (0.7) is not within 0.1 of the best (0.9)
+    wide = EvidenceSelector(evidence_weight=0.05, evidence_band=0.25).select(rat, emb, ps, evidence=logits)
+    assert wide.selected_ids == ["d0-1", "d1-0", "d0-0"]
+    assert res.scores["d0-1"].evidence == pytest.approx(3.0)
+    assert "kept the chunks within 0.1 of the best score" in res.explain()
+    # a passage alone in its document scores its plain cosine: the scorer cannot move it
+    alone = EvidenceSelector().select(rat, emb[2:], ps[2:], evidence=[5.0, -5.0])
+    assert alone.ranking.scores == pytest.approx([0.7, 0.1])
+    with pytest.raises(InvalidInputError, match="one logit per candidate"):
         EvidenceSelector().select(rat, emb, ps, evidence=[0.5])
-    with pytest.raises(InvalidInputError, match=r"in \[0, 1\]"):
-        EvidenceSelector().select(rat, emb, ps, evidence=[0.5, 2.0, 0.1, 0.1])
-    with pytest.raises(InvalidInputError, match="min_evidence"):
-        EvidenceSelector(min_evidence=1.5)
+    with pytest.raises(InvalidInputError, match="finite"):
+        EvidenceSelector().select(rat, emb, ps, evidence=[0.5, float("nan"), 0.1, 0.1])
+    with pytest.raises(InvalidInputError, match="evidence_band"):
+        EvidenceSelector(evidence_band=-1.0)
     with pytest.raises(InvalidInputError, match="min_similarity"):
         EvidenceSelector(min_similarity=float("nan"))

@@ -197,4 +197,46 @@ def format_results(results: dict[str, Any], *, ks_shown: Sequence[int] = (1, 3, 
         if sets:
             lines.append(f"\n== {view} view — sets (precision/recall over chunk ids) ==")
             lines.append(format_table(sets, ["precision", "recall", "F1", "mean_chunks"]))
+        lines.extend(wins_and_losses(view, data))
     return "\n".join(lines)
+
+
+def wins_and_losses(view: str, data: dict[str, Any]) -> list[str]:
+    """One line per selection method: where it wins or loses against the run's best
+    fixed-k baseline (by F1) and the best ranking (by NDCG@10), with the paired
+    bootstrap interval when the run has one.
+
+    Example:
+        >>> view = {"methods": {"dense": {"NDCG@10": 0.4}, "dense@3": {"F1": 0.28, "mean_chunks": 3.0},
+        ...         "meteora": {"NDCG@10": 0.6, "F1": 0.5, "mean_chunks": 1.2, "precision": 0.5}}}
+        >>> wins_and_losses("evidence", view)[0]
+        'evidence: meteora wins on F1 (0.500 with 1.2 chunks vs 0.280 for dense@3 with 3.0) and wins on NDCG@10 (0.600 vs 0.400 for dense)'
+    """
+    methods = data["methods"]
+    fixed = {n: m for n, m in methods.items() if "@" in n and "F1" in m}
+    ranking = {n: m for n, m in methods.items() if "NDCG@10" in m and "precision" not in m}
+    out = []
+    best_k = max(fixed, key=lambda n: fixed[n]["F1"]) if fixed else None
+    best_r = max(ranking, key=lambda n: ranking[n]["NDCG@10"]) if ranking else None
+    boots = data.get("paired_bootstrap_F1", {})
+    for name, m in methods.items():
+        if "@" in name or "precision" not in m:
+            continue
+        parts = []
+        if best_k is not None:
+            b = fixed[best_k]
+            verdict = "wins" if m["F1"] > b["F1"] else "loses"
+            parts.append(
+                f"{verdict} on F1 ({m['F1']:.3f} with {m['mean_chunks']:.1f} chunks vs {b['F1']:.3f} for {best_k} "
+                f"with {b['mean_chunks']:.1f})"
+            )
+            boot = boots.get(f"{name}:{best_k}")
+            if boot:
+                parts[-1] += f", 95% CI of the difference [{boot['ci95'][0]:+.3f}, {boot['ci95'][1]:+.3f}]"
+        if best_r is not None and "NDCG@10" in m:
+            r = ranking[best_r]
+            verdict = "wins" if m["NDCG@10"] > r["NDCG@10"] else "loses"
+            parts.append(f"{verdict} on NDCG@10 ({m['NDCG@10']:.3f} vs {r['NDCG@10']:.3f} for {best_r})")
+        if parts:
+            out.append(f"{view}: {name} " + " and ".join(parts))
+    return out

@@ -16,9 +16,8 @@ Section labels are used here only as training targets of the train split; the sc
 never sees them at run time. The model is the packaged all-MiniLM-L6-v2 with a LoRA
 adapter (rank ``r``) and a new one-logit head, trained with sentence-transformers'
 ``CrossEncoderTrainer`` and ``BinaryCrossEntropyLoss``. A fraction of the train
-questions (``dev_fraction``) is held out to calibrate the selection threshold: the
-probability that maximises the mean evidence F1 of "select every candidate at or above
-it" on those questions.
+questions (``dev_fraction``) is held out to calibrate the selector's
+``evidence_weight`` and ``evidence_band`` (:func:`calibrate_selection`).
 
 Example:
     >>> from meteora.training.scorer import ScorerSettings, train_scorer
@@ -43,7 +42,7 @@ import numpy as np
 from meteora._io import atomic_directory, atomic_write_json
 from meteora.errors import InvalidInputError, TrainingDataError, require
 
-__all__ = ["ScorerSettings", "scorer_examples", "calibrate_threshold", "train_scorer"]
+__all__ = ["ScorerSettings", "scorer_examples", "calibrate_selection", "train_scorer"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,30 +156,71 @@ def scorer_examples(
     return rows
 
 
-def calibrate_threshold(
-    probabilities: Sequence[np.ndarray], candidate_ids: Sequence[Sequence[str]], gold: Sequence[set[str]]
-) -> tuple[float, float]:
-    """The probability threshold maximising mean F1 of "select every candidate ≥ t".
+#: The grid searched by :func:`calibrate_selection`.
+WEIGHT_GRID = (0.02, 0.03, 0.05, 0.08)
+BAND_GRID = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15)
 
-    Returns ``(threshold, mean F1 at it)``. Ties go to the higher threshold (fewer
-    passages for the same F1).
 
-    Example:
-        >>> calibrate_threshold([np.array([0.9, 0.2])], [["a", "b"]], [{"a"}])[0] > 0.2
-        True
+def calibrate_selection(
+    benchmark: Any,
+    qids: Sequence[str],
+    logits_for: Any,
+    encoder: Any,
+    corpus_emb: np.ndarray,
+    *,
+    candidates: int = 50,
+) -> dict[str, Any]:
+    """Choose the selector's ``evidence_weight`` and ``evidence_band`` on held-out
+    *train* questions.
+
+    Candidates are the ``candidates`` chunks most similar to each question (the base
+    encoder); the selection is the real :class:`~meteora.selection.EvidenceSelector`
+    (query as the only rationale, pooled band, no pairing, window 0). The pair that
+    maximises the mean of the ``evidence``-view F1 (one relevant chunk per question) and
+    the ``abstract``-view F1 (all chunks of the question's abstract) wins, so the band is
+    not tuned to a single relevant passage; ties go to the earlier grid point.
+    ``logits_for(queries, passage_lists)`` is the scorer's ``evidence_logits``.
+
+    Returns:
+        ``{"evidence_weight", "evidence_band", "objective", "grid": [...]}``.
     """
-    grid = np.round(np.arange(0.02, 0.99, 0.01), 2)
-    best = (0.5, -1.0)
-    for t in grid:
-        f1s = []
-        for probs, ids, g in zip(probabilities, candidate_ids, gold, strict=True):
-            sel = {i for i, p in zip(ids, probs, strict=True) if p >= t}
-            hit = len(sel & g)
-            f1s.append(0.0 if hit == 0 else 2 * hit / (len(sel) + len(g)))
-        f1 = float(np.mean(f1s)) if f1s else 0.0
-        if f1 >= best[1]:
-            best = (float(t), f1)
-    return best
+    from meteora.metrics import set_metrics
+    from meteora.selection import EvidenceSelector
+
+    qids = list(qids)
+    qemb = encoder.encode([benchmark.queries[q] for q in qids])
+    top = np.argsort(-(qemb @ corpus_emb.T), axis=1, kind="stable")[:, :candidates]
+    pools = [[benchmark.corpus[i] for i in row] for row in top]
+    embs = [corpus_emb[row] for row in top]
+    # logits only where a document has several candidates (as the Reranker does)
+    logits = []
+    for q, pool in zip(qids, pools, strict=True):
+        counts: dict[str, int] = {}
+        for p in pool:
+            counts[p.doc_id] = counts.get(p.doc_id, 0) + 1
+        idx = [i for i, p in enumerate(pool) if counts[p.doc_id] > 1]
+        lg = np.zeros(len(pool))
+        if idx:
+            lg[idx] = logits_for([benchmark.queries[q]], [[pool[i].text for i in idx]])[0]
+        logits.append(lg)
+    qrels = {v: benchmark.qrels_for(v, qids) for v in ("evidence", "abstract") if v in benchmark.qrels}
+    grid = []
+    best: tuple[float, float, float] | None = None
+    for w in WEIGHT_GRID:
+        for b in BAND_GRID:
+            sel = EvidenceSelector(use_pairing=False, evidence_weight=w, evidence_band=b)
+            chosen = {
+                q: sel.select(qv[None, :], e, pool, evidence=lg).selected_ids
+                for q, qv, e, pool, lg in zip(qids, qemb, embs, pools, logits, strict=True)
+            }
+            f1 = {v: set_metrics(rels, chosen)["F1"] for v, rels in qrels.items()}
+            objective = float(np.mean(list(f1.values())))
+            grid.append({"evidence_weight": w, "evidence_band": b, **{f"F1_{v}": round(x, 4) for v, x in f1.items()},
+                         "objective": round(objective, 4)})
+            if best is None or objective > best[2] + 1e-12:
+                best = (w, b, objective)
+    assert best is not None
+    return {"evidence_weight": best[0], "evidence_band": best[1], "objective": round(best[2], 4), "grid": grid}
 
 
 def _base_name(base: str | os.PathLike[str] | None) -> str:
@@ -310,22 +350,17 @@ def train_scorer(
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     train_seconds = time.perf_counter() - t0
 
-    # calibrate on the held-out train questions: candidates = base-encoder top 20 of the corpus
+    # calibrate the selector on the held-out train questions
     scorer.model.eval()
     metrics: dict[str, Any] = {"train_loss": float(result.training_loss), "loss_first": losses[:1], "loss_last": losses[-1:]}
-    threshold = None
+    calibration: dict[str, Any] = {}
     if dev:
-        qemb = encoder.encode([bench.queries[q] for q in dev])
-        top = np.argsort(-(qemb @ corpus_emb.T), axis=1, kind="stable")[:, :20]
-        cand_ids = [[bench.corpus[i].id for i in row] for row in top]
-        probs = scorer.score_batch(
-            [bench.queries[q] for q in dev], [[bench.corpus[i].text for i in row] for row in top]
-        )
-        gold = [set(bench.qrels["evidence"].get(q, {})) for q in dev]
-        threshold, dev_f1 = calibrate_threshold(probs, cand_ids, gold)
-        p_at_1 = float(np.mean([ids[int(np.argmax(p))] in g for p, ids, g in zip(probs, cand_ids, gold, strict=True) if g]))
-        metrics.update({"dev_questions": len(dev), "dev_F1_at_threshold": dev_f1, "dev_precision_at_1": p_at_1})
-        logger.info("scorer: threshold %.2f gives dev F1 %.3f (P@1 %.3f)", threshold, dev_f1, p_at_1)
+        calibration = calibrate_selection(bench, dev, scorer.evidence_logits, encoder, corpus_emb)
+        best = next(g for g in calibration["grid"] if g["evidence_weight"] == calibration["evidence_weight"]
+                    and g["evidence_band"] == calibration["evidence_band"])
+        metrics.update({"dev_questions": len(dev), **{f"dev_{k}": v for k, v in best.items() if k.startswith("F1")}})
+        logger.info("scorer: evidence_weight %s, evidence_band %s (held-out train F1 %s)",
+                    calibration["evidence_weight"], calibration["evidence_band"], best)
 
     data_hashes: dict[str, str | None] = {}
     if benchmark is None:
@@ -349,8 +384,12 @@ def train_scorer(
         "seed": settings.seed,
         "versions": _versions(),
         "metrics": metrics,
-        "calibration": {"threshold": threshold, "rule": "select every candidate with probability >= threshold",
-                        "candidates": "base-encoder top 20 of the PubMedQA corpus, held-out train questions"},
+        "calibration": {
+            **{k: calibration[k] for k in ("evidence_weight", "evidence_band") if k in calibration},
+            "rule": "maximise mean(evidence F1, abstract F1) of the band selection (query only, window 0)",
+            "candidates": "base-encoder top 50 of the PubMedQA corpus, held-out train questions",
+            "grid": calibration.get("grid", []),
+        },
         "seconds": round(train_seconds, 1),
     }
     resolved_base = resolve_embedding_model(base)
