@@ -40,16 +40,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import logging
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from meteora._io import atomic_write_json
 from meteora.bench.report import command_line, load_average
 from meteora.lm.llamacpp import LlamaCppLM
 from meteora.lm.transformers import TransformersLM
@@ -83,6 +84,23 @@ WARMUP_QUESTIONS = [
 ]
 
 logger = logging.getLogger("generation_speed")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as UTF-8 JSON (indent 2) to a temporary sibling, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -228,8 +246,12 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeats):
                 # untimed setup: nothing carried over from an earlier repeat (no cached prompts)
                 if name == "transformers":
-                    tf._prefix_kv_memo = None
-                    lm: Any = tf
+                    # a fresh wrapper of the loaded model: no prompt-prefix cache carried over
+                    lm: Any = TransformersLM(
+                        tf.model, tf.tokenizer, model_id=tf.model_id, adapter_id=tf.adapter_id,
+                        fingerprint=tf.fingerprint, load_in_4bit=tf.load_in_4bit,
+                        max_input_tokens=tf.max_input_tokens, batch_size=tf.batch_size,
+                    )
                 else:
                     lm = LlamaCppLM.from_pretrained(None, n_threads=args.threads, n_ctx=2048, n_parallel=bs)
                 gen = RationaleGenerator(lm, template="chat", cache=None)
@@ -287,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out, payload)
+    write_json(args.out, payload)
     logger.info("written %s", args.out)
     return 0
 
