@@ -39,7 +39,9 @@ Stages, measured by wrapping public methods of the reranker's objects: ``generat
 (``reranker.generator.generate``: the LM or a rationale-cache read), ``encode_rationales``
 and ``encode_passages`` (``reranker.encoder.encode``, split by whether a text is one of
 the query's candidates; cache lookups included), ``selection``
-(``reranker.selector.select``) and ``other`` (the rest: validation, result objects,
+(``reranker.selector.select``), ``scoring`` (``reranker.scorer.evidence_logits``: the
+evidence scorer's cross-encoder, whose pair memory is emptied with the passage cache) and
+``other`` (the rest: validation, result objects,
 embedding lookups). ``passages_encoded`` counts the candidates the encoder actually ran on
 (cache misses), from which ``ms_per_passage_encoded`` is derived.
 
@@ -68,7 +70,7 @@ from typing import Any
 import numpy as np
 
 DEFAULT_OUTPUT = Path("benchmarks") / "results" / "rerank_latency.json"
-STAGES = ("generation", "encode_rationales", "encode_passages", "selection")
+STAGES = ("generation", "encode_rationales", "encode_passages", "scoring", "selection")
 MODES = ("query_only", "full")
 CONDITIONS = {
     "query_only": ("cold", "warm_passages", "stored_embeddings"),
@@ -273,6 +275,8 @@ def run_condition(
     for qid, question, passages in items:
         if clear_cache and cache is not None:
             cache.clear()
+        if clear_cache and reranker.scorer is not None:
+            reranker.scorer.clear_cache()
         watch.reset({p.text for p in passages})
         t0 = time.perf_counter()
         if dense is not None:
@@ -461,6 +465,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     watch.wrap(gen, "generate", "generation")
             for rr in rerankers.values():
                 watch.wrap(rr.selector, "select", "selection")
+                if rr.scorer is not None:
+                    watch.wrap(rr.scorer, "evidence_logits", "scoring")
             t0 = time.perf_counter()
             for _, q, ps in warm_items:  # lazy initialisation, prefix caches; not measured
                 for rr in rerankers.values():

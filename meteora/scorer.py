@@ -199,6 +199,12 @@ class EvidenceScorer:
                         self._memo.popitem(last=False)
         return out
 
+    def clear_cache(self) -> None:
+        """Forget the remembered (query, passage) logits (and reset the hit counters)."""
+        with self._lock:
+            self._memo.clear()
+            self.stats = {"hits": 0, "misses": 0}
+
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
         """``sigmoid(logit)`` per passage: how much each reads like evidence for ``query``
         (meaningful mainly between chunks of one document; see the module doc)."""
