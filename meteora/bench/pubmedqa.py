@@ -41,6 +41,7 @@ from meteora.bench.config import VIEWS, BenchmarkConfig
 from meteora.bench.context import DATASET_TITLES, BenchmarkContext, MethodOutput
 from meteora.bench.methods import METHOD_RUNNERS, RETRIEVAL_METHODS, get_runner
 from meteora.bench.report import environment_versions, format_table, plot_recall_vs_chunks
+from meteora.errors import InvalidInputError
 
 __all__ = [
     "BenchmarkConfig",
@@ -63,7 +64,12 @@ SET_METRICS = ("precision", "recall", "F1", "mean_chunks")
 
 
 def _score_view(view: str, ctx: BenchmarkContext, outputs: dict[str, MethodOutput]) -> dict[str, Any]:
-    from meteora.metrics import evaluate_ranking, fixed_k_selections, paired_bootstrap_f1, set_metrics
+    from meteora.metrics import (
+        evaluate_ranking,
+        fixed_k_selections,
+        paired_bootstrap_f1,
+        set_metrics,
+    )
 
     qrels = ctx.data.qrels_for(view, ctx.qids)
     methods: dict[str, dict[str, Any]] = {}

@@ -288,7 +288,7 @@ def train_scorer(
         raise InvalidInputError(f"{out} exists and is not a scorer folder written by meteora; refusing to replace it")
     datasets = require("datasets", "train", "training the scorer")
     peft = require("peft", "core", "training the scorer adapter")
-    st = require("sentence_transformers", "core", "training the scorer")
+    require("sentence_transformers", "core", "training the scorer")
     from sentence_transformers.cross_encoder import (
         CrossEncoderTrainer,
         CrossEncoderTrainingArguments,
