@@ -414,8 +414,11 @@ class SelectionResult:
             lines.append(f"Pooling: elbow keeps top {e.keep} [{e.rule}]: {why}")
             if kept:
                 lines.append("  kept: " + ", ".join(f"{pid} ({s:.3f})" for pid, s in zip(kept, ex.pooled_scores, strict=False)))
+        elif ex.evidence_band is not None and any("pooling" in v for v in ex.sources.values()):
+            kept_ids = [pid for pid in ex.pooled_order if "pooling" in ex.sources.get(pid, ())]
+            lines.append(f"Pooling: evidence band keeps {len(kept_ids)}: " + ", ".join(kept_ids))
         else:
-            lines.append("Pooling: off")
+            lines.append("Pooling: off" if ex.evidence_band is None else "Pooling: nothing above the relevance floor")
         if ex.evidence_band is not None:
             lines.append(
                 f"Evidence scorer: document relevance + {ex.evidence_weight:g} x evidence-logit gap; "

@@ -122,7 +122,10 @@ def test_format_results_tables():
         "abstract view — sets (precision/recall over chunk ids)",
         "evidence view (9 queries) — ranking",
         "evidence view — sets (precision/recall over chunk ids)",
+        "where it wins / where it loses",
     ]
+    verdict = sections["where it wins / where it loses"]
+    assert "abstract: meteora-query-only loses on F1 (0.551 with 1.4 chunks vs 0.646 for bm25@3 with 3.0)" in verdict
     ranking = sections["abstract view (10 queries) — ranking"]
     assert "0.7671" in ranking and "1.23" in ranking
     assert "bm25@1" not in ranking  # fixed-k rows have no ranking metrics

@@ -33,19 +33,23 @@ def test_settings_defaults_match_the_reranker_and_selector():
     s = SelectorSettings()
     assert s.to_dict() == {
         "pairing": "distinct", "tau": 1.0, "window": 0, "use_pairing": True, "use_pooling": True,
-        "order": "score", "expand_from_documents": True, "min_similarity": 0.2, "min_evidence": "calibrated",
+        "order": "score", "expand_from_documents": True, "min_similarity": 0.2, "evidence_weight": "calibrated",
+        "evidence_band": "calibrated",
     }
     assert meteora.SelectorSettings is SelectorSettings
     assert Reranker(scorer=None, generator=None, encoder=Encoder(BagOfWordsModel(dim=16))).settings == s
     sel = EvidenceSelector.from_settings(s.replace(window=2, pairing="convergent", order="document"))
     assert (sel.window, sel.pairing, sel.order) == (2, "convergent", "document")
-    # "calibrated" stands for the scorer's threshold (0.5 without one); floors can be off
-    assert (sel.min_similarity, sel.min_evidence) == (0.2, 0.5)
-    assert EvidenceSelector.from_settings(s, calibrated=0.37).min_evidence == 0.37
-    off = Reranker(scorer=None, generator=None, encoder=Encoder(BagOfWordsModel(dim=16)), min_similarity=None, min_evidence=None)
-    assert (off.selector.min_similarity, off.selector.min_evidence) == (None, None)
-    with pytest.raises(InvalidInputError, match="min_evidence must be 'calibrated'"):
-        SelectorSettings(min_evidence="auto")
+    # "calibrated" stands for the scorer's calibration (the selector's defaults without one)
+    assert (sel.min_similarity, sel.evidence_weight, sel.evidence_band) == (0.2, 0.03, 0.06)
+    cal = EvidenceSelector.from_settings(s, calibrated={"evidence_weight": 0.02, "evidence_band": 0.04})
+    assert (cal.evidence_weight, cal.evidence_band) == (0.02, 0.04)
+    fixed = EvidenceSelector.from_settings(s.replace(evidence_band=0.1), calibrated={"evidence_band": 0.04})
+    assert fixed.evidence_band == 0.1
+    off = Reranker(scorer=None, generator=None, encoder=Encoder(BagOfWordsModel(dim=16)), min_similarity=None)
+    assert off.selector.min_similarity is None
+    with pytest.raises(InvalidInputError, match="evidence_band must be 'calibrated'"):
+        SelectorSettings(evidence_band="auto")
 
 
 @pytest.mark.parametrize(

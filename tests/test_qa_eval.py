@@ -559,16 +559,16 @@ def test_meteora_selections_reuse_dense_embeddings(bench, bow_encoder):
     text = {p.id: p.text for p in bench.corpus}
     rats = {"q3": [text["d3-1"]], "q4": [text["d4-2"]]}
     sel = meteora_selections(
-        bench, ["q3", "q4"], rationales=rats, retriever=retriever, include_query=False
+        bench, ["q3", "q4"], rationales=rats, retriever=retriever, include_query=False, scorer=None
     )
     assert (
         sel["q3"][0] == "d3-1" and sel["q4"][0] == "d4-2"
     )  # exact-text rationale pairs with its chunk
     assert len(calls) == 2  # the stored corpus embeddings were used, once per query
-    qonly = meteora_selections(bench, ["q3"], retriever=retriever)
+    qonly = meteora_selections(bench, ["q3"], retriever=retriever, scorer=None)
     assert qonly["q3"] and all(pid in text for pid in qonly["q3"])
     with pytest.raises(InvalidInputError):
-        meteora_selections(bench, ["q3", "q4"], rationales={"q3": ["x"]}, retriever=retriever)
+        meteora_selections(bench, ["q3", "q4"], rationales={"q3": ["x"]}, retriever=retriever, scorer=None)
 
 
 def test_meteora_selections_with_generator_and_window(bench, bow_encoder):
@@ -597,6 +597,7 @@ def test_meteora_selections_with_generator_and_window(bench, bow_encoder):
         window=1,
         n_rationales=2,
         generation={"max_new_tokens": 16},
+        scorer=None,
     )
     assert {"d4-0", "d4-1", "d4-2"} <= set(sel["q4"])  # expansion pulls in the neighbours
     assert (

@@ -190,6 +190,7 @@ def run_benchmark(
 def format_results(results: dict[str, Any], *, ks_shown: Sequence[int] = (1, 3, 5, 8)) -> str:
     """Console tables: ranking metrics per view, then set metrics of selections and fixed-k."""
     lines = []
+    verdicts: list[str] = []
     for view, data in results["views"].items():
         methods = data["methods"]
         ranked = {n: m for n, m in methods.items() if "NDCG@10" in m}
@@ -203,7 +204,10 @@ def format_results(results: dict[str, Any], *, ks_shown: Sequence[int] = (1, 3, 
         if sets:
             lines.append(f"\n== {view} view — sets (precision/recall over chunk ids) ==")
             lines.append(format_table(sets, ["precision", "recall", "F1", "mean_chunks"]))
-        lines.extend(wins_and_losses(view, data))
+        verdicts.extend(wins_and_losses(view, data))
+    if verdicts:
+        lines.append("\n== where it wins / where it loses ==")
+        lines.extend(verdicts)
     return "\n".join(lines)
 
 

@@ -37,6 +37,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import logging
 import math
@@ -258,6 +260,7 @@ def build_preference_pairs(
     pairing: str | None = None,
     tau: float | None = None,
     settings: SelectorSettings | None = None,
+    scorer: Any = None,
     chunk_size: int = 64,
     out: str | os.PathLike[str] | None = None,
     show_progress: bool | None = None,
@@ -298,6 +301,9 @@ def build_preference_pairs(
             ``SelectorSettings()``). Selection runs through
             :meth:`meteora.Reranker.rerank_pools` with the sampled rationale sets, so a
             sample selects exactly what ``Reranker.search`` would with those rationales.
+        scorer: the reranker's evidence scorer (default ``None``: the rationales alone
+            decide the selection, so the preference is about them; pass ``"default"``
+            to prefer rationales that help the full default pipeline).
         chunk_size: questions generated per round; with ``out`` the file is rewritten
             (atomically) after each round, so an interrupted run keeps its pairs.
         out: write the pairs to this JSONL file and the stats to ``<stem>.stats.json``.
@@ -371,7 +377,7 @@ def build_preference_pairs(
         dense = dense_member(retriever)
         encoder = dense.encoder if dense is not None else None
     reranker = Reranker(
-        generator=None, encoder=encoder, settings=settings, pairing=pairing, tau=tau, window=window
+        generator=None, encoder=encoder, scorer=scorer, settings=settings, pairing=pairing, tau=tau, window=window
     )
     selector_settings = reranker.settings
     pools = reranker.retrieve([benchmark.queries[q] for q in used], retriever, k=candidates)
