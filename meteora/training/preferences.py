@@ -37,8 +37,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 import logging
 import math
