@@ -26,13 +26,17 @@ models: $(STAMP)
 demo: models
 	$(METEORA) bench pubmedqa --split test --limit 100 --methods bm25,dense,hybrid,meteora --compare meteora:dense@3 --out runs/demo
 
-# the committed results: every method incl. the SmolLM2 rationale pipeline (~20 min of
-# rationale generation on a cold cache, then cached under $$METEORA_HOME)
+# the committed results: every method incl. the SmolLM2 rationale pipeline (~10 min of
+# rationale generation for PubMedQA and ~20 for BioASQ on a cold cache, then cached under
+# $$METEORA_HOME). The "all" split holds the scorer's training questions, so it runs only
+# methods without the scorer.
 bench: models
-	$(METEORA) bench pubmedqa --split all --methods bm25,dense,hybrid,meteora-query-only-w0,meteora-query-only-w1,meteora-query-only-w2
-	$(METEORA) bench pubmedqa --split test --methods bm25,dense,hybrid,meteora,meteora-no-expansion,meteora-pairing,meteora-pooling,meteora-query-only,meteora-query-only-w0,meteora-query-only-w2
+	$(METEORA) bench pubmedqa --split all --threads 1 --methods bm25,dense,hybrid,meteora-query-only-no-scorer-w0,meteora-query-only-no-scorer-w1,meteora-query-only-no-scorer-w2
+	$(METEORA) bench pubmedqa --split test --threads 2 --methods bm25,dense,hybrid,meteora,meteora-no-scorer,meteora-query-only,meteora-query-only-no-scorer,meteora-pairing,meteora-pooling,meteora-w2,meteora-query-only-w2,meteora-no-scorer-w2 --compare meteora:dense@3,meteora:meteora-no-scorer,meteora-query-only:dense@3,meteora:meteora-query-only
+	$(METEORA) bench bioasq --split test --threads 2 --views evidence --methods bm25,dense,hybrid,meteora,meteora-no-scorer,meteora-query-only,meteora-query-only-no-scorer --compare meteora:dense@3,meteora:hybrid@3,meteora-query-only:dense@3,meteora:meteora-no-scorer
+	$(PY) benchmarks/scorer_analysis.py --threads 2
 	$(PY) benchmarks/retrieval_speed.py
-	$(PY) benchmarks/rerank_latency.py
+	$(PY) benchmarks/rerank_latency.py --limit 10 --threads 2
 
 test: models
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -211,6 +211,13 @@ def format_results(results: dict[str, Any], *, ks_shown: Sequence[int] = (1, 3, 
     return "\n".join(lines)
 
 
+def _verdict(ours: float, theirs: float) -> str:
+    """``wins`` / ``loses`` / ``ties`` (equal at the 3 decimals shown)."""
+    if round(ours, 3) == round(theirs, 3):
+        return "ties"
+    return "wins" if ours > theirs else "loses"
+
+
 def wins_and_losses(view: str, data: dict[str, Any]) -> list[str]:
     """One line per selection method: where it wins or loses against the run's best
     fixed-k baseline (by F1) and the best ranking (by NDCG@10), with the paired
@@ -235,7 +242,7 @@ def wins_and_losses(view: str, data: dict[str, Any]) -> list[str]:
         parts = []
         if best_k is not None:
             b = fixed[best_k]
-            verdict = "wins" if m["F1"] > b["F1"] else "loses"
+            verdict = _verdict(m["F1"], b["F1"])
             parts.append(
                 f"{verdict} on F1 ({m['F1']:.3f} with {m['mean_chunks']:.1f} chunks vs {b['F1']:.3f} for {best_k} "
                 f"with {b['mean_chunks']:.1f})"
@@ -245,7 +252,7 @@ def wins_and_losses(view: str, data: dict[str, Any]) -> list[str]:
                 parts[-1] += f", 95% CI of the difference [{boot['ci95'][0]:+.3f}, {boot['ci95'][1]:+.3f}]"
         if best_r is not None and "NDCG@10" in m:
             r = ranking[best_r]
-            verdict = "wins" if m["NDCG@10"] > r["NDCG@10"] else "loses"
+            verdict = _verdict(m["NDCG@10"], r["NDCG@10"])
             parts.append(f"{verdict} on NDCG@10 ({m['NDCG@10']:.3f} vs {r['NDCG@10']:.3f} for {best_r})")
         if parts:
             out.append(f"{view}: {name} " + " and ".join(parts))
