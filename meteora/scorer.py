@@ -8,7 +8,7 @@ chunk only 7 % of the time. :class:`EvidenceScorer` scores each (query, passage)
 jointly and returns an **evidence logit**. Trained on one corpus it learns what a
 finding reads like much better than *which document* is relevant (81 % of the time it
 picks the results chunk of the right abstract, but its own top chunk is from the right
-abstract only 5 % of the time), so the selector uses it only *within a document*: the
+abstract only 8 % of the time), so the selector uses it only *within a document*: the
 embedding decides how relevant a document is, the scorer which of its chunks holds the
 evidence (see :mod:`meteora.selection`). ``calibration`` holds the selector's
 ``evidence_weight`` and ``evidence_band`` as calibrated on held-out train questions.

