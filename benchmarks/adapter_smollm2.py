@@ -13,31 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
+
+from meteora.bench.report import write_results_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = ("precision", "recall", "F1", "mean_chunks", "NDCG@10", "Recall@10")
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as UTF-8 JSON (indent 2) to a temporary sibling, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _methods(path: Path, names: list[str], prefix: str) -> dict:
@@ -94,7 +78,7 @@ def main() -> int:
             ),
         },
     }
-    write_json(RESULTS / "adapter_smollm2_medrationale.json", result)
+    write_results_json(RESULTS / "adapter_smollm2_medrationale.json", result)
     print(json.dumps(result["perplexity"], indent=1)[:800])
     return 0
 

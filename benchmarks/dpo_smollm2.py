@@ -15,31 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
+
+from meteora.bench.report import write_results_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = ("precision", "recall", "F1", "mean_chunks")
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as UTF-8 JSON (indent 2) to a temporary sibling, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # (row label, results file, method name); window 0 = "meteora-no-expansion" / "-query-only-w0"
@@ -105,7 +89,7 @@ def main() -> int:
     bootstrap = RESULTS / "paired_bootstrap_sft_vs_dpo.json"
     if bootstrap.exists():
         result["sft_vs_dpo_paired_bootstrap"] = json.loads(bootstrap.read_text())
-    write_json(RESULTS / "dpo_smollm2.json", result)
+    write_results_json(RESULTS / "dpo_smollm2.json", result)
     for label, row in result["pubmedqa_test_w0"].items():
         ev = row["evidence"]
         print(f"{label:50s} evidence F1 {ev['F1']:.3f}  chunks {ev['mean_chunks']:.2f}  fallback {ev.get('fallback_rate', '-')}")

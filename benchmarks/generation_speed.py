@@ -40,18 +40,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import logging
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from meteora.bench.report import command_line, load_average
+from meteora.bench.report import command_line, load_average, write_results_json
 from meteora.lm.llamacpp import LlamaCppLM
 from meteora.lm.transformers import TransformersLM
 from meteora.models import default_generator_path, default_gguf_path
@@ -86,21 +84,6 @@ WARMUP_QUESTIONS = [
 logger = logging.getLogger("generation_speed")
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as UTF-8 JSON (indent 2) to a temporary sibling, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -309,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, payload)
+    write_results_json(args.out, payload)
     logger.info("written %s", args.out)
     return 0
 

@@ -24,35 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
 
 from meteora.bench.methods import get_runner
 from meteora.bench.pubmedqa import BenchmarkConfig, BenchmarkContext
+from meteora.bench.report import write_results_json
 from meteora.metrics import paired_bootstrap_f1, set_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as UTF-8 JSON (indent 2) to a temporary sibling, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def selections(adapter: str | None, template: str | None, method: str, view: str, threads: int | None):
@@ -114,7 +97,7 @@ def main() -> int:
         "resamples": args.resamples,
         "seed": args.seed,
     }
-    write_json(RESULTS / f"paired_bootstrap_{args.tag}.json", result)
+    write_results_json(RESULTS / f"paired_bootstrap_{args.tag}.json", result)
     print(json.dumps(result, indent=1))
     return 0
 

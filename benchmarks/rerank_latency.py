@@ -70,6 +70,8 @@ from typing import Any
 
 import numpy as np
 
+from meteora.bench.report import write_results_json
+
 DEFAULT_OUTPUT = Path("benchmarks") / "results" / "rerank_latency.json"
 STAGES = ("generation", "encode_rationales", "encode_passages", "scoring", "selection")
 MODES = ("query_only", "full")
@@ -185,21 +187,6 @@ def load_average() -> list[float] | None:
         return None
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to a temporary sibling, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- timing
@@ -526,7 +513,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["machine"]["loadavg_end"] = load_average()
     report["machine"]["torch_threads_end"] = torch.get_num_threads()
     report["total_seconds"] = round(time.perf_counter() - started, 1)
-    write_json_atomic(args.output, report)
+    write_results_json(args.output, report)
     log(f"checks: {json.dumps(checks)}")
     log(f"wrote {args.output} ({report['total_seconds']} s)")
     return report

@@ -34,38 +34,21 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.metadata
-import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from meteora.bench.report import command_line, load_average
+from meteora.bench.report import command_line, load_average, write_results_json
 from meteora.retrievers import BM25Retriever, DenseRetriever
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "retrieval_speed.json"
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as UTF-8 JSON (indent 2) to a temporary sibling, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -321,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["config"]["dense"], report["results"]["dense"] = cfg, res
     report["machine"]["loadavg_after"] = load_average()
     report["total_seconds"] = round(time.perf_counter() - started, 1)
-    write_json(args.output, report)
+    write_results_json(args.output, report)
     log(f"wrote {args.output} ({report['total_seconds']} s)")
     return report
 

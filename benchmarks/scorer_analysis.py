@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import random
 import shlex
 import sys
@@ -28,7 +27,7 @@ import time
 
 import numpy as np
 
-from meteora.bench.report import environment_versions
+from meteora.bench.report import environment_versions, write_results_json
 from meteora.datasets.bioasq import build_bioasq_benchmark
 from meteora.datasets.pubmedqa import build_pubmedqa_benchmark
 from meteora.embeddings import Encoder
@@ -123,10 +122,7 @@ def main() -> int:
         "pubmedqa_held_out_train": analyse(pubmedqa, held_out_train(pubmedqa), scorer, encoder, args.candidates),
         "bioasq_dev": analyse(bioasq, bioasq.query_ids("test")[: args.bioasq], scorer, encoder, args.candidates),
     }
-    tmp = f"{args.out}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2)
-    os.replace(tmp, args.out)  # atomic: never a half-written results file
+    write_results_json(args.out, result)
     print(json.dumps(result, indent=1))
     return 0
 

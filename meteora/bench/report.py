@@ -149,3 +149,18 @@ def plot_recall_vs_chunks(views: Mapping[str, Any], path: str | Path, *, title: 
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def write_results_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write a results file atomically (UTF-8 JSON, indent 2): readers see the old file or
+    the new one, never half of one. For benchmark scripts.
+
+    Example:
+        >>> import tempfile, json, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "r.json"
+        >>> write_results_json(out, {"F1": 0.5}); json.loads(out.read_text())["F1"]
+        0.5
+    """
+    from meteora._io import atomic_write_json
+
+    atomic_write_json(path, obj, indent=2)
