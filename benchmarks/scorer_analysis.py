@@ -32,8 +32,9 @@ from meteora.datasets.bioasq import build_bioasq_benchmark
 from meteora.datasets.pubmedqa import build_pubmedqa_benchmark
 from meteora.embeddings import Encoder
 from meteora.metrics import evaluate_ranking
+from meteora.pipeline import CandidatePool
+from meteora.reranker import Reranker
 from meteora.scorer import EvidenceScorer
-from meteora.selection import EvidenceSelector
 from meteora.settings import apply_thread_setting
 
 
@@ -57,20 +58,22 @@ def analyse(bench, qids, scorer, encoder, k: int) -> dict:
     seconds = time.perf_counter() - t0
     qrels = bench.qrels_for("evidence", qids)
     runs = {"cosine": {}, "scorer": {}, "document+evidence": {}}
-    sel = EvidenceSelector(use_pairing=False, **scorer.calibration)
+    # the selector's score, through the real pipeline (it reads the scorer only where a
+    # document has several candidates; the logits above are remembered, so no re-scoring)
+    reranker = Reranker(generator=None, encoder=encoder, scorer=scorer, use_pairing=False)
+    results = reranker.rerank_pools(
+        [
+            CandidatePool(query=bench.queries[q], passages=pool, embeddings=emb[row], query_embedding=qv)
+            for q, qv, row, pool in zip(qids, qemb, top, pools, strict=True)
+        ]
+    )
     within_ce, within_cos, chance, top_doc_ce, top_doc_cos = [], [], [], [], []
-    for q, qv, row, pool, lg in zip(qids, qemb, top, pools, logits, strict=True):
+    for q, qv, row, pool, lg, res in zip(qids, qemb, top, pools, logits, results, strict=True):
         cos = emb[row] @ qv
         ids = [p.id for p in pool]
         runs["cosine"][q] = dict(zip(ids, map(float, cos), strict=True))
         runs["scorer"][q] = dict(zip(ids, map(float, lg), strict=True))
-        # the Reranker reads logits only where a document has several candidates
-        counts: dict[str, int] = {}
-        for p in pool:
-            counts[p.doc_id] = counts.get(p.doc_id, 0) + 1
-        masked = np.where([counts[p.doc_id] > 1 for p in pool], lg, 0.0)
-        res = sel.select(qv[None, :], emb[row], pool, evidence=masked)
-        runs["document+evidence"][q] = res.ranking.to_run()
+        runs["document+evidence"][q] = res.ranked.to_run()
         gold = set(qrels.get(q, {}))
         if bench.name == "pubmedqa":
             own = [i for i, p in enumerate(pool) if p.doc_id == q]

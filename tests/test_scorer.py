@@ -75,8 +75,14 @@ def test_calibrate_selection_picks_a_grid_point_with_the_real_selector(tiny_enco
     bench = _toy_pubmedqa()
     emb = tiny_encoder.encode([p.text for p in bench.corpus])
 
-    def oracle(queries, passage_lists):  # a scorer that knows the results chunks
-        return [np.array([3.0 if "reduced" in p else -3.0 for p in ps]) for ps in passage_lists]
+    class Oracle:  # a scorer that knows the results chunks
+        calls = 0
+
+        def evidence_logits(self, queries, passage_lists):
+            self.calls += 1
+            return [np.array([3.0 if "reduced" in p else -3.0 for p in ps]) for ps in passage_lists]
+
+    oracle = Oracle()
 
     cal = calibrate_selection(bench, bench.splits["train"][:4], oracle, tiny_encoder, emb, candidates=6)
     assert cal["evidence_weight"] in WEIGHT_GRID and cal["evidence_band"] in BAND_GRID
@@ -84,6 +90,7 @@ def test_calibrate_selection_picks_a_grid_point_with_the_real_selector(tiny_enco
     best = max(g["objective"] for g in cal["grid"])
     assert cal["objective"] == best and 0.0 <= best <= 1.0
     assert {"F1_evidence", "F1_abstract"} <= set(cal["grid"][0])
+    assert oracle.calls == len(cal["grid"])  # every grid point ran the Reranker's own scoring path
 
 
 def test_scorer_examples_refuse_test_questions_and_other_datasets():

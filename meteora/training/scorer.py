@@ -164,7 +164,7 @@ BAND_GRID = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15)
 def calibrate_selection(
     benchmark: Any,
     qids: Sequence[str],
-    logits_for: Any,
+    scorer: Any,
     encoder: Any,
     corpus_emb: np.ndarray,
     *,
@@ -174,45 +174,40 @@ def calibrate_selection(
     *train* questions.
 
     Candidates are the ``candidates`` chunks most similar to each question (the base
-    encoder); the selection is the real :class:`~meteora.selection.EvidenceSelector`
+    encoder); the selection is the real pipeline, :meth:`meteora.Reranker.rerank_pools`
     (query as the only rationale, pooled band, no pairing, window 0). The pair that
     maximises the mean of the ``evidence``-view F1 (one relevant chunk per question) and
     the ``abstract``-view F1 (all chunks of the question's abstract) wins, so the band is
     not tuned to a single relevant passage; ties go to the earlier grid point.
-    ``logits_for(queries, passage_lists)`` is the scorer's ``evidence_logits``.
+    ``scorer`` is an :class:`~meteora.scorer.EvidenceScorer` (anything with
+    ``evidence_logits``); its pair memory makes the grid cost one scoring pass.
 
     Returns:
         ``{"evidence_weight", "evidence_band", "objective", "grid": [...]}``.
     """
     from meteora.metrics import set_metrics
-    from meteora.selection import EvidenceSelector
+    from meteora.pipeline import CandidatePool, SelectorSettings
+    from meteora.reranker import Reranker
 
     qids = list(qids)
     qemb = encoder.encode([benchmark.queries[q] for q in qids])
     top = np.argsort(-(qemb @ corpus_emb.T), axis=1, kind="stable")[:, :candidates]
-    pools = [[benchmark.corpus[i] for i in row] for row in top]
-    embs = [corpus_emb[row] for row in top]
-    # logits only where a document has several candidates (as the Reranker does)
-    logits = []
-    for q, pool in zip(qids, pools, strict=True):
-        counts: dict[str, int] = {}
-        for p in pool:
-            counts[p.doc_id] = counts.get(p.doc_id, 0) + 1
-        idx = [i for i, p in enumerate(pool) if counts[p.doc_id] > 1]
-        lg = np.zeros(len(pool))
-        if idx:
-            lg[idx] = logits_for([benchmark.queries[q]], [[pool[i].text for i in idx]])[0]
-        logits.append(lg)
+    pools = [
+        CandidatePool(
+            query=benchmark.queries[q], passages=[benchmark.corpus[i] for i in row], embeddings=corpus_emb[row],
+            query_embedding=qv,
+        )
+        for q, qv, row in zip(qids, qemb, top, strict=True)
+    ]
     qrels = {v: benchmark.qrels_for(v, qids) for v in ("evidence", "abstract") if v in benchmark.qrels}
     grid = []
     best: tuple[float, float, float] | None = None
     for w in WEIGHT_GRID:
         for b in BAND_GRID:
-            sel = EvidenceSelector(use_pairing=False, evidence_weight=w, evidence_band=b)
-            chosen = {
-                q: sel.select(qv[None, :], e, pool, evidence=lg).selected_ids
-                for q, qv, e, pool, lg in zip(qids, qemb, embs, pools, logits, strict=True)
-            }
+            settings = SelectorSettings(use_pairing=False, evidence_weight=w, evidence_band=b)
+            reranker = Reranker(generator=None, encoder=encoder, scorer=scorer, settings=settings)
+            results = reranker.rerank_pools(pools)
+            chosen = {q: res.selected_ids for q, res in zip(qids, results, strict=True)}
             f1 = {v: set_metrics(rels, chosen)["F1"] for v, rels in qrels.items()}
             objective = float(np.mean(list(f1.values())))
             grid.append({"evidence_weight": w, "evidence_band": b, **{f"F1_{v}": round(x, 4) for v, x in f1.items()},
@@ -355,7 +350,7 @@ def train_scorer(
     metrics: dict[str, Any] = {"train_loss": float(result.training_loss), "loss_first": losses[:1], "loss_last": losses[-1:]}
     calibration: dict[str, Any] = {}
     if dev:
-        calibration = calibrate_selection(bench, dev, scorer.evidence_logits, encoder, corpus_emb)
+        calibration = calibrate_selection(bench, dev, scorer, encoder, corpus_emb)
         best = next(g for g in calibration["grid"] if g["evidence_weight"] == calibration["evidence_weight"]
                     and g["evidence_band"] == calibration["evidence_band"])
         metrics.update({"dev_questions": len(dev), **{f"dev_{k}": v for k, v in best.items() if k.startswith("F1")}})
