@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import json
 import os
 import shutil
@@ -31,8 +32,42 @@ __all__ = [
     "atomic_write_json",
     "atomic_save_npy",
     "atomic_directory",
+    "fsync_tree",
+    "ensure_parent",
     "read_json",
 ]
+
+
+def ensure_parent(path: str | os.PathLike[str]) -> Path:
+    """Create the folder ``path`` will live in; a parent that is a file is a clear error.
+
+    Raises:
+        InvalidInputError: a component of the parent path exists and is not a folder.
+    """
+    from meteora.errors import InvalidInputError
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path.parent, *path.parent.parents] if p.exists() and not p.is_dir()), path.parent)
+        raise InvalidInputError(
+            f"cannot write {path}: {blocker} is a file, not a folder; choose another path"
+        ) from None
+    return path
+
+
+def fsync_tree(root: str | os.PathLike[str]) -> None:
+    """fsync every file and folder under ``root`` (before it is renamed into place)."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_dir(Path(dirpath))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -60,8 +95,11 @@ def _default_mode(directory: bool = False) -> int:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file + fsync + rename), with the
     permissions a plain ``open(path, "wb")`` would give."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = ensure_parent(path)
+    if path.is_dir():
+        from meteora.errors import InvalidInputError
+
+        raise InvalidInputError(f"cannot write the file {path}: it is a folder; choose a file path")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with contextlib.suppress(OSError):
@@ -111,7 +149,10 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = True) ->
 
     Yields the temporary directory to fill. If the block raises, the temporary
     directory is removed and ``path`` is untouched. With ``overwrite=True`` an existing
-    ``path`` is replaced (moved aside first, then deleted).
+    folder ``path`` is replaced (moved aside first, then deleted): use it only for folders
+    meteora owns (converted models, trained weights whose provenance was checked) — an
+    index is published with :func:`meteora.retrievers.storage.publish_index` instead,
+    which never leaves the name empty. A file at ``path`` is never replaced.
 
     Example:
         >>> import tempfile, pathlib
@@ -121,10 +162,19 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = True) ->
         >>> (root / "index" / "a.txt").read_text()
         'hi'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from meteora.errors import UnsafeOverwriteError
+
+    path = ensure_parent(path)
+    if path.exists() and not path.is_dir():
+        raise UnsafeOverwriteError(
+            f"{path} exists and is a file, not a folder; meteora never replaces a file with a "
+            "folder: choose another path"
+        )
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+        raise UnsafeOverwriteError(f"{path} already exists; pass overwrite=True to replace it")
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.old-*"):
+        # a replaced copy left behind by a process killed between the two renames
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     with contextlib.suppress(OSError):
         os.chmod(tmp, _default_mode(directory=True))

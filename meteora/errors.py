@@ -19,6 +19,7 @@ __all__ = [
     "MissingDependencyError",
     "DataNotFoundError",
     "TrainingDataError",
+    "UnsafeOverwriteError",
 ]
 
 
@@ -36,6 +37,11 @@ class ModelNotFoundError(MeteoraError, FileNotFoundError):
 
 class IndexFormatError(MeteoraError, ValueError):
     """A saved index is corrupt, incomplete, or was written by an incompatible version."""
+
+
+class UnsafeOverwriteError(MeteoraError, FileExistsError):
+    """A write would replace or mix with something meteora did not write (a user's file or
+    folder); nothing was changed."""
 
 
 class DataNotFoundError(MeteoraError, FileNotFoundError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from meteora.retrievers import (
     HybridRetriever,
     load_retriever,
 )
+from meteora.retrievers.storage import resolve_index
 from meteora.types import Passage
 
 CORPUS = [
@@ -62,12 +64,15 @@ def _refresh_checksum(directory: Path, name: str) -> None:
 
 @pytest.fixture()
 def bm25_dir(tmp_path) -> Path:
-    return BM25Retriever(backend="numpy").index(CORPUS).save(tmp_path / "bm25")
+    """The current version folder of a saved BM25 index (where its files are)."""
+    return resolve_index(BM25Retriever(backend="numpy").index(CORPUS).save(tmp_path / "bm25"))
 
 
 @pytest.fixture()
 def dense_dir(tmp_path, tiny_encoder) -> Path:
-    return DenseRetriever(tiny_encoder, backend="numpy").index(CORPUS).save(tmp_path / "dense")
+    """The current version folder of a saved dense index."""
+    saved = DenseRetriever(tiny_encoder, backend="numpy").index(CORPUS).save(tmp_path / "dense")
+    return resolve_index(saved)
 
 
 # -- round trips ---------------------------------------------------------------------------
@@ -122,7 +127,7 @@ def test_dense_approximate_round_trip(tmp_path, tiny_encoder, index_type):
         CORPUS
     )
     path = r.save(tmp_path / index_type)
-    assert (path / "index.faiss").is_file()
+    assert (resolve_index(path) / "index.faiss").is_file()
     loaded = DenseRetriever.load(path, encoder=tiny_encoder)
     assert (loaded.index_type, loaded.nprobe, loaded.ef_search) == (index_type, 2, 32)
     _same_results(r, loaded)
@@ -144,8 +149,9 @@ def test_hybrid_round_trip(tmp_path, tiny_encoder):
         candidate_k=4,
     ).index(CORPUS)
     path = h.save(tmp_path / "hybrid")
-    assert (path / "bm25" / "manifest.json").is_file() and (
-        path / "dense" / "manifest.json"
+    version = resolve_index(path)
+    assert (version / "bm25" / "manifest.json").is_file() and (
+        version / "dense" / "manifest.json"
     ).is_file()
     loaded = HybridRetriever.load(path, encoder=tiny_encoder)
     assert (loaded.fusion, loaded.weights, loaded.candidate_k) == ("weighted", [2.0, 1.0], 4)
@@ -237,10 +243,10 @@ def test_missing_file_is_rejected(bm25_dir, tmp_path):
     (bm25_dir / "passages.jsonl").unlink()
     with pytest.raises(IndexFormatError, match="passages.jsonl is missing"):
         BM25Retriever.load(bm25_dir)
-    with pytest.raises(IndexFormatError, match="not a directory"):
+    with pytest.raises(IndexFormatError, match="not a folder"):
         load_retriever(tmp_path / "does-not-exist")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(IndexFormatError, match="manifest.json is missing"):
+    with pytest.raises(IndexFormatError, match="not a meteora index"):
         load_retriever(tmp_path / "empty")
 
 
@@ -258,13 +264,15 @@ def test_corrupt_passages_file_with_forged_checksum(bm25_dir):
     f = bm25_dir / "passages.jsonl"
     f.write_text('{"id": "p0", "text": "ok"}\n{not json}\n', encoding="utf-8")
     _refresh_checksum(bm25_dir, "passages.jsonl")
-    with pytest.raises(IndexFormatError, match="line 2"):
+    with pytest.raises(IndexFormatError, match=r"passages\.jsonl:2: not a valid passage"):
         BM25Retriever.load(bm25_dir)
 
 
 def test_corrupt_faiss_file_is_rejected(tmp_path, tiny_encoder):
     pytest.importorskip("faiss")
-    path = DenseRetriever(tiny_encoder, index_type="hnsw").index(CORPUS).save(tmp_path / "h")
+    path = resolve_index(
+        DenseRetriever(tiny_encoder, index_type="hnsw").index(CORPUS).save(tmp_path / "h")
+    )
     f = path / "index.faiss"
     f.write_bytes(b"\x00" * 64)
     _refresh_checksum(path, "index.faiss")
@@ -295,8 +303,10 @@ def test_inconsistent_hybrid_members_are_rejected(tmp_path, tiny_encoder):
     h = HybridRetriever(
         [BM25Retriever(backend="numpy"), DenseRetriever(tiny_encoder, backend="numpy")]
     ).index(CORPUS)
-    path = h.save(tmp_path / "h")
-    BM25Retriever(backend="numpy").index(CORPUS[:3]).save(path / "bm25")  # swap in another corpus
+    path = resolve_index(h.save(tmp_path / "h"))
+    other = resolve_index(BM25Retriever(backend="numpy").index(CORPUS[:3]).save(tmp_path / "o"))
+    shutil.rmtree(path / "bm25")
+    shutil.copytree(other, path / "bm25")  # swap in a member with another corpus
     with pytest.raises(IndexFormatError, match="SHA-256"):  # the hybrid manifest notices
         HybridRetriever.load(path, encoder=tiny_encoder)
     _refresh_checksum(path, "bm25/manifest.json")

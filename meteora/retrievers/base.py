@@ -9,16 +9,18 @@ implements :class:`Retriever`:
   a list of them (queries are batched internally);
 * ``save(dir)`` / ``load(dir)`` persist the index; :func:`load_retriever` loads any kind.
 
-An index directory holds ``manifest.json``::
+Each saved version of an index holds ``manifest.json``::
 
     {"format": "meteora-index", "format_version": 1, "kind": "bm25",
      "counts": {...}, "parameters": {...},
      "files": {"passages.jsonl": {"sha256": "...", "bytes": 123}, ...}}
 
 plus ``passages.jsonl`` and kind-specific data (``.npy`` arrays saved without pickle,
-FAISS native files, bm25s's own arrays). The directory is built in a temporary sibling
-and renamed into place, so a failed save never leaves a half-written index. Loading
-checks the format, version, kind and every file's SHA-256 and raises
+FAISS native files, bm25s's own arrays). Versions are published atomically behind a
+pointer file (:mod:`meteora.retrievers.storage`): a reader always finds a complete index,
+a killed save leaves the previous one in place, and a folder meteora did not write is
+never replaced. Loading checks the format, version, kind, that every file stays inside
+the folder, and every file's SHA-256, and raises
 :class:`~meteora.errors.IndexFormatError` naming the file and what to do.
 
 Example:
@@ -30,9 +32,7 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -42,8 +42,25 @@ from typing import Any, ClassVar, overload
 
 import numpy as np
 
-from meteora._io import atomic_write_bytes, atomic_write_json, read_json
-from meteora.errors import IndexFormatError, InvalidInputError
+from meteora.errors import InvalidInputError
+from meteora.retrievers.storage import (  # noqa: F401  (re-exported: the index format API)
+    INDEX_FORMAT,
+    INDEX_FORMAT_VERSION,
+    KINDS,
+    MANIFEST_NAME,
+    PASSAGES_NAME,
+    REBUILD_HINT,
+    load_index,
+    load_npy,
+    manifest_int,
+    manifest_value,
+    publish_index,
+    read_manifest,
+    read_passages,
+    resolve_index,
+    write_manifest,
+    write_passages,
+)
 from meteora.types import Passage, PassageLike, Ranking, check_queries, check_query, to_passages
 
 __all__ = [
@@ -59,19 +76,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-INDEX_FORMAT = "meteora-index"
-INDEX_FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-PASSAGES_NAME = "passages.jsonl"
-
-#: kind written in the manifest -> "module:Class" that loads it
-_KINDS: dict[str, str] = {
-    "bm25": "meteora.retrievers.bm25:BM25Retriever",
-    "dense": "meteora.retrievers.dense:DenseRetriever",
-    "hybrid": "meteora.retrievers.hybrid:HybridRetriever",
-}
-
-_REBUILD_HINT = "rebuild it with retriever.index(passages) and save it again"
+_KINDS = KINDS  # kept for callers of meteora 0.1
+_REBUILD_HINT = REBUILD_HINT
 
 
 def check_k(k: Any) -> int:
@@ -120,198 +126,6 @@ def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
         cand = np.flatnonzero(arr[r] >= kth[r])
         out[r] = cand[np.argsort(-arr[r, cand], kind="stable")[:k]]
     return out[0] if one else out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_passages(path: Path, passages: Sequence[Passage]) -> None:
-    """Write passages as JSON lines (atomically); non-JSON metadata is an error."""
-    lines = []
-    for p in passages:
-        try:
-            lines.append(json.dumps(p.to_dict(), ensure_ascii=False, allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(
-                f"passage {p.id!r} cannot be saved: its metadata is not JSON-serialisable ({exc}); "
-                "keep metadata to str/int/float/bool/list/dict values"
-            ) from exc
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8") if lines else b"")
-
-
-def read_passages(path: Path) -> list[Passage]:
-    """Read ``passages.jsonl`` written by :func:`write_passages`."""
-    out: list[Passage] = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    d = json.loads(line)
-                    out.append(
-                        Passage(
-                            text=d["text"],
-                            id=d["id"],
-                            doc_id=d.get("doc_id", ""),
-                            position=d.get("position", 0),
-                            metadata=d.get("metadata") or {},
-                        )
-                    )
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise IndexFormatError(
-                        f"{path}: line {lineno} is not a valid passage ({exc}); the index is corrupt, "
-                        f"{_REBUILD_HINT}"
-                    ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IndexFormatError(f"cannot read {path} ({exc}); {_REBUILD_HINT}") from exc
-    return out
-
-
-def load_npy(path: Path, *, dtype: Any = None, ndim: int | None = None) -> np.ndarray:
-    """Load a ``.npy`` array without pickle; any problem is an :class:`IndexFormatError`."""
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise IndexFormatError(
-            f"{path} is not a readable .npy array ({exc}); {_REBUILD_HINT}"
-        ) from exc
-    if ndim is not None and arr.ndim != ndim:
-        raise IndexFormatError(
-            f"{path} holds a {arr.ndim}-d array, expected {ndim}-d; {_REBUILD_HINT}"
-        )
-    if dtype is not None and arr.dtype != np.dtype(dtype):
-        raise IndexFormatError(
-            f"{path} holds {arr.dtype} data, expected {np.dtype(dtype)}; {_REBUILD_HINT}"
-        )
-    return arr
-
-
-def write_manifest(
-    directory: Path,
-    kind: str,
-    *,
-    counts: dict[str, Any],
-    parameters: dict[str, Any],
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write ``manifest.json`` listing the SHA-256 of every other file in ``directory``.
-
-    Files in sub-folders that hold their own manifest (a hybrid's members) are covered
-    by that manifest: only the sub-manifest itself is hashed here.
-    """
-    from meteora import __version__
-
-    files: dict[str, dict[str, Any]] = {}
-    nested = {p.parent for p in directory.rglob(MANIFEST_NAME) if p.parent != directory}
-    for path in sorted(directory.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        rel = path.relative_to(directory)
-        if rel.as_posix() == MANIFEST_NAME:
-            continue
-        if any(parent in nested for parent in path.parents) and path.name != MANIFEST_NAME:
-            continue
-        files[rel.as_posix()] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
-    manifest: dict[str, Any] = {
-        "format": INDEX_FORMAT,
-        "format_version": INDEX_FORMAT_VERSION,
-        "kind": kind,
-        "meteora_version": __version__,
-        "counts": counts,
-        "parameters": parameters,
-    }
-    if extra:
-        manifest.update(extra)
-    manifest["files"] = files
-    atomic_write_json(directory / MANIFEST_NAME, manifest)
-    return manifest
-
-
-def read_manifest(
-    directory: str | os.PathLike[str], kind: str | None = None, *, verify_files: bool = True
-) -> dict[str, Any]:
-    """Read and verify ``manifest.json``: format, version, kind, files and checksums.
-
-    With ``verify_files=False`` only the manifest itself is checked (no hashing).
-
-    Raises:
-        IndexFormatError: the directory is not a meteora index, was written by another
-            format version, holds another kind, or a file is missing or altered.
-    """
-    directory = Path(directory)
-    path = directory / MANIFEST_NAME
-    if not directory.is_dir():
-        raise IndexFormatError(
-            f"{directory} is not a directory; pass the folder written by retriever.save(dir)"
-        )
-    if not path.is_file():
-        raise IndexFormatError(
-            f"{path} is missing: {directory} is not a meteora index (or an incomplete one); "
-            f"{_REBUILD_HINT}"
-        )
-    try:
-        manifest = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise IndexFormatError(f"{path} is not valid JSON ({exc}); {_REBUILD_HINT}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
-        raise IndexFormatError(
-            f"{path} does not describe a {INDEX_FORMAT!r} index (format={manifest.get('format') if isinstance(manifest, dict) else None!r}); "
-            "pass a folder written by retriever.save(dir)"
-        )
-    version = manifest.get("format_version")
-    if version != INDEX_FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{path} has format_version {version!r}, but this meteora reads version {INDEX_FORMAT_VERSION}; "
-            f"install the meteora version that wrote it, or {_REBUILD_HINT}"
-        )
-    found = manifest.get("kind")
-    if found not in _KINDS:
-        raise IndexFormatError(
-            f"{path} names an unknown index kind {found!r} (known: {sorted(_KINDS)}); {_REBUILD_HINT}"
-        )
-    if kind is not None and found != kind:
-        raise IndexFormatError(
-            f"{directory} holds a {found!r} index, not a {kind!r} one; load it with "
-            "meteora.retrievers.load_retriever(dir) or the matching class"
-        )
-    files = manifest.get("files")
-    if not isinstance(files, dict):
-        raise IndexFormatError(f"{path} has no 'files' table; {_REBUILD_HINT}")
-    for name, info in files.items() if verify_files else ():
-        fpath = directory / name
-        if not isinstance(info, dict) or "sha256" not in info:
-            raise IndexFormatError(f"{path}: entry for {name!r} has no sha256; {_REBUILD_HINT}")
-        if not fpath.is_file():
-            raise IndexFormatError(f"{fpath} is missing from the index; {_REBUILD_HINT}")
-        size = fpath.stat().st_size
-        if "bytes" in info and size != info["bytes"]:
-            raise IndexFormatError(
-                f"{fpath} has {size} bytes, the manifest says {info['bytes']} (truncated or altered); {_REBUILD_HINT}"
-            )
-        if _sha256(fpath) != info["sha256"]:
-            raise IndexFormatError(
-                f"{fpath} does not match its SHA-256 in the manifest (corrupt or altered); {_REBUILD_HINT}"
-            )
-    for key in ("counts", "parameters"):
-        if not isinstance(manifest.get(key), dict):
-            raise IndexFormatError(f"{path} has no {key!r} table; {_REBUILD_HINT}")
-    return manifest
-
-
-def manifest_value(manifest: dict[str, Any], section: str, key: str, directory: Path) -> Any:
-    """Fetch ``manifest[section][key]`` or raise :class:`IndexFormatError`."""
-    try:
-        return manifest[section][key]
-    except (KeyError, TypeError) as exc:
-        raise IndexFormatError(
-            f"{directory / MANIFEST_NAME} lacks {section}.{key}; {_REBUILD_HINT}"
-        ) from exc
 
 
 class Retriever(ABC):
@@ -447,14 +261,35 @@ class Retriever(ABC):
         """Build the index from ``passages``; returns ``self``."""
 
     # -- persistence -------------------------------------------------------------------
-    @abstractmethod
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the index to ``directory`` (atomically); returns the path."""
+        """Write the index to the folder ``directory``; returns the path.
+
+        The new index becomes visible at once and completely (see
+        :mod:`meteora.retrievers.storage`): readers see the old or the new index, never a
+        missing or partial one, even if this process is killed. Saving again to the same
+        folder replaces the index; a folder holding anything else, or a file, is refused.
+
+        Raises:
+            UnsafeOverwriteError: ``directory`` is a file or a folder that is not a meteora index.
+        """
+        self._check_indexed()
+        path = publish_index(directory, self._write_index)
+        logger.info("saved %s index (%d passages) to %s", self.kind, len(self._passages), path)
+        return path
+
+    @abstractmethod
+    def _write_index(self, directory: Path) -> None:
+        """Write this index's files and manifest into the empty folder ``directory``."""
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], **kwargs: Any) -> Retriever:
+        """Load an index written by :meth:`save` (keyword arguments: see ``_read_index``)."""
+        return load_index(directory, lambda version: cls._read_index(version, **kwargs))
 
     @classmethod
     @abstractmethod
-    def load(cls, directory: str | os.PathLike[str], **kwargs: Any) -> Retriever:
-        """Load an index written by :meth:`save`."""
+    def _read_index(cls, directory: Path, **kwargs: Any) -> Retriever:
+        """Load the index files of one version folder (checked against its manifest)."""
 
     def _repr_fields(self) -> str:
         return ""
@@ -479,8 +314,8 @@ def load_retriever(directory: str | os.PathLike[str], **kwargs: Any) -> Retrieve
         >>> type(load_retriever(d)).__name__
         'BM25Retriever'
     """
-    manifest = read_manifest(directory, verify_files=False)  # cls.load verifies the files
-    module_name, cls_name = _KINDS[manifest["kind"]].split(":")
+    manifest = read_manifest(resolve_index(directory), verify_files=False)  # load verifies files
+    module_name, cls_name = KINDS[manifest["kind"]].split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     return cls.load(directory, **kwargs)
 

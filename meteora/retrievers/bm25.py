@@ -45,13 +45,13 @@ from typing import Any
 
 import numpy as np
 
-from meteora._io import atomic_directory
 from meteora.errors import IndexFormatError, InvalidInputError, require
 from meteora.retrievers.base import (
     PASSAGES_NAME,
     Retriever,
     importable,
-    manifest_value,
+    load_index,
+    manifest_int,
     read_manifest,
     read_passages,
     topk_indices,
@@ -385,13 +385,11 @@ class BM25Retriever(Retriever):
             "tokenizer": {"lower": True, "token_pattern": TOKEN_PATTERN, "stemmer": None},
         }
 
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the index to ``directory`` atomically; returns the path.
-
-        Layout: ``manifest.json``, ``passages.jsonl`` and, for the bm25s engines,
-        ``bm25s/`` (bm25s's own files: ``.npy`` score arrays saved with
-        ``allow_pickle=False`` plus JSON vocabulary and parameters). rank-bm25 has no
-        safe serialisation, so its index is rebuilt from the passages on load.
+    def _write_index(self, directory: Path) -> None:
+        """Layout of a version folder: ``manifest.json``, ``passages.jsonl`` and, for the
+        bm25s engines, ``bm25s/`` (bm25s's own files: ``.npy`` score arrays saved with
+        ``allow_pickle=False`` plus JSON vocabulary and parameters). rank-bm25 has no safe
+        serialisation, so its index is rebuilt from the passages on load.
 
         Example:
             >>> import tempfile
@@ -400,20 +398,15 @@ class BM25Retriever(Retriever):
             >>> BM25Retriever.load(r.save(d)).search("cough").ids
             ['1']
         """
-        self._check_indexed()
-        path = Path(directory)
-        with atomic_directory(path) as tmp:
-            write_passages(tmp / PASSAGES_NAME, self._passages)
-            if self._bm25 is not None:
-                self._bm25.save(str(tmp / _BM25S_DIR), show_progress=False, allow_pickle=False)
-            write_manifest(
-                tmp,
-                self.kind,
-                counts={"passages": len(self._passages), "vocabulary": len(self._vocab)},
-                parameters=self._parameters(),
-            )
-        logger.info("saved BM25 index (%d passages) to %s", len(self._passages), path)
-        return path
+        write_passages(directory / PASSAGES_NAME, self._passages)
+        if self._bm25 is not None:
+            self._bm25.save(str(directory / _BM25S_DIR), show_progress=False, allow_pickle=False)
+        write_manifest(
+            directory,
+            self.kind,
+            counts={"passages": len(self._passages), "vocabulary": len(self._vocab)},
+            parameters=self._parameters(),
+        )
 
     @classmethod
     def load(
@@ -429,8 +422,11 @@ class BM25Retriever(Retriever):
         Raises:
             IndexFormatError: the folder is not a BM25 index, or is corrupt/incomplete.
         """
-        directory = Path(directory)
-        manifest = read_manifest(directory, cls.kind)
+        return load_index(directory, lambda version: cls._read_index(version, backend=backend))
+
+    @classmethod
+    def _read_index(cls, directory: Path, *, backend: str | None = None) -> BM25Retriever:
+        manifest = read_manifest(directory, cls.kind, required=[PASSAGES_NAME])
         params = manifest["parameters"]
         try:
             self = cls(
@@ -447,13 +443,24 @@ class BM25Retriever(Retriever):
                 f"{directory / 'manifest.json'} has invalid BM25 parameters ({exc}); rebuild the index and save it again"
             ) from exc
         passages = read_passages(directory / PASSAGES_NAME)
-        n = manifest_value(manifest, "counts", "passages", directory)
+        n = manifest_int(manifest, "counts", "passages", directory)
         if len(passages) != n:
             raise IndexFormatError(
                 f"{directory / PASSAGES_NAME} holds {len(passages)} passages, the manifest says {n}; "
                 "rebuild the index and save it again"
             )
         sub = directory / _BM25S_DIR
+        listed = set(manifest["files"])
+        unlisted = sorted(
+            f.relative_to(directory).as_posix()
+            for f in (sub.rglob("*") if sub.is_dir() else ())
+            if f.is_file() and f.relative_to(directory).as_posix() not in listed
+        )
+        if unlisted:
+            raise IndexFormatError(
+                f"{directory} holds files the manifest does not vouch for ({', '.join(unlisted[:3])}); "
+                "refusing to read them: rebuild the index and save it again"
+            )
         if self.engine == "rank_bm25" or not sub.is_dir():
             # rank-bm25 has no safe on-disk form, and an index with no terms has no arrays:
             # rebuild from the passages (the manifest already vouched for every listed file)

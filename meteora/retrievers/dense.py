@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from meteora._io import atomic_directory, atomic_save_npy
+from meteora._io import atomic_save_npy
 from meteora.errors import IndexFormatError, InvalidInputError, require
 from meteora.retrievers.base import (
     MANIFEST_NAME,
@@ -42,7 +42,8 @@ from meteora.retrievers.base import (
     Retriever,
     check_k,
     importable,
-    manifest_value,
+    load_index,
+    manifest_int,
     read_manifest,
     read_passages,
     topk_indices,
@@ -450,38 +451,30 @@ class DenseRetriever(Retriever):
             "normalized": True,
         }
 
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the index to ``directory`` atomically; returns the path.
+    def _write_index(self, directory: Path) -> None:
+        """Layout of a version folder: ``manifest.json`` (with the encoder name and
+        dimension), ``passages.jsonl``, ``embeddings.npy`` (float32, no pickle) and, for
+        HNSW/IVF, ``index.faiss`` (FAISS's own format). A flat index is rebuilt from the
+        embeddings on load."""
+        write_passages(directory / PASSAGES_NAME, self._passages)
+        atomic_save_npy(directory / _EMB_NAME, self.embeddings)
+        if self._faiss_index is not None and self.index_type != "flat":
+            import faiss
 
-        Layout: ``manifest.json`` (with the encoder name and dimension),
-        ``passages.jsonl``, ``embeddings.npy`` (float32, no pickle) and, for HNSW/IVF,
-        ``index.faiss`` (FAISS's own format). A flat index is rebuilt from the
-        embeddings on load.
-        """
-        self._check_indexed()
-        path = Path(directory)
-        with atomic_directory(path) as tmp:
-            write_passages(tmp / PASSAGES_NAME, self._passages)
-            atomic_save_npy(tmp / _EMB_NAME, self.embeddings)
-            if self._faiss_index is not None and self.index_type != "flat":
-                import faiss
-
-                faiss.write_index(self._faiss_index, str(tmp / _FAISS_NAME))
-            write_manifest(
-                tmp,
-                self.kind,
-                counts={"passages": len(self._passages), "dim": int(self.embeddings.shape[1])},
-                parameters=self._parameters(),
-                extra={
-                    "encoder": {
-                        "name": self.encoder_name,
-                        "dim": int(self.embeddings.shape[1]),
-                        "normalized": True,
-                    }
-                },
-            )
-        logger.info("saved dense index (%d passages) to %s", len(self._passages), path)
-        return path
+            faiss.write_index(self._faiss_index, str(directory / _FAISS_NAME))
+        write_manifest(
+            directory,
+            self.kind,
+            counts={"passages": len(self._passages), "dim": int(self.embeddings.shape[1])},
+            parameters=self._parameters(),
+            extra={
+                "encoder": {
+                    "name": self.encoder_name,
+                    "dim": int(self.embeddings.shape[1]),
+                    "normalized": True,
+                }
+            },
+        )
 
     @classmethod
     def load(
@@ -499,12 +492,24 @@ class DenseRetriever(Retriever):
             IndexFormatError: not a dense index, corrupt files, or an encoder whose
                 dimension differs from the stored embeddings'.
         """
-        directory = Path(directory)
-        manifest = read_manifest(directory, cls.kind)
+        return load_index(
+            directory, lambda version: cls._read_index(version, encoder, backend=backend)
+        )
+
+    @classmethod
+    def _read_index(
+        cls, directory: Path, encoder: Any = None, *, backend: str | None = None
+    ) -> DenseRetriever:
+        manifest = read_manifest(directory, cls.kind, required=[PASSAGES_NAME, _EMB_NAME])
         params = manifest["parameters"]
-        dim = manifest_value(manifest, "counts", "dim", directory)
-        n = manifest_value(manifest, "counts", "passages", directory)
+        dim = manifest_int(manifest, "counts", "dim", directory, minimum=1)
+        n = manifest_int(manifest, "counts", "passages", directory)
         enc_info = manifest.get("encoder") or {}
+        if not isinstance(enc_info, dict):
+            raise IndexFormatError(
+                f"{directory / MANIFEST_NAME}: 'encoder' must be a table, got {enc_info!r}; "
+                "rebuild the index and save it again"
+            )
         try:
             self = cls(
                 encoder=encoder if encoder is not None else enc_info.get("name"),
@@ -543,7 +548,11 @@ class DenseRetriever(Retriever):
         self.embeddings = emb
         self._nlist_used = params.get("nlist_used")
         faiss_path = directory / _FAISS_NAME
-        if self.engine == "faiss" and self.index_type != "flat" and faiss_path.is_file():
+        if (
+            self.engine == "faiss"
+            and self.index_type != "flat"
+            and _FAISS_NAME in manifest["files"]  # only a file the manifest vouched for
+        ):
             self._faiss_index = _read_faiss(faiss_path, n, dim)
             self._apply_search_params()
         else:

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -33,12 +34,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from meteora._io import atomic_directory
 from meteora.errors import IndexFormatError, InvalidInputError
 from meteora.retrievers.base import (
+    KINDS,
     MANIFEST_NAME,
     Retriever,
-    load_retriever,
+    load_index,
     manifest_value,
     read_manifest,
     write_manifest,
@@ -364,23 +365,17 @@ class HybridRetriever(Retriever):
             "members": [{"name": name, "kind": r.kind} for name, r in self.members.items()],
         }
 
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write every member into its own sub-folder plus a hybrid manifest (atomically)."""
-        self._check_indexed()
-        path = Path(directory)
-        with atomic_directory(path) as tmp:
-            for name, r in self.members.items():
-                r.save(tmp / name)
-            write_manifest(
-                tmp,
-                self.kind,
-                counts={"passages": len(self._passages), "members": len(self.members)},
-                parameters=self._parameters(),
-            )
-        logger.info(
-            "saved hybrid index (%d members, %d passages) to %s", len(self.members), len(self), path
+    def _write_index(self, directory: Path) -> None:
+        """Every member in its own sub-folder (with its own manifest) plus the hybrid manifest."""
+        for name, r in self.members.items():
+            (directory / name).mkdir()
+            r._write_index(directory / name)
+        write_manifest(
+            directory,
+            self.kind,
+            counts={"passages": len(self._passages), "members": len(self.members)},
+            parameters=self._parameters(),
         )
-        return path
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], encoder: Any = None) -> HybridRetriever:
@@ -393,7 +388,10 @@ class HybridRetriever(Retriever):
         Raises:
             IndexFormatError: corrupt or inconsistent members.
         """
-        directory = Path(directory)
+        return load_index(directory, lambda version: cls._read_index(version, encoder))
+
+    @classmethod
+    def _read_index(cls, directory: Path, encoder: Any = None) -> HybridRetriever:
         manifest = read_manifest(directory, cls.kind)
         params = manifest["parameters"]
         members_info = manifest_value(manifest, "parameters", "members", directory)
@@ -414,13 +412,20 @@ class HybridRetriever(Retriever):
                 raise IndexFormatError(
                     f"{directory / MANIFEST_NAME} names an invalid member folder {name!r}"
                 )
+            if f"{name}/{MANIFEST_NAME}" not in manifest["files"]:
+                raise IndexFormatError(
+                    f"{directory / MANIFEST_NAME} does not vouch for member {name!r} (no checksum "
+                    f"of {name}/{MANIFEST_NAME}); rebuild the index and save it again"
+                )
             sub_manifest = read_manifest(sub, kind, verify_files=False)
             extra = (
                 {"encoder": encoder}
                 if encoder is not None and sub_manifest["kind"] in ("dense", "hybrid")
                 else {}
             )
-            members[name] = load_retriever(sub, **extra)
+            module_name, cls_name = KINDS[sub_manifest["kind"]].split(":")
+            member_cls = getattr(importlib.import_module(module_name), cls_name)
+            members[name] = member_cls._read_index(sub, **extra)
         ids = [p.id for p in members[members_info[0]["name"]].passages]
         for name, r in members.items():
             if [p.id for p in r.passages] != ids:
