@@ -39,7 +39,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from meteora.errors import InvalidInputError, MeteoraError
+from meteora._io import ensure_parent
+from meteora.errors import InvalidInputError, MeteoraError, UnsafeOverwriteError
 from meteora.settings import meteora_home
 
 __all__ = ["RationaleCache", "cache_key", "default_cache_path"]
@@ -98,7 +99,8 @@ class RationaleCache:
             raise InvalidInputError(
                 f"rationale cache path {self.path} is a folder; pass a file path"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_parent(self.path)
+        _refuse_foreign_database(self.path)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._generation = 0  # bumped when the file is replaced, so threads reconnect
@@ -293,6 +295,55 @@ class RationaleCache:
 
     def __repr__(self) -> str:
         return f"RationaleCache(path={str(self.path)!r})"
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_OUR_TABLES = {"rationales", "meta"}
+
+
+def _refuse_foreign_database(path: Path) -> None:
+    """Refuse an existing SQLite database that is not a rationale cache.
+
+    Its tables are listed read-only; nothing is created, moved or changed. A file that is
+    not SQLite at all is left to the corruption handling (moved aside, never deleted).
+
+    Raises:
+        UnsafeOverwriteError: ``path`` is another program's SQLite database.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except (FileNotFoundError, IsADirectoryError):
+        return
+    except OSError as exc:
+        raise MeteoraError(f"cannot read the rationale cache {path} ({exc})") from exc
+    if head != _SQLITE_MAGIC:
+        return
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_S)
+        try:
+            tables = {
+                row[0]
+                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            schema = (
+                conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+                if "meta" in tables
+                else None
+            )
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return  # unreadable: the corruption handling decides
+    if not tables:
+        return  # an empty database: nothing to lose
+    foreign = sorted(tables - _OUR_TABLES)
+    if foreign or "rationales" not in tables or schema is None:
+        raise UnsafeOverwriteError(
+            f"{path} is an SQLite database of another program (tables: "
+            f"{', '.join(sorted(tables)[:5])}), not a meteora rationale cache; meteora will not "
+            "add tables to it: pass another cache path (or cache=False)"
+        )
 
 
 def _is_corruption(exc: BaseException) -> bool:
