@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from meteora.errors import InvalidInputError, MeteoraError, ModelNotFoundError
-from meteora.models import resolve_embedding_model
+from meteora.models import check_hub_model, resolve_embedding_model
 from meteora.settings import apply_thread_setting
 
 __all__ = [
@@ -655,6 +655,7 @@ class Encoder:
             from sentence_transformers import SentenceTransformer
 
             path = resolve_embedding_model(model)
+            check_hub_model(path, "embedding model")
             self.name = str(model) if model not in (None, "default") else "sentence-transformers/all-MiniLM-L6-v2"
             try:
                 self.model = SentenceTransformer(path, device=device)

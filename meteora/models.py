@@ -45,6 +45,8 @@ __all__ = [
     "default_generator_path",
     "default_embedding_path",
     "default_gguf_path",
+    "hub_offline",
+    "check_hub_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -114,8 +116,103 @@ def _is_local(name: str) -> bool:
     return os.path.isdir(os.path.expanduser(name))
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE`` or
+    ``TRANSFORMERS_OFFLINE`` set to a true value).
+
+    Example:
+        >>> isinstance(hub_offline(), bool)
+        True
+    """
+    return any(
+        os.environ.get(var, "").strip().lower() not in ("", "0", "false", "no", "off")
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+_hub_offline = hub_offline
+
+
+def _hub_timeout() -> float:
+    """Seconds to wait for the hub (``$METEORA_HUB_TIMEOUT``, default 5)."""
+    try:
+        value = float(os.environ.get("METEORA_HUB_TIMEOUT", "5"))
+    except ValueError:
+        return 5.0
+    return value if value > 0 else 5.0
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return False
+    for filename in ("config.json", "adapter_config.json", "modules.json"):
+        try:
+            if isinstance(try_to_load_from_cache(repo_id, filename), str):
+                return True
+        except Exception:  # noqa: BLE001 - an unusable cache entry counts as absent
+            return False
+    return False
+
+
+def check_hub_model(name: str, what: str = "model") -> None:
+    """Fail fast when ``name`` is a hub id that cannot be loaded here.
+
+    Local folders and hub ids already in the Hugging Face cache pass. Otherwise the id
+    must be well formed, the hub must not be switched off (:func:`hub_offline`), and the
+    hub must answer within ``$METEORA_HUB_TIMEOUT`` seconds (default 5) that the model
+    exists; an unreachable hub is reported at once instead of after a minute of
+    retries. Gated or private models and other hub answers are left to the loader.
+
+    Raises:
+        ModelNotFoundError: saying which of these failed and what to do.
+
+    Example:
+        >>> check_hub_model(".")  # a local folder
+    """
+    name = str(name)
+    if _is_local(name) or _in_hub_cache(name):
+        return
+    try:
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(name)
+    except ImportError:  # pragma: no cover
+        return
+    except Exception as exc:  # noqa: BLE001 - HFValidationError, a ValueError subclass
+        raise ModelNotFoundError(
+            f"could not load {what} {name!r}: it is neither a local folder nor a valid hub id (owner/name): {exc}"
+        ) from exc
+    hint = f"download it where there is network (`huggingface-cli download {name}`) and pass the local folder"
+    if hub_offline():
+        raise ModelNotFoundError(
+            f"could not load {what} {name!r}: it is not a local folder and not in the Hugging Face cache, and the hub "
+            "is switched off "
+            f"(HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set); {hint}"
+        )
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    timeout = _hub_timeout()
+    try:
+        HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None).model_info(name, timeout=timeout)
+    except GatedRepoError:
+        return  # exists; the loader reports the missing access token
+    except RepositoryNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"could not load {what} {name!r}: it is not a local folder and the hub has no such model (or it is "
+            "private); "
+            "check the id, or pass a local folder"
+        ) from exc
+    except HfHubHTTPError:
+        return  # the hub answered (auth, rate limit...): let the loader report it
+    except Exception as exc:  # noqa: BLE001 - connection errors come from httpx/requests/socket
+        raise ModelNotFoundError(
+            f"could not load {what} {name!r}: could not reach the Hugging Face hub within {timeout:g} s "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the machine looks offline: "
+            f"set HF_HUB_OFFLINE=1 and {hint}"
+        ) from exc
 
 
 def resolve_embedding_model(name_or_path: str | os.PathLike[str] | None = None) -> str:

@@ -262,6 +262,11 @@ def retrieve_pools(
         >>> pools = retrieve_pools(["fever?"], dense, k=5, encoder=dense.encoder, settings=SelectorSettings())  # doctest: +SKIP
     """
     queries = check_queries(queries)
+    if not callable(getattr(retriever, "search", None)):
+        raise InvalidInputError(
+            f"retriever must be a meteora retriever (BM25Retriever, DenseRetriever, HybridRetriever or one "
+            f"loaded with load_retriever), got {type(retriever).__name__}"
+        )
     if not queries:
         return []
     qemb: np.ndarray | None = None
@@ -277,10 +282,9 @@ def retrieve_pools(
         rankings = retriever.search_embeddings(qemb, k=k, queries=queries)
     else:
         rankings = retriever.search(list(queries), k=k)
-    if len(rankings) != len(queries):
-        raise InvalidInputError(
-            f"the retriever returned {len(rankings)} rankings for {len(queries)} queries"
-        )
+    if isinstance(rankings, (str, bytes)) or not isinstance(rankings, Sequence) or len(rankings) != len(queries):
+        got = len(rankings) if isinstance(rankings, Sequence) else type(rankings).__name__
+        raise InvalidInputError(f"the retriever returned {got} rankings for {len(queries)} queries")
     pools = []
     for i, (q, ranking) in enumerate(zip(queries, rankings, strict=True)):
         passages = list(ranking.passages)

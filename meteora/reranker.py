@@ -38,6 +38,13 @@ from typing import Any
 
 import numpy as np
 
+from meteora._checks import (
+    check_callable_arity,
+    check_generated,
+    check_generation_options,
+    is_blank,
+    real_matrix,
+)
 from meteora.errors import InvalidInputError
 from meteora.pipeline import CandidatePool, SelectorSettings, retrieve_pools
 from meteora.types import Passage, PassageLike, Ranking, check_queries, check_query, to_passages
@@ -219,7 +226,7 @@ class Reranker:
         self.include_query = include_query
         self.top_k = top_k
         self.batch_size = batch_size
-        self.generation = dict(generation or {})
+        self.generation = check_generation_options(generation, self.generator)
         self.verifier = self._build_verifier(verifier)
 
     # ------------------------------------------------------------ construction
@@ -231,6 +238,11 @@ class Reranker:
 
         if isinstance(generator, RationaleGenerator) or hasattr(generator, "generate"):
             return generator
+        if not isinstance(generator, (str, os.PathLike)):
+            raise InvalidInputError(
+                "generator must be 'default', a hub id or model folder, an object with generate(queries, ...), "
+                f"or None (query-only); got {type(generator).__name__}"
+            )
         name = None if generator == "default" else generator
         return RationaleGenerator.from_pretrained(
             name, adapter=adapter, template=template, load_in_4bit=load_in_4bit, cache=cache
@@ -274,11 +286,15 @@ class Reranker:
             if live
             else []
         )
-        if len(logits) != len(live):
-            raise InvalidInputError(f"the scorer returned {len(logits)} logit lists for {len(live)} queries")
+        if isinstance(logits, (str, bytes, Mapping)) or not hasattr(logits, "__len__") or len(logits) != len(live):
+            got = len(logits) if hasattr(logits, "__len__") else type(logits).__name__
+            raise InvalidInputError(
+                f"the scorer ({type(self.scorer).__name__}) returned {got} logit lists for {len(live)} queries; "
+                "evidence_logits must return one list of logits per query"
+            )
         out: list[np.ndarray | None] = [np.zeros(len(pool)) for pool in pools]
         for k, lg in zip(live, logits, strict=True):
-            arr = np.asarray(lg, dtype=np.float64).reshape(-1)
+            arr = real_matrix(lg, f"the scorer's evidence logits for query #{k}", ndim=1)
             if arr.shape[0] != len(wanted[k]):
                 raise InvalidInputError(f"the scorer returned {arr.shape[0]} logits for {len(wanted[k])} passages (query #{k})")
             out[k][wanted[k]] = arr  # type: ignore[index]
@@ -293,7 +309,10 @@ class Reranker:
             if self.generator is None:
                 raise InvalidInputError("verifier=True needs an LM: pass a generator, or a Verifier / callable verifier")
             return Verifier(self.generator)
-        if isinstance(verifier, Verifier) or callable(verifier):
+        if isinstance(verifier, Verifier):
+            return verifier
+        if callable(verifier):
+            check_callable_arity(verifier, 3, "verifier", "(query, passage, accepted) -> Verdict")
             return verifier
         raise InvalidInputError(
             f"verifier must be None, True, a meteora.Verifier or a callable (query, passage, accepted) -> Verdict; got {type(verifier).__name__}"
@@ -332,9 +351,7 @@ class Reranker:
             include_query=self.include_query,
             **self.generation,
         )
-        if len(sets) != len(queries):
-            raise InvalidInputError(f"the generator returned {len(sets)} rationale sets for {len(queries)} queries")
-        return [(list(s.rationales) or [q], s) for q, s in zip(queries, sets, strict=True)]
+        return check_generated(queries, sets, type(self.generator).__name__)
 
     def _resolve_rationales(self, queries: Sequence[str], rationales: Sequence[Any] | None) -> list[tuple[list[str], Any]]:
         """Caller-given rationales (lists of str or RationaleSets), else the generator's."""
@@ -352,7 +369,7 @@ class Reranker:
             if isinstance(r, (str, bytes, Mapping)) or not isinstance(r, Iterable):
                 raise InvalidInputError(f"rationales[{i}] must be a list of non-empty strings or a RationaleSet")
             texts = list(r)
-            if not all(isinstance(t, str) and t.strip() for t in texts):
+            if not all(isinstance(t, str) and not is_blank(t) for t in texts):
                 raise InvalidInputError(f"rationales[{i}] must be a list of non-empty strings")
             out.append((texts or [q], rset))
         return out
@@ -382,13 +399,12 @@ class Reranker:
 
     def _embed_passages(self, passages: Sequence[Passage], embeddings: np.ndarray | None) -> np.ndarray:
         if embeddings is not None:
-            emb = np.asarray(embeddings, dtype=np.float32)
-            if emb.ndim != 2 or emb.shape[0] != len(passages):
-                got = emb.shape[0] if emb.ndim else emb.shape
+            emb = real_matrix(embeddings, "passage_embeddings")
+            if emb.shape[0] != len(passages):
                 raise InvalidInputError(
-                    f"got {got} passage embeddings for {len(passages)} passages; give one (d,) row per passage"
+                    f"got {emb.shape[0]} passage embeddings for {len(passages)} passages; give one (d,) row per passage"
                 )
-            return emb
+            return emb.astype(np.float32)
         texts = [p.text if len(p.text) <= MAX_EMBED_CHARS else p.text[:MAX_EMBED_CHARS] for p in passages]
         return self.encoder.encode(texts)
 
@@ -495,9 +511,13 @@ class Reranker:
             if not passages:
                 raise InvalidInputError(f"query #{i} has an empty candidate list; pass at least one passage")
             given = passage_embeddings[i] if passage_embeddings is not None else None
-            emb = self._embed_passages(passages, given) if given is not None else None
-            ctx = to_passages(contexts[i]) if contexts is not None and contexts[i] is not None else None
             qemb = query_embeddings[i] if query_embeddings is not None else None
+            try:
+                emb = self._embed_passages(passages, given) if given is not None else None
+                ctx = to_passages(contexts[i]) if contexts is not None and contexts[i] is not None else None
+                qemb = real_matrix(qemb, "query_embeddings", ndim=1) if qemb is not None else None
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"query #{i}: {exc}") from exc
             pools.append(CandidatePool(q, passages, emb, ctx, qemb))
         return self.rerank_pools(pools, rationales=rationales)
 

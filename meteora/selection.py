@@ -92,6 +92,9 @@ ORDERS = ("score", "document")
 STD_EPS = 1e-9
 #: Second differences within this of the maximum count as tied (the first one wins).
 TIE_EPS = 1e-9
+#: A z-score must exceed ``tau`` by more than this to pass: z-scores that equal ``tau``
+#: up to rounding (two gaps always give exactly ±1, computed as 1.0000000002) do not.
+Z_EPS = 1e-9
 _NORM_EPS = 1e-12
 
 
@@ -190,8 +193,8 @@ def elbow_cutoff(scores_desc: np.ndarray, tau: float = 1.0) -> ElbowInfo:
 
     * ``N ≤ 2``: keep everything (rule ``"all"``).
     * gaps ``d_t = s_(t) - s_(t+1)``; ``z_t = (d_t - mean(d)) / std(d)`` (population
-      std). Cut at the **first** ``t`` with ``z_t > tau`` and keep the top ``t + 1``
-      (rule ``"zscore"``).
+      std). Cut at the **first** ``t`` with ``z_t > tau`` (by more than ``Z_EPS``, so
+      rounding noise never passes) and keep the top ``t + 1`` (rule ``"zscore"``).
     * if no gap passes, or ``std(d) ≤ STD_EPS`` (equal gaps): cut at the largest
       second difference ``Δ²_t = d_t - d_(t+1) = s_(t) - 2 s_(t+1) + s_(t+2)``,
       ``t = 0 .. N-3``, i.e. at the gap that most exceeds the gap after it (the drop
@@ -231,7 +234,7 @@ def elbow_cutoff(scores_desc: np.ndarray, tau: float = 1.0) -> ElbowInfo:
     std = float(gaps.std())  # population std (ddof=0)
     if std > STD_EPS:
         z = (gaps - mean) / std
-        passing = np.flatnonzero(z > tau)
+        passing = np.flatnonzero(z > tau + Z_EPS)
         if passing.size:
             t = int(passing[0])
             return ElbowInfo(keep=t + 1, rule="zscore", gaps=gaps, z_scores=z, index=t, tau=tau)

@@ -20,9 +20,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meteora._checks import check_id, check_position, is_blank
 from meteora.errors import InvalidInputError
 
-__all__ = ["Passage", "PassageLike", "Hit", "Ranking", "to_passages", "check_query", "check_queries"]
+__all__ = ["Passage", "PassageLike", "Hit", "Ranking", "to_passages", "passage_from", "check_query", "check_queries"]
 
 _MAX_REPR_TEXT = 60
 
@@ -49,15 +50,16 @@ class Passage:
     def __post_init__(self) -> None:
         if not isinstance(self.text, str):
             raise InvalidInputError(f"Passage.text must be a str, got {type(self.text).__name__}")
-        if not isinstance(self.id, str) or not self.id:
+        if not isinstance(self.id, str) or is_blank(self.id):
             raise InvalidInputError(f"Passage.id must be a non-empty str, got {self.id!r}")
-        if not self.doc_id:
+        if self.doc_id is None or self.doc_id == "":
             object.__setattr__(self, "doc_id", self.id)
-        if not isinstance(self.doc_id, str):
-            object.__setattr__(self, "doc_id", str(self.doc_id))
-        if isinstance(self.position, bool) or not isinstance(self.position, int) or self.position < 0:
+        else:
+            object.__setattr__(self, "doc_id", check_id(self.doc_id, f"passage {self.id!r}", "doc_id"))
+        object.__setattr__(self, "position", check_position(self.position, f"passage {self.id!r}"))
+        if not isinstance(self.metadata, Mapping):
             raise InvalidInputError(
-                f"Passage.position must be a non-negative int, got {self.position!r} (passage {self.id!r})"
+                f"passage {self.id!r}: metadata must be a dict, got {type(self.metadata).__name__}"
             )
 
     def __repr__(self) -> str:
@@ -78,25 +80,60 @@ class Passage:
 PassageLike = str | Mapping[str, Any] | Passage
 
 
-def _from_dict(d: Mapping[str, Any], index: int) -> Passage:
+_KNOWN_KEYS = frozenset({"text", "contents", "content", "id", "_id", "doc_id", "position", "metadata"})
+
+
+def _from_dict(d: Mapping[str, Any], index: int, where: str) -> Passage:
     text = d.get("text", d.get("contents", d.get("content")))
     if text is None:
         raise InvalidInputError(
-            f"passage #{index} is a dict without a 'text' key (keys: {sorted(d)}); "
+            f"{where} is a dict without a 'text' key (keys: {sorted(map(str, d))}); "
             "give each passage a 'text' field"
         )
-    pid = d.get("id", d.get("_id"))
-    known = {"text", "contents", "content", "id", "_id", "doc_id", "position", "metadata"}
-    metadata = dict(d.get("metadata") or {})
-    metadata.update({k: v for k, v in d.items() if k not in known})
-    position = d.get("position", 0)
+    if not isinstance(text, str):
+        raise InvalidInputError(f"{where}: text must be a string, got {type(text).__name__} {text!r:.60}")
+    id_key = "id" if "id" in d else "_id" if "_id" in d else None
+    if id_key is not None and d[id_key] is None:
+        raise InvalidInputError(f"{where}: {id_key} is null; give a string id or leave the key out")
+    pid = check_id(d[id_key], where) if id_key is not None else str(index)
+    raw_meta = d.get("metadata")
+    if raw_meta is not None and not isinstance(raw_meta, Mapping):
+        raise InvalidInputError(
+            f"{where}: metadata must be a JSON object (dict), got {type(raw_meta).__name__} {raw_meta!r:.60}"
+        )
+    metadata = dict(raw_meta or {})
+    metadata.update({k: v for k, v in d.items() if k not in _KNOWN_KEYS})
+    doc_id = d.get("doc_id")
     return Passage(
         text=text,
-        id=str(pid) if pid is not None else str(index),
-        doc_id=str(d["doc_id"]) if d.get("doc_id") is not None else "",
-        position=int(position) if isinstance(position, (int, float)) and not isinstance(position, bool) else position,
+        id=pid,
+        doc_id=check_id(doc_id, where, "doc_id") if doc_id is not None else "",
+        position=check_position(d.get("position", 0), where),
         metadata=metadata,
     )
+
+
+def passage_from(item: Any, index: int, *, where: str | None = None) -> Passage:
+    """One passage from a ``str``, ``dict`` or :class:`Passage`; ``index`` is the default
+    id, ``where`` names the item in error messages (default ``"passage #index"``).
+
+    Example:
+        >>> passage_from({"text": "Aspirin.", "position": 2.0}, 0).position
+        2
+    """
+    where = where or f"passage #{index}"
+    if isinstance(item, Passage):
+        return item
+    if isinstance(item, str):
+        return Passage(text=item, id=str(index))
+    if isinstance(item, Mapping):
+        try:
+            return _from_dict(item, index, where)
+        except InvalidInputError as exc:
+            if str(exc).startswith(where):
+                raise
+            raise InvalidInputError(f"{where}: {exc}") from exc
+    raise InvalidInputError(f"{where} has type {type(item).__name__}; expected str, dict or meteora.Passage")
 
 
 def to_passages(
@@ -131,26 +168,17 @@ def to_passages(
         raise InvalidInputError(f"passages must be a list of str, dict or Passage; got {type(items).__name__}")
     if ids is not None and (isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable)):
         raise InvalidInputError(f"ids must be a list of str, one per passage; got {type(ids).__name__}")
-    out: list[Passage] = []
-    for i, item in enumerate(items):
-        if isinstance(item, Passage):
-            p = item
-        elif isinstance(item, str):
-            p = Passage(text=item, id=str(i))
-        elif isinstance(item, Mapping):
-            p = _from_dict(item, i)
-        else:
-            raise InvalidInputError(
-                f"passage #{i} has type {type(item).__name__}; expected str, dict or meteora.Passage"
-            )
-        out.append(p)
+    out = [passage_from(item, i) for i, item in enumerate(items)]
     if ids is not None:
         ids = list(ids)
         if len(ids) != len(out):
             raise InvalidInputError(f"got {len(ids)} ids for {len(out)} passages; give one id per passage")
         out = [
-            Passage(text=p.text, id=str(pid), doc_id=p.doc_id if p.doc_id != p.id else "", position=p.position, metadata=p.metadata)
-            for p, pid in zip(out, ids, strict=True)
+            Passage(
+                text=p.text, id=check_id(pid, f"ids[{i}]"), doc_id=p.doc_id if p.doc_id != p.id else "",
+                position=p.position, metadata=p.metadata,
+            )
+            for i, (p, pid) in enumerate(zip(out, ids, strict=True))
         ]
     seen: dict[str, int] = {}
     for i, p in enumerate(out):
@@ -159,8 +187,10 @@ def to_passages(
                 f"duplicate passage id {p.id!r} (passages #{seen[p.id]} and #{i}); ids must be unique"
             )
         seen[p.id] = i
-        if not allow_empty_text and not p.text.strip():
-            raise InvalidInputError(f"passage #{i} (id {p.id!r}) has empty text; remove it or give it text")
+        if not allow_empty_text and is_blank(p.text):
+            raise InvalidInputError(
+                f"passage #{i} (id {p.id!r}) has empty text (nothing visible); remove it or give it text"
+            )
     return out
 
 
@@ -173,8 +203,9 @@ def check_query(query: Any, *, name: str = "query") -> str:
     """
     if not isinstance(query, str):
         raise InvalidInputError(f"{name} must be a str, got {type(query).__name__}")
-    if not query.strip():
-        raise InvalidInputError(f"{name} is empty; pass a non-empty question")
+    if is_blank(query):
+        what = "empty" if not query.strip() else "made only of invisible characters (whitespace, control or zero-width)"
+        raise InvalidInputError(f"{name} is {what}; pass a non-empty question")
     return query
 
 

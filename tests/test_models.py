@@ -96,6 +96,7 @@ def test_missing_default_generator_names_pull_command(empty_home):
 
 def test_missing_default_generator_online_falls_back_to_hub(empty_home, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)  # also switches the hub off
     # with a hub, the full hub id is handed to transformers; a bare alias still errors
     assert resolve_generator_model(DEFAULT_GENERATOR_MODEL) == DEFAULT_GENERATOR_MODEL
     with pytest.raises(ModelNotFoundError, match="meteora models pull"):

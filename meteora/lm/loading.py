@@ -29,6 +29,7 @@ from meteora.errors import InvalidInputError, ModelNotFoundError, require
 from meteora.models import (
     DEFAULT_GENERATOR_MODEL,
     PULL_HINT,
+    check_hub_model,
     default_generator_path,
     is_default_generator,
     resolve_generator_model,
@@ -341,6 +342,7 @@ def read_adapter_config(adapter: str | os.PathLike[str]) -> dict[str, Any]:
             raise InvalidInputError(f"adapter config {cfg} is not readable JSON: {exc}") from exc
     if _looks_like_path(adapter):
         raise ModelNotFoundError(f"adapter folder {adapter!r} does not exist")
+    check_hub_model(adapter, "adapter")
     try:
         from peft import PeftConfig
 
@@ -508,6 +510,7 @@ def load_causal_lm(
         MissingDependencyError: 4-bit loading without bitsandbytes.
     """
     name = resolve_generator_model(base_model)
+    check_hub_model(name, "base model")
     transformers = require("transformers", "train", "loading the base model")
     cuda, precision = precision_setup(precision)
     dtype = torch_dtype(precision)
@@ -569,6 +572,7 @@ def load_for_inference(
 
     is_default = is_default_generator(model)
     path = resolve_generator_model(model)
+    check_hub_model(path, "model")
     model_id = path
     default_path = default_generator_path()
     if is_default and default_path is not None and Path(path) == default_path:

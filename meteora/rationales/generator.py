@@ -100,6 +100,20 @@ class RationaleSet:
     from_cache: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.query, str):
+            raise InvalidInputError(f"RationaleSet.query must be a str, got {type(self.query).__name__}")
+        if isinstance(self.rationales, (str, bytes)) or not isinstance(self.rationales, Sequence):
+            raise InvalidInputError(
+                f"RationaleSet.rationales must be a list of str, got {type(self.rationales).__name__} "
+                f"{self.rationales!r:.60} (query {self.query[:60]!r})"
+            )
+        bad = [r for r in self.rationales if not isinstance(r, str)]
+        if bad:
+            raise InvalidInputError(
+                f"RationaleSet.rationales must hold only str, got {type(bad[0]).__name__} {bad[0]!r:.60} "
+                f"(query {self.query[:60]!r})"
+            )
+        self.rationales = list(self.rationales)
         if not self.flags:
             self.flags = [None] * len(self.rationales)
         if len(self.flags) != len(self.rationales):

@@ -105,8 +105,15 @@ def _require_file(path: str | os.PathLike[str], what: str) -> Path:
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
     """Yield ``(line_no, obj, error)`` for each non-blank line; ``error`` set when unparsable."""
-    with open(path, encoding="utf-8") as fh:
-        for line_no, raw in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for line_no, data in enumerate(fh, start=1):
+            try:
+                raw = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield line_no, None, f"not valid UTF-8 (byte {data[exc.start]:#04x} at column {exc.start + 1}); save the file as UTF-8"
+                continue
+            if line_no == 1 and raw.startswith("\ufeff"):
+                raw = raw[1:]
             if not raw.strip():
                 continue
             try:
@@ -411,8 +418,9 @@ def load_rationale_sft(
             "%s: excluded %d row(s) whose query is in exclude_queries", p.name, len(excluded)
         )
     if not examples:
+        first = "; first: " + "; ".join(str(r) for r in rejected[:3]) if rejected else ""
         raise TrainingDataError(
-            f"{p} has no valid rationale rows ({len(rejected)} rejected); check the file format"
+            f"{p} has no valid rationale rows ({len(rejected)} rejected{first}); check the file format"
         )
     return SFTDataset(examples, rejected, duplicates, excluded, p, file_sha256(p))
 
