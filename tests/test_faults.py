@@ -176,28 +176,53 @@ def test_kill_during_cache_writes_keeps_a_readable_cache(tmp_path):
         assert not list(tmp_path.glob("*.corrupt-*"))  # a kill is not corruption
 
 
-@pytest.mark.parametrize("damage", ["truncate", "random-bytes", "zero-page"])
-def test_corrupted_cache_is_set_aside_and_rebuilt(tmp_path, damage):
-    db = tmp_path / "r.sqlite"
-    cache = RationaleCache(db)
-    cache.put_many({"m": "x"}, [(f"q{i}", {"v": i}) for i in range(200)])
-    cache.close()
-    del cache
+def _damage(db: Path, damage: str) -> None:
     data = bytearray(db.read_bytes())
     if damage == "truncate":
         data = data[: len(data) // 3]
     elif damage == "random-bytes":
         data = bytearray(np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8))
-    else:
+    elif damage == "zero-page":
         data[:4096] = bytes(4096)
-    for side in tmp_path.glob("r.sqlite-*"):
+    else:  # damaged pages after an intact header
+        data[4096:8192] = b"\xff" * 4096
+    for side in db.parent.glob(db.name + "-*"):
         side.unlink()
     db.write_bytes(bytes(data))
-    fresh = RationaleCache(db)  # never a crash: the damaged file is moved aside, not deleted
+
+
+def _filled_cache(db: Path) -> None:
+    cache = RationaleCache(db)
+    cache.put_many({"m": "x"}, [(f"q{i}", {"v": i}) for i in range(200)])
+    cache.close()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bad-pages", "random-bytes", "zero-page"])
+def test_damaged_default_cache_is_set_aside_and_rebuilt(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("METEORA_HOME", str(tmp_path))
+    from meteora.rationales.cache import default_cache_path
+
+    db = default_cache_path()
+    _filled_cache(db)
+    _damage(db, damage)
+    fresh = RationaleCache()  # never a crash: the damaged file is moved aside, not deleted
     fresh.put({"m": "x"}, "q", {"v": 1})
     assert fresh.get({"m": "x"}, "q") == {"v": 1}
-    if damage != "truncate":
-        assert list(tmp_path.glob("r.sqlite.corrupt-*"))
+    if damage in ("random-bytes", "zero-page"):
+        assert list(tmp_path.glob("rationales.sqlite.corrupt-*"))
+
+
+@pytest.mark.parametrize("damage", ["random-bytes", "zero-page"])
+def test_file_that_is_not_sqlite_at_a_chosen_path_is_refused_untouched(tmp_path, damage):
+    from meteora.errors import UnsafeOverwriteError
+
+    db = tmp_path / "r.sqlite"
+    _filled_cache(db)
+    _damage(db, damage)
+    before = db.read_bytes()
+    with pytest.raises(UnsafeOverwriteError, match="not an SQLite database"):
+        RationaleCache(db)
+    assert db.read_bytes() == before and not list(tmp_path.glob("*.corrupt-*"))
 
 
 def test_foreign_sqlite_database_is_refused_and_untouched(tmp_path):

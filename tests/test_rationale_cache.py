@@ -91,11 +91,14 @@ def test_folder_path_is_rejected(tmp_path):
         RationaleCache(tmp_path)
 
 
-def test_corrupt_file_is_moved_aside_and_rebuilt(tmp_path, caplog):
-    path = tmp_path / "c.sqlite"
+def test_corrupt_default_cache_is_moved_aside_and_rebuilt(tmp_path, caplog, monkeypatch):
+    # only meteora's own default cache: a non-SQLite file at a chosen path is refused
+    # untouched (tests/test_faults.py), as it may be a user's file
+    monkeypatch.setenv("METEORA_HOME", str(tmp_path))
+    path = tmp_path / "rationales.sqlite"
     path.write_bytes(os.urandom(8192))
     with caplog.at_level(logging.WARNING, logger="meteora.rationales.cache"):
-        cache = RationaleCache(path)
+        cache = RationaleCache()
     assert any("unreadable" in r.message for r in caplog.records)
     assert len(cache) == 0
     cache.put(FIELDS, "q", {"ok": True})

@@ -305,10 +305,11 @@ def _refuse_foreign_database(path: Path) -> None:
     """Refuse an existing SQLite database that is not a rationale cache.
 
     Its tables are listed read-only; nothing is created, moved or changed. A file that is
-    not SQLite at all is left to the corruption handling (moved aside, never deleted).
+    not SQLite at all is refused too, unless it is meteora's own default cache (then the
+    corruption handling moves it aside and starts a new one).
 
     Raises:
-        UnsafeOverwriteError: ``path`` is another program's SQLite database.
+        UnsafeOverwriteError: ``path`` is another program's SQLite database, or not SQLite.
     """
     try:
         with open(path, "rb") as fh:
@@ -318,7 +319,13 @@ def _refuse_foreign_database(path: Path) -> None:
     except OSError as exc:
         raise MeteoraError(f"cannot read the rationale cache {path} ({exc})") from exc
     if head != _SQLITE_MAGIC:
-        return
+        if not head or path.resolve() == default_cache_path().resolve():
+            return  # empty, or meteora's own default cache damaged: moved aside and rebuilt
+        raise UnsafeOverwriteError(
+            f"{path} is not an SQLite database, so it is not a meteora rationale cache (a user "
+            "file?); meteora will not move or overwrite it: pass another cache path (or "
+            "cache=False), or delete the file if it is a damaged cache"
+        )
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_S)
         try:
