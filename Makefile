@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.meteora-installed
 METEORA := $(VENV)/bin/meteora
 PYTEST_ARGS ?=
 
-.PHONY: demo test models install lint bench clean
+.PHONY: demo test models install lint bench clean wheel-check
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -41,6 +41,11 @@ bench: models
 
 test: models
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# sdist + wheel, twine check, the wheel in a fresh venv outside the checkout running the
+# README quick start and `meteora doctor` (~1 min; also part of `make test`)
+wheel-check: models
+	$(PY) -m pytest -q tests/test_wheel.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check meteora tests benchmarks

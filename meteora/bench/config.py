@@ -6,12 +6,17 @@ Example:
     'pubmedqa_test_n5'
     >>> BenchmarkConfig(dataset="bioasq", split="all").results_stem()
     'bioasq_all'
+    >>> BenchmarkConfig(dataset="beir", data_path="data/scifact", out_dir="res").results_paths()[0].as_posix()
+    'res/beir-scifact_test.json'
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from meteora.bench.context import DATASET_SPLITS, DATASETS
@@ -21,6 +26,7 @@ from meteora.pipeline import SelectorSettings
 
 __all__ = ["BenchmarkConfig", "VIEWS"]
 
+#: the qrels views of PubMedQA (other datasets have their own: ``RetrievalBenchmark.views``)
 VIEWS = ("abstract", "evidence")
 
 
@@ -40,13 +46,15 @@ class BenchmarkConfig:
     generator's settings: ``generator``, ``adapter``, ``template``, ``n``,
     ``include_query``, ``batch_size``, ``max_new_tokens``. ``compare`` lists
     ``"A:B"`` pairs (``B`` may be a fixed-k baseline ``NAME@k``) whose F1 difference is
-    tested with a paired bootstrap over the questions, per view.
+    tested with a paired bootstrap over the questions, per view. ``views=None`` scores
+    every view the dataset has. ``out_dir`` is the results folder, or the results JSON
+    file itself when it ends in ``.json`` (the plot goes beside it).
     """
 
     methods: list[str] = field(default_factory=lambda: ["bm25", "dense", "hybrid"])
     split: str = "test"
     limit: int | None = None
-    views: list[str] = field(default_factory=lambda: list(VIEWS))
+    views: list[str] | None = None
     ks: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 8, 16, 32])
     retrieve_k: int = 100
     rrf_k: int = 60
@@ -90,9 +98,10 @@ class BenchmarkConfig:
             raise InvalidInputError(f"limit must be a positive integer, got {self.limit!r}")
         if isinstance(self.methods, str):
             raise InvalidInputError(f"methods must be a list of method names, got the string {self.methods!r}")
-        unknown_views = [v for v in self.views if v not in VIEWS]
-        if unknown_views:
-            raise InvalidInputError(f"unknown qrels views {unknown_views}; choose from {list(VIEWS)}")
+        if self.views is not None and (
+            isinstance(self.views, str) or not self.views or not all(isinstance(v, str) and v for v in self.views)
+        ):
+            raise InvalidInputError(f"views must be a non-empty list of view names (or None for all), got {self.views!r}")
         unknown = [m for m in self.methods if get_runner(m) is None]
         if unknown:
             raise InvalidInputError(f"unknown methods {unknown}; available: {available_methods()}")
@@ -118,11 +127,53 @@ class BenchmarkConfig:
             )
 
     def results_stem(self) -> str:
-        """File stem of the results: ``<dataset>_<split>[_n<limit>][_<tag>]``."""
-        stem = f"{self.dataset}_{self.split}"
+        """File stem of the results: ``<dataset>_<split>[_n<limit>][_<tag>]`` (a BEIR
+        folder's dataset part is ``beir-<folder name>``)."""
+        name = self.dataset
+        if name == "beir" and self.data_path:
+            from meteora.datasets.beir import beir_dataset_name
+
+            name = beir_dataset_name(self.data_path)
+        stem = f"{name}_{self.split}"
         if self.limit is not None:
             stem += f"_n{self.limit}"
         return f"{stem}_{self.tag}" if self.tag else stem
+
+    def results_paths(self) -> tuple[Path, Path]:
+        """``(results JSON, recall-vs-chunks PNG)``: ``<out_dir>/<stem>.json|.png``, or
+        ``out_dir`` itself and the PNG beside it when ``out_dir`` ends in ``.json``."""
+        out = Path(self.out_dir).expanduser()
+        if out.suffix.lower() == ".json":
+            return out, out.with_suffix(".png")
+        stem = self.results_stem()
+        return out / f"{stem}.json", out / f"{stem}.png"
+
+    def check_output(self) -> None:
+        """Check, before any work, that the results can be written: the results paths are
+        not folders, and their folder is one, or can be made under the nearest existing
+        folder, which takes a new file (probed with a temporary file; nothing is left
+        behind and no folder is made here).
+
+        Raises:
+            InvalidInputError: what is in the way and what to pass instead.
+        """
+        paths = self.results_paths()
+        hint = "pass --out with a writable folder (or a .json file path)"
+        for p in paths:
+            if p.is_dir():
+                raise InvalidInputError(f"cannot write the results to {p}: it is a folder; {hint}")
+        folder = paths[0].parent
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise InvalidInputError(f"cannot write the results into {folder}: {existing} is a file, not a folder; {hint}")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".meteora-write-check-", dir=existing)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot write the results into {folder}: {exc.strerror or exc}; {hint}") from exc
 
     def selector_settings(self) -> SelectorSettings:
         """``selector`` with the legacy ``options`` keys (``window``, ``tau``, ``pairing``) applied."""

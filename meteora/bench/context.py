@@ -2,8 +2,9 @@
 retrievers, generator) its methods share.
 
 Datasets are :class:`~meteora.datasets.pubmedqa.RetrievalBenchmark` objects, built by a
-function registered by import path in :data:`DATASETS` (``pubmedqa``, ``bioasq``), or
-given directly: ``BenchmarkContext(config, benchmark=my_benchmark)``.
+function registered by import path in :data:`DATASETS` (``pubmedqa``, ``bioasq``, and
+``beir`` for any BEIR-format folder given as ``config.data_path``), or given directly:
+``BenchmarkContext(config, benchmark=my_benchmark)``.
 
 Example:
     >>> from meteora.bench.config import BenchmarkConfig
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -42,14 +44,16 @@ logger = logging.getLogger(__name__)
 DATASETS: dict[str, str] = {
     "pubmedqa": "meteora.datasets.pubmedqa:build_pubmedqa_benchmark",
     "bioasq": "meteora.datasets.bioasq:build_bioasq_benchmark",
+    "beir": "meteora.datasets.beir:build_beir_benchmark",
 }
-#: the splits each registered dataset has
+#: the splits each registered dataset has (empty: the data decides, e.g. BEIR's qrels files)
 DATASET_SPLITS: dict[str, tuple[str, ...]] = {
     "pubmedqa": ("test", "train", "all"),
     "bioasq": ("test", "all"),
+    "beir": (),
 }
 #: names shown in results files and plots
-DATASET_TITLES: dict[str, str] = {"pubmedqa": "PubMedQA PQA-L", "bioasq": "BioASQ"}
+DATASET_TITLES: dict[str, str] = {"pubmedqa": "PubMedQA PQA-L", "bioasq": "BioASQ", "beir": "BEIR"}
 
 
 def build_benchmark(name: str, path: str | None = None) -> Any:
@@ -228,7 +232,7 @@ class BenchmarkContext:
             except (ValueError, OSError) as exc:
                 logger.warning("ignoring unreadable embedding cache %s (%s); re-encoding", path, exc)
         t0 = time.perf_counter()
-        emb = encoder.encode([p.text for p in self.data.corpus], show_progress=True)
+        emb = encoder.encode([p.text for p in self.data.corpus], show_progress=progress_enabled())
         self.timings["encode:corpus"] = time.perf_counter() - t0
         atomic_save_npy(path, emb)
         return emb

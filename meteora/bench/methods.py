@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meteora.bench.context import BenchmarkContext, MethodOutput
+from meteora.console import progress_enabled
 from meteora.pipeline import SelectorSettings
 
 __all__ = [
@@ -140,7 +141,7 @@ def meteora_reranker(ctx: BenchmarkContext, name: str) -> Any:
     variant, window = parsed
     opts = ctx.config.options
     settings = variant.settings(ctx.config.selector_settings(), window)
-    generation: dict[str, Any] = {"show_progress": True}
+    generation: dict[str, Any] = {"show_progress": progress_enabled()}
     if opts.get("max_new_tokens"):
         generation["max_new_tokens"] = int(opts["max_new_tokens"])
     return Reranker(

@@ -1,11 +1,14 @@
-"""The retrieval and evidence-selection benchmark (``meteora bench pubmedqa``, ``bioasq``).
+"""The retrieval and evidence-selection benchmark (``meteora bench pubmedqa|bioasq|beir``).
 
-The run itself (:func:`run_benchmark`, scoring, tables). Its parts live beside it:
-settings in :mod:`meteora.bench.config`, datasets and the shared context in
-:mod:`meteora.bench.context`, the method registry in :mod:`meteora.bench.methods`
-(imported one-way; nothing registers itself). Any
-:class:`~meteora.datasets.pubmedqa.RetrievalBenchmark` can be run
-(``run_benchmark(config, benchmark=...)``); PubMedQA is the default dataset:
+The run itself (:func:`run_benchmark`, scoring, tables): one code path for every
+dataset. Its parts live beside it: settings in :mod:`meteora.bench.config`, datasets
+and the shared context in :mod:`meteora.bench.context`, the method registry in
+:mod:`meteora.bench.methods` (imported one-way; nothing registers itself). A dataset is
+only a builder of a :class:`~meteora.datasets.pubmedqa.RetrievalBenchmark`: PubMedQA
+(the default), BioASQ golden files (:mod:`meteora.datasets.bioasq`), any BEIR-format
+folder (:mod:`meteora.datasets.beir`: ``BenchmarkConfig(dataset="beir",
+data_path=DIR)``), or one given directly (``run_benchmark(config, benchmark=...)``).
+PubMedQA:
 
 Corpus: every context chunk of the 1000 PQA-L abstracts (3,358 chunks). Queries: the
 questions of a split (``test`` = the 500 official test questions, ``train``, ``all``).
@@ -33,7 +36,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from meteora._io import atomic_write_json
@@ -148,10 +150,20 @@ def run_benchmark(
     if benchmark is not None and config.dataset != benchmark.name:
         config = dataclasses.replace(config, dataset=benchmark.name)
     config.validate(benchmark)
+    if write:  # before any work: a bad --out must not cost the run
+        config.check_output()
     apply_thread_setting(config.num_threads)
     t_start = time.perf_counter()
     ctx = BenchmarkContext(config, benchmark=benchmark, generator=generator, scorer=scorer)
+    if config.views is None:
+        config = dataclasses.replace(config, views=list(ctx.data.views))
+        ctx.config = config
+    unknown = [v for v in config.views if v not in ctx.data.views]
+    if unknown:
+        raise InvalidInputError(f"unknown qrels views {unknown} for {ctx.data.name}; available: {ctx.data.views}")
     title = DATASET_TITLES.get(config.dataset, config.dataset)
+    if ctx.data.name not in (config.dataset, title):
+        title = f"{title} {ctx.data.name}"
     logger.info("%s: %d queries (%s split), %d chunks", title, len(ctx.qids), config.split, len(ctx.data.corpus))
     outputs: dict[str, MethodOutput] = {}
     for name in config.methods:
@@ -175,12 +187,11 @@ def run_benchmark(
         "total_seconds": time.perf_counter() - t_start,
     }
     if write:
-        out_dir = Path(config.out_dir)
-        json_path = out_dir / f"{config.results_stem()}.json"
+        json_path, png_path = config.results_paths()
         atomic_write_json(json_path, results)
         results_path = str(json_path)
         if config.plot:
-            png = plot_recall_vs_chunks(views, out_dir / f"{config.results_stem()}.png", title=f"{title} {config.split}")
+            png = plot_recall_vs_chunks(views, png_path, title=f"{title} {config.split}")
             if png is not None:
                 logger.info("wrote %s", png)
         logger.info("wrote %s", results_path)

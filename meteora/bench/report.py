@@ -35,10 +35,17 @@ _PACKAGES = (
 )
 
 
-def environment_versions() -> dict[str, str]:
-    """Versions of Python, the platform and the packages that affect results."""
+def environment_versions(packages: Sequence[str] | None = None) -> dict[str, str]:
+    """Versions of Python, the platform and the installed ones of ``packages`` (default:
+    the packages that affect results), read from the installed distributions' metadata
+    (nothing is imported).
+
+    Example:
+        >>> sorted(environment_versions(["no-such-package-xyz"]))
+        ['platform', 'python']
+    """
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in _PACKAGES:
+    for pkg in _PACKAGES if packages is None else packages:
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
