@@ -66,7 +66,8 @@ def _needs_data(sub: str) -> None:
 
 
 def test_every_example_is_tested():
-    tested = {"quickstart.py", "index_and_search.py", "openai_server.py", "train_tiny_adapter.py", "evaluate_pubmedqa.py"}
+    tested = {"quickstart.py", "index_and_search.py", "openai_server.py", "train_tiny_adapter.py", "evaluate_pubmedqa.py",
+              "langchain_compressor.py", "llamaindex_postprocessor.py", "serve_client.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -175,3 +176,35 @@ def test_evaluate_pubmedqa_smoke():
     pytest.importorskip("bm25s")
     out = run_example("evaluate_pubmedqa.py", "--limit", "3", "--methods", "bm25", timeout=400).stdout
     assert "bm25" in out and "3 questions" in out
+
+
+# --------------------------------------------------------------------------- integrations and the service
+# (the README's LangChain, LlamaIndex and service snippets are these examples)
+ANSWER = "low-dose aspirin reduced ischaemic stroke"
+
+
+def test_langchain_compressor():
+    _needs_encoder()
+    pytest.importorskip("langchain_core")
+    pytest.importorskip("langchain_classic")
+    out = run_example("langchain_compressor.py", timeout=300).stdout
+    assert ANSWER in out and "Dogs" not in out and "Statins" not in out
+    assert "selected: a rationale chose it (pairing)" in out
+
+
+def test_llamaindex_postprocessor():
+    _needs_encoder()
+    pytest.importorskip("llama_index.core")
+    out = run_example("llamaindex_postprocessor.py", timeout=300).stdout
+    assert ANSWER in out and "Dogs" not in out and "Statins" not in out
+    assert "selected: a rationale chose it (pairing)" in out
+
+
+def test_serve_client_against_its_own_server():
+    _needs_encoder()
+    for module in ("fastapi", "uvicorn", "httpx"):
+        pytest.importorskip(module)
+    out = run_example("serve_client.py", timeout=300).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("* [0]") and ANSWER in lines[0]
+    assert "rationales: ['Does aspirin prevent stroke?']" in out and "[0] selected: a rationale chose it" in out

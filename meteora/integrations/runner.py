@@ -1,0 +1,128 @@
+"""The reranker behind a framework integration: built lazily, called under a lock, fed
+the documents' stored embeddings when they fit.
+
+:class:`RerankerHandle` is what :mod:`meteora.integrations.langchain` and
+:mod:`meteora.integrations.llamaindex` share: it holds a built
+:class:`~meteora.reranker.Reranker` (any generator backend, any encoder) or builds the
+offline default ``Reranker(**kwargs)`` on first use, serialises calls (one reranker's
+models are not shared between threads at once; the async variants run in a thread
+pool), and passes stored passage embeddings to :meth:`Reranker.rerank
+<meteora.reranker.Reranker.rerank>` when *every* candidate has one of the encoder's
+dimension, so nothing is encoded twice. Stored vectors must come from the reranker's
+own encoder (e.g. index with ``reranker.encoder``); a dimension that differs is
+ignored with a log line and the texts are encoded.
+
+Example:
+    >>> handle = RerankerHandle(None, {"generator": None})   # built on first rerank()
+    >>> handle.built
+    False
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from meteora.errors import InvalidInputError
+from meteora.types import Passage, check_query
+
+__all__ = ["RerankerHandle", "as_position"]
+
+logger = logging.getLogger(__name__)
+
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(reranker: Any) -> threading.Lock:
+    """One lock per reranker object, shared by every integration that wraps it."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(reranker)
+        if lock is None:
+            lock = _LOCKS[reranker] = threading.Lock()
+        return lock
+
+
+def as_position(value: Any) -> int:
+    """A passage position from document metadata: a non-negative int, else 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, (int, np.integer)) and value >= 0:
+        return int(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return 0
+
+
+class RerankerHandle:
+    """A :class:`~meteora.reranker.Reranker`, given or built lazily, called under a lock.
+
+    Args:
+        reranker: a built reranker (anything with ``rerank(query, passages,
+            passage_embeddings=...)`` and an ``encoder``), or ``None`` to build
+            ``Reranker(**build_kwargs)`` on first use.
+        build_kwargs: keyword arguments of the lazily built ``Reranker``.
+    """
+
+    def __init__(self, reranker: Any = None, build_kwargs: Mapping[str, Any] | None = None) -> None:
+        if reranker is not None and not hasattr(reranker, "rerank"):
+            raise InvalidInputError(
+                f"reranker must be a meteora.Reranker (or None for the default), got {type(reranker).__name__}"
+            )
+        if reranker is not None and build_kwargs:
+            raise InvalidInputError("pass either a built reranker or reranker_kwargs, not both")
+        self._reranker = reranker
+        self._kwargs = dict(build_kwargs or {})
+        self._build_lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        """Whether the reranker exists yet."""
+        return self._reranker is not None
+
+    def get(self) -> Any:
+        """The reranker, built now if needed (``Reranker(**build_kwargs)``)."""
+        if self._reranker is None:
+            with self._build_lock:
+                if self._reranker is None:
+                    from meteora.reranker import Reranker
+
+                    logger.info("building the reranker: Reranker(%s)", ", ".join(f"{k}=..." for k in self._kwargs))
+                    self._reranker = Reranker(**self._kwargs)
+        return self._reranker
+
+    def usable_embeddings(self, vectors: Sequence[Any]) -> np.ndarray | None:
+        """Stack ``vectors`` (one per candidate, ``None`` where missing) when every one
+        is present and of the encoder's dimension; else ``None`` (encode the texts)."""
+        if not vectors or any(v is None for v in vectors):
+            return None
+        try:
+            emb = np.asarray([np.asarray(v, dtype=np.float32).reshape(-1) for v in vectors], dtype=np.float32)
+        except (TypeError, ValueError):
+            logger.info("stored embeddings are not numeric vectors of one length; encoding the texts instead")
+            return None
+        encoder = getattr(self.get(), "encoder", None)
+        dim = getattr(encoder, "dim", None)
+        if emb.ndim != 2 or (dim is not None and emb.shape[1] != dim):
+            logger.info(
+                "stored embeddings have dimension %s, the reranker's encoder %s; encoding the texts instead",
+                emb.shape[-1] if emb.ndim else "?", dim,
+            )
+            return None
+        return emb
+
+    def rerank(self, query: str, passages: Sequence[Passage], vectors: Sequence[Any] | None = None) -> Any:
+        """``reranker.rerank(query, passages)``, with stored embeddings when usable."""
+        check_query(query)
+        reranker = self.get()
+        emb = self.usable_embeddings(vectors) if vectors is not None else None
+        with _lock_for(reranker):
+            return reranker.rerank(query, list(passages), passage_embeddings=emb)
+
+    def __repr__(self) -> str:
+        return f"RerankerHandle({self._reranker!r})" if self.built else "RerankerHandle(<built on first use>)"

@@ -1,0 +1,122 @@
+"""LlamaIndex integration against the real llama-index-core: copies not mutations, the
+RERANKING callback event (seen by LlamaIndex's own LlamaDebugHandler), stored node
+embeddings, async, and a whole query engine with LlamaIndex's MockLLM (which answers
+with its prompt) and MockEmbedding."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+
+import pytest
+
+pytest.importorskip("llama_index.core")
+
+from helpers_integrations import BEST, CORPUS, QUERY, keyword_reranker  # noqa: E402
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, LlamaDebugHandler  # noqa: E402
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
+
+from meteora.integrations.annotate import METADATA_KEYS  # noqa: E402
+from meteora.integrations.llamaindex import MeteoraPostprocessor  # noqa: E402
+
+
+def _nodes() -> list[NodeWithScore]:
+    return [
+        NodeWithScore(node=TextNode(text=c["text"], id_=f"n{i}", metadata={"source": f"s{i}"}), score=0.5)
+        for i, c in enumerate(CORPUS)
+    ]
+
+
+def test_postprocess_returns_copies_emits_the_reranking_event_and_keeps_notes_out_of_the_prompt():
+    rr = keyword_reranker()
+    debug = LlamaDebugHandler()
+    post = MeteoraPostprocessor(reranker=rr, callback_manager=CallbackManager([debug]))
+    nodes = _nodes()
+    before = copy.deepcopy(nodes)
+    out = post.postprocess_nodes(nodes, query_str=QUERY)
+    assert [n.node.metadata for n in nodes] == [n.node.metadata for n in before]
+    assert [n.score for n in nodes] == [0.5] * len(nodes)
+    assert out and out[0].node.get_content() == CORPUS[BEST]["text"]
+    assert all(o.node is not n.node for o in out for n in nodes)
+    direct = rr.rerank(QUERY, [c["text"] for c in CORPUS])
+    assert [o.node.get_content() for o in out] == [p.text for p in direct.selected]
+    first = out[0].node
+    assert out[0].score == pytest.approx(direct.ranked[0].score) == pytest.approx(first.metadata["relevance_score"])
+    assert first.metadata["meteora_selected"] and first.metadata["meteora_reason"].startswith("selected")
+    assert first.metadata["source"] == "s0"
+    for key in METADATA_KEYS:  # the notes stay out of what the LLM and the embedder read
+        assert key not in first.get_content(metadata_mode=MetadataMode.LLM)
+        assert key not in first.get_content(metadata_mode=MetadataMode.EMBED)
+    assert "source" in first.get_content(metadata_mode=MetadataMode.LLM)
+    pairs = debug.get_event_pairs(CBEventType.RERANKING)
+    assert len(pairs) == 1
+    start, end = pairs[0]
+    assert start.payload[EventPayload.QUERY_STR] == QUERY and len(start.payload[EventPayload.NODES]) == len(CORPUS)
+    assert [n.node.node_id for n in end.payload[EventPayload.NODES]] == [o.node.node_id for o in out]
+
+
+def test_rank_mode_and_top_n():
+    out = MeteoraPostprocessor(reranker=keyword_reranker(), mode="rank", top_n=2).postprocess_nodes(
+        _nodes(), QueryBundle("Is insulin given to dogs?"))
+    assert len(out) == 2 and out[0].node.get_content() == CORPUS[4]["text"]
+    assert out[0].score >= out[1].score
+    assert [o.node.metadata["meteora_rank"] for o in out] == [1, 2]
+
+
+def test_node_embeddings_are_reused():
+    rr = keyword_reranker()
+    nodes = _nodes()
+    vecs = rr.encoder.encode([c["text"] for c in CORPUS])
+    vecs[[0, 1]] = vecs[[1, 0]]  # the dog passage now carries the aspirin vector
+    for n, v in zip(nodes, vecs, strict=True):
+        n.node.embedding = v.tolist()
+    rr.encoder.model.texts.clear()
+    out = MeteoraPostprocessor(reranker=rr, mode="rank").postprocess_nodes(nodes, query_str=QUERY)
+    assert out[0].node.get_content() == CORPUS[1]["text"]
+    assert rr.encoder.model.texts == [QUERY]
+
+
+def test_async_runs_in_a_worker_thread():
+    rr = keyword_reranker()
+    post = MeteoraPostprocessor(reranker=rr)
+    out = asyncio.run(post.apostprocess_nodes(_nodes(), query_str=QUERY))
+    assert out[0].node.get_content() == CORPUS[BEST]["text"]
+    assert rr.encoder.model.threads and threading.get_ident() not in rr.encoder.model.threads
+
+
+def test_missing_query_and_bad_options():
+    from pydantic import ValidationError
+
+    post = MeteoraPostprocessor(reranker=keyword_reranker())
+    with pytest.raises(ValueError, match="needs the query"):
+        post.postprocess_nodes(_nodes())
+    assert post.postprocess_nodes([], query_str=QUERY) == []
+    with pytest.raises(ValidationError, match="mode must be one of"):
+        MeteoraPostprocessor(reranker=keyword_reranker(), mode="top")
+
+
+def test_query_engine_end_to_end():
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.query_engine import RetrieverQueryEngine
+
+    nodes = [TextNode(text=c["text"], id_=f"n{i}") for i, c in enumerate(CORPUS)]
+    index = VectorStoreIndex(nodes, embed_model=MockEmbedding(embed_dim=8))
+    debug = LlamaDebugHandler()
+    engine = RetrieverQueryEngine.from_args(
+        index.as_retriever(similarity_top_k=len(CORPUS)), llm=MockLLM(),
+        node_postprocessors=[MeteoraPostprocessor(reranker=keyword_reranker())],
+        callback_manager=CallbackManager([debug]),
+    )
+    response = engine.query(QUERY)
+    sources = [n.node.get_content() for n in response.source_nodes]
+    assert sources[0] == CORPUS[BEST]["text"] and len(sources) < len(CORPUS)
+    assert CORPUS[BEST]["text"] in str(response)  # MockLLM answers with the prompt: the context went in
+    assert "Dogs with kidney disease" not in str(response)
+    assert all(n.node_id in {f"n{i}" for i in range(len(CORPUS))} for n in response.source_nodes)
+    assert all(n.metadata == {} for n in nodes)  # the index's nodes are untouched
+    assert len(debug.get_event_pairs(CBEventType.RERANKING)) == 1  # the engine's handler saw the rerank
+    aresponse = asyncio.run(engine.aquery(QUERY))
+    assert [n.node.get_content() for n in aresponse.source_nodes] == sources
