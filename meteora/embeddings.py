@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError, MeteoraError, ModelNotFoundError
 from meteora.models import check_hub_model, resolve_embedding_model
 from meteora.settings import apply_thread_setting
@@ -750,7 +751,7 @@ class Encoder:
     def _encode_raw(self, texts: list[str], *, show_progress: bool | None, batch_size: int | None) -> np.ndarray:
         bs = batch_size or self.batch_size
         if show_progress is None:
-            show_progress = logger.isEnabledFor(logging.INFO) and len(texts) > bs
+            show_progress = progress_enabled() and len(texts) > bs
         emb = self.model.encode(
             texts,
             batch_size=bs,

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError, ModelNotFoundError, require
 
 __all__ = ["EvidenceScorer", "default_scorer_path", "DEFAULT_SCORER"]
@@ -187,7 +188,7 @@ class EvidenceScorer:
                     [tuple(pairs[i]) for i in todo],
                     batch_size=self.batch_size,
                     activation_fn=_identity(),
-                    show_progress_bar=len(todo) > 20 * self.batch_size and logger.isEnabledFor(logging.INFO),
+                    show_progress_bar=len(todo) > 20 * self.batch_size and progress_enabled(),
                     convert_to_numpy=True,
                 )
                 fresh = np.asarray(fresh, dtype=np.float32).reshape(-1)

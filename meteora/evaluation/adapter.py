@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from meteora.console import progress_enabled
 from meteora.errors import DataNotFoundError, InvalidInputError, ModelNotFoundError
 from meteora.rationales.templates import get_template
 from meteora.settings import apply_thread_setting
@@ -219,7 +220,7 @@ def evaluate_adapter(
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
         raise InvalidInputError(f"max_length must be an integer >= 8, got {max_length!r}")
     apply_thread_setting(num_threads)
-    show = progress if progress is not None else logger.isEnabledFor(logging.INFO)
+    show = progress if progress is not None else progress_enabled()
 
     model, tokenizer = load_causal_lm(
         base_model,

@@ -41,6 +41,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError
 from meteora.lm import SamplingParams, resolve_backend
 from meteora.lm.base import as_messages
@@ -609,7 +610,7 @@ class RationaleGenerator:
 
     def _progress(self, total: int, show_progress: bool | None, desc: str) -> Any:
         if show_progress is None:
-            show_progress = logger.getEffectiveLevel() <= logging.INFO
+            show_progress = progress_enabled()
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=desc, unit="query", disable=not show_progress)

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from meteora.console import progress_enabled
 from meteora.errors import IndexFormatError, InvalidInputError, require
 from meteora.retrievers.base import (
     PASSAGES_NAME,
@@ -182,7 +183,7 @@ class BM25Retriever(Retriever):
         return self.stopwords if self.stopwords is not None else []
 
     def _show_progress(self, n: int) -> bool:
-        return n > 10_000 and logger.isEnabledFor(logging.INFO)
+        return n > 10_000 and progress_enabled()
 
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
         """Tokenise texts exactly as the index does (lower-case, word pattern, stopwords).

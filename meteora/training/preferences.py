@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from meteora._io import atomic_write_json, atomic_write_text
+from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError
 from meteora.rationales.parsing import cut_at_section_break
 
@@ -383,7 +384,7 @@ def build_preference_pairs(
     retrieval_seconds = time.perf_counter() - t0
 
     if show_progress is None:
-        show_progress = logger.getEffectiveLevel() <= logging.INFO
+        show_progress = progress_enabled()
     from tqdm.auto import tqdm
 
     gen_seconds = sel_seconds = 0.0

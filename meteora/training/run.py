@@ -153,7 +153,8 @@ class TrainingSettings:
         precision: ``"auto"`` (bf16 on CUDA GPUs that support it, else fp16; fp32 on CPU),
             ``"bf16"``, ``"fp16"`` or ``"fp32"``.
         num_threads: torch CPU threads (``None``: ``$METEORA_NUM_THREADS`` or torch's default).
-        progress: show the trainer's progress bar.
+        progress: show the trainer's progress bar (``None``: only on a terminal, not with
+            ``-q``; see :func:`meteora.console.progress_enabled`).
         trust_remote_code: allow model code from the hub (off unless you opt in).
     """
 
@@ -182,7 +183,7 @@ class TrainingSettings:
     gradient_checkpointing: bool | None = None
     precision: str = "auto"
     num_threads: int | None = None
-    progress: bool = True
+    progress: bool | None = None
     trust_remote_code: bool = False
 
     def validate(self) -> None:
@@ -502,16 +503,22 @@ def trainer_args(
         fp16=precision == "fp16",
         use_cpu=not use_cuda,
         report_to="none",
-        disable_tqdm=not settings.progress,
+        disable_tqdm=not _show_progress(settings),
         dataloader_num_workers=0,
         max_length=settings.max_length,
         trust_remote_code=settings.trust_remote_code,
     )
 
 
+def _show_progress(settings: TrainingSettings) -> bool:
+    from meteora.console import progress_enabled
+
+    return progress_enabled() if settings.progress is None else bool(settings.progress)
+
+
 def _quiet_printer(trainer: Any, settings: TrainingSettings) -> None:
     """Without a progress bar transformers prints every log dict; meteora logs them instead."""
-    if not settings.progress:
+    if not _show_progress(settings):
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from meteora._io import atomic_directory, atomic_write_json
+from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError, TrainingDataError, require
 
 __all__ = ["ScorerSettings", "scorer_examples", "calibrate_selection", "train_scorer"]
@@ -336,7 +337,7 @@ def train_scorer(
             report_to="none",
             use_cpu=not torch.cuda.is_available(),
             dataloader_num_workers=0,
-            disable_tqdm=not logger.isEnabledFor(logging.INFO),
+            disable_tqdm=not progress_enabled(),
         )
         trainer = CrossEncoderTrainer(
             model=scorer.model, args=args, train_dataset=train_ds, loss=BinaryCrossEntropyLoss(scorer.model)
