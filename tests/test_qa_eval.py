@@ -615,3 +615,78 @@ def test_to_markdown(bench):
     assert lines[4].startswith("| none | 0.667 |") and lines[5].startswith("| gold | 0.667 |")
     with pytest.raises(InvalidInputError):
         to_markdown({"nope": 1})
+
+
+# --------------------------------------------------------------------------- the trained reader's prompt
+
+
+def test_alpaca_prompt_format_loglik_generate_and_next_token(bench):
+    from meteora.evaluation.qa import build_reader_prompt
+
+    scorer = ScriptedScorer({"q3": "no", "q4": "Maybe", "q5": "yes"})
+    res = evaluate_qa(
+        object(), bench, conditions=("none", "gold"), scorer=scorer, prompt_format="alpaca", keep_predictions=True
+    )
+    assert res["prompt_format"] == "alpaca" and res["chat"] is False and res["max_context_chars"] == 2000
+    assert res["predictions"]["gold"] == {"q3": "no", "q4": "maybe", "q5": "yes"}
+    prompts, conts, special = scorer.calls[0]
+    # the prompt ends in "### Response:\n", so labels are scored without a leading space
+    assert conts == ["yes", "Yes", "no", "No", "maybe", "Maybe"] and special is True
+    assert prompts[0] == build_reader_prompt(bench.queries["q3"], [])[0]
+    gold_prompts = scorer.calls[-1][0]
+    assert all(p.startswith("### Instruction:\n") and "Context:\n[1] " in p for p in gold_prompts)
+    # generation: raw prompts, no chat template, no "Answer:" cue
+    reader = FakeReader(answers={"q3": "yes", "q4": "No."})  # gold: q3 yes, q4 no, q5 yes
+    gen = evaluate_qa(reader, bench, conditions=("gold",), answer_mode="generate", prompt_format="alpaca")
+    assert reader.calls[0]["chat"] is False and all(p.endswith("### Response:\n") for p in reader.prompts)
+    assert gen["conditions"]["gold"]["accuracy"] == 1.0
+    assert gen["conditions"]["gold"]["confusion"]["no"]["no"] == 1
+    # next-token (a server): the raw prompt is sent as it is
+    lm = NextTokenLM({"q3": {"yes": -0.1}, "q4": {"no": -0.1}, "q5": {"Yes": -0.1}})
+    nt = evaluate_qa(lm, bench, conditions=("none",), prompt_format="alpaca", keep_predictions=True)
+    assert isinstance(lm.calls[0][0][0], str) and lm.calls[0][0][0].endswith("### Response:\n")
+    assert nt["conditions"]["none"]["accuracy"] == 1.0
+    with pytest.raises(InvalidInputError, match="prompt_format"):
+        evaluate_qa(object(), bench, conditions=("none",), scorer=scorer, prompt_format="chatml")
+    with pytest.raises(InvalidInputError, match="chat template"):
+        evaluate_qa(object(), bench, conditions=("none",), scorer=scorer, prompt_format="alpaca", chat=True)
+
+
+def test_context_tokens_are_counted_with_the_readers_tokenizer(bench):
+    class Tok:  # one token per whitespace word
+        chat_template = None
+
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": text.split()}
+
+    class Reader:
+        tokenizer = Tok()
+        model = None
+
+    scorer = ScriptedScorer({"q3": "no", "q4": "maybe", "q5": "yes"})
+    res = evaluate_qa(
+        Reader(), bench, conditions=("none", "gold"), scorer=scorer, prompt_format="alpaca",
+        max_context_chars=30,
+    )
+    assert res["conditions"]["none"]["mean_context_tokens"] == 0.0
+    gold = res["conditions"]["gold"]["mean_context_tokens"]
+    assert 0 < gold <= 8  # the 30-character cap bites: a few words of the first chunk
+    assert "| gold |" in to_markdown(res) and f"| {gold:.0f} |" in to_markdown(res)
+
+
+def test_confusion_matrix_and_paired_bootstrap():
+    from meteora.evaluation.reader import confusion_matrix, paired_bootstrap_accuracy
+
+    gold = ["yes", "no", "maybe", "no"]
+    m = qa_metrics(gold, ["yes", "yes", "maybe", UNPARSED])
+    assert m["confusion"]["no"] == {"yes": 1, "no": 0, "maybe": 0, UNPARSED: 1}
+    assert sum(sum(row.values()) for row in m["confusion"].values()) == 4
+    with pytest.raises(InvalidInputError):
+        confusion_matrix(["yes"], ["yes", "no"])
+    gold = ["yes", "no"] * 50
+    better = list(gold)
+    worse = ["yes"] * 100
+    r = paired_bootstrap_accuracy(gold, better, worse, resamples=300)
+    assert r["difference"] == 0.5 and r["ci95"][0] > 0.3 and r["share_not_better"] == 0.0
+    same = paired_bootstrap_accuracy(gold, worse, worse, resamples=50)
+    assert same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0]

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -71,7 +70,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from meteora.errors import InvalidInputError
-from meteora.lm.loading import model_device
+from meteora.evaluation.reader import (
+    ANSWER_CUE,
+    LABEL_SPELLINGS,
+    LABELS,
+    NEXT_TOKEN_TOP_K,
+    PROMPT_FORMATS,
+    READER_MAX_CONTEXT_CHARS,
+    UNPARSED,
+    LoglikScorer,
+    _has_torch_copy,
+    _loglik_label_scores,
+    _reader_lm,
+    _use_chat,
+    build_qa_message,
+    build_reader_prompt,
+    cap_contexts,
+    confusion_matrix,
+    label_scores,
+    next_token_label_scores,
+    parse_answer,
+    qa_metrics,
+    render_reader_prompt,
+)
 from meteora.types import Passage
 
 if TYPE_CHECKING:
@@ -82,10 +103,18 @@ __all__ = [
     "UNPARSED",
     "BUILTIN_CONDITIONS",
     "ANSWER_MODES",
+    "PROMPT_FORMATS",
+    "LABEL_SPELLINGS",
+    "ANSWER_CUE",
+    "NEXT_TOKEN_TOP_K",
     "parse_answer",
     "qa_metrics",
+    "confusion_matrix",
     "build_qa_message",
+    "build_reader_prompt",
     "render_reader_prompt",
+    "label_scores",
+    "next_token_label_scores",
     "LoglikScorer",
     "build_retriever",
     "candidate_pools",
@@ -97,442 +126,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LABELS: tuple[str, ...] = ("yes", "no", "maybe")
-UNPARSED = "unparsed"
 BUILTIN_CONDITIONS: tuple[str, ...] = ("none", "gold", "fixed-k")
 ANSWER_MODES: tuple[str, ...] = ("loglik", "generate")
 
-#: Surface forms scored for each label in loglik mode (pooled with log-sum-exp).
-LABEL_SPELLINGS: dict[str, tuple[str, ...]] = {
-    "yes": ("yes", "Yes"),
-    "no": ("no", "No"),
-    "maybe": ("maybe", "Maybe"),
-}
-
 #: Content-free questions/contexts used by ``calibrate=True``.
 CONTENT_FREE: tuple[str, ...] = ("N/A", "[MASK]")
-
-#: The text that ends every reader prompt in loglik mode (and raw-text prompts).
-ANSWER_CUE = "Answer:"
-
-_INSTRUCTION_CONTEXT = (
-    "Answer the biomedical research question with yes, no or maybe, using the context from a "
-    "scientific abstract."
-)
-_INSTRUCTION_NONE = "Answer the biomedical research question with yes, no or maybe."
-_FINAL_LINE = "Reply with one word: yes, no or maybe."
-_ANSWER_WORD = re.compile(r"\b(yes|no|maybe)\b", re.IGNORECASE)
-_THINK = re.compile(r"<think>.*?(</think>|$)", re.IGNORECASE | re.DOTALL)
-
-
-# --------------------------------------------------------------------------- parsing + metrics
-
-
-def parse_answer(text: str) -> str:
-    """The first ``yes``/``no``/``maybe`` word of a reader's output, else ``"unparsed"``.
-
-    Case-insensitive, whole words only (``"Nope"`` and ``"yesterday"`` do not count);
-    a ``<think>…</think>`` block is skipped first.
-
-    Example:
-        >>> parse_answer("Yes, the study shows a benefit."), parse_answer("The answer is: no.")
-        ('yes', 'no')
-        >>> parse_answer("Maybe yes"), parse_answer("I cannot tell."), parse_answer("Nope")
-        ('maybe', 'unparsed', 'unparsed')
-    """
-    if not isinstance(text, str):
-        raise InvalidInputError(f"text must be a str, got {type(text).__name__}")
-    m = _ANSWER_WORD.search(_THINK.sub(" ", text))
-    return m.group(1).lower() if m else UNPARSED
-
-
-def qa_metrics(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:
-    """Accuracy and macro-F1 of yes/no/maybe predictions.
-
-    * ``accuracy`` = correct / n (an ``"unparsed"`` prediction is wrong).
-    * per-label F1 = ``2·TP / (2·TP + FP + FN)``; ``macro_f1`` is their mean over the
-      labels that occur in ``gold`` or in the predictions (as scikit-learn's
-      ``f1_score(average="macro")`` over those labels). ``"unparsed"`` is never a label
-      of the average, but each one is a false negative of its gold label.
-    * ``predicted_distribution`` / ``gold_distribution``: counts per label (the former
-      also counts ``"unparsed"``); ``unparsed``: how many could not be parsed.
-
-    Example:
-        >>> m = qa_metrics(["yes", "no", "maybe", "yes"], ["yes", "yes", "maybe", "unparsed"])
-        >>> m["accuracy"], m["f1_per_label"], m["macro_f1"], m["unparsed"]
-        (0.5, {'yes': 0.5, 'no': 0.0, 'maybe': 1.0}, 0.5, 1)
-    """
-    if isinstance(gold, str) or isinstance(predicted, str):
-        raise InvalidInputError("gold and predicted must be lists of labels, not single strings")
-    gold, predicted = list(gold), list(predicted)
-    if len(gold) != len(predicted):
-        raise InvalidInputError(f"got {len(predicted)} predictions for {len(gold)} gold labels")
-    for g in gold:
-        if g not in LABELS:
-            raise InvalidInputError(f"gold label {g!r} is not one of {LABELS}")
-    for p in predicted:
-        if p not in LABELS and p != UNPARSED:
-            raise InvalidInputError(f"prediction {p!r} is not one of {LABELS} or {UNPARSED!r}")
-    n = len(gold)
-    correct = sum(g == p for g, p in zip(gold, predicted, strict=True))
-    per_label: dict[str, float] = {}
-    present = [lab for lab in LABELS if lab in gold or lab in predicted]
-    for lab in LABELS:
-        tp = sum(g == lab and p == lab for g, p in zip(gold, predicted, strict=True))
-        fp = sum(g != lab and p == lab for g, p in zip(gold, predicted, strict=True))
-        fn = sum(g == lab and p != lab for g, p in zip(gold, predicted, strict=True))
-        denom = 2 * tp + fp + fn
-        per_label[lab] = 2 * tp / denom if denom else 0.0
-    macro = math.fsum(per_label[lab] for lab in present) / len(present) if present else 0.0
-    return {
-        "n": n,
-        "accuracy": correct / n if n else 0.0,
-        "macro_f1": macro,
-        "f1_per_label": per_label,
-        "predicted_distribution": {lab: predicted.count(lab) for lab in (*LABELS, UNPARSED)},
-        "gold_distribution": {lab: gold.count(lab) for lab in LABELS},
-        "unparsed": predicted.count(UNPARSED),
-    }
-
-
-# --------------------------------------------------------------------------- prompts
-
-
-def build_qa_message(
-    question: str, contexts: Sequence[str], *, max_context_chars: int | None = 6000
-) -> tuple[str, bool]:
-    """The reader's instruction for one question; returns ``(message, truncated)``.
-
-    Contexts are numbered ``[1]``, ``[2]``…; with no contexts the message asks from the
-    model's own knowledge. ``max_context_chars`` caps the total context length (the
-    last context kept is cut; ``None`` = no cap); ``truncated`` says whether it bit.
-
-    Example:
-        >>> msg, cut = build_qa_message("Does aspirin help?", ["Aspirin cut strokes by 20%."])
-        >>> print(msg)
-        Answer the biomedical research question with yes, no or maybe, using the context from a scientific abstract.
-        <BLANKLINE>
-        Context:
-        [1] Aspirin cut strokes by 20%.
-        <BLANKLINE>
-        Question: Does aspirin help?
-        Reply with one word: yes, no or maybe.
-        >>> cut
-        False
-    """
-    if not isinstance(question, str) or not question.strip():
-        raise InvalidInputError("question must be a non-empty str")
-    if max_context_chars is not None and (
-        isinstance(max_context_chars, bool)
-        or not isinstance(max_context_chars, int)
-        or max_context_chars < 1
-    ):
-        raise InvalidInputError(
-            f"max_context_chars must be a positive integer or None, got {max_context_chars!r}"
-        )
-    question = " ".join(question.split())
-    kept: list[str] = []
-    truncated = False
-    budget = max_context_chars
-    for text in contexts:
-        text = " ".join(str(text).split())
-        if not text:
-            continue
-        if budget is not None:
-            if budget <= 0:
-                truncated = True
-                break
-            if len(text) > budget:
-                text = text[:budget].rstrip() + " …"
-                truncated = True
-                kept.append(text)
-                budget = 0
-                continue
-            budget -= len(text)
-        kept.append(text)
-    if not kept:
-        return f"{_INSTRUCTION_NONE}\n\nQuestion: {question}\n{_FINAL_LINE}", truncated
-    ctx = "\n".join(f"[{i}] {t}" for i, t in enumerate(kept, 1))
-    return (
-        f"{_INSTRUCTION_CONTEXT}\n\nContext:\n{ctx}\n\nQuestion: {question}\n{_FINAL_LINE}",
-        truncated,
-    )
-
-
-def _use_chat(tokenizer: Any, chat: bool | None) -> bool:
-    has = bool(tokenizer is not None and getattr(tokenizer, "chat_template", None))
-    if chat is None:
-        return has
-    if chat and not has:
-        raise InvalidInputError(
-            "chat=True needs a tokenizer with a chat template; the reader has none. Pass chat=False (raw text prompts)"
-        )
-    return bool(chat)
-
-
-def render_reader_prompt(message: str, tokenizer: Any = None, *, chat: bool | None = None) -> str:
-    """The full text scored in loglik mode: the message (through the chat template when
-    the tokenizer has one and ``chat`` is not ``False``) followed by ``Answer:``.
-
-    Example:
-        >>> render_reader_prompt("Question: Is water wet?", chat=False)
-        'Question: Is water wet?\\nAnswer:'
-    """
-    if _use_chat(tokenizer, chat):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
-        )
-        return text + ANSWER_CUE
-    return message + "\n" + ANSWER_CUE
-
-
-# --------------------------------------------------------------------------- loglik scoring
-
-
-class LoglikScorer:
-    """Log-likelihood of continuations under a causal LM, batched.
-
-    ``scorer(prompts, continuations)`` returns a ``(len(prompts), len(continuations))``
-    float64 array: entry ``[i, j]`` is ``log P(continuation_j | prompt_i)``, the sum of
-    the token log-probabilities of the continuation's tokens appended to the prompt's
-    (tokens are concatenated, exactly as generation would produce them). Prompts are
-    left-padded with explicit position ids, and only the logits that are needed are
-    computed (``logits_to_keep``), so a 49k-token vocabulary costs little memory.
-
-    Args:
-        model: a transformers causal LM (PEFT and 4-bit models work).
-        tokenizer: its tokenizer.
-        batch_size: sequences per forward pass.
-        max_length: longest input in tokens (``None``: the model's
-            ``max_position_embeddings``); longer prompts lose their start (logged).
-
-    Example:
-        >>> scorer = LoglikScorer(gen.model, gen.tokenizer)  # doctest: +SKIP
-        >>> scorer(["Is the sky blue? Answer:"], [" yes", " no"]).shape  # doctest: +SKIP
-        (1, 2)
-    """
-
-    def __init__(
-        self, model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int | None = None
-    ) -> None:
-        if model is None or tokenizer is None:
-            raise InvalidInputError("LoglikScorer needs a causal LM and its tokenizer")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if max_length is None:
-            max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-            max_length = int(max_pos) if isinstance(max_pos, int) and max_pos > 0 else 4096
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-            raise InvalidInputError(f"max_length must be an integer >= 2, got {max_length!r}")
-        self.model = model
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.truncated = 0
-        pad = getattr(tokenizer, "pad_token_id", None)
-        if pad is None:
-            pad = getattr(tokenizer, "eos_token_id", None)
-        self.pad_id = int(pad) if pad is not None else 0
-        self._supports_keep = True
-
-    @classmethod
-    def from_reader(cls, reader: Any, **kwargs: Any) -> LoglikScorer:
-        """A scorer on a reader's ``.model`` and ``.tokenizer`` (e.g. a RationaleGenerator)."""
-        model, tok = getattr(reader, "model", None), getattr(reader, "tokenizer", None)
-        if model is None or tok is None:
-            raise InvalidInputError(
-                f"answer_mode='loglik' needs a reader with .model and .tokenizer (a RationaleGenerator has both); "
-                f"{type(reader).__name__} lacks them. Pass scorer=..., or use answer_mode='generate'"
-            )
-        return cls(model, tok, **kwargs)
-
-    def _encode(self, text: str, add_special_tokens: bool) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
-
-    def __call__(
-        self,
-        prompts: Sequence[str],
-        continuations: Sequence[str],
-        *,
-        add_special_tokens: bool = False,
-    ) -> np.ndarray:
-        """Score every continuation after every prompt (see the class docstring).
-
-        ``add_special_tokens`` is used for the prompts (``True`` for raw text, so a BOS
-        is added where the tokenizer adds one; ``False`` for chat-rendered text, which
-        carries its own special tokens).
-        """
-        import torch
-
-        if isinstance(prompts, str) or isinstance(continuations, str):
-            raise InvalidInputError("prompts and continuations must be lists of str")
-        prompts, continuations = list(prompts), list(continuations)
-        if not continuations:
-            raise InvalidInputError(
-                "continuations is empty; give at least one continuation to score"
-            )
-        cont_ids = [self._encode(c, False) for c in continuations]
-        for c, ids in zip(continuations, cont_ids, strict=True):
-            if not ids:
-                raise InvalidInputError(f"continuation {c!r} encodes to no tokens")
-        longest_cont = max(len(c) for c in cont_ids)
-        out = np.zeros((len(prompts), len(continuations)), dtype=np.float64)
-        if not prompts:
-            return out
-        # unique model inputs: prompt + continuation[:-1]; every single-token
-        # continuation of a prompt shares the bare prompt as its input
-        inputs: dict[tuple[int, tuple[int, ...]], list[int]] = {}
-        wanted: dict[tuple[int, tuple[int, ...]], list[tuple[int, list[int]]]] = {}
-        for i, p in enumerate(prompts):
-            p_ids = self._encode(p, add_special_tokens)
-            room = self.max_length - (longest_cont - 1)
-            if len(p_ids) > room:
-                self.truncated += 1
-                logger.warning(
-                    "reader prompt of %d tokens lost its first %d tokens (max_length=%d)",
-                    len(p_ids),
-                    len(p_ids) - room,
-                    self.max_length,
-                )
-                p_ids = p_ids[len(p_ids) - room :]
-            if not p_ids:
-                raise InvalidInputError(f"prompts[{i}] encodes to no tokens")
-            for j, c in enumerate(cont_ids):
-                key = (i, tuple(c[:-1]))
-                if key not in inputs:
-                    inputs[key] = p_ids + c[:-1]
-                    wanted[key] = []
-                wanted[key].append((j, c))
-        keys = sorted(inputs, key=lambda k: len(inputs[k]))
-        device = model_device(self.model)
-        for start in range(0, len(keys), self.batch_size):
-            batch = keys[start : start + self.batch_size]
-            seqs = [inputs[k] for k in batch]
-            width = max(len(s) for s in seqs)
-            keep = max(len(k[1]) + 1 for k in batch)  # positions whose next-token logits we need
-            ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for r, s in enumerate(seqs):
-                ids[r, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-                mask[r, width - len(s) :] = 1
-            pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
-            logprobs = self._forward(ids.to(device), mask.to(device), pos.to(device), keep)
-            for r, key in enumerate(batch):
-                n_prefix = len(key[1])
-                for j, c in wanted[key]:
-                    # logits row t (of the kept tail) predicts the token after position -keep+t
-                    total = 0.0
-                    for t, tok_id in enumerate(c):
-                        row = keep - 1 - n_prefix + t
-                        total += float(logprobs[r, row, tok_id])
-                    out[key[0], j] = total
-        return out
-
-    def _forward(self, ids: Any, mask: Any, pos: Any, keep: int) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            if self._supports_keep:
-                try:
-                    logits = self.model(
-                        input_ids=ids,
-                        attention_mask=mask,
-                        position_ids=pos,
-                        use_cache=False,
-                        logits_to_keep=keep,
-                    ).logits
-                except TypeError:
-                    logger.debug("model does not take logits_to_keep; computing every logit")
-                    self._supports_keep = False
-            if not self._supports_keep:
-                logits = self.model(
-                    input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False
-                ).logits
-            logits = logits[:, -keep:, :].float()
-            return torch.log_softmax(logits, dim=-1).cpu()
-
-
-def _loglik_label_scores(
-    scorer: Callable[..., np.ndarray], messages: list[str], tokenizer: Any, use_chat: bool
-) -> np.ndarray:
-    """``(len(messages), 3)`` label log-probabilities, spellings pooled with log-sum-exp."""
-    prompts = [render_reader_prompt(m, tokenizer, chat=use_chat) for m in messages]
-    sep = "" if prompts and prompts[0][-1:].isspace() else " "
-    spellings = [(lab, sp) for lab in LABELS for sp in LABEL_SPELLINGS[lab]]
-    conts = [sep + sp for _, sp in spellings]
-    raw = np.asarray(scorer(prompts, conts, add_special_tokens=not use_chat), dtype=np.float64)
-    if raw.shape != (len(prompts), len(conts)):
-        raise InvalidInputError(
-            f"scorer returned shape {raw.shape}, expected {(len(prompts), len(conts))}"
-        )
-    out = np.full((raw.shape[0], len(LABELS)), -np.inf)
-    for col, (label, _) in enumerate(spellings):
-        li = LABELS.index(label)
-        out[:, li] = np.logaddexp(out[:, li], raw[:, col])
-    return out
-
-
-#: next tokens asked for per prompt by :func:`next_token_label_scores`
-NEXT_TOKEN_TOP_K = 20
-
-
-def next_token_label_scores(
-    lm: Any, messages: Sequence[str], *, chat: bool = True, top_k: int = NEXT_TOKEN_TOP_K
-) -> np.ndarray:
-    """``(len(messages), 3)`` label log-probabilities from the answer's first token.
-
-    For LMs without exact log-likelihoods (llama.cpp, OpenAI-compatible servers with
-    logprobs): ``lm.next_token_logprobs(prompts, top_k=top_k)`` gives the most likely
-    next tokens; those whose ``token.strip().lower()`` is a label are pooled with
-    log-sum-exp (``" yes"``, ``"Yes"``...). A label not among them gets ``-inf``.
-
-    Args:
-        lm: a :class:`~meteora.lm.CausalLM` (anything with ``next_token_logprobs``).
-        messages: reader messages (:func:`build_qa_message`).
-        chat: send each message as one user turn (the backend applies its chat
-            template); ``False``: raw text ending in ``Answer:``.
-        top_k: next tokens asked for per prompt.
-
-    Example:
-        >>> class LM:
-        ...     def next_token_logprobs(self, prompts, *, top_k=20):
-        ...         return [{" Yes": -0.5, "yes": -1.0, "No": -2.0, "The": -3.0} for _ in prompts]
-        >>> next_token_label_scores(LM(), ["Question: Is water wet?"]).round(3).tolist()
-        [[-0.026, -2.0, -inf]]
-    """
-    prompts: list[Any] = [
-        [{"role": "user", "content": m}] if chat else m + "\n" + ANSWER_CUE for m in messages
-    ]
-    rows = lm.next_token_logprobs(prompts, top_k=top_k)
-    if len(rows) != len(prompts):
-        raise InvalidInputError(
-            f"next_token_logprobs returned {len(rows)} rows for {len(prompts)} prompts"
-        )
-    out = np.full((len(prompts), len(LABELS)), -np.inf)
-    for i, row in enumerate(rows):
-        for token, logprob in row.items():
-            word = str(token).strip().lower()
-            if word in LABELS:
-                li = LABELS.index(word)
-                out[i, li] = np.logaddexp(out[i, li], float(logprob))
-    return out
-
-
-def _reader_lm(reader: Any) -> Any:
-    """The :mod:`meteora.lm` model behind a reader (a RationaleGenerator's ``.lm``, or
-    the reader itself when it implements the protocol); ``None`` when there is none."""
-    lm = getattr(reader, "lm", None)
-    if lm is not None and hasattr(lm, "next_token_logprobs"):
-        return lm
-    if hasattr(reader, "next_token_logprobs") and hasattr(reader, "supports_loglik"):
-        return reader
-    return None
-
-
-def _has_torch_copy(reader: Any) -> bool:
-    """The reader has a transformers model + tokenizer for exact scores (on llama.cpp
-    with the offline default, ``reader.model`` loads the transformers copy of the GGUF)."""
-    return getattr(reader, "tokenizer", None) is not None and getattr(reader, "model", None) is not None
 
 
 # --------------------------------------------------------------------------- retrieval helpers
@@ -780,8 +378,9 @@ def evaluate_qa(
     chat: bool | None = None,
     batch_size: int = 8,
     max_new_tokens: int = 8,
-    max_context_chars: int | None = 6000,
+    max_context_chars: int | None | str = "auto",
     gold_view: str = "abstract",
+    prompt_format: str = "harness",
     calibrate: bool = False,
     keep_predictions: bool = False,
     show_progress: bool | None = None,
@@ -813,7 +412,10 @@ def evaluate_qa(
         chat: render prompts with the reader's chat template (``None``: when it has one).
         batch_size: prompts per forward batch.
         max_new_tokens: generation cap in ``"generate"`` mode.
-        max_context_chars: cap on the context text per prompt (``None``: no cap).
+        max_context_chars: cap on the context text per prompt (``None``: no cap;
+            ``"auto"``: 6000 characters for the harness prompt, 2000
+            (``READER_MAX_CONTEXT_CHARS``) for the Alpaca prompt, what the trained reader
+            saw in training).
         gold_view: the qrels view whose relevant passages are the ``"gold"`` contexts.
         calibrate: loglik only: contextual calibration (Zhao et al., 2021, "Calibrate
             before use"). The label distribution the reader gives content-free prompts
@@ -821,6 +423,10 @@ def evaluate_qa(
             condition) is averaged, and each answer's label log-probabilities are
             shifted by minus its log. Counters a small model's bias towards one label
             (SmolLM2 says "yes" to nearly everything); the offsets are reported.
+        prompt_format: ``"harness"`` (:func:`build_qa_message`, through the reader's chat
+            template, ending in ``Answer:``) or ``"alpaca"`` (:func:`build_reader_prompt`:
+            the raw-text Alpaca layout a reader from ``meteora train reader`` was trained
+            on; never chat-rendered, answers scored right after ``### Response:``).
         keep_predictions: also return ``{condition: {qid: label}}`` under ``"predictions"``.
         show_progress: tqdm bar over conditions × batches (``None``: when logging is at
             INFO or lower).
@@ -842,6 +448,15 @@ def evaluate_qa(
         >>> res["conditions"]["gold"]["accuracy"]  # doctest: +SKIP
         0.6
     """
+    if prompt_format not in PROMPT_FORMATS:
+        raise InvalidInputError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
+    alpaca = prompt_format == "alpaca"
+    if max_context_chars == "auto":
+        max_context_chars = READER_MAX_CONTEXT_CHARS if alpaca else 6000
+    if alpaca and chat:
+        raise InvalidInputError(
+            "prompt_format='alpaca' is a raw-text prompt; it cannot go through a chat template (chat=True)"
+        )
     if answer_mode not in ANSWER_MODES:
         raise InvalidInputError(f"answer_mode must be one of {ANSWER_MODES}, got {answer_mode!r}")
     if calibrate and answer_mode != "loglik":
@@ -894,12 +509,14 @@ def evaluate_qa(
             scorer = LoglikScorer.from_reader(reader, batch_size=batch_size)
         # llama.cpp and servers render chat prompts themselves: no local template needed
         use_chat = (True if chat is None else bool(chat)) if next_token_lm is not None else _use_chat(tokenizer, chat)
+        if alpaca:
+            use_chat = False
     else:
         if not hasattr(reader, "complete"):
             raise InvalidInputError(
                 f"answer_mode='generate' needs a reader with .complete(); {type(reader).__name__} has none"
             )
-        use_chat = _use_chat(tokenizer, chat) if tokenizer is not None else bool(chat)
+        use_chat = False if alpaca else _use_chat(tokenizer, chat) if tokenizer is not None else bool(chat)
 
     if "fixed-k" in conditions and "fixed-k" not in selections:
         selections["fixed-k"] = fixed_k_selections(benchmark, qids, retriever=retriever, k=k)
@@ -918,10 +535,19 @@ def evaluate_qa(
     per_condition: dict[str, dict[str, Any]] = {}
     predictions: dict[str, dict[str, str]] = {}
 
-    def label_scores(batch: list[str]) -> np.ndarray:
+    def batch_scores(batch: list[str]) -> np.ndarray:
         if next_token_lm is not None:
-            return next_token_label_scores(next_token_lm, batch, chat=use_chat)
+            return next_token_label_scores(next_token_lm, batch, chat=use_chat, raw=alpaca)
+        if alpaca:
+            return label_scores(scorer, batch, add_special_tokens=True)
         return _loglik_label_scores(scorer, batch, tokenizer, use_chat)
+
+    def message(question: str, ctx: Sequence[str]) -> tuple[str, bool]:
+        if alpaca:
+            return build_reader_prompt(question, ctx, max_context_chars=max_context_chars)
+        return build_qa_message(question, ctx, max_context_chars=max_context_chars)
+
+    count_tok = tokenizer if tokenizer is not None else getattr(_reader_lm(reader), "tokenizer", None)
 
     try:
         for cond in conditions:
@@ -930,9 +556,7 @@ def evaluate_qa(
             messages: list[str] = []
             truncated = 0
             for q, ctx in zip(qids, contexts, strict=True):
-                msg, cut = build_qa_message(
-                    benchmark.queries[q], ctx, max_context_chars=max_context_chars
-                )
+                msg, cut = message(benchmark.queries[q], ctx)
                 messages.append(msg)
                 truncated += int(cut)
             preds: list[str] = []
@@ -941,9 +565,9 @@ def evaluate_qa(
             if calibrate:
                 with_context = any(contexts)
                 free = [
-                    build_qa_message(cf, [cf] if with_context else [])[0] for cf in CONTENT_FREE
+                    message(cf, [cf] if with_context else [])[0] for cf in CONTENT_FREE
                 ]
-                cf_scores = label_scores(free)
+                cf_scores = batch_scores(free)
                 if next_token_lm is not None:
                     cf_scores = _floor_missing(cf_scores)
                 cf_probs = np.exp(cf_scores - np.logaddexp.reduce(cf_scores, axis=1, keepdims=True))
@@ -952,13 +576,13 @@ def evaluate_qa(
             for start in range(0, len(messages), batch_size):
                 batch = messages[start : start + batch_size]
                 if answer_mode == "loglik":
-                    scores = label_scores(batch) - offset
+                    scores = batch_scores(batch) - offset
                     preds.extend(
                         LABELS[int(np.argmax(row))] if np.isfinite(row).any() else UNPARSED
                         for row in scores
                     )
                 else:
-                    prompts = batch if use_chat else [m + "\n" + ANSWER_CUE for m in batch]
+                    prompts = batch if use_chat or alpaca else [m + "\n" + ANSWER_CUE for m in batch]
                     texts = reader.complete(
                         prompts, max_new_tokens=max_new_tokens, chat=use_chat, batch_size=batch_size
                     )
@@ -975,6 +599,7 @@ def evaluate_qa(
                 seconds=seconds,
                 seconds_per_question=seconds / len(qids) if qids else 0.0,
                 mean_contexts=float(np.mean([len(c) for c in contexts])) if contexts else 0.0,
+                mean_context_tokens=_mean_context_tokens(count_tok, contexts, max_context_chars),
                 truncated_prompts=truncated,
             )
             if p_cf is not None:
@@ -999,6 +624,8 @@ def evaluate_qa(
         "calibrated": bool(calibrate),
         **({"scoring": scoring} if scoring else {}),
         "chat": use_chat,
+        "prompt_format": prompt_format,
+        "max_context_chars": max_context_chars,
         "k": k,
         "reader": _reader_name(reader),
         "gold_distribution": {lab: gold.count(lab) for lab in LABELS},
@@ -1007,6 +634,21 @@ def evaluate_qa(
     if keep_predictions:
         result["predictions"] = predictions
     return result
+
+
+def _mean_context_tokens(
+    tokenizer: Any, contexts: Sequence[Sequence[str]], max_chars: int | None
+) -> float | None:
+    """Mean number of context tokens the reader is fed (after the character cap), counted
+    with the reader's tokenizer; ``None`` when the reader has no local tokenizer."""
+    if tokenizer is None or not contexts:
+        return None
+    counts = []
+    for ctx in contexts:
+        kept, _ = cap_contexts(ctx, max_chars)
+        text = "\n".join(kept)
+        counts.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0)
+    return float(np.mean(counts))
 
 
 def _floor_missing(scores: np.ndarray, floor: float = math.log(1e-6)) -> np.ndarray:
@@ -1066,7 +708,7 @@ def to_markdown(result: Mapping[str, Any]) -> str:
         ...     "conditions": {"none": {"accuracy": 0.5, "macro_f1": 0.333, "predicted_distribution":
         ...     {"yes": 2, "no": 0, "maybe": 0, "unparsed": 0}, "unparsed": 0, "n": 2, "mean_contexts": 0.0,
         ...     "seconds_per_question": 0.1}}}).splitlines()[-1])
-        | none | 0.500 | 0.333 | 2 / 0 / 0 | 0 | 0.0 | 2 | 0.10 |
+        | none | 0.500 | 0.333 | 2 / 0 / 0 | 0 | 0.0 | – | 2 | 0.10 |
     """
     if not isinstance(result, Mapping) or "conditions" not in result:
         raise InvalidInputError("to_markdown expects the dict returned by evaluate_qa")
@@ -1078,14 +720,16 @@ def to_markdown(result: Mapping[str, Any]) -> str:
         f"fixed-k k={result.get('k', '?')}; gold labels yes/no/maybe = "
         f"{g.get('yes', 0)} / {g.get('no', 0)} / {g.get('maybe', 0)}.",
         "",
-        "| condition | accuracy | macro-F1 | predicted yes / no / maybe | unparsed | mean contexts | n | s / question |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| condition | accuracy | macro-F1 | predicted yes / no / maybe | unparsed | mean contexts | context tokens | n | s / question |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in result["conditions"].items():
         d = m.get("predicted_distribution", {})
+        tokens = m.get("mean_context_tokens")
+        tok = f"{tokens:.0f}" if isinstance(tokens, (int, float)) else "–"
         lines.append(
             f"| {name} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {d.get('yes', 0)} / {d.get('no', 0)} / "
-            f"{d.get('maybe', 0)} | {m.get('unparsed', 0)} | {m.get('mean_contexts', 0.0):.1f} | {m.get('n', 0)} | "
+            f"{d.get('maybe', 0)} | {m.get('unparsed', 0)} | {m.get('mean_contexts', 0.0):.1f} | {tok} | {m.get('n', 0)} | "
             f"{m.get('seconds_per_question', 0.0):.2f} |"
         )
     return "\n".join(lines)

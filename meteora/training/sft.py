@@ -116,7 +116,7 @@ def _pairs_from(
             raise DataNotFoundError(
                 f"training data file {str(path)!r} does not exist; check the path"
             )
-        first = next((ln for ln in path.open(encoding="utf-8") if ln.strip()), "")
+        first = next((ln for ln in path.open(encoding="utf-8", errors="replace") if ln.strip()), "")
         try:
             keys = set(json.loads(first)) if first else set()
         except json.JSONDecodeError:
@@ -214,6 +214,7 @@ def train_sft(
     adapter: str | os.PathLike[str] | None = None,
     resume: bool = True,
     callbacks: Sequence[Any] = (),
+    extra_metadata: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Fine-tune a LoRA adapter on ``data`` with QLoRA; save it to ``out_dir``.
 
@@ -231,6 +232,8 @@ def train_sft(
         resume: continue from the last checkpoint in ``out_dir/checkpoints`` if its run
             fingerprint (base, data, settings) matches; ``False`` starts over.
         callbacks: extra ``transformers.TrainerCallback`` objects.
+        extra_metadata: more fields for ``meteora_training.json`` (e.g. the task and
+            the source data's sha256 when ``data`` is a list built from it).
 
     Returns:
         A :class:`TrainResult`.
@@ -279,5 +282,6 @@ def train_sft(
         data_info=data_info,
         resume_from=resume_from,
         n_examples=len(features),
+        extra_metadata=extra_metadata,
     )
 
