@@ -6,8 +6,12 @@ Commands::
     meteora index corpus.jsonl --out DIR     # build a BM25 + dense (hybrid) index
     meteora search DIR "query" [--rerank]    # search it, optionally select with METEORA
     meteora rerank --query Q --passages F    # select evidence among given passages
+    meteora serve [--no-lm] [--port 8080]    # HTTP rerank service (/v1/rerank, /v1/select)
     meteora bench pubmedqa [--methods ...]   # PubMedQA retrieval / selection benchmark
-    meteora bench bioasq [--methods ...]     # the same on BioASQ
+    meteora bench bioasq [DIR] [--methods ...]   # the same on BioASQ golden files
+    meteora bench beir DIR [--methods ...]   # the same on any BEIR-format folder
+    meteora bench poisoning [--limit N]      # poisoning benchmark of the verifier stage (defences)
+    meteora doctor                           # versions, backends, models, caches
     meteora train sft|dpo --base B ...       # fine-tune rationale adapters (QLoRA SFT, DPO)
     meteora eval adapter --base B --adapter A --data F   # base vs adapter perplexity
     meteora eval qa [--limit N]              # PubMedQA answer accuracy: none/gold/meteora/fixed-k
@@ -347,7 +351,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         rrf_k=args.rrf_k,
         candidates=args.candidates,
         embedding_model=args.embedding_model,
-        data_path=args.data,
+        data_path=getattr(args, "data_dir", None) or args.data,
         out_dir=args.out,
         num_threads=args.threads,
         plot=not args.no_plot,
@@ -414,7 +418,9 @@ def _reranker_from_args(args: argparse.Namespace, encoder=None):
 def _cmd_index(args: argparse.Namespace) -> int:
     from meteora.corpus import read_passages
     from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+    from meteora.retrievers.storage import check_index_target
 
+    check_index_target(args.out)  # refuse a file or a foreign folder before minutes of encoding
     passages = read_passages(args.corpus)
     if args.kind == "bm25":
         retriever = BM25Retriever()
@@ -481,6 +487,14 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
     reranker = _reranker_from_args(args)
     result = reranker.rerank(args.query, passages)
     _print_rerank(result, args)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from meteora.server.run import serve, settings_from_args
+
+    settings = settings_from_args(args)  # bad limits fail before any model loads
+    serve(_reranker_from_args(args), settings, host=args.host, port=args.port)
     return 0
 
 
@@ -739,6 +753,7 @@ def _cmd_eval_qa(args: argparse.Namespace) -> int:
         retriever=retriever,
         answer_mode=args.answer_mode,
         calibrate=args.calibrate,
+        prompt_format=args.prompt_format,
     )
     if args.out:
         atomic_write_json(
@@ -784,16 +799,21 @@ def _add_bench_parser(bsub, dataset: str, help_text: str) -> None:
     pq.add_argument("--methods", type=_csv, default=["bm25", "dense", "hybrid"],
                     help=f"comma-separated methods (available: {','.join(available_methods())}; "
                     "METEORA ones also as NAME-wN for window N)")
-    pq.add_argument("--split", choices=splits, default="test", help="question split (default: test)")
+    pq.add_argument("--split", choices=splits or None, default="test", help="question split (default: test)")
     pq.add_argument("--limit", type=_positive_int, default=None, help="only the first N questions of the split")
-    pq.add_argument("--views", type=_csv, default=["abstract", "evidence"], help="qrels views to score")
+    pq.add_argument("--views", type=_csv, default=None, help="qrels views to score (default: all of the dataset's)")
     pq.add_argument("--ks", type=_csv_ints, default=[1, 2, 3, 4, 5, 8, 16, 32], help="fixed-k baselines")
     pq.add_argument("--retrieve-k", type=_positive_int, default=100, help="depth of each ranking (default 100)")
     pq.add_argument("--rrf-k", type=_positive_int, default=60, help="RRF constant of the hybrid (default 60)")
     pq.add_argument("--candidates", type=_positive_int, default=50, help="hybrid candidates per query for selection methods")
     pq.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
     pq.add_argument("--data", default=None, help=f"{dataset} data file or folder (default: $METEORA_DATA_DIR or ../shared/data)")
-    pq.add_argument("--out", default="benchmarks/results", help="where results JSON and PNG go")
+    if dataset != "pubmedqa":  # bench bioasq [DIR], bench beir DIR
+        pq.add_argument("data_dir", metavar="DIR", nargs=None if dataset == "beir" else "?", default=None,
+                        help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)" if dataset == "beir"
+                        else "folder of *_golden.json files (default: $METEORA_DATA_DIR/bioasq-dev)")
+    pq.add_argument("--out", default="benchmarks/results",
+                    help="results folder, or the results .json file (the PNG goes beside it); checked before the run")
     pq.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: $METEORA_NUM_THREADS)")
     g = pq.add_argument_group("METEORA methods")
     g.add_argument("--generator", default=None, help="rationale LM: hub id or folder (default: offline SmolLM2)")
@@ -821,6 +841,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meteora", description="Rationale-driven evidence selection for medical RAG.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    from meteora import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     models = sub.add_parser("models", help="manage the offline default models")
@@ -851,6 +874,13 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--passages", required=True, help=".jsonl / .json / text file of candidate passages")
     _add_reranker_options(rr)
     rr.set_defaults(func=_cmd_rerank)
+
+    from meteora.server.run import add_serve_options
+
+    sv = sub.add_parser("serve", help="serve the reranker over HTTP: /v1/rerank (Cohere/Jina shape), /v1/select")
+    _add_reranker_options(sv)
+    add_serve_options(sv)
+    sv.set_defaults(func=_cmd_serve)
 
     train = sub.add_parser("train", help="fine-tune rationale adapters (needs the 'train' extra)")
     tsub = train.add_subparsers(dest="train_command", required=True, metavar="METHOD")
@@ -915,6 +945,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_selector_options(pp)
     pp.set_defaults(func=_cmd_train_pairs)
 
+    from meteora.training.reader import add_train_reader_parser
+
+    add_train_reader_parser(tsub)
+
     ev = sub.add_parser("eval", help="evaluate adapters and answer accuracy")
     esub = ev.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
     ea = esub.add_parser("adapter", help="perplexity / loss of base vs adapter on a held-out JSONL")
@@ -943,6 +977,8 @@ def build_parser() -> argparse.ArgumentParser:
     eq.add_argument("--answer-mode", choices=["loglik", "generate"], default="loglik")
     eq.add_argument("--calibrate", action="store_true",
                     help="loglik only: divide out the label prior measured on content-free prompts")
+    eq.add_argument("--prompt-format", choices=["harness", "alpaca"], default="harness",
+                    help="'alpaca': the raw-text prompt a `meteora train reader` adapter was trained on")
     eq.add_argument("--data", default=None)
     eq.add_argument("--threads", type=_positive_int, default=None)
     eq.add_argument("--out", default=None, help="write the results JSON here")
@@ -959,14 +995,22 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
     _add_bench_parser(bsub, "pubmedqa", "retrieval and evidence selection on PubMedQA contexts")
     _add_bench_parser(bsub, "bioasq", "retrieval and evidence selection on BioASQ (abstract chunks)")
+    _add_bench_parser(bsub, "beir", "retrieval and evidence selection on a BEIR-format dataset folder")
+    from meteora.bench.poisoning import add_poisoning_parser
+
+    add_poisoning_parser(bsub)
+    from meteora.doctor import add_doctor_parser
+
+    add_doctor_parser(sub)
     return parser
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from meteora.console import setup_logging, third_party_level
+
+    setup_logging(verbose, quiet)  # also holds third-party loggers (faiss, bm25s...) at WARNING unless -v
     for noisy in ("httpx", "urllib3", "filelock", "sentence_transformers", "transformers", "numba"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+        logging.getLogger(noisy).setLevel(third_party_level(verbose, quiet))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
