@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 
-__all__ = ["setup_logging", "progress_enabled", "set_progress", "third_party_level"]
+__all__ = ["setup_logging", "progress_enabled", "set_progress", "third_party_level", "quiet_model_loading"]
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: loggers held above WARNING without -v: what they warn about is not the user's problem
@@ -126,3 +126,44 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
+
+
+class quiet_model_loading:
+    """Silence the expected notices of loading the packaged models: transformers' load
+    reports ("newly initialised classifier") and weight-loading bars, sentence-transformers'
+    "Converting SentenceTransformer model … to CrossEncoder", bitsandbytes' CPU-kernel
+    notice when peft imports it, and deprecation warnings. Errors still raise.
+
+    Example:
+        >>> with quiet_model_loading():
+        ...     pass
+    """
+
+    _LOGGERS = ("sentence_transformers", "bitsandbytes")
+
+    def __enter__(self) -> quiet_model_loading:
+        import warnings
+
+        import transformers
+
+        self._level = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+        self._bars = transformers.utils.logging.is_progress_bar_enabled()
+        transformers.utils.logging.disable_progress_bar()
+        self._levels = {name: logging.getLogger(name).level for name in self._LOGGERS}
+        for name in self._LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore", FutureWarning)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import transformers
+
+        self._warnings.__exit__(*exc)
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
+        if self._bars:
+            transformers.utils.logging.enable_progress_bar()
+        transformers.logging.set_verbosity(self._level)

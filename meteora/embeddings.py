@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from meteora.console import progress_enabled
+from meteora.console import progress_enabled, quiet_model_loading
 from meteora.errors import InvalidInputError, MeteoraError, ModelNotFoundError
 from meteora.models import check_hub_model, resolve_embedding_model
 from meteora.settings import apply_thread_setting
@@ -659,7 +659,8 @@ class Encoder:
             check_hub_model(path, "embedding model")
             self.name = str(model) if model not in (None, "default") else "sentence-transformers/all-MiniLM-L6-v2"
             try:
-                self.model = SentenceTransformer(path, device=device)
+                with quiet_model_loading():
+                    self.model = SentenceTransformer(path, device=device)
             except OSError as exc:
                 raise ModelNotFoundError(
                     f"could not load embedding model {path!r}: {exc}. Pass a local folder, a reachable hub id, "

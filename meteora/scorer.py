@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from meteora.console import progress_enabled
+from meteora.console import progress_enabled, quiet_model_loading
 from meteora.errors import InvalidInputError, ModelNotFoundError, require
 
 __all__ = ["EvidenceScorer", "default_scorer_path", "DEFAULT_SCORER"]
@@ -146,19 +146,19 @@ class EvidenceScorer:
         self.adapter = adapter_path
         self.base = resolve_embedding_model(base)
         self.name = f"{base or 'all-MiniLM-L6-v2'}+{adapter_path.name if adapter_path else 'untrained-head'}"
-        with _quiet_transformers():
+        with quiet_model_loading():
             model = st.CrossEncoder(self.base, num_labels=1, max_length=max_length, device=device)
-        if adapter_path is not None:
-            peft = require("peft", "core", "loading the scorer adapter")
-            inner = model[0].model
-            try:
-                merged = peft.PeftModel.from_pretrained(inner, str(adapter_path)).merge_and_unload()
-            except (RuntimeError, ValueError, OSError) as exc:
-                raise ModelNotFoundError(
-                    f"could not load the scorer adapter {adapter_path} onto {self.base}: {exc}. "
-                    "Was it trained on another base model? Pass base= the model it was trained on"
-                ) from exc
-            model[0].model = merged
+            if adapter_path is not None:
+                peft = require("peft", "core", "loading the scorer adapter")
+                inner = model[0].model
+                try:
+                    merged = peft.PeftModel.from_pretrained(inner, str(adapter_path)).merge_and_unload()
+                except (RuntimeError, ValueError, OSError) as exc:
+                    raise ModelNotFoundError(
+                        f"could not load the scorer adapter {adapter_path} onto {self.base}: {exc}. "
+                        "Was it trained on another base model? Pass base= the model it was trained on"
+                    ) from exc
+                model[0].model = merged
         model.eval()
         self.model = model
         self.calibration = _read_calibration(adapter_path)
@@ -244,19 +244,3 @@ def _identity() -> Any:
     import torch
 
     return torch.nn.Identity()
-
-
-class _quiet_transformers:
-    """Silence the 'newly initialised classifier' load report while building the model
-    (the head is either trained right after, or replaced by the adapter's)."""
-
-    def __enter__(self) -> None:
-        import transformers
-
-        self._level = transformers.logging.get_verbosity()
-        transformers.logging.set_verbosity_error()
-
-    def __exit__(self, *exc: Any) -> None:
-        import transformers
-
-        transformers.logging.set_verbosity(self._level)
