@@ -468,7 +468,7 @@ def format_poisoning(results: Mapping[str, Any]) -> str:
 
 def add_poisoning_parser(bsub: Any) -> None:
     """Register ``meteora bench poisoning`` on the ``bench`` sub-parsers."""
-    from meteora.cli import _csv, _positive_int, add_backend_options
+    from meteora.cli_options import _csv, _positive_int, add_backend_options
 
     p = bsub.add_parser("poisoning", help="medical poisoning benchmark of the verifier stage (PubMedQA test)")
     p.add_argument("--split", choices=["test", "train", "all"], default="test")
@@ -502,7 +502,7 @@ def _cmd_poisoning(args: Any) -> int:
     import os
 
     from meteora._io import atomic_write_json
-    from meteora.cli import _command_line, backend_kwargs_from_args
+    from meteora.cli_options import _command_line, backend_kwargs_from_args
 
     if not args.no_write:  # fail on the output path before minutes of work
         out_dir = os.path.dirname(os.path.abspath(args.out))
