@@ -56,12 +56,9 @@ per-query rows; ``checks`` says whether the warm conditions selected what the co
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import platform
-import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -70,7 +67,12 @@ from typing import Any
 
 import numpy as np
 
-from meteora.bench.report import write_results_json
+from meteora.bench.report import (
+    command_line,
+    environment_versions,
+    load_average,
+    write_results_json,
+)
 
 DEFAULT_OUTPUT = Path("benchmarks") / "results" / "rerank_latency.json"
 STAGES = ("generation", "encode_rationales", "encode_passages", "scoring", "selection")
@@ -157,34 +159,6 @@ def stats(values: Sequence[float]) -> dict[str, float]:
         "max": round(float(a.max()), 4),
         "total": round(float(a.sum()), 3),
     }
-
-
-def versions() -> dict[str, str]:
-    """Python, platform and the versions of the packages that affect the timings."""
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in PACKAGES:
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def command_line() -> str:
-    """This process's command, with the interpreter relative to the working directory."""
-    exe = Path(sys.executable)
-    try:
-        exe_str = os.path.relpath(exe) if exe.is_relative_to(Path.cwd()) else exe.name
-    except ValueError:
-        exe_str = exe.name
-    return shlex.join([exe_str, *sys.argv])
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
 
 
 
@@ -393,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "warm_passages_priming": "candidates' stored index embeddings via PassageEmbeddingCache.put_many, "
             "plus one untimed encode of the rationale texts",
         },
-        "versions": versions(),
+        "versions": environment_versions(PACKAGES),
         "machine": {
             "cpu_count": os.cpu_count(),
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,

@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import os
-import platform
 import shlex
 import socket
 import subprocess
@@ -47,7 +45,12 @@ from typing import Any
 
 import numpy as np
 
-from meteora.bench.report import write_results_json
+from meteora.bench.report import (
+    command_line,
+    environment_versions,
+    load_average,
+    write_results_json,
+)
 
 DEFAULT_OUTPUT = Path("benchmarks") / "results" / "serve_load.json"
 PACKAGES = ("meteora-rerank", "torch", "sentence-transformers", "fastapi", "uvicorn", "httpx", "xllamacpp")
@@ -75,31 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def command_line() -> str:
-    """This process's command, with the interpreter relative to the working directory."""
-    exe = Path(sys.executable)
-    try:
-        exe_str = os.path.relpath(exe) if exe.is_relative_to(Path.cwd()) else exe.name
-    except ValueError:
-        exe_str = exe.name
-    return shlex.join([exe_str, *sys.argv])
 
-
-def versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in PACKAGES:
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
 
 
 def latency_stats(values: list[float]) -> dict[str, float]:
@@ -252,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "data": args.data or "$METEORA_DATA_DIR/pubmedqa",
         },
         "machine": {"cpus": os.cpu_count(), "load_average_start": load_start, "load_average_end": load_average()},
-        "versions": versions(),
+        "versions": environment_versions(PACKAGES),
         "warmup_request_s": round(warmup_s, 3),
         "latency_s": latency_stats(latencies),
         "wall_s": round(wall, 2),
