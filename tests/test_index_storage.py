@@ -217,3 +217,24 @@ def test_write_manifest_skips_hidden_files(tmp_path):
     (d / ".hidden").write_text("x")
     manifest = write_manifest(d, "bm25", counts={"passages": 5}, parameters={})
     assert list(manifest["files"]) == ["passages.jsonl"]
+
+
+def test_disk_error_during_save_is_clear_and_keeps_the_previous_index(tmp_path, monkeypatch):
+    import errno
+
+    from meteora.errors import MeteoraError
+
+    path = _bm25(OLD).save(tmp_path / "idx")
+    real_rename = os.rename
+
+    def full_disk(src, dst, *args, **kwargs):
+        if str(src).endswith(".partial"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", full_disk)
+    with pytest.raises(MeteoraError, match="cannot write the index .*No space left"):
+        _bm25(NEW).save(path)
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert [p.id for p in load_retriever(path).passages] == [p.id for p in OLD]
+    assert not [p for p in path.iterdir() if p.name.endswith(".partial")]

@@ -275,7 +275,16 @@ def publish_index(
     except OSError as exc:
         raise InvalidInputError(f"cannot create the index folder {directory} ({exc})") from exc
     try:
-        _publish_locked(directory, write, lock_timeout)
+        try:
+            _publish_locked(directory, write, lock_timeout)
+        except MeteoraError:
+            raise
+        except OSError as exc:  # disk full, read-only folder, permissions...
+            raise MeteoraError(
+                f"cannot write the index into {directory} ({type(exc).__name__}: {exc}); the "
+                "previous index, if any, is unchanged: free space or fix the folder's "
+                "permissions and save again"
+            ) from exc
     except BaseException:
         if created:  # a first save that failed leaves nothing behind
             with contextlib.suppress(OSError):
