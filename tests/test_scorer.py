@@ -84,7 +84,10 @@ def test_calibrate_selection_picks_a_grid_point_with_the_real_selector(tiny_enco
 
     oracle = Oracle()
 
-    cal = calibrate_selection(bench, bench.splits["train"][:4], oracle, tiny_encoder, emb, candidates=6)
+    # every chunk is a candidate, so each pool holds whole documents and the scorer is read
+    # for every grid point (with a random tiny encoder a top-6 may hold no two chunks of one
+    # document, and then the scorer is rightly never asked)
+    cal = calibrate_selection(bench, bench.splits["train"][:4], oracle, tiny_encoder, emb, candidates=len(bench.corpus))
     assert cal["evidence_weight"] in WEIGHT_GRID and cal["evidence_band"] in BAND_GRID
     assert len(cal["grid"]) == len(WEIGHT_GRID) * len(BAND_GRID)
     best = max(g["objective"] for g in cal["grid"])
