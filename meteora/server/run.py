@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Any
 
+from meteora.cli_options import _positive_int
 from meteora.errors import MeteoraError, require
 
 __all__ = ["add_serve_options", "settings_from_args", "serve", "BackgroundServer", "SERVER_KEY_ENV"]
@@ -30,16 +31,6 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable holding the key clients must send (``--server-api-key``'s default).
 SERVER_KEY_ENV = "METEORA_SERVER_API_KEY"
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from exc
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
 
 
 def _non_negative_float(value: str) -> float:
