@@ -38,7 +38,7 @@ def make_bench(n_train: int = 40, n_test: int = 6) -> RetrievalBenchmark:
                                   doc_id=q, position=pos))
             sections[pid] = sec
         queries[q] = f"Does aspirin change outcome{i}?"
-        answers[q] = {"final_decision": cycle[i % len(cycle)], "long_answer": "..."}
+        answers[q] = {"final_decision": cycle[i % len(cycle)], "long_answer": f"conclusion of study {q}."}
         abstract[q] = {f"{q}-{p}": 1 for p in range(4)}
         evidence[q] = {f"{q}-2": 1}
     return RetrievalBenchmark(
@@ -102,8 +102,11 @@ def test_context_variants_shape_the_prompts(bench):
         assert e["prompt"] == build_reader_prompt(bench.queries[q], [p.text for p in bench.doc_passages(q)])[0]
     subsets = [e["prompt"].count("\n[") for e in only("subset")]
     assert min(subsets) >= 1 and max(subsets) <= 3 and len(set(subsets)) > 1
+    for e in only("conclusion"):  # the long answer of that (train) question, alone
+        assert e["prompt"].count("\n[") == 1
+        assert bench.answers[e["id"]]["long_answer"].strip() in e["prompt"]
     mixed = build_reader_examples(bench, train, n_examples=200, seed=0)[1]["variants"]
-    assert set(mixed) == {"full", "subset", "results", "shuffled", "none"}
+    assert set(mixed) == {"full", "subset", "results", "shuffled", "none"}  # conclusion is opt-in
     assert mixed["full"] > mixed["none"]
 
 
@@ -117,6 +120,8 @@ def test_context_variant_rules():
     assert context_variant(chunks, labels, "results", rng) == ["c"]
     no_results = context_variant(chunks, ["X"] * 4, "results", rng)  # falls back to a subset
     assert 1 <= len(no_results) < 4
+    assert context_variant(chunks, labels, "conclusion", rng, conclusion=" It works. ") == ["It works."]
+    assert context_variant(chunks, labels, "conclusion", rng) == ["c"]  # no conclusion: the results
     with pytest.raises(InvalidInputError, match="unknown context variant"):
         context_variant(chunks, labels, "everything", rng)
 

@@ -19,7 +19,9 @@ Data (only the 500 PQA-L questions of the official *train* side; test ids are re
   works on selected subsets: ``full`` (every chunk of the abstract, in order),
   ``subset`` (a random proper subset, in order), ``results`` (the chunks labelled
   RESULTS; a subset when there is none), ``shuffled`` (every chunk, random order) and
-  ``none`` (the question alone).
+  ``none`` (the question alone) and ``conclusion`` (the abstract's conclusion, PubMedQA's
+  long answer: the paper's "reasoning-free" setting, which teaches what a stated finding
+  means for the decision; off by default, train side only like everything here).
 * The response is the final decision (``yes``/``no``/``maybe``) and EOS; the loss is on
   those tokens only (:func:`meteora.training.collate.build_sft_features`).
 
@@ -75,7 +77,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-VARIANTS: tuple[str, ...] = ("full", "subset", "results", "shuffled", "none")
+VARIANTS: tuple[str, ...] = ("full", "subset", "results", "shuffled", "none", "conclusion")
 BALANCE_MODES: tuple[str, ...] = ("sqrt", "inverse", "none")
 _EVIDENCE_LABEL = "RESULTS"
 
@@ -211,9 +213,16 @@ def split_train_questions(bench: Any, val_questions: int = 50, seed: int = 0) ->
 
 
 def context_variant(
-    chunks: Sequence[str], labels: Sequence[str], variant: str, rng: random.Random
+    chunks: Sequence[str],
+    labels: Sequence[str],
+    variant: str,
+    rng: random.Random,
+    conclusion: str | None = None,
 ) -> list[str]:
     """The context chunks of one training example (see the module docstring).
+
+    ``conclusion`` is the text the ``conclusion`` variant uses (the long answer); without
+    one that variant falls back to ``results``.
 
     Example:
         >>> rng = random.Random(0)
@@ -227,6 +236,8 @@ def context_variant(
     chunks = list(chunks)
     if len(labels) != len(chunks):
         raise InvalidInputError(f"got {len(labels)} section labels for {len(chunks)} chunks")
+    if variant == "conclusion" and conclusion and conclusion.strip():
+        return [conclusion.strip()]
     if variant == "none" or not chunks:
         return []
     if variant == "full":
@@ -235,7 +246,7 @@ def context_variant(
         out = list(chunks)
         rng.shuffle(out)
         return out
-    if variant == "results":
+    if variant in ("results", "conclusion"):
         res = [c for c, lab in zip(chunks, labels, strict=True) if str(lab).upper() == _EVIDENCE_LABEL]
         if res:
             return res
@@ -328,7 +339,9 @@ def build_reader_examples(
             chunks = [p.text for p in passages]
             sections = [bench.section_labels.get(p.id, "") for p in passages]
             variant = rng.choices(names, probs)[0]
-            ctx = context_variant(chunks, sections, variant, rng)
+            ctx = context_variant(
+                chunks, sections, variant, rng, conclusion=str(bench.answers[q].get("long_answer") or "")
+            )
             prompt, _ = build_reader_prompt(bench.queries[q], ctx, max_context_chars=max_context_chars)
             examples.append(
                 {"id": q, "prompt": prompt, "completion": lab, "label": lab, "variant": variant}
