@@ -102,6 +102,32 @@ def test_next_token_logprobs(tiny_lm):
         tiny_lm.next_token_logprobs([RAW], top_k=0)
 
 
+def test_score_is_the_shared_loglik_scorer(tiny_lm):
+    """``TransformersLM.score`` and a plain ``LoglikScorer`` are one implementation."""
+    from meteora.lm.scoring import LoglikScorer
+
+    prompts = [RAW, "Methods: a retrospective cohort of 120 patients", "Is water wet?"]
+    conts = [" yes", " no", " of children", " 0.72"]
+    lm = TransformersLM(tiny_lm.model, tiny_lm.tokenizer, batch_size=2)
+    for special in (True, False):
+        scorer = LoglikScorer(
+            tiny_lm.model, tiny_lm.tokenizer, batch_size=2, max_length=lm.input_limit()
+        )
+        np.testing.assert_array_equal(
+            lm.score(prompts, conts, add_special_tokens=special),
+            scorer(prompts, conts, add_special_tokens=special),
+        )
+    # next_token_logprobs reads the same tail log-probabilities
+    ids = tiny_lm.tokenizer(RAW, add_special_tokens=True)["input_ids"]
+    best = float(scorer.tail_logprobs([ids], 1)[0, -1].max())
+    assert max(lm.next_token_logprobs([RAW], top_k=1)[0].values()) == pytest.approx(best, abs=1e-6)
+    # the cached scorer follows max_input_tokens changed after construction
+    lm.max_input_tokens = 8
+    short = LoglikScorer(tiny_lm.model, tiny_lm.tokenizer, batch_size=2, max_length=8)
+    np.testing.assert_array_equal(lm.score(prompts, conts), short(prompts, conts))
+    assert short.truncated >= 1 and lm.loglik_scorer().max_length == 8
+
+
 # ------------------------------------------------------------------ helpers and validation
 def test_sampling_params_and_prompt_checks():
     with pytest.raises(InvalidInputError, match="temperature"):

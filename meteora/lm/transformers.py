@@ -1,6 +1,7 @@
 """The transformers backend: batched generation with a reusable prompt-prefix cache and
-exact log-likelihoods, on a model loaded by :mod:`meteora.lm.loading` (device, dtype,
-4-bit NF4, PEFT adapter with a shape check; its names are re-exported here).
+exact log-likelihoods (:class:`~meteora.lm.scoring.LoglikScorer`), on a model loaded by
+:mod:`meteora.lm.loading` (device, dtype, 4-bit NF4, PEFT adapter with a shape check; its
+names are re-exported here).
 
 It is the backend for adapters with exact scoring and for training; for plain
 generation on a CPU the llama.cpp backend (:mod:`meteora.lm.llamacpp`) is faster.
@@ -52,6 +53,7 @@ from meteora.lm.loading import (
     resolve_dtype,
     torch_dtype,
 )
+from meteora.lm.scoring import LoglikScorer
 
 __all__ = [
     "DOUBLE_QUANT",
@@ -135,7 +137,7 @@ class TransformersLM(CompleteMixin):
         self.batch_size = batch_size
         self.gen_tokenizer = generation_tokenizer(tokenizer)
         self._prefix_kv_memo: tuple[tuple[int, ...], Any] | None = None
-        self._supports_keep = True
+        self._loglik: LoglikScorer | None = None
 
     @classmethod
     def from_pretrained(
@@ -387,33 +389,27 @@ class TransformersLM(CompleteMixin):
         return past
 
     # -- scoring -----------------------------------------------------------------------
-    def _logprobs_tail(self, seqs: list[list[int]], keep: int) -> Any:
-        """Log-softmax of the last ``keep`` positions of left-padded ``seqs``: ``(B, keep, V)``."""
-        import torch
+    def loglik_scorer(self) -> LoglikScorer:
+        """The :class:`~meteora.lm.scoring.LoglikScorer` behind :meth:`score` and :meth:`next_token_logprobs`.
 
-        pad = self.gen_tokenizer.pad_token_id or 0
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-            mask[r, width - len(s) :] = 1
-        pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        device = model_device(self.model)
-        ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
-        with torch.inference_mode():
-            logits = None
-            if self._supports_keep:
-                try:
-                    logits = self.model(
-                        input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=keep
-                    ).logits
-                except TypeError:
-                    logger.debug("model does not take logits_to_keep; computing every logit")
-                    self._supports_keep = False
-            if logits is None:
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
-            return torch.log_softmax(logits[:, -keep:, :].float(), dim=-1).cpu()
+        Built once on ``model`` and the generation tokenizer, and brought in line with the
+        current ``batch_size`` and :meth:`input_limit` on every call (``max_input_tokens``
+        may be changed after construction, e.g. by a rationale generator).
+        """
+        bs = self.batch_size
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {bs!r}")
+        limit = self.input_limit()
+        sc = self._loglik
+        if sc is None or sc.model is not self.model or sc.tokenizer is not self.gen_tokenizer:
+            sc = LoglikScorer(
+                self.model, self.gen_tokenizer, batch_size=bs, max_length=max(2, limit)
+            )
+            self._loglik = sc
+        sc.batch_size = bs
+        # set directly: input_limit() may be 1, below the constructor's minimum of 2
+        sc.max_length = limit
+        return sc
 
     def score(
         self, prompts: Sequence[str], continuations: Sequence[str], *, add_special_tokens: bool = False
@@ -433,41 +429,8 @@ class TransformersLM(CompleteMixin):
         prompts, continuations = list(prompts), list(continuations)
         if not continuations:
             raise InvalidInputError("continuations is empty; give at least one continuation to score")
-        enc = self.gen_tokenizer
-        cont_ids = [list(enc(c, add_special_tokens=False)["input_ids"]) for c in continuations]
-        for c, ids in zip(continuations, cont_ids, strict=True):
-            if not ids:
-                raise InvalidInputError(f"continuation {c!r} encodes to no tokens")
-        out = np.zeros((len(prompts), len(continuations)), dtype=np.float64)
-        longest = max(len(c) for c in cont_ids)
-        inputs: dict[tuple[int, tuple[int, ...]], list[int]] = {}
-        wanted: dict[tuple[int, tuple[int, ...]], list[tuple[int, list[int]]]] = {}
-        for i, p in enumerate(prompts):
-            p_ids = list(enc(p, add_special_tokens=add_special_tokens)["input_ids"])
-            room = self.input_limit() - (longest - 1)
-            if len(p_ids) > room:
-                logger.warning("prompt of %d tokens lost its first %d tokens", len(p_ids), len(p_ids) - room)
-                p_ids = p_ids[len(p_ids) - room :]
-            if not p_ids:
-                raise InvalidInputError(f"prompts[{i}] encodes to no tokens")
-            for j, c in enumerate(cont_ids):
-                key = (i, tuple(c[:-1]))
-                if key not in inputs:
-                    inputs[key] = p_ids + c[:-1]
-                    wanted[key] = []
-                wanted[key].append((j, c))
-        keys = sorted(inputs, key=lambda k: len(inputs[k]))
-        for start in range(0, len(keys), self.batch_size):
-            batch = keys[start : start + self.batch_size]
-            keep = max(len(k[1]) + 1 for k in batch)
-            logprobs = self._logprobs_tail([inputs[k] for k in batch], keep)
-            for r, key in enumerate(batch):
-                n_prefix = len(key[1])
-                for j, c in wanted[key]:
-                    out[key[0], j] = sum(
-                        float(logprobs[r, keep - 1 - n_prefix + t, tok_id]) for t, tok_id in enumerate(c)
-                    )
-        return out
+        scorer = self.loglik_scorer()
+        return scorer(prompts, continuations, add_special_tokens=add_special_tokens)
 
     def next_token_logprobs(self, prompts: Sequence[Prompt], *, top_k: int = 20) -> list[dict[str, float]]:
         """The ``top_k`` most likely next tokens (decoded text) with their log-probabilities.
@@ -485,7 +448,7 @@ class TransformersLM(CompleteMixin):
         for p in plist:
             text, special = self.render(p)
             ids = list(self.gen_tokenizer(self.fit(text), add_special_tokens=special)["input_ids"])
-            lp = self._logprobs_tail([ids], 1)[0, -1]
+            lp = self.loglik_scorer().tail_logprobs([ids], 1)[0, -1]
             values, idx = torch.topk(lp, min(top_k, lp.shape[-1]))
             row: dict[str, float] = {}
             for v, i in zip(values.tolist(), idx.tolist(), strict=True):
