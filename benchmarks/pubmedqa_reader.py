@@ -1,7 +1,7 @@
 """End to end: PubMedQA answer accuracy of the trained reader under each context selection.
 
 The reader is SmolLM2-135M-Instruct + the LoRA adapter of ``meteora train reader``
-(``meteora/weights/pubmedqa-reader``), prompted with the Alpaca layout it was trained on
+(``runs/reader-smollm2``, ``--adapter``; not shipped, see the README), prompted with the Alpaca layout it was trained on
 (``evaluate_qa(..., prompt_format="alpaca")``). Conditions (500 official test questions):
 
 * ``none`` — the question alone; ``gold`` — the question's whole abstract;
@@ -15,7 +15,7 @@ paired bootstraps and writes ``benchmarks/results/pubmedqa_qa_reader.json``)::
 
     .venv/bin/python benchmarks/pubmedqa_reader.py selections
     .venv/bin/python benchmarks/pubmedqa_reader.py eval --reader base --mode loglik --conditions none,gold
-    .venv/bin/python benchmarks/pubmedqa_reader.py eval --reader trained --mode loglik
+    .venv/bin/python benchmarks/pubmedqa_reader.py eval --reader trained --mode loglik --calibrate
     .venv/bin/python benchmarks/pubmedqa_reader.py eval --reader trained --mode generate --limit 100 --conditions none,gold
     .venv/bin/python benchmarks/pubmedqa_reader.py merge
 
@@ -39,7 +39,7 @@ from meteora.settings import apply_thread_setting
 
 RUNS = Path("runs/reader-eval")
 OUT = Path("benchmarks/results/pubmedqa_qa_reader.json")
-ADAPTER = "meteora/weights/pubmedqa-reader"
+ADAPTER = "runs/reader-smollm2"  # the --out of the training command in the README
 ALL_CONDITIONS = (
     "none", "gold", "gold-results", "meteora", "meteora-query-only", "dense-top3", "hybrid-top3",
 )
@@ -117,12 +117,44 @@ def cmd_eval(args: argparse.Namespace) -> None:
         prompt_format="alpaca",
         max_new_tokens=10,
         batch_size=args.batch_size,
+        calibrate=args.calibrate,
         keep_predictions=True,
     )
     name = args.name or f"{args.reader if not args.reader_url else 'served'}-{args.mode}"
+    kind = args.kind or ("served" if args.reader_url else args.reader)
     RUNS.mkdir(parents=True, exist_ok=True)
-    write_results_json(RUNS / f"{name}.json", {"command": _command(), "reader_kind": args.kind or ("served" if args.reader_url else args.reader), **result})
+    scores = result.get("label_scores")
+    if args.calibrate:
+        # one scoring pass, two decision rules: calibrated (as scored) and plain argmax
+        write_results_json(RUNS / f"{name}-calibrated.json",
+                           {"command": _command(), "reader_kind": f"{kind}-calibrated", **result})
+        print(to_markdown(result))
+        result = _plain_argmax(result, scores)
+    result.pop("label_scores", None)
+    write_results_json(RUNS / f"{name}.json", {"command": _command(), "reader_kind": kind, **result})
     print(to_markdown(result))
+
+
+def _plain_argmax(result: dict, scores: dict) -> dict:
+    """``result`` with predictions and metrics recomputed by the uncalibrated argmax."""
+    import copy
+
+    from meteora.datasets.pubmedqa import build_pubmedqa_benchmark
+    from meteora.evaluation.reader import LABELS, qa_metrics
+
+    bench = build_pubmedqa_benchmark()
+    out = copy.deepcopy({k: v for k, v in result.items() if k != "label_scores"})
+    out["calibrated"] = False
+    for cond, rows in scores.items():
+        qids = list(rows)
+        preds = [LABELS[max(range(len(LABELS)), key=lambda i, r=rows[q]: r[i])] for q in qids]
+        gold = [str(bench.answers[q]["final_decision"]).lower() for q in qids]
+        m = qa_metrics(gold, preds)
+        m.pop("gold_distribution")
+        kept = {k: v for k, v in out["conditions"][cond].items() if k not in m and k != "calibration"}
+        out["conditions"][cond] = {**m, **kept}
+        out["predictions"][cond] = dict(zip(qids, preds, strict=True))
+    return out
 
 
 def _load_groups() -> dict[str, dict]:
@@ -133,7 +165,7 @@ def _load_groups() -> dict[str, dict]:
             continue
         part = json.loads(path.read_text())
         key = f"{part['reader_kind']}-{part['answer_mode']}"
-        g = groups.setdefault(key, {**{k: v for k, v in part.items() if k not in ("conditions", "predictions", "command")},
+        g = groups.setdefault(key, {**{k: v for k, v in part.items() if k not in ("conditions", "predictions", "command", "label_scores")},
                                     "commands": [], "conditions": {}, "predictions": {}})
         if part["n_questions"] != g["n_questions"]:
             raise SystemExit(f"{path}: {part['n_questions']} questions, other parts of {key} have {g['n_questions']}")
@@ -159,12 +191,12 @@ def cmd_merge(args: argparse.Namespace) -> None:
 
     groups = _load_groups()
     sel = json.loads((RUNS / "selections.json").read_text())
-    prov_path = Path(ADAPTER) / "provenance.json"
+    prov_path = Path(args.adapter) / "provenance.json"
     out: dict = {
         "what": "PubMedQA test answer accuracy of SmolLM2-135M before / after reader fine-tuning, by context condition",
         "command": _command(),
         "commands": [sel["command"], *(c for g in groups.values() for c in g["commands"])],
-        "adapter": ADAPTER,
+        "adapter": args.adapter,
         "training": json.loads(prov_path.read_text()) if prov_path.is_file() else None,
         "other_training_runs": {
             str(p.parent): json.loads(p.read_text()) for p in sorted(Path(args.other_runs).glob("*/provenance.json"))
@@ -222,11 +254,14 @@ def main() -> None:
     e.add_argument("--conditions", default=",".join(ALL_CONDITIONS))
     e.add_argument("--limit", type=int, default=None)
     e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--calibrate", action="store_true",
+                   help="loglik: also write NAME-calibrated.json (contextual calibration, same scores)")
     e.add_argument("--name", default=None, help="part name (default: READER-MODE)")
     e.add_argument("--kind", default=None, help="group name in the merged results (default: base / trained / served)")
     e.set_defaults(func=cmd_eval)
     m = sub.add_parser("merge")
     m.add_argument("--out", default=str(OUT))
+    m.add_argument("--adapter", default=ADAPTER, help="the trained reader's folder (its provenance.json is recorded)")
     m.add_argument("--other-runs", default=None, help="folder whose */provenance.json (earlier training runs) are recorded")
     m.set_defaults(func=cmd_merge)
     args = p.parse_args()

@@ -366,6 +366,10 @@ def test_calibration_removes_a_label_bias(bench):
         keep_predictions=True,
     )
     assert set(cal["predictions"]["none"].values()) == {"no"} and cal["calibrated"] is True
+    # the raw scores are kept (before the offset): their argmax is the uncalibrated answer
+    raw = cal["label_scores"]["none"]
+    assert set(raw) == set(cal["predictions"]["none"])
+    assert all(np.argmax(row) == 0 for row in raw.values())
     p_cf = cal["conditions"]["none"]["calibration"]
     assert p_cf["yes"] > p_cf["no"] and sum(p_cf.values()) == pytest.approx(1.0)
     free = [p for p in scorer.prompts if "N/A" in p or "[MASK]" in p]

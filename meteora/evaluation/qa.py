@@ -427,7 +427,10 @@ def evaluate_qa(
             template, ending in ``Answer:``) or ``"alpaca"`` (:func:`build_reader_prompt`:
             the raw-text Alpaca layout a reader from ``meteora train reader`` was trained
             on; never chat-rendered, answers scored right after ``### Response:``).
-        keep_predictions: also return ``{condition: {qid: label}}`` under ``"predictions"``.
+        keep_predictions: also return ``{condition: {qid: label}}`` under ``"predictions"``
+            and, in loglik mode, the raw yes/no/maybe log-probabilities (before any
+            calibration offset) ``{condition: {qid: [yes, no, maybe]}}`` under
+            ``"label_scores"``, so other decision rules can be applied afterwards.
         show_progress: tqdm bar over conditions × batches (``None``: when logging is at
             INFO or lower).
 
@@ -534,6 +537,7 @@ def evaluate_qa(
     )
     per_condition: dict[str, dict[str, Any]] = {}
     predictions: dict[str, dict[str, str]] = {}
+    raw_scores: dict[str, dict[str, list[float]]] = {}
 
     def batch_scores(batch: list[str]) -> np.ndarray:
         if next_token_lm is not None:
@@ -560,6 +564,7 @@ def evaluate_qa(
                 messages.append(msg)
                 truncated += int(cut)
             preds: list[str] = []
+            raw_rows: list[list[float]] = []
             offset = np.zeros(len(LABELS))
             p_cf = None
             if calibrate:
@@ -576,7 +581,9 @@ def evaluate_qa(
             for start in range(0, len(messages), batch_size):
                 batch = messages[start : start + batch_size]
                 if answer_mode == "loglik":
-                    scores = batch_scores(batch) - offset
+                    raw = batch_scores(batch)
+                    raw_rows.extend(raw.tolist())
+                    scores = raw - offset
                     preds.extend(
                         LABELS[int(np.argmax(row))] if np.isfinite(row).any() else UNPARSED
                         for row in scores
@@ -606,6 +613,8 @@ def evaluate_qa(
                 m["calibration"] = {lab: float(v) for lab, v in zip(LABELS, p_cf, strict=True)}
             per_condition[cond] = m
             predictions[cond] = dict(zip(qids, preds, strict=True))
+            if raw_rows:
+                raw_scores[cond] = dict(zip(qids, raw_rows, strict=True))
             logger.info(
                 "qa %s: accuracy %.3f, macro-F1 %.3f (%d questions, %.1fs)",
                 cond,
@@ -633,6 +642,8 @@ def evaluate_qa(
     }
     if keep_predictions:
         result["predictions"] = predictions
+        if raw_scores:
+            result["label_scores"] = raw_scores
     return result
 
 
