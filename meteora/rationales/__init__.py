@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from meteora.rationales.cache import RationaleCache
 from meteora.rationales.filters import filter_rationales
-from meteora.rationales.generator import RationaleGenerator, RationaleSet
+from meteora.rationales.generator import RationaleGenerator
 from meteora.rationales.parsing import ParsedRationales, parse_rationales, strip_think
 from meteora.rationales.presets import PRESETS, resolve_preset
+from meteora.rationales.rationale_set import RationaleSet
 from meteora.rationales.templates import TEMPLATES, PromptTemplate, get_template, register_template
 
 __all__ = [

@@ -9,7 +9,7 @@ then read them back instead of regenerating.
 * One sqlite file, default ``$METEORA_HOME/rationales.sqlite``, in WAL mode with a
   busy timeout: several processes can read while one writes.
 * Keys are the sha256 of the canonical JSON of the key fields plus the query.
-* Values are JSON (the :class:`~meteora.rationales.generator.RationaleSet` as a dict).
+* Values are JSON (the :class:`~meteora.rationales.rationale_set.RationaleSet` as a dict).
 * A file that is not a readable sqlite database (a crash mid-copy, random bytes) is
   moved aside to ``<name>.corrupt-<timestamp>`` with a logged warning and a fresh cache
   is created: a broken cache costs a regeneration, never a crash.

@@ -22,6 +22,11 @@ fails because a model wrote garbage.
   CPU, PEFT LoRA adapters converted once) and OpenAI-compatible servers (vLLM,
   llama.cpp server, Ollama...). ``from_pretrained(backend="auto")`` picks one.
 
+Beside this module: :mod:`~meteora.rationales.rationale_set` (the result type),
+:mod:`~meteora.rationales.loading` (``from_pretrained``, ``from_preset``),
+:mod:`~meteora.rationales.completion` (``complete``), :mod:`~meteora.rationales.stopping`
+(the early stop) and :mod:`~meteora.rationales.checks` (argument checks).
+
 Example:
     >>> gen = RationaleGenerator.from_pretrained()  # offline SmolLM2  # doctest: +SKIP
     >>> rs = gen.generate("Does aspirin reduce stroke risk in the elderly?", n=3)  # doctest: +SKIP
@@ -36,23 +41,21 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError
-from meteora.lm import SamplingParams, resolve_backend
-from meteora.lm.base import as_messages
-
-# _model_device: kept importable for evaluation/qa.py until its reader moves onto meteora.lm
-from meteora.lm.loading import model_device as _model_device  # noqa: F401
+from meteora.lm import SamplingParams
 from meteora.lm.transformers import TransformersLM
 from meteora.rationales.cache import RationaleCache
+from meteora.rationales.checks import check_positive_int, check_sampling
+from meteora.rationales.completion import CompletionMixin
 from meteora.rationales.filters import filter_rationales
+from meteora.rationales.loading import FromPretrainedMixin, default_template_for
 from meteora.rationales.parsing import parse_rationales
-from meteora.rationales.presets import PRESETS, resolve_preset
+from meteora.rationales.rationale_set import RationaleSet
+from meteora.rationales.stopping import SECTION_STOPS, EnoughRationales
 from meteora.rationales.templates import PromptTemplate, get_template
 from meteora.settings import apply_thread_setting
 from meteora.types import check_query
@@ -70,186 +73,14 @@ _DEFAULT_FILTER_OPTIONS: dict[str, Any] = {
     "near_duplicate": 0.85,
 }
 
-
-# ------------------------------------------------------------------------------------
-# result type
-# ------------------------------------------------------------------------------------
-@dataclass
-class RationaleSet:
-    """The rationales generated for one query.
-
-    Attributes:
-        query: the query.
-        rationales: what the evidence selector uses (with ``include_query=True`` the
-            query comes first, as an anchor).
-        flags: per rationale its ``Flag Instructions`` text (verifier hints) or ``None``.
-        raw: the model's output (with the template's response prefix), for inspection.
-        fallback: ``True`` when nothing survived parsing and filtering and the query
-            itself became the single rationale.
-        dropped: ``(text, reason)`` for each parsed line the filters removed.
-        parse_method: ``"xml"``, ``"numbered"``, ``"lines"`` or ``"none"``.
-        from_cache: read from the rationale cache instead of generated.
-    """
-
-    query: str
-    rationales: list[str]
-    flags: list[str | None] = field(default_factory=list)
-    raw: str = ""
-    fallback: bool = False
-    dropped: list[tuple[str, str]] = field(default_factory=list)
-    parse_method: str = "none"
-    from_cache: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.query, str):
-            raise InvalidInputError(f"RationaleSet.query must be a str, got {type(self.query).__name__}")
-        if isinstance(self.rationales, (str, bytes)) or not isinstance(self.rationales, Sequence):
-            raise InvalidInputError(
-                f"RationaleSet.rationales must be a list of str, got {type(self.rationales).__name__} "
-                f"{self.rationales!r:.60} (query {self.query[:60]!r})"
-            )
-        bad = [r for r in self.rationales if not isinstance(r, str)]
-        if bad:
-            raise InvalidInputError(
-                f"RationaleSet.rationales must hold only str, got {type(bad[0]).__name__} {bad[0]!r:.60} "
-                f"(query {self.query[:60]!r})"
-            )
-        self.rationales = list(self.rationales)
-        if not self.flags:
-            self.flags = [None] * len(self.rationales)
-        if len(self.flags) != len(self.rationales):
-            raise InvalidInputError(
-                f"RationaleSet: {len(self.flags)} flags for {len(self.rationales)} rationales; they must match"
-            )
-
-    def __len__(self) -> int:
-        return len(self.rationales)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.rationales)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``from_cache`` is not stored)."""
-        return {
-            "query": self.query,
-            "rationales": list(self.rationales),
-            "flags": list(self.flags),
-            "raw": self.raw,
-            "fallback": self.fallback,
-            "dropped": [[t, r] for t, r in self.dropped],
-            "parse_method": self.parse_method,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, from_cache: bool = False) -> RationaleSet:
-        """Inverse of :meth:`to_dict`."""
-        try:
-            return cls(
-                query=str(data["query"]),
-                rationales=[str(r) for r in data["rationales"]],
-                flags=[None if f is None else str(f) for f in data.get("flags") or []],
-                raw=str(data.get("raw", "")),
-                fallback=bool(data.get("fallback", False)),
-                dropped=[(str(t), str(r)) for t, r in data.get("dropped") or []],
-                parse_method=str(data.get("parse_method", "none")),
-                from_cache=from_cache,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInputError(f"not a serialised RationaleSet: {exc}") from exc
-
-    def __repr__(self) -> str:
-        q = self.query if len(self.query) <= 60 else self.query[:57] + "..."
-        shown = ", ".join(repr(r if len(r) <= 70 else r[:67] + "...") for r in self.rationales)
-        extras = [f"parse={self.parse_method!r}"]
-        if self.fallback:
-            extras.append("fallback=True")
-        if self.dropped:
-            extras.append(f"dropped={len(self.dropped)}")
-        if self.from_cache:
-            extras.append("from_cache=True")
-        return f"RationaleSet(query={q!r}, rationales=[{shown}], {', '.join(extras)})"
-
-
-# ------------------------------------------------------------------------------------
-# helpers
-# ------------------------------------------------------------------------------------
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _default_template_for(
-    model_id: str | None, adapter_id: str | None, tokenizer: Any, backend: str = "transformers"
-) -> PromptTemplate:
-    for preset in PRESETS.values():
-        if (
-            preset.get("model")
-            and preset["model"] == model_id
-            and preset.get("adapter") == adapter_id
-        ):
-            return get_template(preset["template"])
-    if backend != "transformers":
-        # a GGUF carries its chat template; an OpenAI-compatible server applies its own
-        return get_template("chat")
-    if getattr(tokenizer, "chat_template", None):
-        return get_template("chat")
-    return get_template("med-rationale")
-
-
-class _EnoughRationales:
-    """Stopping criterion: a row is done once its complete lines hold ``n`` usable rationales."""
-
-    def __init__(
-        self, generator: RationaleGenerator, queries: list[str], prompt_len: int, n: int, filt: bool
-    ) -> None:
-        self.generator = generator
-        self.queries = queries
-        self.prompt_len = prompt_len
-        self.n = n
-        self.filter = filt
-        self.done = [False] * len(queries)
-        self.checked_upto = [0] * len(queries)
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        tok = self.generator.tokenizer
-        for row in range(input_ids.shape[0]):
-            if self.done[row]:
-                continue
-            text = tok.decode(input_ids[row, self.prompt_len :], skip_special_tokens=True)
-            if _SECTION_START.search(text):
-                # the model started a new "### ..." section: the parser ignores the rest
-                self.done[row] = True
-                continue
-            cut = max(text.rfind("\n"), _last_close_tag_end(text) - 1)
-            if cut <= self.checked_upto[row]:
-                continue
-            self.checked_upto[row] = cut
-            usable = self.generator._usable(self.queries[row], text[: cut + 1], self.n, self.filter)
-            if len(usable) >= self.n:
-                self.done[row] = True
-        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
-
-
-_SECTION_START = re.compile(r"(?:^|\n)\s*###")
-#: stop strings with the same purpose, for backends without stopping criteria
-_SECTION_STOPS = ("\n###",)
-_CLOSE_TAG = re.compile(r"</\s*rationale[^>]*>", re.IGNORECASE)
-
-
-def _last_close_tag_end(text: str) -> int:
-    end = 0
-    for m in _CLOSE_TAG.finditer(text):
-        end = m.end()
-    return end
+#: the stopping criterion's former name here (tests import it from this module)
+_EnoughRationales = EnoughRationales
 
 
 # ------------------------------------------------------------------------------------
 # the generator
 # ------------------------------------------------------------------------------------
-class RationaleGenerator:
+class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
     """Generate rationales for queries with a causal LM.
 
     Build one with :meth:`from_pretrained` (hub id, folder or GGUF file; a backend:
@@ -306,7 +137,7 @@ class RationaleGenerator:
         model_fingerprint: str | None = None,
         prefix_cache: bool = True,
     ) -> None:
-        max_input_tokens = _check_positive_int("max_input_tokens", max_input_tokens)
+        max_input_tokens = check_positive_int("max_input_tokens", max_input_tokens)
         if tokenizer is None and isinstance(getattr(model, "backend", None), str) and hasattr(model, "identity"):
             lm = model
             if isinstance(lm, TransformersLM):
@@ -339,17 +170,17 @@ class RationaleGenerator:
         self.template = (
             get_template(template)
             if template is not None
-            else _default_template_for(self.model_id, self.adapter_id, self.tokenizer, lm.backend)
+            else default_template_for(self.model_id, self.adapter_id, self.tokenizer, lm.backend)
         )
         self.cache = self._make_cache(cache)
         if num_threads is not None:
-            _check_positive_int("num_threads", num_threads)
+            check_positive_int("num_threads", num_threads)
         self.num_threads = num_threads
         self.max_input_tokens = max_input_tokens
         self.max_new_tokens = (
             None
             if max_new_tokens is None
-            else _check_positive_int("max_new_tokens", max_new_tokens)
+            else check_positive_int("max_new_tokens", max_new_tokens)
         )
         options = dict(_DEFAULT_FILTER_OPTIONS)
         options.update(filter_options or {})
@@ -396,7 +227,7 @@ class RationaleGenerator:
     def _prefix_kv_memo(self) -> Any:
         return getattr(self.lm, "_prefix_kv_memo", None)
 
-    # -- construction ------------------------------------------------------------------
+    # -- construction (from_pretrained, from_preset: meteora.rationales.loading) --------
     @staticmethod
     def _make_cache(cache: Any) -> RationaleCache | None:
         if cache is None or cache is False:
@@ -411,157 +242,6 @@ class RationaleGenerator:
             f"cache must be None, True/False, a path or a RationaleCache, got {type(cache).__name__}"
         )
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        model: str | os.PathLike[str] | None = None,
-        adapter: str | os.PathLike[str] | None = None,
-        *,
-        backend: str = "auto",
-        base_url: str | None = None,
-        api_key: str | None = None,
-        template: str | PromptTemplate | None = None,
-        load_in_4bit: bool = False,
-        device: Any = None,
-        dtype: Any = None,
-        num_threads: int | None = None,
-        trust_remote_code: bool = False,
-        cache: RationaleCache | str | os.PathLike[str] | bool | None = None,
-        max_input_tokens: int = 2048,
-        max_new_tokens: int | None = None,
-        filter_options: dict[str, Any] | None = None,
-        prefix_cache: bool = True,
-        lm_options: dict[str, Any] | None = None,
-    ) -> RationaleGenerator:
-        """Load a causal LM (and optional PEFT adapter) on a backend and wrap it.
-
-        Args:
-            model: hub id, local folder, GGUF file (llama.cpp), served model name
-                (openai), or ``None``/``"default"`` for the offline SmolLM2-135M-Instruct
-                (after ``meteora models pull``).
-            adapter: PEFT adapter hub id or local folder (transformers; llama.cpp converts
-                a local plain-LoRA folder once; servers apply their own adapters).
-            backend: ``"auto"`` (default), ``"transformers"``, ``"llamacpp"`` or
-                ``"openai"``. ``auto`` picks ``openai`` when ``base_url`` is given,
-                ``llamacpp`` for the offline default without adapter, 4-bit, device or
-                dtype (measured ~4x faster on a CPU,
-                ``benchmarks/results/generation_speed.json``), else ``transformers``.
-            base_url: the OpenAI-compatible server, e.g. ``http://127.0.0.1:8000/v1``.
-            api_key: the server's key (``None``: no auth).
-            template: see the class docstring.
-            load_in_4bit: quantise the linear layers to 4-bit NF4 with bitsandbytes
-                (transformers; compute in float32 on CPU, bfloat16 on CUDA).
-            device: ``"cpu"``, ``"cuda"``…; ``None`` picks CUDA when available (transformers).
-            dtype: ``"float32"``, ``"bfloat16"``, ``"float16"``, a torch dtype or
-                ``None``/``"auto"`` (float32 on CPU, bf16/fp16 on CUDA; transformers).
-            num_threads: torch intra-op threads, or llama.cpp threads.
-            trust_remote_code: let transformers run code shipped with the model.
-            cache, max_input_tokens, max_new_tokens, filter_options, prefix_cache: see
-                the class.
-            lm_options: more backend options: ``n_ctx``, ``n_parallel`` (llamacpp);
-                ``timeout``, ``max_retries``, ``concurrency``, ``extra_body`` (openai).
-
-        Raises:
-            ModelNotFoundError: the model or adapter cannot be found (the message says
-                how to get it).
-            InvalidInputError: the adapter does not fit the model, or a bad argument.
-            UnsupportedOperationError: an adapter with ``backend="llamacpp"``.
-
-        Example:
-            >>> gen = RationaleGenerator.from_pretrained(None)  # llama.cpp, SmolLM2  # doctest: +SKIP
-            >>> gen = RationaleGenerator.from_pretrained(  # doctest: +SKIP
-            ...     "mistral-med", backend="openai", base_url="http://127.0.0.1:8000/v1",
-            ...     template="med-rationale")
-        """
-        options = dict(lm_options or {})
-        torch_only = load_in_4bit or device is not None or dtype is not None or trust_remote_code
-        if backend in (None, "auto") and torch_only and not base_url:
-            backend = "transformers"
-        name = resolve_backend(backend, model, adapter, base_url=base_url)
-        if name != "transformers" and torch_only:
-            raise InvalidInputError(
-                f"load_in_4bit, device, dtype and trust_remote_code apply to backend='transformers' only, not "
-                f"{name!r} (a GGUF is already quantised; a server chooses its own device)"
-            )
-        if name == "transformers":
-            apply_thread_setting(num_threads)
-            lm: Any = TransformersLM.from_pretrained(
-                model,
-                adapter,
-                load_in_4bit=load_in_4bit,
-                device=device,
-                dtype=dtype,
-                trust_remote_code=trust_remote_code,
-                max_input_tokens=max_input_tokens,
-                prefix_cache=prefix_cache,
-                **options,
-            )
-        elif name == "llamacpp":
-            from meteora.lm.llamacpp import LlamaCppLM
-
-            options.setdefault("n_threads", num_threads)
-            lm = LlamaCppLM.from_pretrained(model, adapter, **options)
-        else:
-            from meteora.lm import load_lm
-
-            lm = load_lm("openai", model, adapter, base_url=base_url, api_key=api_key, **options)
-        if template is None:
-            preset_model = str(model) if model is not None else None
-            template = _default_template_for(
-                preset_model, getattr(lm, "adapter_id", None), getattr(lm, "tokenizer", None), name
-            )
-        gen = cls(
-            lm,
-            template=template,
-            cache=cache,
-            num_threads=num_threads,
-            max_input_tokens=max_input_tokens,
-            max_new_tokens=max_new_tokens,
-            filter_options=filter_options,
-            prefix_cache=prefix_cache,
-        )
-        gen.load_in_4bit = load_in_4bit
-        logger.info(
-            "rationale generator: %s%s on %s, template %r",
-            gen.model_id,
-            f" + {gen.adapter_id}" if gen.adapter_id else "",
-            name,
-            gen.template.name,
-        )
-        return gen
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> RationaleGenerator:
-        """Build a generator from a named preset (see :mod:`meteora.rationales.presets`).
-
-        Keyword overrides replace the preset's values (``model``, ``adapter``,
-        ``template``, ``load_in_4bit``, ``max_new_tokens``) or add other
-        :meth:`from_pretrained` arguments (``device``, ``cache``, ``backend``,
-        ``base_url``…). With ``backend="openai"`` the preset's ``load_in_4bit`` and
-        ``adapter`` are dropped (the server holds the weights) and ``model`` must be the
-        name the server serves them under.
-
-        Example:
-            >>> gen = RationaleGenerator.from_preset("med-rationale-mistral-7b", device="cuda")  # doctest: +SKIP
-            >>> gen = RationaleGenerator.from_preset(  # doctest: +SKIP
-            ...     "med-rationale-mistral-7b", backend="openai",
-            ...     base_url="http://127.0.0.1:8000/v1", model="okoene-med-rationale")
-        """
-        settings = resolve_preset(name)
-        settings.update(overrides)
-        backend = settings.get("backend")
-        if backend in ("openai", "llamacpp") and "load_in_4bit" not in overrides:
-            settings.pop("load_in_4bit", None)
-        if backend == "openai" and "adapter" not in overrides and settings.get("adapter"):
-            if "model" not in overrides:
-                raise InvalidInputError(
-                    f"preset {name!r} uses adapter {settings['adapter']!r}; on backend='openai' the server applies "
-                    "it: pass model=<the name it is served under> (vLLM: --enable-lora --lora-modules NAME=ADAPTER)"
-                )
-            settings["adapter"] = None
-        model = settings.pop("model", None)
-        adapter = settings.pop("adapter", None)
-        return cls.from_pretrained(model, adapter, **settings)
 
     # -- prompts -----------------------------------------------------------------------
     def _add_special_tokens(self, chat: bool) -> bool:
@@ -706,7 +386,7 @@ class RationaleGenerator:
 
     def _max_new_tokens(self, value: int | None) -> int:
         if value is not None:
-            return _check_positive_int("max_new_tokens", value)
+            return check_positive_int("max_new_tokens", value)
         return self.max_new_tokens or self.template.max_new_tokens
 
     def generate(
@@ -751,22 +431,10 @@ class RationaleGenerator:
                     f"queries must be a str or a list of str, got {type(queries).__name__}"
                 )
             qlist = [check_query(q, name=f"queries[{i}]") for i, q in enumerate(queries)]
-        n = self.template.default_n if n is None else _check_positive_int("n", n)
-        batch_size = _check_positive_int("batch_size", batch_size)
+        n = self.template.default_n if n is None else check_positive_int("n", n)
+        batch_size = check_positive_int("batch_size", batch_size)
         new_tokens = self._max_new_tokens(max_new_tokens)
-        if do_sample:
-            if (
-                isinstance(temperature, bool)
-                or not isinstance(temperature, (int, float))
-                or temperature <= 0
-            ):
-                raise InvalidInputError(
-                    f"temperature must be a positive number, got {temperature!r}"
-                )
-            if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-                raise InvalidInputError(f"top_p must be in (0, 1], got {top_p!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise InvalidInputError(f"seed must be an integer or None, got {seed!r}")
+        check_sampling(do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed)
         if not qlist:
             return []
         apply_thread_setting(self.num_threads)
@@ -808,14 +476,14 @@ class RationaleGenerator:
                 top_p=top_p,
                 seed=seed,
                 # other backends cannot stop on "n usable rationales": stop at a new section
-                stop=() if transformers else _SECTION_STOPS,
+                stop=() if transformers else SECTION_STOPS,
             )
             with self._progress(len(misses), show_progress, "rationales") as bar:
                 for start in range(0, len(order), batch_size):
                     batch = order[start : start + batch_size]
 
-                    def factory(prompt_len: int, batch: list[str] = batch) -> _EnoughRationales:
-                        return _EnoughRationales(self, batch, prompt_len, n, filter)
+                    def factory(prompt_len: int, batch: list[str] = batch) -> EnoughRationales:
+                        return EnoughRationales(self, batch, prompt_len, n, filter)
 
                     if transformers:
                         texts = self.lm.generate_batch(
@@ -840,76 +508,8 @@ class RationaleGenerator:
         out = [copy.deepcopy(results[q]) if qlist.count(q) > 1 else results[q] for q in qlist]
         return out[0] if single else out
 
-    def complete(
-        self,
-        prompts: Sequence[str],
-        *,
-        max_new_tokens: int = 128,
-        chat: bool = True,
-        do_sample: bool = False,
-        temperature: float = 0.7,
-        seed: int | None = None,
-        batch_size: int = 8,
-        show_progress: bool | None = None,
-    ) -> list[str]:
-        """Raw text completion (the verifier and the QA evaluation use this).
 
-        Args:
-            prompts: the prompts.
-            max_new_tokens: generation cap.
-            chat: wrap each prompt as one user message through the model's chat
-                template (when it has one); ``False`` sends the text as it is.
-            do_sample, temperature, seed: sampling as in :meth:`generate`.
-            batch_size: prompts per batch.
-
-        Returns:
-            Only the newly generated text per prompt, special tokens removed. A prompt
-            longer than ``max_input_tokens`` is cut in the middle (its start and end are
-            kept) with a warning (transformers backend).
-
-        Example:
-            >>> gen.complete(["Answer yes or no: is the sky blue?"], max_new_tokens=3)  # doctest: +SKIP
-            ['Yes']
-        """
-        if isinstance(prompts, str) or not isinstance(prompts, Sequence):
-            raise InvalidInputError(f"prompts must be a list of str, got {type(prompts).__name__}")
-        plist = [check_query(p, name=f"prompts[{i}]") for i, p in enumerate(prompts)]
-        params = SamplingParams(
-            max_new_tokens=_check_positive_int("max_new_tokens", max_new_tokens),
-            do_sample=do_sample,
-            temperature=temperature,
-            top_p=0.95,
-            seed=seed,
-        ).validate()
-        batch_size = _check_positive_int("batch_size", batch_size)
-        if not plist:
-            return []
-        transformers = self.backend == "transformers"
-        if transformers:
-            apply_thread_setting(self.num_threads)
-            use_chat = bool(chat and self.lm.has_chat_template)
-            if chat and not use_chat:
-                logger.debug("tokenizer has no chat template; sending prompts as raw text")
-            rendered: list[Any] = [
-                self.lm.fit(self.lm.render(as_messages(p))[0] if use_chat else p) for p in plist
-            ]
-        else:
-            use_chat = bool(chat)
-            rendered = [as_messages(p) if use_chat else p for p in plist]
-        order = sorted(range(len(rendered)), key=lambda i: len(str(rendered[i])))
-        outputs: list[str] = [""] * len(rendered)
-        with self._progress(len(rendered), show_progress, "completions") as bar:
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                chunk = [rendered[i] for i in idx]
-                if transformers:
-                    texts = self.lm.generate_batch(chunk, add_special_tokens=not use_chat, params=params)
-                else:
-                    texts = self.lm.generate(chunk, params)
-                for i, t in zip(idx, texts, strict=True):
-                    outputs[i] = t.strip()
-                bar.update(len(idx))
-        return outputs
+    # complete(): meteora.rationales.completion
 
     def __repr__(self) -> str:
         backend = f", backend={self.backend!r}" if self.backend != "transformers" else ""
