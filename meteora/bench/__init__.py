@@ -21,7 +21,7 @@ __all__ = ["BenchmarkConfig", "BenchmarkContext", "run_benchmark", "format_resul
 _LAZY = {
     "BenchmarkConfig": "meteora.bench.config",
     "BenchmarkContext": "meteora.bench.context",
-    "build_benchmark": "meteora.bench.context",
+    "build_benchmark": "meteora.bench.datasets",
     "run_benchmark": "meteora.bench.pubmedqa",
     "format_results": "meteora.bench.pubmedqa",
 }

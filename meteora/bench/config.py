@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meteora.bench.context import DATASET_SPLITS, DATASETS
-from meteora.bench.methods import available_methods, get_runner
+from meteora.bench.datasets import DATASET_SPLITS, DATASETS
+from meteora.bench.method_names import available_methods, is_method
 from meteora.errors import InvalidInputError
 from meteora.pipeline import SelectorSettings
 
@@ -102,7 +102,7 @@ class BenchmarkConfig:
             isinstance(self.views, str) or not self.views or not all(isinstance(v, str) and v for v in self.views)
         ):
             raise InvalidInputError(f"views must be a non-empty list of view names (or None for all), got {self.views!r}")
-        unknown = [m for m in self.methods if get_runner(m) is None]
+        unknown = [m for m in self.methods if not is_method(m)]
         if unknown:
             raise InvalidInputError(f"unknown methods {unknown}; available: {available_methods()}")
         if not self.methods:

@@ -1,10 +1,8 @@
-"""The datasets a benchmark can run on and the lazily built context (corpus, encoder,
-retrievers, generator) its methods share.
+"""The lazily built context (corpus, encoder, retrievers, generator) a benchmark's
+methods share, and :class:`MethodOutput`, what each method returns.
 
-Datasets are :class:`~meteora.datasets.pubmedqa.RetrievalBenchmark` objects, built by a
-function registered by import path in :data:`DATASETS` (``pubmedqa``, ``bioasq``, and
-``beir`` for any BEIR-format folder given as ``config.data_path``), or given directly:
-``BenchmarkContext(config, benchmark=my_benchmark)``.
+The datasets it builds are registered in :mod:`meteora.bench.datasets` (its names are
+re-exported here), or given directly: ``BenchmarkContext(config, benchmark=my_benchmark)``.
 
 Example:
     >>> from meteora.bench.config import BenchmarkConfig
@@ -15,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import time
@@ -23,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from meteora.bench.datasets import DATASET_SPLITS, DATASET_TITLES, DATASETS, build_benchmark
 from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError
 
@@ -39,49 +37,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: dataset name -> "module:function" building its RetrievalBenchmark from a path (or None)
-DATASETS: dict[str, str] = {
-    "pubmedqa": "meteora.datasets.pubmedqa:build_pubmedqa_benchmark",
-    "bioasq": "meteora.datasets.bioasq:build_bioasq_benchmark",
-    "beir": "meteora.datasets.beir:build_beir_benchmark",
-}
-#: the splits each registered dataset has (empty: the data decides, e.g. BEIR's qrels files)
-DATASET_SPLITS: dict[str, tuple[str, ...]] = {
-    "pubmedqa": ("test", "train", "all"),
-    "bioasq": ("test", "all"),
-    "beir": (),
-}
-#: names shown in results files and plots
-DATASET_TITLES: dict[str, str] = {"pubmedqa": "PubMedQA PQA-L", "bioasq": "BioASQ", "beir": "BEIR"}
-
-
-def build_benchmark(name: str, path: str | None = None) -> Any:
-    """Build the registered dataset ``name`` (see :data:`DATASETS`) from ``path``.
-
-    Raises:
-        InvalidInputError: an unknown name, or a registered builder whose module is missing.
-
-    Example:
-        >>> build_benchmark("pubmedqa")  # doctest: +SKIP
-        RetrievalBenchmark(name='pubmedqa', passages=3358, ...)
-    """
-    if name not in DATASETS:
-        raise InvalidInputError(
-            f"unknown dataset {name!r}; available: {sorted(DATASETS)} "
-            "(or pass benchmark=<RetrievalBenchmark> to BenchmarkContext / run_benchmark)"
-        )
-    module_name, _, func = DATASETS[name].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        raise InvalidInputError(
-            f"dataset {name!r} needs the module {module_name}, which this installation does not have; "
-            "update meteora or pass benchmark=<RetrievalBenchmark>"
-        ) from exc
-    return getattr(module, func)(path)
 
 
 @dataclass

@@ -19,7 +19,8 @@ the dense retriever's stored corpus embeddings, so nothing is re-encoded:
                            ``Reranker(generator=None)``)
 ``meteora-query-only-no-scorer``  no LM and no scorer (embeddings only)
 
-Any of these with a ``-wN`` suffix (e.g. ``meteora-query-only-w2``) uses window N.
+Any of these with a ``-wN`` suffix (e.g. ``meteora-query-only-w2``) uses window N. The names
+and variants are defined in :mod:`meteora.bench.method_names` (re-exported here).
 Rationales come from the generator's persistent cache, so reruns do not regenerate;
 within a run they are generated once and shared by the METEORA methods.
 
@@ -38,16 +39,21 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 import time
 import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from meteora.bench.context import BenchmarkContext, MethodOutput
+from meteora.bench.method_names import (
+    METEORA_VARIANTS,
+    RETRIEVAL_METHODS,
+    MeteoraVariant,
+    available_methods,
+    meteora_settings,
+    parse_meteora_method,
+)
 from meteora.console import progress_enabled
-from meteora.pipeline import SelectorSettings
 
 __all__ = [
     "RETRIEVAL_METHODS",
@@ -65,68 +71,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Runner = Callable[[BenchmarkContext], MethodOutput]
-
-RETRIEVAL_METHODS = ("bm25", "dense", "hybrid")
-
-
-@dataclass(frozen=True)
-class MeteoraVariant:
-    """A METEORA benchmark method: whether it uses the LM, and which selector fields
-    it fixes (``None``: taken from the run's settings)."""
-
-    uses_lm: bool
-    uses_scorer: bool = True
-    use_pairing: bool | None = None
-    use_pooling: bool | None = None
-    window: int | None = None
-
-    def settings(self, base: SelectorSettings, window: int | None = None) -> SelectorSettings:
-        """``base`` with this variant's fields (and a ``-wN`` window) applied."""
-        changes: dict[str, Any] = {}
-        if self.use_pairing is not None:
-            changes["use_pairing"] = self.use_pairing
-        if self.use_pooling is not None:
-            changes["use_pooling"] = self.use_pooling
-        w = window if window is not None else self.window
-        if w is not None:
-            changes["window"] = w
-        return base.replace(**changes) if changes else base
-
-
-METEORA_VARIANTS: Mapping[str, MeteoraVariant] = types.MappingProxyType(
-    {
-        "meteora": MeteoraVariant(uses_lm=True),
-        "meteora-no-scorer": MeteoraVariant(uses_lm=True, uses_scorer=False),
-        "meteora-no-expansion": MeteoraVariant(uses_lm=True, window=0),
-        "meteora-pairing": MeteoraVariant(uses_lm=True, use_pairing=True, use_pooling=False),
-        "meteora-pooling": MeteoraVariant(uses_lm=True, use_pairing=False, use_pooling=True),
-        "meteora-query-only": MeteoraVariant(uses_lm=False),
-        "meteora-query-only-no-scorer": MeteoraVariant(uses_lm=False, uses_scorer=False),
-    }
-)
-_WINDOW_SUFFIX = re.compile(r"^(?P<base>meteora[a-z-]*?)-w(?P<w>\d+)$")
-
-
-def parse_meteora_method(name: str) -> tuple[MeteoraVariant, int | None] | None:
-    """``(variant, window from a -wN suffix or None)`` for a METEORA method name, else ``None``."""
-    m = _WINDOW_SUFFIX.match(name)
-    base, window = (m.group("base"), int(m.group("w"))) if m else (name, None)
-    variant = METEORA_VARIANTS.get(base)
-    return None if variant is None else (variant, window)
-
-
-def meteora_settings(name: str, base: SelectorSettings | None = None) -> SelectorSettings:
-    """The selector settings of METEORA method ``name`` on top of ``base`` (default
-    ``SelectorSettings()``).
-
-    Raises:
-        KeyError: ``name`` is not a METEORA method.
-    """
-    parsed = parse_meteora_method(name)
-    if parsed is None:
-        raise KeyError(name)
-    variant, window = parsed
-    return variant.settings(base if base is not None else SelectorSettings(), window)
 
 
 def meteora_reranker(ctx: BenchmarkContext, name: str) -> Any:
@@ -239,8 +183,3 @@ def get_runner(name: str) -> Runner | None:
     if runner is not None:
         return runner
     return meteora_runner(name) if parse_meteora_method(name) is not None else None
-
-
-def available_methods() -> list[str]:
-    """Sorted method names (METEORA methods also accept a ``-wN`` window suffix)."""
-    return sorted(METHOD_RUNNERS)

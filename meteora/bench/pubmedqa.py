@@ -2,7 +2,8 @@
 
 The run itself (:func:`run_benchmark`, scoring, tables): one code path for every
 dataset. Its parts live beside it: settings in :mod:`meteora.bench.config`, datasets
-and the shared context in :mod:`meteora.bench.context`, the method registry in
+in :mod:`meteora.bench.datasets`, the shared context in :mod:`meteora.bench.context`,
+method names in :mod:`meteora.bench.method_names` and the method registry in
 :mod:`meteora.bench.methods` (imported one-way; nothing registers itself). A dataset is
 only a builder of a :class:`~meteora.datasets.pubmedqa.RetrievalBenchmark`: PubMedQA
 (the default), BioASQ golden files (:mod:`meteora.datasets.bioasq`), any BEIR-format
@@ -40,7 +41,8 @@ from typing import Any
 
 from meteora._io import atomic_write_json
 from meteora.bench.config import VIEWS, BenchmarkConfig
-from meteora.bench.context import DATASET_TITLES, BenchmarkContext, MethodOutput
+from meteora.bench.context import BenchmarkContext, MethodOutput
+from meteora.bench.datasets import DATASET_TITLES
 from meteora.bench.methods import METHOD_RUNNERS, RETRIEVAL_METHODS, get_runner
 from meteora.bench.report import environment_versions, format_table, plot_recall_vs_chunks
 from meteora.errors import InvalidInputError

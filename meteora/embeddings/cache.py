@@ -1,35 +1,24 @@
-"""Sentence embeddings behind one small interface, :class:`Encoder`, with a passage cache.
+"""The passage-embedding cache: a bounded in-memory LRU, optionally backed by an SQLite file.
 
-Wraps ``sentence-transformers``. Loads by hub id or local folder; ``None`` or
-``"default"`` loads the packaged all-MiniLM-L6-v2 (see :mod:`meteora.models`). Outputs
-are float32 numpy arrays, L2-normalised by default so that a dot product is a cosine.
-
-In a RAG pipeline the same passages come back query after query, and encoding them is
-the slow part of :meth:`meteora.Reranker.rerank` on a CPU. Every :class:`Encoder`
-therefore keeps a bounded in-memory :class:`PassageEmbeddingCache` by default
-(:data:`DEFAULT_CACHE_ENTRIES` entries, 1.8 KB each for a 384-d model, measured): a text seen
-before is not encoded again, and a batch mixing seen and new texts encodes only the new
-ones, in one call, in order. Entries are keyed by the encoder's :attr:`Encoder.identity`
-(a fingerprint of the model: weights, tokenizer and module configuration; plus
-``normalize``, ``max_seq_length``) and the sha256 of the text, so a changed model never
-reads another model's vectors. A cache built with ``path=`` also persists to an SQLite
-file (raw float32 blobs, never pickle), shared between processes and runs.
+Entries are keyed by an encoder identity (see :attr:`meteora.embeddings.Encoder.identity`)
+and :func:`text_key`, the sha256 of the text; vectors are float32 (raw blobs on disk,
+never pickle). A damaged file is moved aside and rebuilt; a foreign one is refused with
+:class:`EmbeddingCacheError`.
 
 Example:
-    >>> enc = Encoder()  # doctest: +SKIP
-    >>> enc.encode(["fever", "pyrexia"]).shape  # doctest: +SKIP
-    (2, 384)
-    >>> enc.encode(["fever", "a new passage"]).shape  # only the new passage is encoded  # doctest: +SKIP
-    (2, 384)
-    >>> enc.cache.stats()["hits"]  # doctest: +SKIP
-    1
+    >>> import numpy as np
+    >>> cache = PassageEmbeddingCache(max_entries=10)
+    >>> cache.put_many("enc", [text_key("fever")], np.ones((1, 3), dtype=np.float32))
+    >>> cache.get_many("enc", [text_key("fever"), text_key("cough")])[1] is None
+    True
+    >>> PassageEmbeddingCache(10, path="~/.cache/meteora/emb").stats()["path"]  # doctest: +SKIP
+    '/home/me/.cache/meteora/emb/passage_embeddings.sqlite'
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import sqlite3
@@ -42,17 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from meteora.console import progress_enabled, quiet_model_loading
-from meteora.errors import InvalidInputError, MeteoraError, ModelNotFoundError
-from meteora.models import check_hub_model, resolve_embedding_model
-from meteora.settings import apply_thread_setting
+from meteora.errors import InvalidInputError, MeteoraError
 
 __all__ = [
-    "Encoder",
     "PassageEmbeddingCache",
     "EmbeddingCacheError",
     "DEFAULT_CACHE_ENTRIES",
-    "model_fingerprint",
+    "DEFAULT_DISK_ENTRIES",
+    "DISK_FILE_NAME",
     "text_key",
 ]
 
@@ -91,71 +77,6 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
-# ----------------------------------------------------------------------------- fingerprint
-def _tensor_summary(t: Any) -> list[Any]:
-    """dtype, shape, float64 sum and norm, and a strided sample of a tensor's values."""
-    import torch
-
-    t = t.detach()
-    out: list[Any] = [str(t.dtype), list(t.shape)]
-    if t.numel() == 0:
-        return out
-    flat = t.reshape(-1)
-    if not (flat.is_floating_point() or flat.is_complex()):
-        flat = flat.to(torch.float64)
-    # every value takes part in the sum and the norm; the sample pins down exact bits
-    out.append(repr(float(torch.sum(flat, dtype=torch.float64).item())))
-    out.append(repr(float(torch.linalg.vector_norm(flat, dtype=torch.float64).item())))
-    step = max(1, flat.numel() // 64)
-    sample = flat[::step][:64].to(torch.float64).cpu().numpy()
-    out.append(hashlib.sha256(sample.tobytes()).hexdigest()[:16])
-    return out
-
-
-def model_fingerprint(model: Any) -> str | None:
-    """A hex digest that changes when the model's weights, tokenizer or modules change.
-
-    Hashes the module structure (``repr``: layer types, pooling mode, normalisation),
-    every tensor of the ``state_dict`` (name, dtype, shape, float64 sum and norm, a
-    strided sample of 64 values) and the tokenizer (class and vocabulary). Takes about
-    0.2 s for MiniLM on one CPU thread; :class:`Encoder` computes it once, on first use.
-    Returns ``None`` for an object without a ``state_dict`` (a stand-in model): such an
-    encoder is not cached, because nothing identifies what it computes.
-
-    Example:
-        >>> model_fingerprint(object()) is None
-        True
-    """
-    state_dict = getattr(model, "state_dict", None)
-    if not callable(state_dict):
-        return None
-    h = hashlib.sha256()
-    h.update(type(model).__qualname__.encode())
-    with contextlib.suppress(Exception):
-        h.update(repr(model).encode("utf-8", "replace"))
-    try:
-        items = list(state_dict().items())
-    except Exception as exc:  # an exotic model that cannot list its tensors
-        logger.debug("no fingerprint for %s: state_dict() failed (%s)", type(model).__name__, exc)
-        return None
-    for name, tensor in items:
-        try:
-            summary = _tensor_summary(tensor)
-        except Exception as exc:  # meta / quantised tensors: fall back to their shape
-            summary = [str(getattr(tensor, "dtype", "?")), list(getattr(tensor, "shape", [])), type(exc).__name__]
-        h.update(json.dumps([name, summary]).encode())
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        h.update(type(tokenizer).__qualname__.encode())
-        with contextlib.suppress(Exception):
-            vocab = sorted(tokenizer.get_vocab().items())
-            h.update(json.dumps(vocab, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-        with contextlib.suppress(Exception):
-            h.update(repr(getattr(tokenizer, "do_lower_case", None)).encode())
-    return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------- the cache
 class PassageEmbeddingCache:
     """A bounded, thread-safe ``(encoder identity, text) -> embedding`` store.
 
@@ -583,189 +504,3 @@ def _resolve_disk_path(path: str | os.PathLike[str]) -> Path:
             "or pass another path="
         )
     return file
-
-
-def _as_cache(cache: Any) -> PassageEmbeddingCache | None:
-    if cache is None or cache is False:
-        return None
-    if cache is True:
-        return PassageEmbeddingCache(DEFAULT_CACHE_ENTRIES)
-    if isinstance(cache, PassageEmbeddingCache):
-        return cache
-    if isinstance(cache, int):
-        if cache < 0:
-            raise InvalidInputError(f"cache must be a non-negative number of entries, got {cache}")
-        return PassageEmbeddingCache(cache) if cache > 0 else None
-    if isinstance(cache, (str, os.PathLike)):
-        return PassageEmbeddingCache(DEFAULT_CACHE_ENTRIES, path=cache)
-    raise InvalidInputError(
-        "cache must be None/False (off), True (an in-memory cache of "
-        f"{DEFAULT_CACHE_ENTRIES} entries), a number of entries, a folder/.sqlite path, or a "
-        f"PassageEmbeddingCache; got {type(cache).__name__}"
-    )
-
-
-# ----------------------------------------------------------------------------- the encoder
-class Encoder:
-    """A sentence encoder producing float32 (optionally L2-normalised) embeddings.
-
-    Args:
-        model: hub id, local folder, ``None``/``"default"`` for the packaged MiniLM, or an
-            already-built ``SentenceTransformer``.
-        device: torch device string (``"cpu"``, ``"cuda"``); ``None`` lets
-            sentence-transformers decide.
-        batch_size: texts per forward pass.
-        max_length: truncate inputs to this many tokens (``None`` keeps the model's).
-        num_threads: torch threads (``None``: ``$METEORA_NUM_THREADS`` or torch's default).
-        normalize: L2-normalise the outputs.
-        cache: embedding cache: ``True`` (default: in memory, :data:`DEFAULT_CACHE_ENTRIES`
-            entries), a number of entries, a folder or ``.sqlite`` path (memory plus that
-            file), a :class:`PassageEmbeddingCache` (may be shared by several encoders),
-            or ``None``/``False``/``0`` (off). Models without a ``state_dict`` (stand-ins)
-            are never cached.
-
-    Example:
-        >>> enc = Encoder(cache=PassageEmbeddingCache(50_000, path="~/.cache/meteora/emb"))  # doctest: +SKIP
-        >>> enc.encode(["a passage"]); enc.cache.stats()["misses"]  # doctest: +SKIP
-        1
-    """
-
-    def __init__(
-        self,
-        model: Any = None,
-        *,
-        device: str | None = None,
-        batch_size: int = 64,
-        max_length: int | None = None,
-        num_threads: int | None = None,
-        normalize: bool = True,
-        cache: Any = True,
-    ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        apply_thread_setting(num_threads)
-        self.batch_size = batch_size
-        self.normalize = normalize
-        self.cache: PassageEmbeddingCache | None = _as_cache(cache)
-        self._fingerprint: str | None | bool = False  # False: not computed yet
-        self._fp_lock = threading.Lock()
-        if model is not None and not isinstance(model, (str, os.PathLike)):
-            self.model = model
-            self.name = getattr(model, "name_or_path", None) or type(model).__name__
-        else:
-            from sentence_transformers import SentenceTransformer
-
-            path = resolve_embedding_model(model)
-            check_hub_model(path, "embedding model")
-            self.name = str(model) if model not in (None, "default") else "sentence-transformers/all-MiniLM-L6-v2"
-            try:
-                with quiet_model_loading():
-                    self.model = SentenceTransformer(path, device=device)
-            except OSError as exc:
-                raise ModelNotFoundError(
-                    f"could not load embedding model {path!r}: {exc}. Pass a local folder, a reachable hub id, "
-                    "or run `meteora models pull` for the offline default"
-                ) from exc
-        if max_length is not None:
-            self.model.max_seq_length = int(max_length)
-
-    @property
-    def dim(self) -> int:
-        """Embedding dimension."""
-        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        return int(get())
-
-    @property
-    def identity(self) -> str | None:
-        """What the cache keys vectors by: a digest of the model's
-        :func:`model_fingerprint` (weights, tokenizer, module configuration),
-        ``normalize``, ``max_seq_length`` and the sentence-transformers output options;
-        ``None`` when the model cannot be fingerprinted (then nothing is cached).
-
-        The name or folder the model was loaded from is deliberately not part of it: the
-        same model loaded by hub id, from a copied folder or passed as an object shares
-        entries, while two models under the same name but with other weights do not.
-
-        The weight fingerprint is computed once; after changing the weights in place
-        (fine-tuning this very object), call :meth:`reset_identity`.
-        """
-        with self._fp_lock:
-            if self._fingerprint is False:
-                t0 = time.perf_counter()
-                self._fingerprint = model_fingerprint(self.model)
-                logger.debug("fingerprinted %s in %.3f s", self.name, time.perf_counter() - t0)
-            fingerprint = self._fingerprint
-        if fingerprint is None:
-            return None
-        fields = {
-            "v": 1,
-            "weights": fingerprint,
-            "normalize": bool(self.normalize),
-            "max_seq_length": _jsonable(getattr(self.model, "max_seq_length", None)),
-            "truncate_dim": _jsonable(getattr(self.model, "truncate_dim", None)),
-            "default_prompt_name": _jsonable(getattr(self.model, "default_prompt_name", None)),
-        }
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
-    def reset_identity(self) -> None:
-        """Recompute the weight fingerprint on the next call (after in-place weight changes)."""
-        with self._fp_lock:
-            self._fingerprint = False
-
-    def encode(self, texts: Sequence[str], *, show_progress: bool | None = None, batch_size: int | None = None) -> np.ndarray:
-        """Embed ``texts``; returns a ``(len(texts), dim)`` float32 array.
-
-        With a cache, texts stored before are read from it and only the others are
-        encoded (in one call, each distinct text once); the order of ``texts`` is kept.
-        ``show_progress=None`` shows a bar only when the logger is at INFO or lower and
-        there is more than one batch.
-        """
-        if isinstance(texts, str):
-            raise InvalidInputError("encode() takes a list of texts; wrap a single text in a list")
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise InvalidInputError(f"texts[{i}] has type {type(t).__name__}; expected str")
-        ident = self.identity if self.cache is not None else None
-        if ident is None:
-            return self._encode_raw(texts, show_progress=show_progress, batch_size=batch_size)
-        assert self.cache is not None
-        keys = [text_key(t) for t in texts]
-        found = self.cache.get_many(ident, keys)
-        todo: dict[bytes, str] = {}
-        for key, text, vec in zip(keys, texts, found, strict=True):
-            if vec is None and key not in todo:
-                todo[key] = text
-        fresh: dict[bytes, np.ndarray] = {}
-        if todo:
-            emb = self._encode_raw(list(todo.values()), show_progress=show_progress, batch_size=batch_size)
-            self.cache.put_many(ident, list(todo), emb)
-            fresh = dict(zip(todo, emb, strict=True))
-        first = next(v for v in (*fresh.values(), *(f for f in found if f is not None)))
-        out = np.empty((len(texts), first.shape[-1]), dtype=np.float32)
-        for i, (key, vec) in enumerate(zip(keys, found, strict=True)):
-            out[i] = vec if vec is not None else fresh[key]
-        return out
-
-    def _encode_raw(self, texts: list[str], *, show_progress: bool | None, batch_size: int | None) -> np.ndarray:
-        bs = batch_size or self.batch_size
-        if show_progress is None:
-            show_progress = progress_enabled() and len(texts) > bs
-        emb = self.model.encode(
-            texts,
-            batch_size=bs,
-            show_progress_bar=show_progress,
-            convert_to_numpy=True,
-            normalize_embeddings=self.normalize,
-        )
-        return np.ascontiguousarray(emb, dtype=np.float32)
-
-    def __repr__(self) -> str:
-        return f"Encoder(name={self.name!r}, normalize={self.normalize})"
-
-
-def _jsonable(value: Any) -> Any:
-    return value if value is None or isinstance(value, (str, int, float, bool)) else repr(value)
-
