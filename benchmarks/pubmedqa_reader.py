@@ -195,7 +195,7 @@ def cmd_merge(args: argparse.Namespace) -> None:
     out: dict = {
         "what": "PubMedQA test answer accuracy of SmolLM2-135M before / after reader fine-tuning, by context condition",
         "command": _command(),
-        "commands": [sel["command"], *(c for g in groups.values() for c in g["commands"])],
+        "commands": list(dict.fromkeys([sel["command"], *(c for g in groups.values() for c in g["commands"])])),
         "adapter": args.adapter,
         "training": json.loads(prov_path.read_text()) if prov_path.is_file() else None,
         "other_training_runs": {
