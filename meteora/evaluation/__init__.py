@@ -8,17 +8,14 @@ Example:
 from __future__ import annotations
 
 from meteora.evaluation.adapter import evaluate_adapter, score_responses, to_markdown
-from meteora.evaluation.qa import (
-    LoglikScorer,
+from meteora.evaluation.qa import LoglikScorer, evaluate_qa, parse_answer, qa_metrics
+from meteora.evaluation.qa import to_markdown as qa_to_markdown
+from meteora.evaluation.selections import (
     build_retriever,
     candidate_pools,
-    evaluate_qa,
     fixed_k_selections,
     meteora_selections,
-    parse_answer,
-    qa_metrics,
 )
-from meteora.evaluation.qa import to_markdown as qa_to_markdown
 
 __all__ = [
     "evaluate_adapter",
