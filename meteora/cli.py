@@ -16,14 +16,15 @@ Commands::
     meteora eval adapter --base B --adapter A --data F   # base vs adapter perplexity
     meteora eval qa [--limit N]              # PubMedQA answer accuracy: none/gold/meteora/fixed-k
 
-Run ``meteora COMMAND --help`` for the options of each.
+Run ``meteora COMMAND --help`` for the options of each. This module builds the top-level
+parser, dispatches, and holds the index/search/rerank/serve/bench handlers; the ``train`` and
+``eval`` commands live in :mod:`meteora.cli_train` and :mod:`meteora.cli_eval`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 
@@ -34,6 +35,7 @@ from meteora.cli_options import (  # noqa: F401  (re-exported: the CLI option AP
     _command_line,
     _csv,
     _csv_ints,
+    _existing_file,
     _floor_value,
     _positive_float,
     _positive_int,
@@ -252,281 +254,6 @@ def _add_reranker_options(p: argparse.ArgumentParser) -> None:
     add_selector_options(p)
 
 
-# ---------------------------------------------------------------- train / eval
-def _existing_file(value: str) -> str:
-    import os
-
-    if not os.path.isfile(value):
-        raise argparse.ArgumentTypeError(f"file {value!r} does not exist")
-    return value
-
-
-def _training_settings(args: argparse.Namespace, cls):
-    fields = {
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "grad_accum": args.grad_accum,
-        "max_length": args.max_length,
-        "save_steps": args.save_steps,
-        "logging_steps": args.logging_steps,
-        "lora_r": args.lora_r,
-        "lora_alpha": args.lora_alpha,
-        "target_modules": args.target_modules,
-        "template": args.template,
-        "num_threads": args.threads,
-        "seed": args.seed,
-        "load_in_4bit": not args.no_4bit,
-        "trust_remote_code": args.trust_remote_code,
-    }
-    if args.epochs is not None:
-        fields["num_epochs"] = args.epochs
-    if args.lr is not None:
-        fields["learning_rate"] = args.lr
-    if getattr(args, "beta", None) is not None:
-        fields["beta"] = args.beta
-    settings = cls(**{k: v for k, v in fields.items() if v is not None})
-    settings.validate()
-    return settings
-
-
-def _print_train_result(result) -> None:
-    print(f"adapter saved to {result.out_dir}")
-    print(f"steps: {result.global_step}  final loss: {result.final_loss}  seconds: {result.seconds:.0f}")
-    if result.resumed_from:
-        print(f"resumed from {result.resumed_from}")
-
-
-def _cmd_train_sft(args: argparse.Namespace) -> int:
-    from meteora.training import SFTSettings, train_sft
-
-    settings = _training_settings(args, SFTSettings)
-    result = train_sft(args.base, args.data, args.out, settings, adapter=args.adapter, resume=not args.no_resume)
-    _print_train_result(result)
-    return 0
-
-
-def _cmd_train_dpo(args: argparse.Namespace) -> int:
-    from meteora.training import DPOSettings, train_dpo
-
-    settings = _training_settings(args, DPOSettings)
-    result = train_dpo(args.base, args.pairs, args.out, settings, sft_adapter=args.sft_adapter, resume=not args.no_resume)
-    _print_train_result(result)
-    return 0
-
-
-def _cmd_train_scorer(args: argparse.Namespace) -> int:
-    from meteora.training.scorer import ScorerSettings, train_scorer
-
-    settings = ScorerSettings(
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, r=args.rank, alpha=args.alpha,
-        in_document_label=args.in_document_label, hard_negatives=args.hard_negatives,
-        dev_fraction=args.dev_fraction, seed=args.seed, max_length=args.max_length,
-    )
-    command = "meteora " + " ".join(shlex.quote(a) for a in args._argv)
-    prov = train_scorer(
-        args.out, settings, data_path=args.data, limit=args.limit, overwrite=args.overwrite,
-        num_threads=args.threads, command=command,
-    )
-    m = prov["metrics"]
-    cal = prov["calibration"]
-    print(f"scorer written to {args.out} in {prov['seconds']:.0f} s; evidence_weight {cal.get('evidence_weight')}, "
-          f"evidence_band {cal.get('evidence_band')}; held-out train F1 evidence "
-          f"{m.get('dev_F1_evidence', float('nan')):.3f}, abstract {m.get('dev_F1_abstract', float('nan')):.3f}")
-    return 0
-
-
-def _cmd_train_pairs(args: argparse.Namespace) -> int:
-    from meteora.bench.pubmedqa import BenchmarkConfig, BenchmarkContext
-    from meteora.rationales import RationaleGenerator
-    from meteora.training import build_preference_pairs
-
-    ctx = BenchmarkContext(
-        BenchmarkConfig(
-            split="train", data_path=args.data, embedding_model=args.embedding_model, num_threads=args.threads
-        )
-    )
-    generator = RationaleGenerator.from_pretrained(
-        args.base,
-        adapter=args.adapter,
-        template=args.template,
-        load_in_4bit=args.load_in_4bit,
-        num_threads=args.threads,
-        cache=True,
-        **backend_kwargs_from_args(args, model=args.base, adapter=args.adapter, torch_only=args.load_in_4bit),
-    )
-    result = build_preference_pairs(
-        generator,
-        ctx.data,
-        split="train",
-        view=args.view,
-        n_samples=args.samples,
-        candidates=args.candidates,
-        settings=selector_settings_from_args(args),
-        encoder=ctx.encoder(),
-        retriever=ctx.retriever("hybrid"),
-        temperature=args.temperature,
-        seed=args.seed,
-        limit=args.limit,
-        min_margin=args.min_margin,
-        batch_size=args.batch_size,
-        out=args.out,
-    )
-    stats = result.stats
-    print(f"{stats['pairs']} pairs from {stats['queries']} train questions written to {args.out}")
-    print(f"skipped: {stats['skipped']}  fallback rate: {stats['fallback_rate']:.3f}")
-    print(f"mean chosen / rejected score: {stats['mean_chosen_score']} / {stats['mean_rejected_score']}")
-    return 0
-
-
-def _cmd_eval_adapter(args: argparse.Namespace) -> int:
-    from meteora._io import atomic_write_json
-    from meteora.evaluation import evaluate_adapter, to_markdown
-
-    exclude = None
-    if args.exclude_queries_from:
-        from meteora.training import load_rationale_sft
-
-        exclude = load_rationale_sft(args.exclude_queries_from).queries()
-    result = evaluate_adapter(
-        args.base,
-        args.adapter,
-        args.data,
-        exclude_queries=exclude,
-        template=args.template,
-        max_examples=args.max_examples,
-        batch_size=args.batch_size,
-        load_in_4bit=args.load_in_4bit,
-        num_threads=args.threads,
-    )
-    if args.out:
-        atomic_write_json(args.out, {"command": "meteora " + " ".join(shlex.quote(a) for a in args._argv), **result})
-    print(to_markdown(result))
-    return 0
-
-
-def _cmd_eval_qa(args: argparse.Namespace) -> int:
-    from meteora._io import atomic_write_json
-    from meteora.bench.pubmedqa import BenchmarkConfig, BenchmarkContext
-    from meteora.bench.report import environment_versions
-    from meteora.errors import InvalidInputError
-    from meteora.evaluation.qa import evaluate_qa, meteora_selections
-    from meteora.evaluation.qa import to_markdown as qa_to_markdown
-    from meteora.rationales import RationaleGenerator
-
-    gen_model = None if args.generator in (None, "default") else args.generator
-    gen_args = args
-    if args.reader_url and not args.base_url and args.backend != "openai":
-        gen_args = argparse.Namespace(**{**vars(args), "lm_timeout": None})  # --lm-timeout: the reader's server
-    # the rationale LM is the reader unless a model, adapter or backend flag asks for another one
-    own_generator = (
-        gen_model is not None
-        or args.generator_adapter is not None
-        or args.backend != "auto"
-        or args.base_url is not None
-        or any(getattr(gen_args, a) is not None for a in _BACKEND_ONLY_FLAGS)
-    )
-    backend = backend_kwargs_from_args(gen_args, model=gen_model, adapter=args.generator_adapter) if own_generator else {}
-    if args.reader_url:
-        if args.reader != "default" or args.reader_adapter:
-            raise InvalidInputError(
-                "--reader and --reader-adapter name a local reader; with --reader-url the server holds the "
-                "weights: pass the served model name as --reader-model (and serve the adapter there)"
-            )
-    elif args.reader_model:
-        raise InvalidInputError(
-            "--reader-model names the model served at --reader-url; pass --reader-url too "
-            "(a local reader is --reader)"
-        )
-    ctx = BenchmarkContext(
-        BenchmarkConfig(split=args.split, limit=args.limit, data_path=args.data, num_threads=args.threads)
-    )
-    retriever = ctx.retriever("hybrid")
-    if args.reader_url:
-        reader = RationaleGenerator.from_pretrained(
-            args.reader_model,
-            backend="openai",
-            base_url=args.reader_url,
-            api_key=api_key_from_args(args),
-            cache=True,
-            lm_options={"timeout": args.lm_timeout} if args.lm_timeout is not None else None,
-        )
-    else:
-        reader = RationaleGenerator.from_pretrained(
-            None if args.reader == "default" else args.reader,
-            adapter=args.reader_adapter,
-            num_threads=args.threads,
-            cache=True,
-        )
-    generator = reader
-    if own_generator:
-        generator = RationaleGenerator.from_pretrained(
-            gen_model,
-            adapter=args.generator_adapter,
-            num_threads=args.threads,
-            cache=True,
-            **backend,
-        )
-    settings = selector_settings_from_args(args)
-    selections = {}
-    for cond in args.conditions:
-        if cond.startswith("meteora"):
-            selections[cond] = meteora_selections(
-                ctx.data,
-                ctx.qids,
-                generator=None if cond == "meteora-query-only" else generator,
-                retriever=retriever,
-                encoder=ctx.encoder(),
-                candidates=args.candidates,
-                settings=settings,
-            )
-    result = evaluate_qa(
-        reader,
-        ctx.data,
-        split=args.split,
-        conditions=tuple(args.conditions),
-        k=args.k,
-        limit=args.limit,
-        selections=selections,
-        retriever=retriever,
-        answer_mode=args.answer_mode,
-        calibrate=args.calibrate,
-        prompt_format=args.prompt_format,
-    )
-    if args.out:
-        atomic_write_json(
-            args.out,
-            {
-                "command": _command_line(args),
-                "versions": environment_versions(),
-                **result,
-            },
-        )
-    print(qa_to_markdown(result))
-    return 0
-
-
-def _add_training_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base", required=True, help="base model: hub id, folder, or 'smollm2' (offline default)")
-    p.add_argument("--out", required=True, help="adapter output folder (checkpoints go in OUT/checkpoints)")
-    p.add_argument("--template", default=None, help="prompt template (default: med-rationale)")
-    p.add_argument("--max-steps", type=_positive_int, default=None, help="stop after N optimiser steps")
-    p.add_argument("--epochs", type=float, default=None)
-    p.add_argument("--lr", type=float, default=None, help="learning rate")
-    p.add_argument("--batch-size", type=_positive_int, default=None)
-    p.add_argument("--grad-accum", type=_positive_int, default=None)
-    p.add_argument("--max-length", type=_positive_int, default=None)
-    p.add_argument("--save-steps", type=_positive_int, default=None)
-    p.add_argument("--logging-steps", type=_positive_int, default=None)
-    p.add_argument("--lora-r", type=_positive_int, default=None)
-    p.add_argument("--lora-alpha", type=float, default=None)
-    p.add_argument("--target-modules", default=None, help="'q-v', 'all-attn', 'all-linear' or comma-separated names")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--threads", type=_positive_int, default=None)
-    p.add_argument("--no-4bit", action="store_true", help="plain LoRA instead of 4-bit QLoRA")
-    p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
-
-
 def _add_bench_parser(bsub, dataset: str, help_text: str) -> None:
     from meteora.bench.context import DATASET_SPLITS
     from meteora.bench.methods import available_methods
@@ -619,114 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_options(sv)
     sv.set_defaults(func=_cmd_serve)
 
-    train = sub.add_parser("train", help="fine-tune rationale adapters (needs the 'train' extra)")
-    tsub = train.add_subparsers(dest="train_command", required=True, metavar="METHOD")
-    sft = tsub.add_parser("sft", help="QLoRA supervised fine-tuning on med-rationale JSONL")
-    sft.add_argument("--data", required=True, type=_existing_file, help="JSONL rows {query, rationales[, text]}")
-    sft.add_argument("--adapter", default=None, help="continue training this adapter")
-    _add_training_options(sft)
-    sft.set_defaults(func=_cmd_train_sft)
-    dpo = tsub.add_parser("dpo", help="DPO on preference pairs (JSONL {prompt|query, chosen, rejected})")
-    dpo.add_argument("--pairs", required=True, type=_existing_file)
-    dpo.add_argument("--sft-adapter", default=None, help="start from this SFT adapter")
-    dpo.add_argument("--beta", type=float, default=None, help="DPO beta (default 0.05)")
-    _add_training_options(dpo)
-    dpo.set_defaults(func=_cmd_train_dpo)
+    from meteora.cli_train import add_train_parser
 
-    from meteora.training.scorer import ScorerSettings
+    add_train_parser(sub)
+    from meteora.cli_eval import add_eval_parser
 
-    sd = ScorerSettings()
-    ts = tsub.add_parser(
-        "scorer", help="train the evidence scorer (LoRA cross-encoder) on PubMedQA train questions"
-    )
-    ts.add_argument("--out", required=True, help="adapter folder to write (adapter + provenance.json)")
-    ts.add_argument("--overwrite", action="store_true", help="replace an existing scorer folder")
-    ts.add_argument("--epochs", type=float, default=sd.epochs)
-    ts.add_argument("--lr", type=float, default=sd.lr)
-    ts.add_argument("--batch-size", type=_positive_int, default=sd.batch_size)
-    ts.add_argument("--rank", type=_positive_int, default=sd.r, help="LoRA rank")
-    ts.add_argument("--alpha", type=_positive_int, default=sd.alpha, help="LoRA alpha")
-    ts.add_argument("--max-length", type=_positive_int, default=sd.max_length)
-    ts.add_argument("--in-document-label", type=float, default=sd.in_document_label,
-                    help="soft label of the non-evidence chunks of a question's own abstract")
-    ts.add_argument("--hard-negatives", type=int, default=sd.hard_negatives,
-                    help="chunks of other abstracts per question (label 0)")
-    ts.add_argument("--dev-fraction", type=float, default=sd.dev_fraction,
-                    help="train questions held out to calibrate the selector's evidence weight and band")
-    ts.add_argument("--seed", type=int, default=sd.seed)
-    ts.add_argument("--limit", type=_positive_int, default=None, help="only the first N train questions (smoke runs)")
-    ts.add_argument("--data", default=None, help="folder or ori_pqal.json (default: $METEORA_DATA_DIR or ../shared/data)")
-    ts.add_argument("--threads", type=_positive_int, default=None)
-    ts.set_defaults(func=_cmd_train_scorer)
-
-    pp = tsub.add_parser(
-        "pairs", help="build DPO preference pairs on PubMedQA train questions (gold hits of the selection)"
-    )
-    pp.add_argument("--base", default="smollm2", help="generator: hub id, folder, or 'smollm2' (offline default)")
-    pp.add_argument("--adapter", default=None, help="PEFT adapter of the generator (e.g. the SFT adapter)")
-    pp.add_argument("--template", default=None, help="prompt template (default: the generator's)")
-    pp.add_argument("--load-in-4bit", action="store_true", help="load the generator in 4-bit NF4 (bitsandbytes)")
-    pp.add_argument("--out", required=True, help="pairs JSONL to write (stats go to <stem>.stats.json)")
-    pp.add_argument("--view", choices=["evidence", "abstract"], default="evidence", help="which chunks are gold")
-    pp.add_argument("--samples", type=_positive_int, default=4, help="rationale sets sampled per question")
-    pp.add_argument("--limit", type=_positive_int, default=None, help="only the first N train questions")
-    pp.add_argument("--candidates", type=_positive_int, default=50)
-    pp.add_argument("--temperature", type=float, default=0.7)
-    pp.add_argument("--min-margin", type=float, default=0.1)
-    pp.add_argument("--seed", type=int, default=0)
-    pp.add_argument("--batch-size", type=_positive_int, default=8, help="questions per generation batch")
-    pp.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
-    pp.add_argument("--data", default=None, help="folder or ori_pqal.json (default: $METEORA_DATA_DIR or ../shared/data)")
-    pp.add_argument("--threads", type=_positive_int, default=None)
-    add_backend_options(pp, title="generator backend (--base is the served model name with --base-url)")
-    add_selector_options(pp)
-    pp.set_defaults(func=_cmd_train_pairs)
-
-    from meteora.training.reader import add_train_reader_parser
-
-    add_train_reader_parser(tsub)
-
-    ev = sub.add_parser("eval", help="evaluate adapters and answer accuracy")
-    esub = ev.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
-    ea = esub.add_parser("adapter", help="perplexity / loss of base vs adapter on a held-out JSONL")
-    ea.add_argument("--base", required=True)
-    ea.add_argument("--adapter", required=True)
-    ea.add_argument("--data", required=True, type=_existing_file)
-    ea.add_argument("--template", default="med-rationale")
-    ea.add_argument("--exclude-queries-from", type=_existing_file, default=None,
-                    help="skip held-out rows whose query is in this (training) file, e.g. the SFT data")
-    ea.add_argument("--max-examples", type=_positive_int, default=None)
-    ea.add_argument("--batch-size", type=_positive_int, default=8)
-    ea.add_argument("--load-in-4bit", action="store_true")
-    ea.add_argument("--threads", type=_positive_int, default=None)
-    ea.add_argument("--out", default=None, help="write the results JSON here")
-    ea.set_defaults(func=_cmd_eval_adapter)
-    eq = esub.add_parser("qa", help="PubMedQA yes/no/maybe accuracy of a reader LM under several context conditions")
-    eq.add_argument("--reader", default="default", help="reader LM: hub id, folder, or 'default' (SmolLM2)")
-    eq.add_argument("--reader-adapter", default=None)
-    eq.add_argument("--generator", default=None, help="rationale LM for the 'meteora' condition (default: the reader)")
-    eq.add_argument("--generator-adapter", default=None)
-    eq.add_argument("--conditions", type=_csv, default=["none", "gold", "meteora", "meteora-query-only", "fixed-k"])
-    eq.add_argument("--split", choices=["test"], default="test")
-    eq.add_argument("--limit", type=_positive_int, default=None)
-    eq.add_argument("--k", type=_positive_int, default=3, help="k of the fixed-k condition")
-    eq.add_argument("--candidates", type=_positive_int, default=50)
-    eq.add_argument("--answer-mode", choices=["loglik", "generate"], default="loglik")
-    eq.add_argument("--calibrate", action="store_true",
-                    help="loglik only: divide out the label prior measured on content-free prompts")
-    eq.add_argument("--prompt-format", choices=["harness", "alpaca"], default="harness",
-                    help="'alpaca': the raw-text prompt a `meteora train reader` adapter was trained on")
-    eq.add_argument("--data", default=None)
-    eq.add_argument("--threads", type=_positive_int, default=None)
-    eq.add_argument("--out", default=None, help="write the results JSON here")
-    eq.add_argument("--reader-url", default=None, metavar="URL",
-                    help="answer with a model on an OpenAI-compatible server that returns logprobs (vLLM, "
-                         "llama.cpp server...), e.g. http://127.0.0.1:8000/v1; labels are scored by next-token "
-                         "log-probabilities. --api-key and --lm-timeout apply to it too")
-    eq.add_argument("--reader-model", default=None, help="with --reader-url: the served model name")
-    add_backend_options(eq, title="backend of the rationale LM of the meteora conditions (default: the reader's)")
-    add_selector_options(eq, title="evidence selector of the meteora conditions")
-    eq.set_defaults(func=_cmd_eval_qa)
+    add_eval_parser(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark")
     bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")

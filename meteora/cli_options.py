@@ -167,6 +167,14 @@ def _positive_float(value: str) -> float:
     return x
 
 
+def _existing_file(value: str) -> str:
+    import os
+
+    if not os.path.isfile(value):
+        raise argparse.ArgumentTypeError(f"file {value!r} does not exist")
+    return value
+
+
 def add_backend_options(parser: argparse.ArgumentParser, *, title: str = "generator backend") -> None:
     """Add the rationale LM's backend flags (one declaration for every command that generates).
 
