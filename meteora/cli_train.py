@@ -1,6 +1,6 @@
 """The ``meteora train`` commands: fine-tune rationale adapters (QLoRA SFT, DPO), build DPO
-preference pairs, train the evidence scorer; ``meteora train reader`` registers itself from
-:mod:`meteora.training.reader`. :func:`add_train_parser` hangs them on the command line's
+preference pairs, train the evidence scorer and the yes/no/maybe reader
+(:mod:`meteora.training.reader`). :func:`add_train_parser` hangs them on the command line's
 sub-parsers; :mod:`meteora.cli` calls it.
 
 Example:
@@ -235,7 +235,112 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     add_selector_options(pp)
     pp.set_defaults(func=_cmd_train_pairs)
 
-    from meteora.training.reader import add_train_reader_parser
-
     add_train_reader_parser(tsub)
     return train
+
+
+def add_train_reader_parser(subparsers: Any) -> Any:
+    """Register ``meteora train reader`` on the ``train`` subparsers (called by the CLI).
+
+    Example:
+        >>> import argparse
+        >>> p = argparse.ArgumentParser(); sub = p.add_subparsers()
+        >>> _ = add_train_reader_parser(sub)
+        >>> p.parse_args(["reader", "--out", "runs/reader"]).lr
+        0.0002
+    """
+    from meteora.training.reader import BALANCE_MODES, ReaderSettings
+
+    d = ReaderSettings()
+    p = subparsers.add_parser(
+        "reader",
+        help="fine-tune a yes/no/maybe reader (LoRA; QLoRA on a GPU) on PubMedQA train questions with contexts",
+    )
+    p.add_argument("--base", default="smollm2", help="base model: hub id, folder, or 'smollm2' (offline default)")
+    p.add_argument("--out", required=True, help="adapter folder to write (checkpoints in OUT/checkpoints)")
+    p.add_argument("--examples", type=int, default=d.n_examples, help="training examples drawn per epoch")
+    p.add_argument("--val-questions", type=int, default=d.val_questions, help="train questions held out")
+    p.add_argument("--balance", choices=BALANCE_MODES, default=d.balance, help="class weighting of the draw")
+    p.add_argument("--variants", default=None,
+                   help="context variant weights, e.g. 'full=0.35,subset=0.25,results=0.2,shuffled=0.1,none=0.1'")
+    p.add_argument("--max-context-chars", type=int, default=d.max_context_chars)
+    p.add_argument("--epochs", type=float, default=d.num_epochs)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--lr", type=float, default=d.learning_rate)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    p.add_argument("--max-length", type=int, default=d.max_length)
+    p.add_argument("--lora-r", type=int, default=d.lora_r)
+    p.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
+    p.add_argument("--target-modules", default="q-v", help="'q-v', 'all-attn', 'all-linear' or comma-separated names")
+    p.add_argument("--load-in-4bit", choices=["auto", "yes", "no"], default="auto",
+                   help="QLoRA 4-bit base: 'auto' = on a CUDA GPU only (bitsandbytes)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data", default=None, help="pubmedqa folder or ori_pqal.json (default: $METEORA_DATA_DIR)")
+    p.add_argument("--package", default=None, metavar="DIR",
+                   help="also copy adapter + provenance (no tokenizer, no checkpoints) into DIR")
+    p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    p.set_defaults(func=_cmd_train_reader)
+    return p
+
+
+def _parse_variants(spec: str | None) -> dict[str, float]:
+    from meteora.errors import InvalidInputError
+    from meteora.training.reader import _default_variant_weights
+
+    if not spec:
+        return _default_variant_weights()
+    out = {}
+    for part in spec.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise InvalidInputError(f"--variants: {part!r} is not NAME=WEIGHT") from None
+        if not sep:
+            raise InvalidInputError(f"--variants: {part!r} is not NAME=WEIGHT")
+    return out
+
+
+def _cmd_train_reader(args: Any) -> int:
+    import sys
+
+    from meteora.models import DEFAULT_GENERATOR_MODEL, is_default_generator
+    from meteora.training.reader import ReaderSettings, package_adapter, train_reader
+
+    settings = ReaderSettings(
+        n_examples=args.examples,
+        val_questions=args.val_questions,
+        balance=args.balance,
+        variant_weights=_parse_variants(args.variants),
+        max_context_chars=args.max_context_chars,
+        num_epochs=args.epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        max_length=args.max_length,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        target_modules=args.target_modules,
+        load_in_4bit={"auto": None, "yes": True, "no": False}[args.load_in_4bit],
+        seed=args.seed,
+        num_threads=args.threads,
+        progress=False,
+    )
+    argv = getattr(args, "_argv", None) or sys.argv[1:]
+    prov = train_reader(
+        args.base, args.out, settings, data=args.data, resume=not args.no_resume,
+        command="meteora " + " ".join(shlex.quote(a) for a in argv),
+    )
+    m = prov["metrics"]
+    print(
+        f"reader written to {args.out}: {m['global_step']} steps in {m['train_seconds'] / 60:.1f} min "
+        f"({m['minutes_per_epoch']:.1f} min/epoch), train loss {m['train_loss']}; held-out accuracy "
+        f"{m.get('val_accuracy_full')} with the abstract, {m.get('val_accuracy_none')} without"
+    )
+    if args.package:
+        base_id = DEFAULT_GENERATOR_MODEL if is_default_generator(args.base) else str(args.base)
+        print(f"packaged into {package_adapter(args.out, args.package, base_model_id=base_id)}")
+    return 0
