@@ -47,7 +47,8 @@ from meteora._checks import (
 )
 from meteora.errors import InvalidInputError
 from meteora.pipeline import CandidatePool, SelectorSettings, retrieve_pools
-from meteora.types import Passage, PassageLike, Ranking, check_queries, check_query, to_passages
+from meteora.rerank_result import RerankResult
+from meteora.types import Passage, PassageLike, check_queries, check_query, to_passages
 
 __all__ = ["Reranker", "RerankResult"]
 
@@ -56,81 +57,6 @@ logger = logging.getLogger(__name__)
 #: Largest passage accepted, in characters (longer ones are truncated for embedding
 #: only; the passage itself is returned untouched).
 MAX_EMBED_CHARS = 20_000
-
-
-class RerankResult:
-    """What :meth:`Reranker.rerank` returns for one query.
-
-    Attributes:
-        query: the query.
-        selected: the selected passages (after verification), in the reranker's order
-            (``"score"``: best first; ``"document"``: by document, then position).
-        ranked: :class:`~meteora.types.Ranking` of every candidate, best first.
-        rationales: the rationales used for selection.
-        rationale_set: the generator's full output (raw text, dropped rationales,
-            ``fallback`` flag), or ``None`` in query-only mode.
-        selection: the selector's :class:`~meteora.selection.SelectionResult`.
-        verification: the verifier's result, or ``None`` when it is off.
-    """
-
-    def __init__(self, query, selected, ranked, rationales, rationale_set, selection, verification=None) -> None:
-        self.query = query
-        self.selected: list[Passage] = list(selected)
-        self.ranked: Ranking = ranked
-        self.rationales: list[str] = list(rationales)
-        self.rationale_set = rationale_set
-        self.selection = selection
-        self.verification = verification
-
-    @property
-    def selected_ids(self) -> list[str]:
-        return [p.id for p in self.selected]
-
-    @property
-    def fallback(self) -> bool:
-        """True when the generator produced nothing usable and the query stood in."""
-        return bool(getattr(self.rationale_set, "fallback", False))
-
-    def top_k(self, k: int) -> Ranking:
-        """The ``k`` best candidates of the full ranking (a fixed-k reranker view)."""
-        return self.ranked.top_k(k)
-
-    def explain(self) -> str:
-        """Readable account: rationales, which rationale chose which passage, the
-        elbow, expansion and verifier decisions."""
-        lines = [f"query: {self.query}"]
-        if self.rationale_set is not None and self.fallback:
-            lines.append("rationales: none usable from the generator; the query was used instead")
-        for i, r in enumerate(self.rationales):
-            lines.append(f"  rationale {i}: {r}")
-        lines.append(self.selection.explain())
-        if self.verification is not None:
-            for p, verdict in self.verification.rejected:
-                lines.append(f"  verifier dropped {p.id}: {', '.join(verdict.flag_types) or 'flagged'} — {verdict.reason}")
-        lines.append(f"selected ({len(self.selected)}): {', '.join(self.selected_ids)}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable summary (used by ``meteora rerank --json``)."""
-        out: dict[str, Any] = {
-            "query": self.query,
-            "selected": [{"id": p.id, "doc_id": p.doc_id, "position": p.position, "text": p.text} for p in self.selected],
-            "ranked": [{"id": h.id, "score": h.score, "rank": h.rank} for h in self.ranked],
-            "rationales": self.rationales,
-            "fallback": self.fallback,
-            "selection": self.selection.to_dict(),
-        }
-        if self.verification is not None:
-            out["rejected"] = [
-                {"id": p.id, "flag_types": v.flag_types, "reason": v.reason} for p, v in self.verification.rejected
-            ]
-        return out
-
-    def __repr__(self) -> str:
-        return (
-            f"RerankResult(query={self.query[:40]!r}, selected={self.selected_ids}, "
-            f"candidates={len(self.ranked)}, rationales={len(self.rationales)})"
-        )
 
 
 class Reranker:
