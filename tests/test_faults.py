@@ -42,6 +42,9 @@ def _fork(work) -> int:
             work()
         except BaseException:
             code = 1
+            import traceback
+
+            os.write(2, traceback.format_exc().encode())  # shown by pytest when the test fails
         finally:
             os._exit(code)
     return pid

@@ -379,11 +379,14 @@ def _clean_if_idle(directory: Path, current: Path) -> None:
         return  # a writer is at work (it cleans up itself) or the folder is read-only
 
 
-def load_index(directory: str | os.PathLike[str], load: Callable[[Path], T], *, attempts: int = 3) -> T:
+def load_index(directory: str | os.PathLike[str], load: Callable[[Path], T], *, attempts: int = 20) -> T:
     """Run ``load`` on the current version of the index in ``directory``.
 
     If the version is removed while ``load`` reads it (two saves finished meanwhile), the
-    pointer is followed again, up to ``attempts`` times.
+    pointer is followed again, up to ``attempts`` times. Each retry needs a newer
+    version than the one that vanished, so retries only happen while writers are saving
+    faster than the reader reads; 20 lets a reader through two writers saving in a tight
+    loop on a loaded machine (3 was once not enough in CI).
     """
     directory = Path(directory)
     for attempt in range(attempts):
