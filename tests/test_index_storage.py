@@ -104,6 +104,69 @@ def test_flat_index_of_meteora_0_1_is_read_then_upgraded_in_place(tmp_path):
     assert [p.id for p in load_retriever(legacy).passages] == [p.id for p in NEW]
 
 
+def _old_manifest(folder: Path, files: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": "meteora-index", "format_version": 1, "kind": "bm25", "files": files}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("entry", ["./..", ".", "..", "../notes.txt", "/etc/passwd", "a/../../notes.txt", "a\\b", ""])
+def test_old_layout_manifest_listing_outside_names_is_refused_and_nothing_is_deleted(tmp_path, entry):
+    # issue: a flat manifest listing "./.." made save() rmtree the parent folder
+    parent = tmp_path / "parent"
+    idx = parent / "idx"
+    _old_manifest(idx, {entry: {}})
+    (parent / "notes.txt").write_text("keep")
+    (idx / "thesis.txt").write_text("mine")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with pytest.raises(UnsafeOverwriteError, match="not a plain relative file name inside the folder"):
+        BM25Retriever().index(["a b"]).save(idx)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    assert (parent / "notes.txt").read_text() == "keep"
+
+
+def test_old_layout_manifest_listing_a_user_file_keeps_it_and_refuses(tmp_path):
+    idx = tmp_path / "idx"
+    _old_manifest(idx, {"thesis": {}, "passages.jsonl": {}})
+    (idx / "thesis").mkdir()
+    (idx / "thesis" / "chapter1.txt").write_text("mine")
+    with pytest.raises(UnsafeOverwriteError, match="'thesis', which is not a regular file"):
+        _bm25(NEW).save(idx)
+    assert (idx / "thesis" / "chapter1.txt").read_text() == "mine"
+
+
+def test_old_layout_symlink_entry_is_refused_and_its_target_kept(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    idx = tmp_path / "idx"
+    _old_manifest(idx, {"passages.jsonl": {}})
+    (idx / "passages.jsonl").symlink_to(outside)
+    with pytest.raises(UnsafeOverwriteError, match="not a regular file"):
+        _bm25(NEW).save(idx)
+    assert outside.read_text() == "keep" and (idx / "passages.jsonl").is_symlink()
+
+
+def test_old_layout_folder_with_unlisted_user_files_is_not_ours(tmp_path):
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    _bm25(OLD)._write_index(legacy)
+    sub = next(p for p in legacy.iterdir() if p.is_dir())
+    (sub / "my-notes.txt").write_text("mine")
+    with pytest.raises(UnsafeOverwriteError, match=f"not a meteora index .*{sub.name}"):
+        _bm25(NEW).save(legacy)
+    assert (sub / "my-notes.txt").read_text() == "mine"
+
+
+def test_old_layout_upgrade_removes_exactly_the_listed_files(tmp_path):
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    _bm25(OLD)._write_index(legacy)
+    listed = json.loads((legacy / "manifest.json").read_text())["files"]
+    _bm25(NEW).save(legacy)
+    assert not any((legacy / name).exists() for name in listed)
+    assert [p.id for p in load_retriever(legacy).passages] == [p.id for p in NEW]
+
+
 def test_leftovers_of_a_killed_writer_are_removed_by_the_next_save_and_load(tmp_path):
     path = _bm25(OLD).save(tmp_path / "idx")
     stale = path / ".v-20260101T000000Z-1-deadbeef.partial"

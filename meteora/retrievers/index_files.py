@@ -46,6 +46,7 @@ __all__ = [
     "PASSAGES_NAME",
     "KINDS",
     "REBUILD_HINT",
+    "is_plain_relative",
     "read_manifest",
     "write_manifest",
     "manifest_value",
@@ -120,17 +121,27 @@ def write_manifest(
     return manifest
 
 
+def is_plain_relative(name: Any) -> bool:
+    """Whether ``name`` is a plain relative POSIX path: no ``..``, ``.`` or empty parts, not
+    absolute, no backslash or NUL (the only file names a manifest may list).
+
+    Example:
+        >>> is_plain_relative("bm25s/vocab.json"), is_plain_relative("./.."), is_plain_relative("/etc")
+        (True, False, False)
+    """
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and "\\" not in name
+        and "\x00" not in name
+        and not name.startswith("/")
+        and not any(part in ("", ".", "..") for part in name.split("/"))
+    )
+
+
 def _confined(directory: Path, name: Any, manifest_path: Path) -> Path:
     """``directory / name`` if ``name`` is a plain relative path that stays inside."""
-    bad = (
-        not isinstance(name, str)
-        or not name
-        or "\\" in name
-        or "\x00" in name
-        or name.startswith("/")
-        or any(part in ("", ".", "..") for part in name.split("/"))
-    )
-    if bad:
+    if not is_plain_relative(name):
         raise IndexFormatError(
             f"{manifest_path}: file entry {name!r} is not a plain relative path inside the index "
             f"folder; the manifest is corrupt or was tampered with: {REBUILD_HINT}"

@@ -70,6 +70,7 @@ from meteora.retrievers.index_files import (  # noqa: F401  (re-exported: the in
     REBUILD_HINT,
     _confined,
     _sha256,
+    is_plain_relative,
     load_npy,
     manifest_int,
     manifest_value,
@@ -145,10 +146,20 @@ def _read_pointer(directory: Path) -> str | None:
     return current
 
 
-def _legacy_entries(directory: Path) -> set[str] | None:
-    """Top-level names of a flat (meteora 0.1) index in ``directory``, or ``None``."""
+def _legacy_files(directory: Path) -> list[str] | None:
+    """The files a flat (meteora 0.1) index in ``directory`` lists, or ``None`` when the
+    folder holds no such index.
+
+    Only plain relative names of regular files inside the folder count: cleaning up the
+    old layout applies the same confinement as loading it.
+
+    Raises:
+        UnsafeOverwriteError: the old manifest lists a name that is not a plain relative
+            path, leads outside the folder, or is not a regular file (a folder, a link):
+            meteora will not delete what it cannot prove is an index file.
+    """
     path = directory / MANIFEST_NAME
-    if not path.is_file():
+    if not path.is_file() or path.is_symlink():
         return None
     try:
         manifest = read_json(path)
@@ -159,20 +170,65 @@ def _legacy_entries(directory: Path) -> set[str] | None:
     files = manifest.get("files")
     if not isinstance(files, dict):
         return None
-    names = {MANIFEST_NAME}
+    root = directory.resolve()
+    names = []
     for name in files:
-        if isinstance(name, str) and name and not name.startswith(("/", "..")):
-            names.add(PurePosixPath(name).parts[0])
+        if not is_plain_relative(name) or name == MANIFEST_NAME:
+            raise UnsafeOverwriteError(_legacy_refusal(path, name, "is not a plain relative file name inside the folder"))
+        target = directory / name
+        if not (target.exists() or target.is_symlink()):
+            continue  # nothing to remove
+        if target.is_symlink() or not target.is_file():
+            raise UnsafeOverwriteError(_legacy_refusal(path, name, "is not a regular file"))
+        try:
+            target.resolve().relative_to(root)
+        except ValueError:
+            raise UnsafeOverwriteError(_legacy_refusal(path, name, "leads outside the folder")) from None
+        names.append(name)
     return names
 
 
+def _legacy_refusal(manifest: Path, name: object, why: str) -> str:
+    return (
+        f"{manifest} (an old-layout meteora index manifest) lists {name!r}, which {why}; "
+        "meteora deletes only the regular files of an index it can prove it wrote, so it will "
+        "not save over this folder: move its contents away or save to a new folder"
+    )
+
+
+def _legacy_owned(directory: Path, files: Iterable[str]) -> set[str]:
+    """Top-level entries of ``directory`` made only of the flat index's listed files."""
+    listed = set(files)
+    owned = {MANIFEST_NAME} | {n for n in listed if "/" not in n}
+    for entry in {n.split("/", 1)[0] for n in listed if "/" in n}:
+        top = directory / entry
+        if top.is_symlink() or not top.is_dir():
+            continue
+        inside = []
+        clean = True
+        for dirpath, dirnames, filenames in os.walk(top):
+            for d in dirnames:
+                if (Path(dirpath) / d).is_symlink():
+                    clean = False
+            for f in filenames:
+                inside.append((Path(dirpath) / f).relative_to(directory).as_posix())
+        if clean and all(n in listed for n in inside):
+            owned.add(entry)
+    return owned
+
+
 def _foreign_entries(directory: Path) -> list[str]:
-    """Entries of an existing folder that a meteora index does not account for."""
+    """Entries of an existing folder that a meteora index does not account for.
+
+    Raises:
+        UnsafeOverwriteError: an old-layout manifest lists something meteora may not delete.
+    """
     ours = {POINTER_NAME, LOCK_NAME}
-    legacy = _legacy_entries(directory) or set()
+    legacy = _legacy_files(directory)
+    owned = _legacy_owned(directory, legacy) if legacy is not None else set()
     foreign = []
     for entry in sorted(os.listdir(directory)):
-        if entry in ours or entry in legacy:
+        if entry in ours or entry in owned:
             continue
         if _VERSION_RE.match(entry) or _PARTIAL_RE.match(entry):
             continue
@@ -233,20 +289,23 @@ def _clean(directory: Path, keep: Iterable[str]) -> None:
 
 
 def _remove_legacy(directory: Path) -> None:
-    """Remove the files of a flat (meteora 0.1) index once a version replaces it."""
-    names = _legacy_entries(directory)
-    if not names:
+    """Remove the files of a flat (meteora 0.1) index once a version replaces it: exactly
+    the regular files its manifest lists (checked by :func:`_legacy_files`), then the
+    folders they leave empty."""
+    names = _legacy_files(directory)
+    if names is None:
         return
     # the manifest goes first: from then on the folder no longer reads as a flat index
     with contextlib.suppress(FileNotFoundError):
         os.unlink(directory / MANIFEST_NAME)
-    for name in names - {MANIFEST_NAME}:
-        path = directory / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+    parents: set[Path] = set()
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(directory / name)
+        parents.update(p for p in PurePosixPath(name).parents if str(p) != ".")
+    for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # only when empty
+            os.rmdir(directory / parent)
 
 
 def publish_index(
