@@ -81,6 +81,22 @@ class _Stub(BaseHTTPRequestHandler):
             elif mode == "slow":
                 time.sleep(1.5)
                 self._send(200, json.dumps(_chat_body("late")).encode())
+            elif mode == "drip":  # headers at once, then one byte every 0.2 s
+                full = json.dumps(_chat_body("dripped")).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(full)))
+                self.end_headers()
+                self.wfile.flush()
+                try:
+                    for i in range(len(full)):
+                        if srv.stop.is_set():
+                            break
+                        self.wfile.write(full[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except OSError:  # the client hung up: what a bounded timeout does
+                    srv.hung_up += 1
             elif mode == "garbage":
                 self._send(200, b"<html>this is not JSON</html>")
             elif mode == "nochoices":
@@ -101,10 +117,12 @@ def stub():
     srv.mode, srv.delay, srv.logprobs = "ok", 0.0, False
     srv.calls = srv.inflight = srv.max_inflight = 0
     srv.auth, srv.bodies, srv.lock = [], [], threading.Lock()
+    srv.stop, srv.hung_up = threading.Event(), 0
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
     yield srv
+    srv.stop.set()
     srv.shutdown()
     srv.server_close()
 
@@ -205,6 +223,29 @@ def test_timeout(stub):
     with pytest.raises(OpenAIServerError, match=r"did not answer within 0.3 s"):
         _lm(stub, timeout=0.3).complete(["Hi"])
     assert time.perf_counter() - t0 < 1.4
+
+
+@pytest.mark.parametrize("way", ["sync", "async"])
+def test_timeout_bounds_a_server_that_drips_its_answer(stub, way):
+    # headers, then a byte every 0.2 s: each read is quick, the answer never ends in time
+    stub.mode = "drip"
+    lm = _lm(stub, timeout=1.0, max_retries=1, backoff=0.01)
+    t0 = time.perf_counter()
+    with pytest.raises(OpenAIServerError, match=r"did not answer within 1 s"):
+        if way == "sync":
+            lm.complete(["Hi"])
+        else:
+            asyncio.run(lm.acomplete(["Hi"]))
+    elapsed = time.perf_counter() - t0
+    assert stub.calls == 2  # the timed-out attempt was retried once
+    assert elapsed < 2 * 1.0 + 1.5, elapsed  # two bounded attempts, not the ~50 s the drip lasts
+
+
+def test_sync_calls_work_inside_a_running_event_loop(stub):
+    async def inside():
+        return _lm(stub).complete(["Hi"])
+
+    assert asyncio.run(inside()) == ["hello"]
 
 
 def test_refused_connection():

@@ -5,8 +5,13 @@ template; a final assistant message is sent as is, which llama.cpp and Ollama co
 — vLLM needs ``extra_body={"continue_final_message": True, "add_generation_prompt": False}``),
 raw prompts to ``/completions``. Requests run concurrently up to ``concurrency``;
 connection errors, timeouts, 429 and 5xx answers are retried ``max_retries`` times with
-exponential backoff. Every failure raises :class:`OpenAIServerError` naming the URL and
-what to do.
+exponential backoff. ``timeout`` bounds each attempt as a whole (connecting, sending,
+and reading however slowly the server drips its answer). Every failure raises
+:class:`OpenAIServerError` naming the URL and what to do.
+
+The sync methods and the async ones share one request path: the sync calls run it on a
+private event loop in a daemon thread that the object owns (so they also work inside a
+program that already runs an event loop).
 
 Needs the ``openai`` extra: ``pip install "meteora-rerank[openai]"``.
 
@@ -24,9 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from typing import Any
 
 from meteora.errors import InvalidInputError, require
@@ -68,7 +72,8 @@ class OpenAICompatLM(CompleteMixin):
         base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
         model: the served model name (vLLM: the LoRA name to use an adapter it serves).
         api_key: bearer token; ``None`` for servers without auth (no dummy key needed).
-        timeout: seconds per request.
+        timeout: seconds per request attempt, all of it: connecting, sending and reading
+            the whole answer (a server that keeps sending a byte at a time is cut off).
         max_retries: retries after a connection error, timeout, 429 or 5xx.
         backoff: first retry delay in seconds (doubled each retry, with jitter).
         concurrency: requests in flight at once.
@@ -108,8 +113,10 @@ class OpenAICompatLM(CompleteMixin):
         self.backoff = float(backoff)
         self.concurrency = concurrency
         self.extra_body = dict(extra_body or {})
-        self._client: Any = None
         self._aclient: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_client: Any = None
+        self._loop_lock = threading.Lock()
 
     def identity(self) -> dict[str, Any]:
         """Backend, server URL and model name (cache keys)."""
@@ -128,20 +135,49 @@ class OpenAICompatLM(CompleteMixin):
         }
 
     @property
-    def client(self) -> Any:
-        if self._client is None:
-            import openai
-
-            self._client = openai.OpenAI(**self._kwargs())
-        return self._client
-
-    @property
     def aclient(self) -> Any:
+        """The ``AsyncOpenAI`` client of the caller's event loop (the async methods)."""
         if self._aclient is None:
             import openai
 
             self._aclient = openai.AsyncOpenAI(**self._kwargs())
         return self._aclient
+
+    def _run(self, coro_factory: Any) -> Any:
+        """Run ``coro_factory(client)`` on the private loop (the sync methods) and wait."""
+        with self._loop_lock:
+            if self._loop is None or self._loop.is_closed():
+                import openai
+
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="meteora-openai-loop", daemon=True).start()
+                self._loop = loop
+                self._loop_client = openai.AsyncOpenAI(**self._kwargs())
+            loop, client = self._loop, self._loop_client
+        return asyncio.run_coroutine_threadsafe(coro_factory(client), loop).result()
+
+    def close(self) -> None:
+        """Close the HTTP clients and stop the private loop (also done at garbage collection)."""
+        with self._loop_lock:
+            loop, client, self._loop, self._loop_client = self._loop, self._loop_client, None, None
+        if loop is not None and not loop.is_closed():
+            if client is not None:
+                asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=5)
+            loop.call_soon_threadsafe(loop.stop)
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        loop = getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_aclient=None, _loop=None, _loop_client=None, _loop_lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._loop_lock = threading.Lock()
 
     # -- requests ------------------------------------------------------------------------
     def _body(self, prompt: Prompt, params: SamplingParams, extra: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
@@ -168,7 +204,7 @@ class OpenAICompatLM(CompleteMixin):
         import openai
 
         url = self.base_url
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, (openai.APITimeoutError, asyncio.TimeoutError, TimeoutError)):
             return OpenAIServerError(
                 f"the LM server at {url} did not answer within {self.timeout:g} s; raise timeout=, lower "
                 "max_new_tokens or concurrency, or check the server's load",
@@ -207,7 +243,7 @@ class OpenAICompatLM(CompleteMixin):
 
         if isinstance(exc, openai.APIStatusError):
             return exc.status_code == 429 or exc.status_code >= 500
-        return isinstance(exc, openai.APIConnectionError)
+        return isinstance(exc, (openai.APIConnectionError, asyncio.TimeoutError, TimeoutError))
 
     def _delay(self, attempt: int) -> float:
         return self.backoff * (2**attempt) * (0.5 + random.random() / 2)
@@ -244,56 +280,49 @@ class OpenAICompatLM(CompleteMixin):
             text = strip_prefix(text, prompt[-1]["content"])
         return cut_at_stop(text, params.stop)
 
-    def _one(self, prompt: Prompt, params: SamplingParams, extra: dict[str, Any] | None = None) -> Any:
+    async def _request(
+        self, client: Any, prompt: Prompt, params: SamplingParams, sem: asyncio.Semaphore, extra: dict[str, Any] | None = None
+    ) -> Any:
+        """One request with retries: the one request path of the sync and async methods.
+
+        Each attempt is bounded as a whole by ``timeout`` (``asyncio.wait_for`` cancels it,
+        which closes its connection), so a server that drips its answer cannot hold it."""
+        import openai
+
         kind, body = self._body(prompt, params, extra)
-        create = self.client.chat.completions.create if kind == "chat" else self.client.completions.create
-        attempt = 0
-        while True:
-            try:
-                response = create(**body)
-                break
-            except Exception as exc:
-                import openai
-
-                if not isinstance(exc, openai.OpenAIError):
-                    raise OpenAIServerError(
-                        f"the LM server at {self.base_url} sent an unreadable answer ({exc.__class__.__name__}: "
-                        f"{exc}); is base_url an OpenAI-compatible API?",
-                        url=self.base_url,
-                    ) from exc
-                if attempt < self.max_retries and self._retryable(exc):
-                    delay = self._delay(attempt)
-                    logger.warning("LM server %s: %s; retry %d in %.1f s", self.base_url, exc.__class__.__name__, attempt + 1, delay)
-                    time.sleep(delay)
-                    attempt += 1
-                    continue
-                raise self._error(exc) from exc
-        return self._parse(kind, response, prompt, params, logprobs=bool(extra))
-
-    async def _aone(self, prompt: Prompt, params: SamplingParams, sem: asyncio.Semaphore) -> str:
-        kind, body = self._body(prompt, params, None)
-        create = self.aclient.chat.completions.create if kind == "chat" else self.aclient.completions.create
+        create = client.chat.completions.create if kind == "chat" else client.completions.create
         attempt = 0
         async with sem:
             while True:
                 try:
-                    response = await create(**body)
+                    response = await asyncio.wait_for(create(**body), timeout=self.timeout)
                     break
                 except Exception as exc:
-                    import openai
-
-                    if not isinstance(exc, openai.OpenAIError):
+                    if not isinstance(exc, (openai.OpenAIError, asyncio.TimeoutError, TimeoutError)):
                         raise OpenAIServerError(
                             f"the LM server at {self.base_url} sent an unreadable answer ({exc.__class__.__name__}: "
                             f"{exc}); is base_url an OpenAI-compatible API?",
                             url=self.base_url,
                         ) from exc
                     if attempt < self.max_retries and self._retryable(exc):
-                        await asyncio.sleep(self._delay(attempt))
+                        delay = self._delay(attempt)
+                        logger.warning(
+                            "LM server %s: %s; retry %d in %.1f s", self.base_url, exc.__class__.__name__, attempt + 1, delay
+                        )
+                        await asyncio.sleep(delay)
                         attempt += 1
                         continue
                     raise self._error(exc) from exc
-        return self._parse(kind, response, prompt, params, logprobs=False)
+        return self._parse(kind, response, prompt, params, logprobs=bool(extra))
+
+    async def _gather(
+        self, client: Any, prompts: Sequence[Prompt], params: SamplingParams, extras: Sequence[dict[str, Any] | None] | None = None
+    ) -> list[Any]:
+        sem = asyncio.Semaphore(self.concurrency)
+        extras = extras if extras is not None else [None] * len(prompts)
+        return list(
+            await asyncio.gather(*(self._request(client, p, params, sem, e) for p, e in zip(prompts, extras, strict=True)))
+        )
 
     # -- protocol --------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[str]:
@@ -307,17 +336,13 @@ class OpenAICompatLM(CompleteMixin):
         params = (params or SamplingParams()).validate()
         if not plist:
             return []
-        if self.concurrency == 1 or len(plist) == 1:
-            return [self._one(p, params) for p in plist]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(plist))) as pool:
-            return list(pool.map(lambda p: self._one(p, params), plist))
+        return self._run(lambda client: self._gather(client, plist, params))
 
     async def agenerate(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[str]:
         """Async :meth:`generate` (``AsyncOpenAI``; ``concurrency`` requests in flight)."""
         plist = check_prompts(prompts)
         params = (params or SamplingParams()).validate()
-        sem = asyncio.Semaphore(self.concurrency)
-        return list(await asyncio.gather(*(self._aone(p, params, sem) for p in plist)))
+        return await self._gather(self.aclient, plist, params)
 
     async def acomplete(self, prompts: Sequence[str], *, max_new_tokens: int = 128, chat: bool = True, **kwargs: Any) -> list[str]:
         """Async :meth:`complete`."""
@@ -345,8 +370,7 @@ class OpenAICompatLM(CompleteMixin):
         plist = check_prompts(prompts)
         _check_positive("top_k", top_k)
         params = SamplingParams(max_new_tokens=1)
-        out = []
-        for p in plist:
-            extra = {"logprobs": True, "top_logprobs": top_k} if not isinstance(p, str) else {"logprobs": top_k}
-            out.append(self._one(p, params, extra))
-        return out
+        if not plist:
+            return []
+        extras = [{"logprobs": True, "top_logprobs": top_k} if not isinstance(p, str) else {"logprobs": top_k} for p in plist]
+        return self._run(lambda client: self._gather(client, plist, params, extras))
