@@ -28,8 +28,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from meteora.bench.config import BenchmarkConfig
+from meteora.bench.context import BenchmarkContext
 from meteora.bench.methods import get_runner
-from meteora.bench.pubmedqa import BenchmarkConfig, BenchmarkContext
 from meteora.bench.report import write_results_json
 from meteora.metrics import paired_bootstrap_f1, set_metrics
 

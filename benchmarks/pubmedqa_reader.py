@@ -60,7 +60,7 @@ def _context(threads: int | None, limit: int | None = None):
 
 
 def cmd_selections(args: argparse.Namespace) -> None:
-    from meteora.evaluation.qa import fixed_k_selections, meteora_selections
+    from meteora.evaluation.selections import fixed_k_selections, meteora_selections
 
     ctx = _context(args.threads, args.limit)
     bench, qids = ctx.data, ctx.qids
@@ -88,7 +88,7 @@ def cmd_selections(args: argparse.Namespace) -> None:
 
 
 def _reader(args: argparse.Namespace):
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     if args.reader_url:
         return RationaleGenerator.from_pretrained(args.reader_model, backend="openai", base_url=args.reader_url)

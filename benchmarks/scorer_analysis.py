@@ -30,7 +30,7 @@ import numpy as np
 from meteora.bench.report import environment_versions, write_results_json
 from meteora.datasets.bioasq import build_bioasq_benchmark
 from meteora.datasets.pubmedqa import build_pubmedqa_benchmark
-from meteora.embeddings import Encoder
+from meteora.embeddings.encoder import Encoder
 from meteora.metrics import evaluate_ranking
 from meteora.pipeline import CandidatePool
 from meteora.reranker import Reranker

@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from meteora.bench.pubmedqa import BenchmarkConfig, format_results, run_benchmark
+from meteora.bench.config import BenchmarkConfig
+from meteora.bench.pubmedqa import format_results, run_benchmark
 
 DEFAULT_METHODS = "bm25,dense,hybrid,meteora-query-only"
 

@@ -28,35 +28,22 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from meteora.cli_options import (  # noqa: F401  (re-exported: the CLI option API)
-    _BACKEND_ONLY_FLAGS,
+from meteora.cli_options import (
     API_KEY_ENV_VARS,
-    _calibrated_or_number,
     _command_line,
     _csv,
     _csv_ints,
-    _existing_file,
-    _floor_value,
-    _positive_float,
     _positive_int,
     add_backend_options,
     add_scorer_option,
     add_selector_options,
-    api_key_from_args,
     backend_kwargs_from_args,
     scorer_from_args,
     selector_settings_from_args,
 )
 from meteora.errors import MeteoraError
 
-__all__ = [
-    "main",
-    "build_parser",
-    "add_selector_options",
-    "selector_settings_from_args",
-    "add_backend_options",
-    "backend_kwargs_from_args",
-]
+__all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("meteora")
 
@@ -75,7 +62,8 @@ def _cmd_models_pull(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import os
 
-    from meteora.bench.pubmedqa import BenchmarkConfig, format_results, run_benchmark
+    from meteora.bench.config import BenchmarkConfig
+    from meteora.bench.pubmedqa import format_results, run_benchmark
 
     # the api key stays out of config.options (written into the results file): the
     # generator reads it from $METEORA_API_KEY, set here for this run when --api-key is given
@@ -131,7 +119,7 @@ def _reranker_from_args(args: argparse.Namespace, encoder=None):
 
     generator = None
     if not args.no_lm:
-        from meteora.rationales import RationaleGenerator
+        from meteora.rationales.generator import RationaleGenerator
 
         model = None if args.generator in (None, "default") else args.generator
         generator = RationaleGenerator.from_pretrained(
@@ -156,7 +144,9 @@ def _reranker_from_args(args: argparse.Namespace, encoder=None):
 
 def _cmd_index(args: argparse.Namespace) -> int:
     from meteora.corpus import read_passages
-    from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+    from meteora.retrievers.bm25 import BM25Retriever
+    from meteora.retrievers.dense import DenseRetriever
+    from meteora.retrievers.hybrid import HybridRetriever
     from meteora.retrievers.storage import check_index_target
 
     check_index_target(args.out)  # refuse a file or a foreign folder before minutes of encoding
@@ -183,7 +173,7 @@ def _print_passages(title: str, rows) -> None:
 def _cmd_search(args: argparse.Namespace) -> int:
     import json
 
-    from meteora.retrievers import load_retriever
+    from meteora.retrievers.base import load_retriever
 
     retriever = load_retriever(args.index)
     if not args.rerank:
@@ -255,8 +245,8 @@ def _add_reranker_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench_parser(bsub, dataset: str, help_text: str) -> None:
-    from meteora.bench.context import DATASET_SPLITS
-    from meteora.bench.methods import available_methods
+    from meteora.bench.datasets import DATASET_SPLITS
+    from meteora.bench.method_names import available_methods
 
     splits = list(DATASET_SPLITS[dataset])
     pq = bsub.add_parser(dataset, help=help_text)

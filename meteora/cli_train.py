@@ -66,7 +66,7 @@ def _print_train_result(result) -> None:
 
 
 def _cmd_train_sft(args: argparse.Namespace) -> int:
-    from meteora.training import SFTSettings, train_sft
+    from meteora.training.sft import SFTSettings, train_sft
 
     settings = _training_settings(args, SFTSettings)
     result = train_sft(args.base, args.data, args.out, settings, adapter=args.adapter, resume=not args.no_resume)
@@ -75,7 +75,7 @@ def _cmd_train_sft(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_dpo(args: argparse.Namespace) -> int:
-    from meteora.training import DPOSettings, train_dpo
+    from meteora.training.dpo import DPOSettings, train_dpo
 
     settings = _training_settings(args, DPOSettings)
     result = train_dpo(args.base, args.pairs, args.out, settings, sft_adapter=args.sft_adapter, resume=not args.no_resume)
@@ -105,9 +105,10 @@ def _cmd_train_scorer(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_pairs(args: argparse.Namespace) -> int:
-    from meteora.bench.pubmedqa import BenchmarkConfig, BenchmarkContext
-    from meteora.rationales import RationaleGenerator
-    from meteora.training import build_preference_pairs
+    from meteora.bench.config import BenchmarkConfig
+    from meteora.bench.context import BenchmarkContext
+    from meteora.rationales.generator import RationaleGenerator
+    from meteora.training.preferences import build_preference_pairs
 
     ctx = BenchmarkContext(
         BenchmarkConfig(

@@ -10,8 +10,7 @@ which uses what this module defines:
 * :func:`retrieve_pools`: candidates for many queries in one batched retriever call.
 
 The selector knobs, :class:`~meteora.selection.selector_settings.SelectorSettings`, live
-with the selector in :mod:`meteora.selection`; this module re-exports them, so
-``from meteora.pipeline import SelectorSettings`` keeps working.
+with the selector in :mod:`meteora.selection`.
 
 The path of a query: ``Reranker.search_batch`` → :func:`retrieve_pools` → rationales
 (one batched generation) → one batched encode → ``EvidenceSelector.select`` → verifier.
@@ -40,7 +39,6 @@ from meteora.selection.selector_settings import SelectorSettings
 from meteora.types import Passage, Ranking, check_queries
 
 __all__ = [
-    "SelectorSettings",
     "CandidatePool",
     "retrieve_pools",
     "dense_member",

@@ -46,11 +46,12 @@ from meteora._checks import (
     real_matrix,
 )
 from meteora.errors import InvalidInputError
-from meteora.pipeline import CandidatePool, SelectorSettings, retrieve_pools
+from meteora.pipeline import CandidatePool, retrieve_pools
 from meteora.rerank_result import RerankResult
+from meteora.selection.selector_settings import SelectorSettings
 from meteora.types import Passage, PassageLike, check_queries, check_query, to_passages
 
-__all__ = ["Reranker", "RerankResult"]
+__all__ = ["Reranker"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Reranker:
         include_query: keep the query itself as an anchor rationale next to the
             generated ones (makes a weak generator safe).
         template: prompt template name or object (when ``generator`` is a name).
-        settings: the selector's :class:`~meteora.pipeline.SelectorSettings` (default
+        settings: the selector's :class:`~meteora.selection.selector_settings.SelectorSettings` (default
             ``SelectorSettings()``: distinct pairing, tau 1.0, window 0).
         pairing, tau, window, use_pairing, use_pooling, order, min_similarity: shorthands
             for the fields of ``settings``; a value given here
@@ -127,7 +128,7 @@ class Reranker:
         adapter: str | None = None,
         cache: Any = True,
     ) -> None:
-        from meteora.embeddings import Encoder
+        from meteora.embeddings.encoder import Encoder
         from meteora.settings import apply_thread_setting
 
         apply_thread_setting(num_threads)
@@ -160,7 +161,7 @@ class Reranker:
     def _build_generator(generator: Any, *, template: Any, load_in_4bit: bool, adapter: str | None, cache: Any):
         if generator is None or generator is False:
             return None
-        from meteora.rationales import RationaleGenerator
+        from meteora.rationales.generator import RationaleGenerator
 
         if isinstance(generator, RationaleGenerator) or hasattr(generator, "generate"):
             return generator
@@ -252,7 +253,7 @@ class Reranker:
         ``template``, ``max_new_tokens``, ``cache``, ``trust_remote_code``) go to the
         generator; the rest to :class:`Reranker`.
         """
-        from meteora.rationales import RationaleGenerator
+        from meteora.rationales.generator import RationaleGenerator
 
         gen_keys = {
             "load_in_4bit", "device", "dtype", "adapter", "cache", "trust_remote_code", "template", "model",

@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from meteora.bench.pubmedqa import (
-    RANKING_METRICS,
-    SET_METRICS,
-    BenchmarkConfig,
-    format_results,
-    get_runner,
-    run_benchmark,
-)
+from meteora.bench.config import BenchmarkConfig
+from meteora.bench.methods import get_runner
+from meteora.bench.pubmedqa import RANKING_METRICS, SET_METRICS, format_results, run_benchmark
 from meteora.bench.report import environment_versions, format_table, plot_recall_vs_chunks
 from meteora.errors import DataNotFoundError, InvalidInputError
 
@@ -58,7 +53,7 @@ def test_valid_config_and_stem():
 
 
 def test_selector_settings_of_a_config():
-    from meteora.pipeline import SelectorSettings
+    from meteora.selection.selector_settings import SelectorSettings
 
     assert BenchmarkConfig().selector == SelectorSettings()  # window 0, as Reranker()
     cfg = BenchmarkConfig(selector=SelectorSettings(tau=0.5))

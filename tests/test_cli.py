@@ -285,8 +285,8 @@ SELECTOR_COMMANDS = [
 
 @pytest.mark.parametrize("argv", SELECTOR_COMMANDS, ids=lambda a: " ".join(a[:2]))
 def test_selector_options_are_the_same_everywhere(argv):
-    from meteora.cli import selector_settings_from_args
-    from meteora.pipeline import SelectorSettings
+    from meteora.cli_options import selector_settings_from_args
+    from meteora.selection.selector_settings import SelectorSettings
 
     parser = build_parser()
     # one default for every command, the bench included: SelectorSettings() (window 0)
@@ -303,7 +303,7 @@ def test_selector_options_are_the_same_everywhere(argv):
 
 def test_bench_config_gets_the_selector_settings(monkeypatch, capsys):
     from meteora.bench import pubmedqa
-    from meteora.pipeline import SelectorSettings
+    from meteora.selection.selector_settings import SelectorSettings
 
     seen = {}
 
@@ -407,7 +407,7 @@ def test_backend_options_are_the_same_everywhere(argv):
 def _backend_args(*flags: str):
     import argparse
 
-    from meteora.cli import add_backend_options
+    from meteora.cli_options import add_backend_options
 
     p = argparse.ArgumentParser()
     add_backend_options(p)
@@ -415,7 +415,7 @@ def _backend_args(*flags: str):
 
 
 def test_backend_kwargs_pass_only_the_chosen_backends_options(monkeypatch):
-    from meteora.cli import backend_kwargs_from_args
+    from meteora.cli_options import backend_kwargs_from_args
 
     for name in ("METEORA_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
@@ -446,7 +446,7 @@ def test_backend_kwargs_pass_only_the_chosen_backends_options(monkeypatch):
     ],
 )
 def test_bad_backend_combinations_are_clear_errors(flags, needle):
-    from meteora.cli import backend_kwargs_from_args
+    from meteora.cli_options import backend_kwargs_from_args
     from meteora.errors import MeteoraError
 
     with pytest.raises(MeteoraError, match=re.escape(needle)):
@@ -478,7 +478,7 @@ def test_eval_qa_reader_model_needs_reader_url(caplog):
 
 
 def test_api_key_never_reaches_the_results_command():
-    from meteora.cli import _command_line
+    from meteora.cli_options import _command_line
 
     parser = build_parser()
     for flags in (["--api-key", "sekrit"], ["--api-key=sekrit"], ["--api", "sekrit"]):

@@ -10,13 +10,13 @@ import threading
 import numpy as np
 import pytest
 
-from meteora.embeddings import (
+from meteora.embeddings.cache import (
     DEFAULT_CACHE_ENTRIES,
     EmbeddingCacheError,
-    Encoder,
     PassageEmbeddingCache,
     text_key,
 )
+from meteora.embeddings.encoder import Encoder
 from meteora.errors import InvalidInputError, MeteoraError
 
 TEXTS = [
@@ -45,7 +45,7 @@ def _counting(enc: Encoder) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def other_st_dir(tmp_path_factory):
     """A second tiny BERT with the same architecture and other random weights."""
-    from tiny_models import make_sentence_transformer
+    from meteora.testing import make_sentence_transformer
 
     return make_sentence_transformer(tmp_path_factory.mktemp("tiny-st-seed1"), seed=1)
 

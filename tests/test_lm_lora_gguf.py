@@ -1,6 +1,6 @@
 """PEFT LoRA → llama.cpp LoRA GGUF: the converted adapter changes the logits as PEFT does.
 
-A tiny random Llama (tests/tiny_models.py) is written as an F32 GGUF with the ``gguf``
+A tiny random Llama (meteora/testing.py) is written as an F32 GGUF with the ``gguf``
 package, run by llama.cpp with and without the converted adapter, and compared with
 transformers + PEFT on the same token ids (top-k next-token log-probabilities by id).
 """
@@ -165,7 +165,7 @@ def test_default_model_with_an_adapter_runs_on_llamacpp(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from meteora.models import default_generator_path, default_gguf_path
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     folder, gguf_path = default_generator_path(), default_gguf_path()
     if folder is None or gguf_path is None:

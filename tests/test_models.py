@@ -113,7 +113,7 @@ def test_missing_default_embedding_names_pull_command(empty_home, monkeypatch):
 
 
 def test_generator_from_pretrained_missing_default_is_clear(empty_home, monkeypatch):
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     with pytest.raises(ModelNotFoundError, match="meteora models pull"):
         RationaleGenerator.from_pretrained(None, cache=None, backend="transformers")

@@ -16,15 +16,18 @@ from helpers_bench import BagOfWordsModel, toy_benchmark
 
 import meteora
 from meteora.bench.config import BenchmarkConfig
-from meteora.bench.context import BenchmarkContext, build_benchmark
-from meteora.bench.methods import METEORA_VARIANTS, get_runner, meteora_settings
+from meteora.bench.context import BenchmarkContext
+from meteora.bench.datasets import build_benchmark
+from meteora.bench.method_names import METEORA_VARIANTS, meteora_settings
+from meteora.bench.methods import get_runner
 from meteora.bench.pubmedqa import run_benchmark
-from meteora.embeddings import Encoder
+from meteora.embeddings.encoder import Encoder
 from meteora.errors import InvalidInputError
-from meteora.pipeline import CandidatePool, SelectorSettings
-from meteora.rationales.generator import RationaleSet
+from meteora.pipeline import CandidatePool
+from meteora.rationales.rationale_set import RationaleSet
 from meteora.reranker import Reranker
-from meteora.selection import EvidenceSelector
+from meteora.selection.selector import EvidenceSelector
+from meteora.selection.selector_settings import SelectorSettings
 
 # ------------------------------------------------------------------ SelectorSettings
 
@@ -325,7 +328,7 @@ def test_search_batch_is_one_retrieval_and_equals_search(home, tiny_st_dir):
 
 
 def test_plain_dense_retriever_query_is_encoded_once():
-    from meteora.retrievers import DenseRetriever
+    from meteora.retrievers.dense import DenseRetriever
 
     bench = make_benchmark()
     enc = Encoder(BagOfWordsModel(dim=64))
@@ -346,7 +349,7 @@ def test_plain_dense_retriever_query_is_encoded_once():
 
 
 def test_empty_pools_give_empty_results_and_search_raises():
-    from meteora.retrievers import BM25Retriever
+    from meteora.retrievers.bm25 import BM25Retriever
 
     bench = make_benchmark()
     bm25 = BM25Retriever(backend="numpy").index(bench.corpus)
@@ -367,7 +370,7 @@ def test_empty_pools_give_empty_results_and_search_raises():
 
 
 def test_qa_selections_equal_reranker_search(tiny_st_dir):
-    from meteora.evaluation.qa import build_retriever, meteora_selections
+    from meteora.evaluation.selections import build_retriever, meteora_selections
 
     bench = make_benchmark()
     enc = Encoder(str(tiny_st_dir), device="cpu")
@@ -392,7 +395,8 @@ def test_qa_selections_equal_reranker_search(tiny_st_dir):
 def test_bench_registry_imports_one_way_in_a_fresh_interpreter():
     code = (
         "import sys\n"
-        "import meteora.bench.pubmedqa as p\n"
+        "import meteora.bench.pubmedqa\n"
+        "import meteora.bench.methods as p\n"
         "assert 'meteora.bench.meteora_methods' not in sys.modules\n"
         "assert p.get_runner('meteora-query-only-w2') is not None and p.get_runner('colbert') is None\n"
         "print(','.join(sorted(p.METHOD_RUNNERS)))\n"

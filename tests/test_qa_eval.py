@@ -9,23 +9,22 @@ import pytest
 from helpers_bench import BagOfWordsModel, multiplicative_hash, toy_benchmark
 
 from meteora.datasets.pubmedqa import RetrievalBenchmark
-from meteora.embeddings import Encoder
+from meteora.embeddings.encoder import Encoder
 from meteora.errors import InvalidInputError
-from meteora.evaluation.qa import (
+from meteora.evaluation.qa import evaluate_qa, to_markdown
+from meteora.evaluation.reader import (
     LABELS,
     UNPARSED,
-    LoglikScorer,
     build_qa_message,
-    build_retriever,
-    evaluate_qa,
-    fixed_k_selections,
-    meteora_selections,
     parse_answer,
     qa_metrics,
     render_reader_prompt,
-    to_markdown,
 )
-from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+from meteora.evaluation.selections import build_retriever, fixed_k_selections, meteora_selections
+from meteora.lm.scoring import LoglikScorer
+from meteora.retrievers.bm25 import BM25Retriever
+from meteora.retrievers.dense import DenseRetriever
+from meteora.retrievers.hybrid import HybridRetriever
 
 TOPICS = ["aspirin", "statin", "insulin", "asthma", "renal", "fever"]
 
@@ -416,7 +415,7 @@ class NextTokenLM:
 
 
 def test_loglik_uses_next_token_logprobs_when_the_lm_has_no_exact_scores(bench):
-    from meteora.lm import CausalLM
+    from meteora.lm.base import CausalLM
 
     lm = NextTokenLM({
         # q3: "No" + " no" pooled (-1.0 and -1.5) beat " yes" (-0.9)
@@ -583,7 +582,7 @@ def test_meteora_selections_with_generator_and_window(bench, bow_encoder):
             self.kwargs = None
 
         def generate(self, queries, n=None, **kw):
-            from meteora.rationales.generator import RationaleSet
+            from meteora.rationales.rationale_set import RationaleSet
 
             self.kwargs = dict(kw, n=n)
             return [RationaleSet(q, [text[f"d{q.split('outcome')[1][0]}-1"]]) for q in queries]
@@ -625,7 +624,7 @@ def test_to_markdown(bench):
 
 
 def test_alpaca_prompt_format_loglik_generate_and_next_token(bench):
-    from meteora.evaluation.qa import build_reader_prompt
+    from meteora.evaluation.reader import build_reader_prompt
 
     scorer = ScriptedScorer({"q3": "no", "q4": "Maybe", "q5": "yes"})
     res = evaluate_qa(

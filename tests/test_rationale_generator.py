@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from meteora.errors import InvalidInputError, ModelNotFoundError
-from meteora.rationales import PRESETS, RationaleGenerator, RationaleSet
-from meteora.rationales.generator import _EnoughRationales
-from meteora.rationales.presets import resolve_preset
+from meteora.rationales.generator import RationaleGenerator
+from meteora.rationales.presets import PRESETS, resolve_preset
+from meteora.rationales.rationale_set import RationaleSet
+from meteora.rationales.stopping import EnoughRationales
 from meteora.rationales.templates import PromptTemplate, get_template
 
 QUERIES = [
@@ -351,7 +352,7 @@ def test_stopping_criterion_stops_a_row_after_n_usable_lines(scripted):
     text = (
         "Serum creatinine in dogs.\nSurvival time after diagnosis.\nCost of dialysis per month.\n"
     )
-    stop = _EnoughRationales(gen, [QUERIES[1]], len(prompt), n=2, filt=True)
+    stop = EnoughRationales(gen, [QUERIES[1]], len(prompt), n=2, filt=True)
     partial = tok(text.split("\n")[0] + "\n", add_special_tokens=False)["input_ids"]
     assert not bool(stop(torch.tensor([prompt + partial]), None)[0])
     full = tok(text, add_special_tokens=False)["input_ids"]
@@ -362,7 +363,7 @@ def test_stopping_criterion_stops_at_a_new_prompt_section(scripted):
     gen, _ = scripted({})
     tok = gen.tokenizer
     prompt = tok("### Response:\n", add_special_tokens=False)["input_ids"]
-    stop = _EnoughRationales(gen, [QUERIES[1]], len(prompt), n=3, filt=True)
+    stop = EnoughRationales(gen, [QUERIES[1]], len(prompt), n=3, filt=True)
     one = tok("Serum creatinine in dogs.\n", add_special_tokens=False)["input_ids"]
     assert not bool(stop(torch.tensor([prompt + one]), None)[0])
     more = tok("Serum creatinine in dogs.\n\n### Query:\n", add_special_tokens=False)["input_ids"]

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from meteora.embeddings import Encoder
+from meteora.embeddings.encoder import Encoder
 from meteora.errors import InvalidInputError
-from meteora.reranker import MAX_EMBED_CHARS, Reranker, RerankResult
+from meteora.rerank_result import RerankResult
+from meteora.reranker import MAX_EMBED_CHARS, Reranker
 from meteora.types import Passage, Ranking
-from meteora.verifier import Verdict
+from meteora.verdicts import Verdict
 
 QUERY = "Does aspirin reduce stroke risk?"
 
@@ -79,7 +80,7 @@ class CountingEncode:
 
 @pytest.fixture(scope="module")
 def tiny_generator(tiny_llama_dir):
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     return RationaleGenerator.from_pretrained(str(tiny_llama_dir), cache=None)
 
@@ -107,7 +108,7 @@ class GarbageLM(torch.nn.Module):
 def _garbage_generator(tiny_llama_dir, junk: str):
     from transformers import AutoTokenizer
 
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama_dir))
     return RationaleGenerator(GarbageLM(tok, junk), tok, template="chat", cache=None, prefix_cache=False)
@@ -421,7 +422,7 @@ def _corpus() -> list[dict]:
 
 
 def test_search_reuses_dense_embeddings(kw_encoder, monkeypatch):
-    from meteora.retrievers import DenseRetriever
+    from meteora.retrievers.dense import DenseRetriever
 
     dense = DenseRetriever(kw_encoder, backend="numpy").index(_corpus())
     counter = CountingEncode(kw_encoder, monkeypatch)
@@ -437,7 +438,7 @@ def test_search_reuses_dense_embeddings(kw_encoder, monkeypatch):
 
 def test_search_with_other_encoder_re_encodes(kw_encoder, monkeypatch):
     # a different encoder object: stored embeddings must not be trusted
-    from meteora.retrievers import DenseRetriever
+    from meteora.retrievers.dense import DenseRetriever
 
     dense = DenseRetriever(kw_encoder, backend="numpy").index(_corpus())
     other = Encoder(KeywordModel())
@@ -449,7 +450,9 @@ def test_search_with_other_encoder_re_encodes(kw_encoder, monkeypatch):
 
 
 def test_search_through_hybrid_reuses_dense_member(tiny_encoder, monkeypatch):
-    from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+    from meteora.retrievers.bm25 import BM25Retriever
+    from meteora.retrievers.dense import DenseRetriever
+    from meteora.retrievers.hybrid import HybridRetriever
 
     hybrid = HybridRetriever([BM25Retriever(backend="numpy"), DenseRetriever(tiny_encoder, backend="numpy")])
     hybrid.index(_corpus())
@@ -460,7 +463,7 @@ def test_search_through_hybrid_reuses_dense_member(tiny_encoder, monkeypatch):
 
 
 def test_search_bad_input(qo, kw_encoder):
-    from meteora.retrievers import DenseRetriever
+    from meteora.retrievers.dense import DenseRetriever
 
     dense = DenseRetriever(kw_encoder, backend="numpy").index(_corpus())
     with pytest.raises(InvalidInputError, match="query is empty"):
@@ -517,7 +520,7 @@ def test_from_preset_unknown_name(kw_encoder):
 
 
 def test_from_preset_routes_arguments(kw_encoder, tiny_generator, monkeypatch):
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     got = {}
 
@@ -574,7 +577,7 @@ def test_rerank_context_lets_expansion_reach_non_candidates(kw_encoder):
 
 
 def test_search_expands_into_the_retrievers_corpus(kw_encoder):
-    from meteora.retrievers import DenseRetriever
+    from meteora.retrievers.dense import DenseRetriever
 
     dense = DenseRetriever(kw_encoder, backend="numpy").index(_corpus())
     hits = dense.search("aspirin stroke", k=2)

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from meteora.errors import InvalidInputError
-from meteora.selection import EvidenceSelector, SelectionResult, elbow_cutoff
+from meteora.selection.elbow import elbow_cutoff
+from meteora.selection.results import SelectionResult
+from meteora.selection.selector import EvidenceSelector
 from meteora.types import Passage
 
 
@@ -471,7 +473,7 @@ def test_invariants(inputs, pairing, order, tau):
 
 def test_expansion_reaches_context_passages_without_ranking_them():
     """A neighbour that is not a candidate is added from ``context`` but never ranked."""
-    from meteora.selection import EvidenceSelector
+    from meteora.selection.selector import EvidenceSelector
     from meteora.types import Passage
 
     cands = [Passage("a", id="d-0", doc_id="d", position=0), Passage("x", id="e-0", doc_id="e", position=0)]

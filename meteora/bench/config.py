@@ -22,7 +22,7 @@ from typing import Any
 from meteora.bench.datasets import DATASET_SPLITS, DATASETS
 from meteora.bench.method_names import available_methods, is_method
 from meteora.errors import InvalidInputError
-from meteora.pipeline import SelectorSettings
+from meteora.selection.selector_settings import SelectorSettings
 
 __all__ = ["BenchmarkConfig", "VIEWS"]
 

@@ -40,26 +40,14 @@ from dataclasses import asdict
 from typing import Any
 
 from meteora._io import atomic_write_json
-from meteora.bench.config import VIEWS, BenchmarkConfig
+from meteora.bench.config import BenchmarkConfig
 from meteora.bench.context import BenchmarkContext, MethodOutput
 from meteora.bench.datasets import DATASET_TITLES
-from meteora.bench.methods import METHOD_RUNNERS, RETRIEVAL_METHODS, get_runner
+from meteora.bench.methods import get_runner
 from meteora.bench.report import environment_versions, format_table, plot_recall_vs_chunks
 from meteora.errors import InvalidInputError
 
-__all__ = [
-    "BenchmarkConfig",
-    "MethodOutput",
-    "BenchmarkContext",
-    "run_benchmark",
-    "format_results",
-    "get_runner",
-    "RETRIEVAL_METHODS",
-    "METHOD_RUNNERS",
-    "RANKING_METRICS",
-    "SET_METRICS",
-    "VIEWS",
-]
+__all__ = ["run_benchmark", "format_results", "RANKING_METRICS", "SET_METRICS"]
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,7 @@ A *reader* (any object with ``.complete(prompts, ...)``, e.g. a
     ``selections["fixed-k"]`` when given, else retrieved here (:func:`fixed_k_selections`).
 
 The selections are built by :mod:`meteora.evaluation.selections` (:func:`build_retriever`,
-:func:`candidate_pools`, :func:`fixed_k_selections`, :func:`meteora_selections`); those
-names are importable from here too.
+:func:`candidate_pools`, :func:`fixed_k_selections`, :func:`meteora_selections`).
 
 Any other condition name is read from ``selections`` as well, so variants
 (``"meteora-query-only"``, ``"meteora-dpo"``...) sit in the same table.
@@ -76,13 +75,10 @@ import numpy as np
 from meteora.errors import InvalidInputError
 from meteora.evaluation.reader import (
     ANSWER_CUE,
-    LABEL_SPELLINGS,
     LABELS,
-    NEXT_TOKEN_TOP_K,
     PROMPT_FORMATS,
     READER_MAX_CONTEXT_CHARS,
     UNPARSED,
-    LoglikScorer,
     _has_torch_copy,
     _loglik_label_scores,
     _reader_lm,
@@ -90,46 +86,17 @@ from meteora.evaluation.reader import (
     build_qa_message,
     build_reader_prompt,
     cap_contexts,
-    confusion_matrix,
     label_scores,
     next_token_label_scores,
     parse_answer,
     qa_metrics,
-    render_reader_prompt,
 )
 from meteora.evaluation.selections import (
-    _reranker,  # noqa: F401  (re-exported: importable from here as before the split)
-    build_retriever,
-    candidate_pools,
     fixed_k_selections,
-    meteora_selections,
 )
+from meteora.lm.scoring import LoglikScorer
 
-__all__ = [
-    "LABELS",
-    "UNPARSED",
-    "BUILTIN_CONDITIONS",
-    "ANSWER_MODES",
-    "PROMPT_FORMATS",
-    "LABEL_SPELLINGS",
-    "ANSWER_CUE",
-    "NEXT_TOKEN_TOP_K",
-    "parse_answer",
-    "qa_metrics",
-    "confusion_matrix",
-    "build_qa_message",
-    "build_reader_prompt",
-    "render_reader_prompt",
-    "label_scores",
-    "next_token_label_scores",
-    "LoglikScorer",
-    "build_retriever",
-    "candidate_pools",
-    "fixed_k_selections",
-    "meteora_selections",
-    "evaluate_qa",
-    "to_markdown",
-]
+__all__ = ["BUILTIN_CONDITIONS", "ANSWER_MODES", "evaluate_qa", "to_markdown"]
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ candidate pool of each query with its embeddings (:func:`candidate_pools`), and 
 ``{qid: [passage_id, ...]}`` selections of the ``fixed-k`` condition
 (:func:`fixed_k_selections`, the retriever's top ``k``) and of the ``meteora``
 conditions (:func:`meteora_selections`, :meth:`meteora.Reranker.search_batch`).
-Every name here is also importable from :mod:`meteora.evaluation.qa`.
 
 Example:
     >>> from meteora.evaluation.selections import build_retriever, fixed_k_selections, meteora_selections  # doctest: +SKIP
@@ -29,7 +28,7 @@ from meteora.errors import InvalidInputError
 from meteora.types import Passage
 
 if TYPE_CHECKING:
-    from meteora.pipeline import SelectorSettings
+    from meteora.selection.selector_settings import SelectorSettings
 
 __all__ = [
     "build_retriever",
@@ -55,7 +54,9 @@ def build_retriever(
     Example:
         >>> r = build_retriever(bench, encoder)  # doctest: +SKIP
     """
-    from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+    from meteora.retrievers.bm25 import BM25Retriever
+    from meteora.retrievers.dense import DenseRetriever
+    from meteora.retrievers.hybrid import HybridRetriever
 
     retriever = HybridRetriever(
         [BM25Retriever(backend=bm25_backend), DenseRetriever(encoder)], candidate_k=candidate_k

@@ -29,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping, Sequence
 import threading
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from meteora.errors import InvalidInputError, require

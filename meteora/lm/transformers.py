@@ -1,7 +1,6 @@
 """The transformers backend: batched generation with a reusable prompt-prefix cache and
 exact log-likelihoods (:class:`~meteora.lm.scoring.LoglikScorer`), on a model loaded by
-:mod:`meteora.lm.loading` (device, dtype, 4-bit NF4, PEFT adapter with a shape check; its
-names are re-exported here).
+:mod:`meteora.lm.loading` (device, dtype, 4-bit NF4, PEFT adapter with a shape check).
 
 It is the backend for adapters with exact scoring and for training; for plain
 generation on a CPU the llama.cpp backend (:mod:`meteora.lm.llamacpp`) is faster.
@@ -34,46 +33,15 @@ from meteora.lm.base import (
     check_prompts,
     cut_at_stop,
 )
+from meteora.lm.load_helpers import _first_line
 from meteora.lm.loading import (
-    DOUBLE_QUANT,
-    _first_line,
-    attach_adapter,
-    bnb_4bit_config,
-    check_adapter_compatibility,
-    ensure_pad_token,
-    folder_stamp,
     generation_tokenizer,
-    library_versions,
-    load_causal_lm,
     load_for_inference,
     model_device,
-    precision_setup,
-    read_adapter_config,
-    resolve_device,
-    resolve_dtype,
-    torch_dtype,
 )
 from meteora.lm.scoring import LoglikScorer
 
-__all__ = [
-    "DOUBLE_QUANT",
-    "TransformersLM",
-    "attach_adapter",
-    "bnb_4bit_config",
-    "check_adapter_compatibility",
-    "ensure_pad_token",
-    "folder_stamp",
-    "generation_tokenizer",
-    "library_versions",
-    "load_causal_lm",
-    "load_for_inference",
-    "model_device",
-    "precision_setup",
-    "read_adapter_config",
-    "resolve_device",
-    "resolve_dtype",
-    "torch_dtype",
-]
+__all__ = ["TransformersLM"]
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from meteora.errors import InvalidInputError
-from meteora.lm import SamplingParams
-from meteora.lm.base import as_messages
+from meteora.lm.base import SamplingParams, as_messages
 from meteora.rationales.checks import check_positive_int
 from meteora.settings import apply_thread_setting
 from meteora.types import check_query

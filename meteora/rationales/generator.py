@@ -46,7 +46,7 @@ from typing import Any
 
 from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError
-from meteora.lm import SamplingParams
+from meteora.lm.base import SamplingParams
 from meteora.lm.transformers import TransformersLM
 from meteora.rationales.cache import RationaleCache
 from meteora.rationales.checks import check_positive_int, check_sampling
@@ -60,7 +60,7 @@ from meteora.rationales.templates import PromptTemplate, get_template
 from meteora.settings import apply_thread_setting
 from meteora.types import check_query
 
-__all__ = ["RationaleSet", "RationaleGenerator", "PIPELINE_VERSION"]
+__all__ = ["RationaleGenerator", "PIPELINE_VERSION"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +72,6 @@ _DEFAULT_FILTER_OPTIONS: dict[str, Any] = {
     "max_query_overlap": 0.9,
     "near_duplicate": 0.85,
 }
-
-#: the stopping criterion's former name here (tests import it from this module)
-_EnoughRationales = EnoughRationales
-
 
 # ------------------------------------------------------------------------------------
 # the generator

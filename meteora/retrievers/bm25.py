@@ -47,18 +47,16 @@ import numpy as np
 
 from meteora.console import progress_enabled
 from meteora.errors import IndexFormatError, InvalidInputError, require
-from meteora.retrievers.base import (
+from meteora.retrievers.base import Retriever, importable, topk_indices
+from meteora.retrievers.index_files import (
     PASSAGES_NAME,
-    Retriever,
-    importable,
-    load_index,
     manifest_int,
     read_manifest,
     read_passages,
-    topk_indices,
     write_manifest,
     write_passages,
 )
+from meteora.retrievers.storage import load_index
 from meteora.types import Hit, PassageLike, Ranking
 
 __all__ = ["BM25Retriever", "TOKEN_PATTERN"]

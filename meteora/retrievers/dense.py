@@ -36,20 +36,17 @@ import numpy as np
 
 from meteora._io import atomic_save_npy
 from meteora.errors import IndexFormatError, InvalidInputError, require
-from meteora.retrievers.base import (
+from meteora.retrievers.base import Retriever, check_k, importable, topk_indices
+from meteora.retrievers.index_files import (
     MANIFEST_NAME,
     PASSAGES_NAME,
-    Retriever,
-    check_k,
-    importable,
-    load_index,
     manifest_int,
     read_manifest,
     read_passages,
-    topk_indices,
     write_manifest,
     write_passages,
 )
+from meteora.retrievers.storage import load_index
 from meteora.types import Hit, PassageLike, Ranking, check_queries, to_passages
 
 __all__ = ["DenseRetriever"]
@@ -164,7 +161,7 @@ class DenseRetriever(Retriever):
 
     @staticmethod
     def _as_encoder(encoder: Any) -> Any:
-        from meteora.embeddings import Encoder
+        from meteora.embeddings.encoder import Encoder
 
         if isinstance(encoder, Encoder):
             return encoder
@@ -565,7 +562,7 @@ class DenseRetriever(Retriever):
 
 def load_embeddings(path: Path) -> np.ndarray:
     """Load a float32 ``(N, d)`` embedding matrix saved without pickle."""
-    from meteora.retrievers.base import load_npy
+    from meteora.retrievers.index_files import load_npy
 
     return np.ascontiguousarray(load_npy(path, dtype=np.float32, ndim=2))
 

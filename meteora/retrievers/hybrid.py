@@ -35,15 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from meteora.errors import IndexFormatError, InvalidInputError
-from meteora.retrievers.base import (
+from meteora.retrievers.base import Retriever
+from meteora.retrievers.index_files import (
     KINDS,
     MANIFEST_NAME,
-    Retriever,
-    load_index,
     manifest_value,
     read_manifest,
     write_manifest,
 )
+from meteora.retrievers.storage import load_index
 from meteora.types import Hit, Passage, PassageLike, Ranking
 
 __all__ = ["HybridRetriever", "rrf_fuse", "weighted_fuse"]

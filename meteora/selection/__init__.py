@@ -49,7 +49,7 @@ The package, one concept a module:
 * :mod:`meteora.selection.results`: :class:`SelectionResult` and its parts
   (:class:`ChunkScore`, :class:`SelectionExplanation`, :class:`RationalePair`);
 * :mod:`meteora.selection.selector_settings`: :class:`SelectorSettings`, the selector's
-  knobs as one validated object (also importable from :mod:`meteora.pipeline`);
+  knobs as one validated object;
 * :mod:`meteora.selection.validation`: the argument checks they share.
 
 Example:
@@ -64,9 +64,6 @@ Example:
     ['0', '1', '2']
 """
 
-from meteora.selection.elbow import STD_EPS as STD_EPS
-from meteora.selection.elbow import TIE_EPS as TIE_EPS
-from meteora.selection.elbow import Z_EPS as Z_EPS
 from meteora.selection.elbow import ElbowInfo, elbow_cutoff
 from meteora.selection.results import (
     ChunkScore,

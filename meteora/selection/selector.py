@@ -147,7 +147,7 @@ class EvidenceSelector:
         for name in ("pairing", "tau", "window", "use_pairing", "use_pooling", "order"):
             if not hasattr(settings, name):
                 raise InvalidInputError(
-                    f"settings must be a meteora.pipeline.SelectorSettings, got {type(settings).__name__}"
+                    f"settings must be a meteora.SelectorSettings, got {type(settings).__name__}"
                 )
         extra = {
             k: getattr(settings, k) for k in ("min_similarity", "evidence_weight", "evidence_band") if hasattr(settings, k)

@@ -6,7 +6,7 @@ may reach the candidates' whole documents) instead of loose parameters. It is wh
 :class:`~meteora.Reranker`, the benchmark, the QA evaluation and the CLI pass around;
 :meth:`SelectorSettings.selector` builds the
 :class:`~meteora.selection.selector.EvidenceSelector` it describes, whose own checks
-validate the values. ``meteora.pipeline`` re-exports it.
+validate the values.
 
 Example:
     >>> s = SelectorSettings(window=1)

@@ -30,7 +30,6 @@ from typing import Any
 
 from meteora.errors import InvalidInputError, TrainingDataError
 from meteora.training.run import (
-    TrainingSettings,
     TrainResult,
     begin_training,
     load_base,
@@ -39,6 +38,7 @@ from meteora.training.run import (
     train_and_save,
     trainer_args,
 )
+from meteora.training.settings import TrainingSettings
 
 __all__ = ["DPOSettings", "train_dpo"]
 
@@ -92,7 +92,8 @@ class DPOSettings(TrainingSettings):
 def _pairs_from(
     pairs: Any, settings: DPOSettings, tokenizer: Any
 ) -> tuple[list[dict[str, str]], dict[str, Any]]:
-    from meteora.training.data import file_sha256, load_preference_pairs
+    from meteora.training.dpo_pairs import load_preference_pairs
+    from meteora.training.jsonl import file_sha256
 
     info: dict[str, Any] = {}
     if isinstance(pairs, (str, os.PathLike)):

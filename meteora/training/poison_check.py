@@ -210,7 +210,7 @@ def train_poison_check(
         LM_FEATURES,
         LogProbScorer,
     )
-    from meteora.training.data import file_sha256
+    from meteora.training.jsonl import file_sha256
 
     settings = settings or PoisonCheckSettings()
     t0 = time.perf_counter()
@@ -267,7 +267,7 @@ def train_poison_check(
     }
     hashes: dict[str, Any] = {"benchmark": bench.name, "note": "built in memory by the caller"}
     if benchmark is None:
-        from meteora.datasets.pubmedqa import _locate
+        from meteora.datasets.pubmedqa_records import _locate
 
         pqa = _locate(data_path, "ori_pqal.json")
         hashes = {"pubmedqa/ori_pqal.json": file_sha256(pqa),

@@ -55,7 +55,7 @@ from meteora.errors import InvalidInputError
 from meteora.rationales.parsing import cut_at_section_break
 
 if TYPE_CHECKING:
-    from meteora.pipeline import SelectorSettings
+    from meteora.selection.selector_settings import SelectorSettings
 
 __all__ = [
     "FALLBACK_SCORE",
@@ -296,7 +296,7 @@ def build_preference_pairs(
             already hits the evidence every sample ties and the preference says nothing
             about the rationales. The completions are the same either way.
         pairing, tau: shorthands for those fields of ``settings``.
-        settings: the selector's :class:`~meteora.pipeline.SelectorSettings` (default
+        settings: the selector's :class:`~meteora.selection.selector_settings.SelectorSettings` (default
             ``SelectorSettings()``). Selection runs through
             :meth:`meteora.Reranker.rerank_pools` with the sampled rationale sets, so a
             sample selects exactly what ``Reranker.search`` would with those rationales.
@@ -318,7 +318,7 @@ def build_preference_pairs(
     Example:
         >>> res = build_preference_pairs(gen, bench, limit=50, out="pairs.jsonl")  # doctest: +SKIP
     """
-    from meteora.evaluation.qa import build_retriever
+    from meteora.evaluation.selections import build_retriever
     from meteora.pipeline import dense_member
     from meteora.reranker import Reranker
 

@@ -62,7 +62,7 @@ from meteora.evaluation.reader import (
     build_reader_prompt,
     label_scores,
 )
-from meteora.training.run import TrainingSettings
+from meteora.training.settings import TrainingSettings
 
 __all__ = [
     "VARIANTS",
@@ -391,8 +391,10 @@ def _validation(
     base_model: str, adapter: Path, bench: Any, val_ids: Sequence[str], settings: ReaderSettings
 ) -> dict[str, Any]:
     """Held-out accuracy by log-likelihood with the full abstract and with no context."""
-    from meteora.evaluation.reader import LoglikScorer, qa_metrics
-    from meteora.lm.loading import attach_adapter, load_causal_lm
+    from meteora.evaluation.reader import qa_metrics
+    from meteora.lm.adapters import attach_adapter
+    from meteora.lm.loading import load_causal_lm
+    from meteora.lm.scoring import LoglikScorer
 
     if not val_ids:
         return {}

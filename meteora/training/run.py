@@ -8,8 +8,7 @@ TRL, :func:`load_base` loads the base model (through :mod:`meteora.lm.transforme
 ``meteora_training.json``.
 
 The settings live in :mod:`meteora.training.settings` and the run folder (checkpoints,
-resume fingerprint, final swap) in :mod:`meteora.training.run_folder`; their names are
-re-exported here.
+resume fingerprint, final swap) in :mod:`meteora.training.run_folder`.
 
 Example:
     >>> TrainingSettings(lora_r=8).validate()
@@ -31,41 +30,24 @@ from typing import Any
 
 from meteora._io import atomic_write_json
 from meteora.errors import DataNotFoundError, InvalidInputError, ModelNotFoundError, require
-from meteora.lm.loading import (
-    attach_adapter,
-    library_versions,
-    load_causal_lm,
-    precision_setup,
-)
+from meteora.lm.adapters import attach_adapter
+from meteora.lm.loading import library_versions, load_causal_lm, precision_setup
 from meteora.settings import apply_thread_setting
-
-# ``name as name`` imports re-export names of the former single-module run.py.
-from meteora.training.run_folder import CHECKPOINT_DIR as CHECKPOINT_DIR
 from meteora.training.run_folder import (
     METADATA_FILE,
     _finalize_out_dir,
     _fingerprint,
     _prepare_out_dir,
-    read_training_metadata,
 )
-from meteora.training.run_folder import RUN_FILE as RUN_FILE
-from meteora.training.settings import _PRECISIONS as _PRECISIONS
-from meteora.training.settings import _SCHEDULERS as _SCHEDULERS
 from meteora.training.settings import (
-    TARGET_MODULE_PRESETS,
     TrainingSettings,
     resolve_target_modules,
 )
 
 __all__ = [
     "TESTED_TRL",
-    "TARGET_MODULE_PRESETS",
-    "METADATA_FILE",
-    "TrainingSettings",
     "TrainResult",
     "BaseRun",
-    "resolve_target_modules",
-    "read_training_metadata",
     "require_data_file",
     "begin_training",
     "load_base",

@@ -187,8 +187,9 @@ def calibrate_selection(
         ``{"evidence_weight", "evidence_band", "objective", "grid": [...]}``.
     """
     from meteora.metrics import set_metrics
-    from meteora.pipeline import CandidatePool, SelectorSettings
+    from meteora.pipeline import CandidatePool
     from meteora.reranker import Reranker
+    from meteora.selection.selector_settings import SelectorSettings
 
     qids = list(qids)
     qemb = encoder.encode([benchmark.queries[q] for q in qids])
@@ -269,11 +270,11 @@ def train_scorer(
         The provenance dict (also written to ``out_dir/provenance.json``).
     """
     from meteora.datasets.pubmedqa import build_pubmedqa_benchmark
-    from meteora.embeddings import Encoder
+    from meteora.embeddings.encoder import Encoder
     from meteora.models import resolve_embedding_model
     from meteora.scorer import EvidenceScorer
     from meteora.settings import apply_thread_setting
-    from meteora.training.data import file_sha256
+    from meteora.training.jsonl import file_sha256
 
     settings = settings or ScorerSettings()
     apply_thread_setting(num_threads)
@@ -360,7 +361,7 @@ def train_scorer(
 
     data_hashes: dict[str, str | None] = {}
     if benchmark is None:
-        from meteora.datasets.pubmedqa import _locate
+        from meteora.datasets.pubmedqa_records import _locate
 
         pqa = _locate(data_path, "ori_pqal.json")
         test_file = pqa.parent / "test_ground_truth.json"

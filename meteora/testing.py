@@ -1,4 +1,8 @@
-"""Tiny random models built at test time: no download, no hub, a few MB each.
+"""Tiny random models for offline tests: no download, no hub, a few MB each.
+
+Tests of a pipeline built on meteora (and meteora's own tests and bad-input matrix)
+need models that load through the real code paths without the real weights; these
+build them in a folder at test time.
 
 * :func:`make_tokenizer` — a byte-level BPE tokenizer trained on a small medical
   vocabulary, with a ChatML chat template, distinct ``<pad>`` and ``</s>`` tokens.
@@ -6,11 +10,20 @@
   saved with that tokenizer into a folder ``from_pretrained`` loads.
 * :func:`make_sentence_transformer` — a 2-layer BERT with mean pooling, saved as a
   sentence-transformers folder.
+
+Example:
+    >>> from meteora.testing import make_sentence_transformer
+    >>> from meteora.embeddings.encoder import Encoder
+    >>> enc = Encoder(str(make_sentence_transformer(tmp_path / "st")), device="cpu")  # doctest: +SKIP
+    >>> enc.encode(["fever"]).shape  # doctest: +SKIP
+    (1, 32)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+__all__ = ["make_tokenizer", "make_causal_lm", "make_sentence_transformer"]
 
 CORPUS = [
     "Aspirin reduces the risk of myocardial infarction in adults with cardiovascular disease.",

@@ -48,7 +48,8 @@ def _load_eval_pairs(
     tokenizer: Any,
     exclude_queries: Iterable[str] | None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from meteora.training.data import file_sha256, load_rationale_sft, read_jsonl
+    from meteora.training.jsonl import file_sha256, read_jsonl
+    from meteora.training.rationale_sft import load_rationale_sft
 
     first = next((ln for ln in data_path.open(encoding="utf-8") if ln.strip()), "")
     try:
@@ -190,12 +191,8 @@ def evaluate_adapter(
         ModelNotFoundError: the adapter folder is not a PEFT adapter.
         InvalidInputError: unknown template, bad numbers, or an adapter that does not fit the base.
     """
-    from meteora.lm.loading import (
-        attach_adapter,
-        library_versions,
-        load_causal_lm,
-        precision_setup,
-    )
+    from meteora.lm.adapters import attach_adapter
+    from meteora.lm.loading import library_versions, load_causal_lm, precision_setup
     from meteora.training.collate import build_sft_features
 
     data = Path(data_path).expanduser()
