@@ -226,7 +226,7 @@ def test_no_import_cycle():
 LAYERS: list[set[str]] = [
     # the root package itself (``__version__``, its lazy table of public names)
     {"meteora", "errors", "types", "_checks", "_io", "settings", "console", "models", "corpus", "metrics", "testing"},
-    {"lm", "embeddings", "retrievers", "selection", "verdicts", "datasets", "cache"},
+    {"lm", "embeddings", "retrievers", "selection", "verdicts", "datasets", "cache", "model_pull"},
     {"rationales", "scorer", "verifier", "defences", "rerank_result"},
     {"pipeline"},
     {"reranker"},
