@@ -33,6 +33,7 @@ from meteora.bench.context import BenchmarkContext
 from meteora.bench.methods import get_runner
 from meteora.bench.report import write_results_json
 from meteora.metrics import paired_bootstrap_f1, set_metrics
+from meteora.selection.selector_settings import SelectorSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -42,9 +43,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def selections(adapter: str | None, template: str | None, method: str, view: str, threads: int | None):
     """The qrels of ``view`` and what ``method`` selects per question with this adapter,
     as the benchmark runs and scores them."""
-    options = {"generator": None, "adapter": adapter, "template": template, "n": None, "window": 1, "tau": 1.0,
-               "pairing": "distinct", "include_query": True, "max_new_tokens": None, "batch_size": 8}
-    ctx = BenchmarkContext(BenchmarkConfig(methods=[method], split="test", num_threads=threads, options=options))
+    options = {"generator": None, "adapter": adapter, "template": template, "n": None,
+               "include_query": True, "max_new_tokens": None, "batch_size": 8}
+    selector = SelectorSettings(window=1, tau=1.0, pairing="distinct")
+    ctx = BenchmarkContext(
+        BenchmarkConfig(methods=[method], split="test", num_threads=threads, options=options, selector=selector)
+    )
     out = get_runner(method)(ctx)
     qrels = ctx.data.qrels_for(view, ctx.qids)
     return qrels, {q: out.selections.get(q, []) for q in qrels}, out.extra

@@ -133,7 +133,6 @@ def _reranker_from_args(args: argparse.Namespace, encoder=None):
         generator=generator,
         encoder=encoder if encoder is not None else args.embedding_model,
         scorer=scorer_from_args(args),
-        template=args.template,
         n_rationales=args.n_rationales,
         settings=selector_settings_from_args(args),
         verifier=True if args.verify else None,

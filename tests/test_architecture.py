@@ -228,7 +228,7 @@ LAYERS: list[set[str]] = [
     {"meteora", "errors", "types", "_checks", "_io", "settings", "console", "models", "corpus", "metrics", "testing"},
     {"lm", "embeddings", "retrievers", "selection", "verdicts", "datasets", "cache"},
     {"rationales", "scorer", "verifier", "defences", "rerank_result"},
-    {"pipeline"},
+    {"pipeline", "selection_inputs"},
     {"reranker"},
     {"integrations", "evaluation", "bench"},
     {"training", "server"},

@@ -25,6 +25,7 @@ from meteora.lm.scoring import LoglikScorer
 from meteora.retrievers.bm25 import BM25Retriever
 from meteora.retrievers.dense import DenseRetriever
 from meteora.retrievers.hybrid import HybridRetriever
+from meteora.selection.selector_settings import SelectorSettings
 
 TOPICS = ["aspirin", "statin", "insulin", "asthma", "renal", "fever"]
 
@@ -592,16 +593,7 @@ def test_meteora_selections_with_generator_and_window(bench, bow_encoder):
         [BM25Retriever(backend="numpy"), DenseRetriever(bow_encoder, backend="numpy")]
     )
     retriever.index(bench.corpus)
-    sel = meteora_selections(
-        bench,
-        ["q4"],
-        generator=gen,
-        retriever=retriever,
-        window=1,
-        n_rationales=2,
-        generation={"max_new_tokens": 16},
-        scorer=None,
-    )
+    sel = meteora_selections(bench, ['q4'], generator=gen, retriever=retriever, n_rationales=2, generation={'max_new_tokens': 16}, scorer=None, settings=SelectorSettings(window=1))
     assert {"d4-0", "d4-1", "d4-2"} <= set(sel["q4"])  # expansion pulls in the neighbours
     assert (
         gen.kwargs["n"] == 2

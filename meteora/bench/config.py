@@ -41,8 +41,7 @@ class BenchmarkConfig:
     """Settings of one benchmark run (all of them are written into the results JSON).
 
     ``selector`` holds the METEORA methods' selector settings (the ``-wN`` suffix and
-    the ablation variants change fields of it); the legacy ``options`` keys
-    ``window``/``tau``/``pairing`` still override its fields. ``options`` holds the
+    the ablation variants change fields of it). ``options`` holds the
     generator's settings: ``generator``, ``adapter``, ``template``, ``n``,
     ``include_query``, ``batch_size``, ``max_new_tokens``. ``compare`` lists
     ``"A:B"`` pairs (``B`` may be a fixed-k baseline ``NAME@k``) whose F1 difference is
@@ -174,12 +173,3 @@ class BenchmarkConfig:
             os.unlink(probe)
         except OSError as exc:
             raise InvalidInputError(f"cannot write the results into {folder}: {exc.strerror or exc}; {hint}") from exc
-
-    def selector_settings(self) -> SelectorSettings:
-        """``selector`` with the legacy ``options`` keys (``window``, ``tau``, ``pairing``) applied."""
-        legacy = {k: self.options[k] for k in ("window", "tau", "pairing") if self.options.get(k) is not None}
-        if "window" in legacy:
-            legacy["window"] = int(legacy["window"])
-        if "tau" in legacy:
-            legacy["tau"] = float(legacy["tau"])
-        return self.selector.replace(**legacy) if legacy else self.selector

@@ -244,7 +244,6 @@ def build_preference_pairs(
     n_samples: int = 4,
     n_rationales: int | None = None,
     candidates: int = 50,
-    window: int | None = None,
     encoder: Any = None,
     retriever: Any = None,
     temperature: float = 0.7,
@@ -256,8 +255,6 @@ def build_preference_pairs(
     max_new_tokens: int | None = None,
     metric: str = "f1",
     include_query: bool = False,
-    pairing: str | None = None,
-    tau: float | None = None,
     settings: SelectorSettings | None = None,
     scorer: Any = None,
     chunk_size: int = 64,
@@ -276,8 +273,6 @@ def build_preference_pairs(
         n_samples: rationale sets sampled per question (≥ 2).
         n_rationales: rationales asked for in the prompt (``None``: the template's).
         candidates: hybrid top-k candidates the selector chooses from.
-        window: shorthand for ``settings.window`` (default 0: the chunks the rationales
-            point at).
         encoder: rationale/passage encoder (``None``: the dense retriever's).
         retriever: a hybrid retriever over ``benchmark.corpus`` with a dense member
             (``None``: built here with :func:`meteora.evaluation.qa.build_retriever`).
@@ -295,9 +290,8 @@ def build_preference_pairs(
             distinct pairing the rationales can only add other chunks, so when the query
             already hits the evidence every sample ties and the preference says nothing
             about the rationales. The completions are the same either way.
-        pairing, tau: shorthands for those fields of ``settings``.
         settings: the selector's :class:`~meteora.selection.selector_settings.SelectorSettings` (default
-            ``SelectorSettings()``). Selection runs through
+            ``SelectorSettings()``: window 0, the chunks the rationales point at). Selection runs through
             :meth:`meteora.Reranker.rerank_pools` with the sampled rationale sets, so a
             sample selects exactly what ``Reranker.search`` would with those rationales.
         scorer: the reranker's evidence scorer (default ``None``: the rationales alone
@@ -375,9 +369,7 @@ def build_preference_pairs(
     if encoder is None:
         dense = dense_member(retriever)
         encoder = dense.encoder if dense is not None else None
-    reranker = Reranker(
-        generator=None, encoder=encoder, scorer=scorer, settings=settings, pairing=pairing, tau=tau, window=window
-    )
+    reranker = Reranker(None, encoder, scorer, settings)
     selector_settings = reranker.settings
     pools = reranker.retrieve([benchmark.queries[q] for q in used], retriever, k=candidates)
     pool_of = dict(zip(used, pools, strict=True))
