@@ -49,6 +49,7 @@ from meteora._checks import (
 )
 from meteora.errors import InvalidInputError
 from meteora.pipeline import CandidatePool, retrieve_pools
+from meteora.protocols import CalibratedScoring, EvidenceScoring, RationaleSource
 from meteora.rerank_result import RerankResult
 from meteora.selection.selector import EvidenceSelector
 from meteora.selection.selector_settings import SelectorSettings
@@ -147,14 +148,15 @@ class Reranker:
             )
         self.settings = settings
         self.scorer = self._load_scorer(scorer, num_threads=num_threads)
-        self.selector = EvidenceSelector(settings, calibrated=getattr(self.scorer, "calibration", None))
+        calibration = self.scorer.calibration if isinstance(self.scorer, CalibratedScoring) else None
+        self.selector = EvidenceSelector(settings, calibrated=calibration)
         self.encoder = self._load_encoder(encoder, num_threads=num_threads)
         self.generator = self._load_generator(generator)
         self.n_rationales = n_rationales
         self.include_query = include_query
         self.top_k = top_k
         self.batch_size = batch_size
-        self.generation = check_generation_options(generation, self.generator)
+        self.generation = check_generation_options(generation)
         self.verifier = self._build_verifier(verifier)
 
     # ------------------------------------------------------------ names -> models
@@ -232,7 +234,7 @@ class Reranker:
         """``None`` (query-only), a built generator, or a name loaded with ``options``."""
         if generator is None or generator is False:
             return None
-        if hasattr(generator, "generate"):
+        if isinstance(generator, RationaleSource):
             return generator
         if not isinstance(generator, (str, os.PathLike)):
             raise InvalidInputError(
@@ -258,7 +260,7 @@ class Reranker:
     def _load_scorer(scorer: Any, *, device: str | None = None, num_threads: int | None = None) -> Any:
         if scorer is None or scorer is False:
             return None
-        if hasattr(scorer, "evidence_logits"):
+        if isinstance(scorer, EvidenceScoring):
             return scorer
         if isinstance(scorer, (str, os.PathLike)):
             from meteora.scorer import EvidenceScorer

@@ -28,6 +28,7 @@ import numpy as np
 from meteora._checks import is_blank, real_matrix
 from meteora.errors import InvalidInputError
 from meteora.pipeline import CandidatePool
+from meteora.protocols import RationaleOutput
 from meteora.types import Passage, check_queries, to_passages
 
 __all__ = [
@@ -59,7 +60,7 @@ def given_rationales(queries: Sequence[str], rationales: Any) -> Rationales:
     out: Rationales = []
     for i, (q, r) in enumerate(zip(queries, rationales, strict=True)):
         rset = None
-        if not isinstance(r, (str, bytes)) and hasattr(r, "rationales"):  # a RationaleSet
+        if isinstance(r, RationaleOutput):  # a RationaleSet
             rset, r = r, r.rationales
         if isinstance(r, (str, bytes, Mapping)) or not isinstance(r, Iterable):
             raise InvalidInputError(f"rationales[{i}] must be a list of non-empty strings or a RationaleSet")
