@@ -34,6 +34,7 @@ from meteora.bench.methods import get_runner
 from meteora.bench.report import write_results_json
 from meteora.metrics import paired_bootstrap_f1, set_metrics
 from meteora.selection.selector_settings import SelectorSettings
+from meteora.settings import apply_thread_setting
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -69,6 +70,7 @@ def main() -> int:
     ap.add_argument("--tag", required=True)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    apply_thread_setting(args.threads)  # torch threads: process-wide, set at the start
 
     runs = {}
     for side, adapter, results in (("A", args.a, args.a_results), ("B", args.b, args.b_results)):

@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results[key_t] = {}
             rerankers: dict[str, Any] = {}
             if "query_only" in args.modes:
-                rerankers["query_only"] = Reranker(None, encoder, settings=settings, num_threads=threads)
+                rerankers["query_only"] = Reranker(None, encoder, settings=settings)
             if "full" in args.modes:
                 t0 = time.perf_counter()
                 generation = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else None

@@ -51,7 +51,6 @@ def _cmd_eval_adapter(args: argparse.Namespace) -> int:
         max_examples=args.max_examples,
         batch_size=args.batch_size,
         load_in_4bit=args.load_in_4bit,
-        num_threads=args.threads,
     )
     if args.out:
         atomic_write_json(args.out, {"command": "meteora " + " ".join(shlex.quote(a) for a in args._argv), **result})

@@ -42,7 +42,6 @@ def _training_settings(args: argparse.Namespace, cls):
         "lora_alpha": args.lora_alpha,
         "target_modules": args.target_modules,
         "template": args.template,
-        "num_threads": args.threads,
         "seed": args.seed,
         "load_in_4bit": not args.no_4bit,
         "trust_remote_code": args.trust_remote_code,
@@ -93,8 +92,7 @@ def _cmd_train_scorer(args: argparse.Namespace) -> int:
     )
     command = "meteora " + " ".join(shlex.quote(a) for a in args._argv)
     prov = train_scorer(
-        args.out, settings, data_path=args.data, limit=args.limit, overwrite=args.overwrite,
-        num_threads=args.threads, command=command,
+        args.out, settings, data_path=args.data, limit=args.limit, overwrite=args.overwrite, command=command,
     )
     m = prov["metrics"]
     cal = prov["calibration"]
@@ -327,7 +325,6 @@ def _cmd_train_reader(args: Any) -> int:
         target_modules=args.target_modules,
         load_in_4bit={"auto": None, "yes": True, "no": False}[args.load_in_4bit],
         seed=args.seed,
-        num_threads=args.threads,
         progress=False,
     )
     argv = getattr(args, "_argv", None) or sys.argv[1:]

@@ -68,7 +68,9 @@ __all__ = ["Reranker", "GENERATOR_OPTIONS"]
 logger = logging.getLogger(__name__)
 
 #: :meth:`Reranker.from_pretrained` options that load the generator from a name.
-GENERATOR_OPTIONS = ("adapter", "template", "load_in_4bit", "cache", "backend", "base_url", "api_key", "lm_options")
+GENERATOR_OPTIONS = (
+    "adapter", "template", "load_in_4bit", "cache", "backend", "base_url", "api_key", "lm_options", "num_threads",
+)
 
 
 class Reranker:
@@ -108,7 +110,6 @@ class Reranker:
         batch_size: queries per generation batch.
         generation: extra keyword arguments for ``generator.generate`` (``do_sample``,
             ``temperature``, ``seed``, ``max_new_tokens``).
-        num_threads: torch threads (``None``: ``$METEORA_NUM_THREADS`` or torch's default).
 
     Example:
         >>> from meteora.selection.selector_settings import SelectorSettings
@@ -128,11 +129,7 @@ class Reranker:
         include_query: bool = True,
         batch_size: int = 8,
         generation: dict[str, Any] | None = None,
-        num_threads: int | None = None,
     ) -> None:
-        from meteora.settings import apply_thread_setting
-
-        apply_thread_setting(num_threads)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise InvalidInputError(f"top_k must be a positive integer or None, got {top_k!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -147,10 +144,10 @@ class Reranker:
                 "build one with SelectorSettings(window=..., tau=...)"
             )
         self.settings = settings
-        self.scorer = self._load_scorer(scorer, num_threads=num_threads)
+        self.scorer = self._load_scorer(scorer)
         calibration = self.scorer.calibration if isinstance(self.scorer, CalibratedScoring) else None
         self.selector = EvidenceSelector(settings, calibrated=calibration)
-        self.encoder = self._load_encoder(encoder, num_threads=num_threads)
+        self.encoder = self._load_encoder(encoder)
         self.generator = self._load_generator(generator)
         self.n_rationales = n_rationales
         self.include_query = include_query
@@ -187,7 +184,8 @@ class Reranker:
             cache: rationale cache: ``True`` (``$METEORA_HOME/rationales.sqlite``), a
                 path, or ``None``/``False``.
             kwargs: generator options (``backend``, ``base_url``, ``api_key``,
-                ``lm_options``) and the other :class:`Reranker` arguments.
+                ``lm_options``, ``num_threads``: llama.cpp's threads) and the other
+                :class:`Reranker` arguments.
 
         Example:
             >>> rr = Reranker.from_pretrained("HuggingFaceTB/SmolLM2-360M-Instruct", device="cuda")  # doctest: +SKIP
@@ -196,11 +194,10 @@ class Reranker:
         gen_options.update(adapter=adapter, template=template, load_in_4bit=load_in_4bit, cache=cache)
         if device is not None:
             gen_options["device"] = device
-        threads = kwargs.get("num_threads")
         return cls(
             cls._load_generator(generator, **gen_options),
-            cls._load_encoder(encoder, device=device, num_threads=threads),
-            cls._load_scorer(scorer, device=device, num_threads=threads),
+            cls._load_encoder(encoder, device=device),
+            cls._load_scorer(scorer, device=device),
             settings,
             verifier,
             top_k,
@@ -249,15 +246,15 @@ class Reranker:
         return RationaleGenerator.from_pretrained(name, adapter, **options)
 
     @staticmethod
-    def _load_encoder(encoder: Any, *, device: str | None = None, num_threads: int | None = None) -> Any:
+    def _load_encoder(encoder: Any, *, device: str | None = None) -> Any:
         from meteora.embeddings.encoder import Encoder
 
         if isinstance(encoder, Encoder):
             return encoder
-        return Encoder(encoder, device=device, num_threads=num_threads)
+        return Encoder(encoder, device=device)
 
     @staticmethod
-    def _load_scorer(scorer: Any, *, device: str | None = None, num_threads: int | None = None) -> Any:
+    def _load_scorer(scorer: Any, *, device: str | None = None) -> Any:
         if scorer is None or scorer is False:
             return None
         if isinstance(scorer, EvidenceScoring):
@@ -265,7 +262,7 @@ class Reranker:
         if isinstance(scorer, (str, os.PathLike)):
             from meteora.scorer import EvidenceScorer
 
-            return EvidenceScorer(scorer, device=device, num_threads=num_threads)
+            return EvidenceScorer(scorer, device=device)
         raise InvalidInputError(
             "scorer must be 'default', a folder written by `meteora train scorer`, an object with "
             f"evidence_logits(queries, passage_lists), or None; got {type(scorer).__name__}"

@@ -272,3 +272,20 @@ def test_evaluation_never_imports_training():
         if mod.name.startswith("meteora.evaluation"):
             for node, _ in _meteora_imports(mod.tree):
                 assert not node.module.startswith("meteora.training"), f"{mod.path}:{node.lineno}"
+
+
+#: Where a process starts: the only modules that may set torch's process-wide thread count.
+THREAD_SETTERS = {"meteora.cli", "meteora.training.poison_check"}  # the latter: its ``python -m`` main
+
+
+def test_thread_settings_are_applied_only_where_a_process_starts():
+    problems = []
+    for mod in MODULES.values():
+        if mod.name == "meteora.settings":
+            continue
+        for node in ast.walk(mod.tree):
+            if isinstance(node, ast.Call):
+                name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+                if name in ("apply_thread_setting", "set_num_threads") and mod.name not in THREAD_SETTERS:
+                    problems.append(f"{mod.path.relative_to(REPO)}:{node.lineno}: {name}() outside a process entry point")
+    assert not problems, "\n".join(problems)

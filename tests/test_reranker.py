@@ -601,11 +601,11 @@ def test_readme_quick_start_selects_only_the_aspirin_passage():
     pick something (distinct pairing and the N <= 2 elbow used to add the dog passage)."""
     from meteora import Reranker
 
-    for rr in (Reranker(generator=None, num_threads=1), Reranker(generator=None, scorer=None, num_threads=1)):
+    for rr in (Reranker(generator=None), Reranker(generator=None, scorer=None)):
         res = rr.rerank(*QUICK_START)
         assert [p.text for p in res.selected] == ["Aspirin reduced recurrent stroke by 20% (HR 0.80)."], rr
         assert res.ranked.ids[0] == "0"
-    scored = Reranker(generator=None, num_threads=1).rerank(*QUICK_START)
+    scored = Reranker(generator=None).rerank(*QUICK_START)
     assert scored.selection.scores["b"].score < 0.2 < scored.selection.scores["0"].score
     assert "Relevance floor: cosine >= 0.2" in scored.explain()
     assert "dropped" not in scored.explain() or "b" in scored.explain()
@@ -616,6 +616,6 @@ def test_readme_quick_start_selects_only_the_aspirin_passage():
 def test_default_reranker_quick_start_with_rationales():
     from meteora import Reranker
 
-    res = Reranker(num_threads=1).rerank(*QUICK_START)
+    res = Reranker().rerank(*QUICK_START)
     assert res.selected_ids == ["0"]
     assert res.rationales  # the LM (or its query fallback) gave rationales

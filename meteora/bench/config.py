@@ -47,7 +47,9 @@ class BenchmarkConfig:
     ``"A:B"`` pairs (``B`` may be a fixed-k baseline ``NAME@k``) whose F1 difference is
     tested with a paired bootstrap over the questions, per view. ``views=None`` scores
     every view the dataset has. ``out_dir`` is the results folder, or the results JSON
-    file itself when it ends in ``.json`` (the plot goes beside it).
+    file itself when it ends in ``.json`` (the plot goes beside it). ``num_threads`` is
+    recorded and given to the llama.cpp generator; torch's thread count is process-wide
+    and set where the process starts (``meteora bench --threads``).
     """
 
     methods: list[str] = field(default_factory=lambda: ["bm25", "dense", "hybrid"])

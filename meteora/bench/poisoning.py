@@ -326,10 +326,8 @@ def run_poisoning(
     from meteora.bench.report import environment_versions
     from meteora.defences import LogProbScorer, PerplexityDefence, PoisonCheck
     from meteora.reranker import Reranker
-    from meteora.settings import apply_thread_setting
 
     config.validate()
-    apply_thread_setting(config.num_threads)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     bcfg = BenchmarkConfig(methods=["hybrid"], split=config.split, limit=config.limit, candidates=config.candidates,

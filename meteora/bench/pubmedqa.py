@@ -135,14 +135,11 @@ def run_benchmark(
 
     Returns the results dict (the same content as the JSON file).
     """
-    from meteora.settings import apply_thread_setting
-
     if benchmark is not None and config.dataset != benchmark.name:
         config = dataclasses.replace(config, dataset=benchmark.name)
     config.validate(benchmark)
     if write:  # before any work: a bad --out must not cost the run
         config.check_output()
-    apply_thread_setting(config.num_threads)
     t_start = time.perf_counter()
     ctx = BenchmarkContext(config, benchmark=benchmark, generator=generator, scorer=scorer)
     if config.views is None:

@@ -22,7 +22,6 @@ from typing import Any
 from meteora.errors import InvalidInputError
 from meteora.lm.base import SamplingParams, as_messages
 from meteora.rationales.checks import check_positive_int
-from meteora.settings import apply_thread_setting
 from meteora.types import check_query
 
 __all__ = ["CompletionMixin"]
@@ -34,7 +33,7 @@ class CompletionMixin:
     """Adds ``complete`` to a rationale generator.
 
     Mixed into :class:`~meteora.rationales.generator.RationaleGenerator` only; it uses
-    that class's ``lm``, ``backend``, ``num_threads`` and ``_progress``.
+    that class's ``lm``, ``backend`` and ``_progress``.
     """
 
     def complete(
@@ -83,7 +82,6 @@ class CompletionMixin:
             return []
         transformers = self.backend == "transformers"
         if transformers:
-            apply_thread_setting(self.num_threads)
             use_chat = bool(chat and self.lm.has_chat_template)
             if chat and not use_chat:
                 logger.debug("tokenizer has no chat template; sending prompts as raw text")

@@ -57,7 +57,6 @@ from meteora.rationales.parsing import parse_rationales
 from meteora.rationales.rationale_set import RationaleSet
 from meteora.rationales.stopping import SECTION_STOPS, EnoughRationales
 from meteora.rationales.templates import PromptTemplate, get_template
-from meteora.settings import apply_thread_setting
 from meteora.types import check_query
 
 __all__ = ["RationaleGenerator", "PIPELINE_VERSION"]
@@ -96,7 +95,6 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
         adapter_id: adapter name recorded in cache keys.
         cache: ``None``/``False`` for no cache, ``True`` for the default persistent cache
             (``$METEORA_HOME/rationales.sqlite``), a path, or a :class:`RationaleCache`.
-        num_threads: torch threads (``None``: ``$METEORA_NUM_THREADS`` or torch's default).
         max_input_tokens: longest prompt; a longer query is shortened (with a warning;
             transformers backend; llama.cpp and servers enforce their own context size).
         max_new_tokens: default generation cap (``None``: the template's).
@@ -126,7 +124,6 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
         model_id: str | None = None,
         adapter_id: str | None = None,
         cache: RationaleCache | str | os.PathLike[str] | bool | None = None,
-        num_threads: int | None = None,
         max_input_tokens: int = 2048,
         max_new_tokens: int | None = None,
         filter_options: dict[str, Any] | None = None,
@@ -169,9 +166,6 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
             else default_template_for(self.model_id, self.adapter_id, self.tokenizer, lm.backend)
         )
         self.cache = self._make_cache(cache)
-        if num_threads is not None:
-            check_positive_int("num_threads", num_threads)
-        self.num_threads = num_threads
         self.max_input_tokens = max_input_tokens
         self.max_new_tokens = (
             None
@@ -184,8 +178,6 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
         self.filter_options = options
         self.model_fingerprint = model_fingerprint or lm.identity().get("fingerprint")
         self._prefix_ids: dict[tuple[str, int, bool], list[int] | None] = {}
-        if lm.backend == "transformers":
-            apply_thread_setting(num_threads)
 
     # -- the backend -------------------------------------------------------------------
     @property
@@ -433,7 +425,6 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
         check_sampling(do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed)
         if not qlist:
             return []
-        apply_thread_setting(self.num_threads)
 
         use_cache = self.cache is not None and not (do_sample and seed is None)
         fields = self.cache_key_fields(

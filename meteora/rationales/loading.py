@@ -28,7 +28,6 @@ from meteora.lm.transformers import TransformersLM
 from meteora.rationales.cache import RationaleCache
 from meteora.rationales.presets import PRESETS, resolve_preset
 from meteora.rationales.templates import PromptTemplate, get_template
-from meteora.settings import apply_thread_setting
 
 __all__ = ["FromPretrainedMixin", "default_template_for"]
 
@@ -110,7 +109,9 @@ class FromPretrainedMixin:
             device: ``"cpu"``, ``"cuda"``…; ``None`` picks CUDA when available (transformers).
             dtype: ``"float32"``, ``"bfloat16"``, ``"float16"``, a torch dtype or
                 ``None``/``"auto"`` (float32 on CPU, bf16/fp16 on CUDA; transformers).
-            num_threads: torch intra-op threads, or llama.cpp threads.
+            num_threads: llama.cpp's threads (``n_threads``). Torch's thread count is
+                process-wide: it is set where the process starts (the CLI's ``--threads``,
+                :func:`meteora.settings.set_num_threads`).
             trust_remote_code: let transformers run code shipped with the model.
             cache, max_input_tokens, max_new_tokens, filter_options, prefix_cache: see
                 the class.
@@ -140,7 +141,6 @@ class FromPretrainedMixin:
                 f"{name!r} (a GGUF is already quantised; a server chooses its own device)"
             )
         if name == "transformers":
-            apply_thread_setting(num_threads)
             lm: Any = TransformersLM.from_pretrained(
                 model,
                 adapter,
@@ -170,7 +170,6 @@ class FromPretrainedMixin:
             lm,
             template=template,
             cache=cache,
-            num_threads=num_threads,
             max_input_tokens=max_input_tokens,
             max_new_tokens=max_new_tokens,
             filter_options=filter_options,

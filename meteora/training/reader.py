@@ -516,6 +516,8 @@ def train_reader(
     t_val = time.perf_counter()
     metrics.update(_validation(str(base_model), out, bench, val_ids, settings))
     metrics["val_seconds"] = round(time.perf_counter() - t_val, 1)
+    import torch
+
     from meteora.lm.loading import library_versions
 
     prov = {
@@ -528,7 +530,7 @@ def train_reader(
         "settings": settings.to_dict(),
         "seed": settings.seed,
         "device": "cuda" if use_cuda else "cpu",
-        "num_threads": settings.num_threads,
+        "num_threads": torch.get_num_threads(),
         "metrics": metrics,
         "seconds": round(time.perf_counter() - t0, 1),
         "versions": library_versions(),

@@ -32,7 +32,6 @@ from meteora._io import atomic_write_json
 from meteora.errors import DataNotFoundError, InvalidInputError, ModelNotFoundError, require
 from meteora.lm.adapters import attach_adapter
 from meteora.lm.loading import library_versions, load_causal_lm, precision_setup
-from meteora.settings import apply_thread_setting
 from meteora.training.run_folder import (
     METADATA_FILE,
     _finalize_out_dir,
@@ -363,10 +362,9 @@ class BaseRun:
 
 
 def begin_training(settings: TrainingSettings, purpose: str) -> Any:
-    """Validate ``settings``, check TRL, apply the thread setting; return the ``trl`` module."""
+    """Validate ``settings`` and check TRL; return the ``trl`` module."""
     settings.validate()
     _check_trl_version()
-    apply_thread_setting(settings.num_threads)
     return require("trl", "train", purpose)
 
 
