@@ -21,6 +21,7 @@ from meteora.evaluation.reader import (
     render_reader_prompt,
 )
 from meteora.evaluation.selections import build_retriever, fixed_k_selections, meteora_selections
+from meteora.lm.base import CompleteMixin
 from meteora.lm.scoring import LoglikScorer
 from meteora.retrievers.bm25 import BM25Retriever
 from meteora.retrievers.dense import DenseRetriever
@@ -381,9 +382,10 @@ def test_calibration_removes_a_label_bias(bench):
         )
 
 
-class NextTokenLM:
+class NextTokenLM(CompleteMixin):
     """A :class:`meteora.lm.CausalLM` without exact log-likelihoods (like llama.cpp or a
-    server): answers ``next_token_logprobs`` from a script keyed by question id."""
+    server; the protocol's defaults from :class:`~meteora.lm.base.CompleteMixin`):
+    answers ``next_token_logprobs`` from a script keyed by question id."""
 
     backend = "openai"
     model_id = "fake-server-model"
@@ -396,7 +398,7 @@ class NextTokenLM:
     def identity(self):
         return {"backend": self.backend, "model": self.model_id}
 
-    def generate(self, prompts, params=None):
+    def generate(self, prompts, params=None, **kw):
         return ["yes" for _ in prompts]
 
     def complete(self, prompts, **kw):

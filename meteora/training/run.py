@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ __all__ = [
     "begin_training",
     "load_base",
     "prepare_run",
+    "make_trainer",
     "train_and_save",
     "trainer_args",
     "make_log_callback",
@@ -426,6 +427,25 @@ def prepare_run(
         _check_targets(model, settings)
         peft_config = _lora_config(settings)
     return model, peft_config, ckpt_dir, resume_from
+
+
+def make_trainer(
+    trainer_cls: Any, model: Any, config: Any, rows: list[dict[str, Any]], run: BaseRun, peft_config: Any,
+    callbacks: Sequence[Any] = (), **extra: Any,
+) -> Any:
+    """A TRL trainer (``SFTTrainer``, ``DPOTrainer``) on ``rows`` with the run's tokenizer,
+    the LoRA config and meteora's log callback (``extra``: the trainer's own arguments)."""
+    from datasets import Dataset
+
+    return trainer_cls(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=run.tokenizer,
+        peft_config=peft_config,
+        callbacks=[make_log_callback(), *callbacks],
+        **extra,
+    )
 
 
 def train_and_save(
