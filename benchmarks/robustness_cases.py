@@ -249,13 +249,13 @@ class Env:
 
     @cached_property
     def encoder_dir(self) -> Path:
-        from meteora.testing import make_sentence_transformer
+        from tiny_models import make_sentence_transformer
 
         return make_sentence_transformer(self.root / "tiny-st")
 
     @cached_property
     def llama_dir(self) -> Path:
-        from meteora.testing import make_causal_lm
+        from tiny_models import make_causal_lm
 
         return make_causal_lm(self.root / "tiny-llama", "llama")
 

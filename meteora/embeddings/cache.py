@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from meteora.cache import Cache, SQLiteTable, TableLayout
+from meteora.cache import Cache
+from meteora.cache_table import SQLiteTable, TableLayout
 from meteora.errors import InvalidInputError, MeteoraError
 
 __all__ = [

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from meteora._io import ensure_parent
-from meteora.cache import Cache, SQLiteTable, TableLayout
+from meteora.cache import Cache
+from meteora.cache_table import SQLiteTable, TableLayout
 from meteora.errors import InvalidInputError, MeteoraError, UnsafeOverwriteError
 from meteora.settings import meteora_home
 

@@ -1,19 +1,9 @@
 """What the selector knows about each candidate: :class:`CandidateSignals`.
 
-Built once per query by :class:`~meteora.selection.selector.EvidenceSelector` and handed
-to every stage, so a stage (above all the cut, :mod:`meteora.selection.cuts`) reads one
-typed table instead of loose arrays:
-
-* the cosine of every rationale to every candidate (``rationale_cosines``, ``(R, N)``),
-  the cosine to the pooled rationale (``pooled``) and, when one rationale is the query
-  itself, the query cosine;
-* the evidence scorer's logits (``evidence``), when there is a scorer;
-* each candidate's document, position and how many candidates share its document;
-* the retriever's own score and rank of each candidate and, for a hybrid, each
-  member's score and rank (when the candidates came from a retriever).
-
-:func:`similarities` is the first stage: unit-normalised rationale and candidate
-embeddings in, the ``(R, N)`` cosines and the pooled cosines out.
+Built once per query by the selector and read by every stage (above all the cut): each
+rationale's cosine to each candidate, the pooled and the query cosine, the scorer's
+evidence logits, documents, positions and candidates per document, and the retriever's
+own scores and ranks (a hybrid's per member). :func:`similarities` is the first stage.
 
 Example:
     >>> import numpy as np
@@ -42,11 +32,8 @@ logger = logging.getLogger(__name__)
 
 
 def similarities(rationales: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(cos(r_j, c_i) as an (R, N) matrix, cos(mean_j r_j, c_i) as (N,))`` of unit rows.
-
-    When the rationales average to (almost) zero — opposed rationales — the pooled
-    direction is undefined and the mean of the similarities, which orders the
-    candidates the same way, stands in. Pooled cosines are clipped to ``[-1, 1]``.
+    """``(R, N)`` cosines and ``(N,)`` pooled cosines ``cos(mean r, c)`` of unit rows
+    (clipped to ``[-1, 1]``; when the rationales cancel out, the mean cosine stands in).
 
     Example:
         >>> sim, pooled = similarities(np.eye(2), np.eye(2))
@@ -76,22 +63,11 @@ def _retrieval_columns(ranking: Ranking | None, ids: Sequence[str]) -> tuple[np.
 
 @dataclass(frozen=True)
 class CandidateSignals:
-    """Per-candidate signals of one query (``N`` candidates, ``R`` rationales).
-
-    Attributes:
-        passages: the ``N`` candidates.
-        rationale_cosines: ``(R, N)`` cosine of each rationale to each candidate.
-        pooled: ``(N,)`` cosine to the pooled (mean) rationale, in ``[-1, 1]``.
-        evidence: ``(N,)`` evidence-scorer logits, or ``None`` without a scorer.
-        query_row: the row of ``rationale_cosines`` that is the query itself (the
-            reranker's ``include_query`` anchor, or the only rationale in query-only
-            mode), or ``None``.
-        retrieval_scores / retrieval_ranks: ``(N,)`` the retriever's own score and
-            1-based rank of each candidate (NaN where it did not return one), or
-            ``None`` for caller-given candidates.
-        member_scores / member_ranks: for a hybrid retriever, the same per member
-            (by member name); empty otherwise.
-    """
+    """Per-candidate signals of one query (``N`` candidates, ``R`` rationales):
+    ``rationale_cosines`` ``(R, N)``; ``pooled``, ``evidence`` (or ``None``) ``(N,)``;
+    ``query_row``, the row that is the query itself (or ``None``); the retriever's
+    ``retrieval_scores`` / ``retrieval_ranks`` (NaN where absent; ``None`` for caller-given
+    candidates) and a hybrid's ``member_scores`` / ``member_ranks`` by member name."""
 
     passages: list[Passage]
     rationale_cosines: np.ndarray
@@ -114,9 +90,8 @@ class CandidateSignals:
         query_row: int | None = None,
         retrieval: Ranking | None = None,
     ) -> CandidateSignals:
-        """The signals from unit-normalised embeddings (see :func:`similarities`), the
-        scorer's logits and the retriever's ranking (its ``sources``, a hybrid's member
-        rankings, give the member columns)."""
+        """The signals from unit-normalised embeddings, the scorer's logits and the
+        retriever's ranking (its ``sources`` give the member columns)."""
         sim, pooled = similarities(rationales, candidates)
         ids = [p.id for p in passages]
         scores, ranks = _retrieval_columns(retrieval, ids)
@@ -172,14 +147,9 @@ class CandidateSignals:
         return np.array([best[d] for d in self.doc_ids], dtype=np.float64)
 
     def features(self) -> dict[str, np.ndarray]:
-        """Every signal as a named ``(N,)`` float column (for a learned cut).
-
-        Always: ``pooled``, ``rationale_max``, ``rationale_mean``, ``doc_best_pooled``,
-        ``position``, ``doc_size``, ``n_candidates``, ``candidate_rank`` (order given);
-        when known: ``query_cosine``, ``evidence``, ``evidence_gap`` (logit minus the best
-        of its document), ``retrieval_score``, ``retrieval_rank``, and
-        ``<member>_score`` / ``<member>_rank`` per hybrid member.
-        """
+        """Every signal as a named ``(N,)`` float column (for a learned cut); the
+        ``query_cosine``, ``evidence``/``evidence_gap``, ``retrieval_*`` and per-member
+        columns only when known."""
         n = self.n
         sim = self.rationale_cosines
         cols: dict[str, np.ndarray] = {
