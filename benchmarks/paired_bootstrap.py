@@ -32,8 +32,8 @@ from meteora.bench.config import BenchmarkConfig
 from meteora.bench.context import BenchmarkContext
 from meteora.bench.methods import get_runner
 from meteora.bench.report import write_results_json
-from meteora.metrics import paired_bootstrap_f1, set_metrics
 from meteora.selection.selector_settings import SelectorSettings
+from meteora.set_metrics import paired_bootstrap_f1, set_metrics
 from meteora.settings import apply_thread_setting
 
 RESULTS = Path(__file__).resolve().parent / "results"

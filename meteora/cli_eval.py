@@ -65,7 +65,7 @@ def _cmd_eval_qa(args: argparse.Namespace) -> int:
     from meteora.bench.report import environment_versions
     from meteora.errors import InvalidInputError
     from meteora.evaluation.qa import evaluate_qa
-    from meteora.evaluation.qa import to_markdown as qa_to_markdown
+    from meteora.evaluation.qa_report import to_markdown as qa_to_markdown
     from meteora.evaluation.selections import meteora_selections
     from meteora.rationales.generator import RationaleGenerator
 

@@ -248,7 +248,7 @@ def add_train_reader_parser(subparsers: Any) -> Any:
         >>> p.parse_args(["reader", "--out", "runs/reader"]).lr
         0.0002
     """
-    from meteora.training.reader import BALANCE_MODES, ReaderSettings
+    from meteora.training.reader_data import BALANCE_MODES, ReaderSettings
 
     d = ReaderSettings()
     p = subparsers.add_parser(
@@ -286,7 +286,7 @@ def add_train_reader_parser(subparsers: Any) -> Any:
 
 def _parse_variants(spec: str | None) -> dict[str, float]:
     from meteora.errors import InvalidInputError
-    from meteora.training.reader import _default_variant_weights
+    from meteora.training.reader_data import _default_variant_weights
 
     if not spec:
         return _default_variant_weights()
@@ -306,7 +306,8 @@ def _cmd_train_reader(args: Any) -> int:
     import sys
 
     from meteora.models import DEFAULT_GENERATOR_MODEL, is_default_generator
-    from meteora.training.reader import ReaderSettings, package_adapter, train_reader
+    from meteora.training.reader import package_adapter, train_reader
+    from meteora.training.reader_data import ReaderSettings
 
     settings = ReaderSettings(
         n_examples=args.examples,

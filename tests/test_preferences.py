@@ -14,12 +14,12 @@ from meteora.errors import InvalidInputError
 from meteora.evaluation.selections import build_retriever
 from meteora.rationales.rationale_set import RationaleSet
 from meteora.rationales.templates import get_template
+from meteora.training.dpo_pairs import write_preference_pairs
 from meteora.training.preferences import (
     FALLBACK_SCORE,
     PreferenceBuildResult,
     build_preference_pairs,
     hit_score,
-    write_preference_pairs,
 )
 
 TOPICS = ["aspirin", "statin", "insulin", "asthma", "renal", "fever", "sepsis"]

@@ -11,7 +11,8 @@ from helpers_bench import BagOfWordsModel, multiplicative_hash, toy_benchmark
 from meteora.datasets.pubmedqa import RetrievalBenchmark
 from meteora.embeddings.encoder import Encoder
 from meteora.errors import InvalidInputError
-from meteora.evaluation.qa import evaluate_qa, to_markdown
+from meteora.evaluation.qa import evaluate_qa
+from meteora.evaluation.qa_report import to_markdown
 from meteora.evaluation.reader import (
     LABELS,
     UNPARSED,

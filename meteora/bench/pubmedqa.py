@@ -56,12 +56,8 @@ SET_METRICS = ("precision", "recall", "F1", "mean_chunks")
 
 
 def _score_view(view: str, ctx: BenchmarkContext, outputs: dict[str, MethodOutput]) -> dict[str, Any]:
-    from meteora.metrics import (
-        evaluate_ranking,
-        fixed_k_selections,
-        paired_bootstrap_f1,
-        set_metrics,
-    )
+    from meteora.metrics import evaluate_ranking
+    from meteora.set_metrics import fixed_k_selections, paired_bootstrap_f1, set_metrics
 
     qrels = ctx.data.qrels_for(view, ctx.qids)
     methods: dict[str, dict[str, Any]] = {}
@@ -96,7 +92,7 @@ def _score_view(view: str, ctx: BenchmarkContext, outputs: dict[str, MethodOutpu
 def _selections_of(name: str, outputs: dict[str, MethodOutput], qrels: dict[str, Any]) -> dict[str, list[str]]:
     """What method ``name`` selects per query: a selection method's own selection, or
     the top k of a ranking method for ``NAME@k``."""
-    from meteora.metrics import fixed_k_selections
+    from meteora.set_metrics import fixed_k_selections
 
     base, _, k = name.partition("@")
     out = outputs.get(base)

@@ -37,22 +37,22 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from meteora._io import atomic_write_json, atomic_write_text
+from meteora._io import atomic_write_json
 from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError
 from meteora.rationales.parsing import cut_at_section_break
+from meteora.training.dpo_pairs import write_preference_pairs
 
 if TYPE_CHECKING:
     from meteora.selection.selector_settings import SelectorSettings
@@ -64,7 +64,6 @@ __all__ = [
     "PreferenceBuildResult",
     "hit_score",
     "build_preference_pairs",
-    "write_preference_pairs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,7 +79,6 @@ SKIP_REASONS: tuple[str, ...] = (
     "identical_completions",
     "empty_completion",
 )
-_PAIR_KEYS = ("prompt", "chosen", "rejected")
 
 
 def hit_score(selected: Iterable[str], gold: Collection[str], metric: str = "f1") -> float:
@@ -110,45 +108,6 @@ def hit_score(selected: Iterable[str], gold: Collection[str], metric: str = "f1"
     if metric == "precision":
         return hits / len(sel) if sel else 0.0
     return 2 * hits / (len(sel) + len(g)) if sel or g else 0.0
-
-
-def _check_pair(pair: Mapping[str, Any], index: int) -> None:
-    if not isinstance(pair, Mapping):
-        raise InvalidInputError(f"pair #{index} must be a dict, got {type(pair).__name__}")
-    for key in _PAIR_KEYS:
-        value = pair.get(key)
-        if not isinstance(value, str) or not value.strip():
-            raise InvalidInputError(f"pair #{index} needs a non-empty string {key!r}")
-    if pair["chosen"].strip() == pair["rejected"].strip():
-        raise InvalidInputError(f"pair #{index}: 'chosen' and 'rejected' are identical")
-
-
-def write_preference_pairs(
-    path: str | os.PathLike[str], pairs: Sequence[Mapping[str, Any]]
-) -> Path:
-    """Write pairs as JSON Lines (UTF-8, one object per line), atomically.
-
-    Every pair needs non-empty ``prompt``, ``chosen`` and ``rejected`` strings that
-    differ; other keys are kept. The file is written to a temporary sibling and renamed
-    into place, so a reader never sees half a file.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "pairs.jsonl"
-        >>> _ = write_preference_pairs(p, [{"prompt": "Q", "chosen": "a", "rejected": "b"}])
-        >>> p.read_text()
-        '{"prompt": "Q", "chosen": "a", "rejected": "b"}\\n'
-    """
-    lines = []
-    for i, pair in enumerate(pairs):
-        _check_pair(pair, i)
-        try:
-            lines.append(json.dumps(dict(pair), ensure_ascii=False, allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"pair #{i} is not JSON-serialisable: {exc}") from exc
-    path = Path(path)
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
-    return path
 
 
 @dataclass

@@ -186,10 +186,10 @@ def calibrate_selection(
     Returns:
         ``{"evidence_weight", "evidence_band", "objective", "grid": [...]}``.
     """
-    from meteora.metrics import set_metrics
     from meteora.pipeline import CandidatePool
     from meteora.reranker import Reranker
     from meteora.selection.selector_settings import SelectorSettings
+    from meteora.set_metrics import set_metrics
 
     qids = list(qids)
     qemb = encoder.encode([benchmark.queries[q] for q in qids])
