@@ -97,7 +97,8 @@ def _reader(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from meteora.evaluation.qa import evaluate_qa, to_markdown
+    from meteora.evaluation.qa import evaluate_qa
+    from meteora.evaluation.qa_report import to_markdown
 
     conditions = [c for c in args.conditions.split(",") if c]
     unknown = sorted(set(conditions) - set(ALL_CONDITIONS))

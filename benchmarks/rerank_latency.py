@@ -349,6 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from meteora import Reranker
     from meteora.embeddings.cache import PassageEmbeddingCache
     from meteora.embeddings.encoder import Encoder
+    from meteora.selection.selector_settings import SelectorSettings
     from meteora.settings import set_num_threads
 
     report: dict[str, Any] = {
@@ -398,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     encoder.name = index_encoder.name
     watch = Stopwatch()
     watch.wrap_encoder(encoder)
-    options: dict[str, Any] = {} if args.window is None else {"window": args.window}
+    settings = SelectorSettings() if args.window is None else SelectorSettings(window=args.window)
     results: dict[str, Any] = report["results"]
 
     with tempfile.TemporaryDirectory(prefix="meteora-latency-") as tmp:
@@ -408,19 +409,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results[key_t] = {}
             rerankers: dict[str, Any] = {}
             if "query_only" in args.modes:
-                rerankers["query_only"] = Reranker(generator=None, encoder=encoder, num_threads=threads, **options)
+                rerankers["query_only"] = Reranker(None, encoder, settings=settings)
             if "full" in args.modes:
                 t0 = time.perf_counter()
                 generation = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else None
-                rerankers["full"] = Reranker(
-                    generator=args.generator,
-                    encoder=encoder,
+                rerankers["full"] = Reranker.from_pretrained(
+                    args.generator,
+                    encoder,
+                    settings=settings,
                     template=args.template,
                     n_rationales=args.n_rationales,
                     generation=generation,
                     num_threads=threads,
                     cache=Path(tmp) / f"rationales-{threads}.sqlite",  # empty: cold
-                    **options,
                 )
                 report["setup_seconds"][f"load_generator_{key_t}"] = round(time.perf_counter() - t0, 2)
                 gen = rerankers["full"].generator

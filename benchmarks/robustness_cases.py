@@ -249,13 +249,13 @@ class Env:
 
     @cached_property
     def encoder_dir(self) -> Path:
-        from meteora.testing import make_sentence_transformer
+        from tiny_models import make_sentence_transformer
 
         return make_sentence_transformer(self.root / "tiny-st")
 
     @cached_property
     def llama_dir(self) -> Path:
-        from meteora.testing import make_causal_lm
+        from tiny_models import make_causal_lm
 
         return make_causal_lm(self.root / "tiny-llama", "llama")
 
@@ -630,11 +630,6 @@ def _settings_cases() -> list[Case]:
         "settings": {"str": "window=2", "dict": {"window": 2}},
         "scorer": {"int": 5, "list": ["a"]},
         "verifier": {"int": 5, "str-ish": 3.5},
-        "window": {"-1": -1, "float": 0.5},
-        "tau": {"nan": float("nan"), "str": "x"},
-        "pairing": {"unknown": "x"},
-        "order": {"unknown": "x"},
-        "min_similarity": {"5": 5.0},
         "generation": {"str": "temperature=0.5", "list": [("seed", 1)]},
         "generator": {"int": 5, "list": ["x"]},
     }
@@ -643,6 +638,19 @@ def _settings_cases() -> list[Case]:
         for label, value in values.items():
             out.append(Case(f"settings/Reranker/{name}={label}", "settings",
                             lambda env, n=name, v=value: env.reranker(**{n: v}), InvalidInputError, name))
+    # selector knobs reach the Reranker inside its settings, built inline
+    knob_bad: dict[str, dict[str, Any]] = {
+        "window": {"-1": -1, "float": 0.5},
+        "tau": {"nan": float("nan"), "str": "x"},
+        "pairing": {"unknown": "x"},
+        "order": {"unknown": "x"},
+        "min_similarity": {"5": 5.0},
+    }
+    for name, values in knob_bad.items():
+        for label, value in values.items():
+            out.append(Case(f"settings/Reranker/{name}={label}", "settings",
+                            lambda env, n=name, v=value: env.reranker(settings=SelectorSettings(**{n: v})),
+                            InvalidInputError, name))
     out.append(Case("settings/Reranker/verifier=True-without-lm", "settings", lambda env: env.reranker(verifier=True),
                     InvalidInputError, "verifier"))
     out.append(Case("settings/Reranker/top_k-ok", "settings", lambda env: env.reranker(top_k=1).rerank(Q, PASSAGES),

@@ -42,6 +42,7 @@ from meteora.cli_options import (
     selector_settings_from_args,
 )
 from meteora.errors import MeteoraError
+from meteora.settings import apply_thread_setting
 
 __all__ = ["main", "build_parser"]
 
@@ -136,12 +137,10 @@ def _reranker_from_args(args: argparse.Namespace, encoder=None):
         generator=generator,
         encoder=encoder if encoder is not None else args.embedding_model,
         scorer=scorer_from_args(args),
-        template=args.template,
         n_rationales=args.n_rationales,
         settings=selector_settings_from_args(args),
         verifier=True if args.verify else None,
         top_k=args.top_k,
-        num_threads=args.threads,
     )
 
 
@@ -379,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        # torch's thread count is process-wide: set here, where the process starts
+        # (--threads, else $METEORA_NUM_THREADS), never by a constructor
+        apply_thread_setting(getattr(args, "threads", None))
         return func(args)
     except MeteoraError as exc:
         logger.error("%s", exc)

@@ -51,7 +51,6 @@ def _cmd_eval_adapter(args: argparse.Namespace) -> int:
         max_examples=args.max_examples,
         batch_size=args.batch_size,
         load_in_4bit=args.load_in_4bit,
-        num_threads=args.threads,
     )
     if args.out:
         atomic_write_json(args.out, {"command": "meteora " + " ".join(shlex.quote(a) for a in args._argv), **result})
@@ -66,7 +65,7 @@ def _cmd_eval_qa(args: argparse.Namespace) -> int:
     from meteora.bench.report import environment_versions
     from meteora.errors import InvalidInputError
     from meteora.evaluation.qa import evaluate_qa
-    from meteora.evaluation.qa import to_markdown as qa_to_markdown
+    from meteora.evaluation.qa_report import to_markdown as qa_to_markdown
     from meteora.evaluation.selections import meteora_selections
     from meteora.rationales.generator import RationaleGenerator
 

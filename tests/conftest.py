@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory):
     """Folder with a 2-layer random Llama causal LM and its tokenizer."""
-    from meteora.testing import make_causal_lm
+    from tiny_models import make_causal_lm
 
     return make_causal_lm(tmp_path_factory.mktemp("tiny-llama"), "llama")
 
@@ -23,7 +23,7 @@ def tiny_llama_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_mistral_dir(tmp_path_factory):
     """Folder with a 2-layer random Mistral causal LM and its tokenizer."""
-    from meteora.testing import make_causal_lm
+    from tiny_models import make_causal_lm
 
     return make_causal_lm(tmp_path_factory.mktemp("tiny-mistral"), "mistral")
 
@@ -31,7 +31,7 @@ def tiny_mistral_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_st_dir(tmp_path_factory):
     """Folder with a tiny random BERT sentence-transformers model (32-d)."""
-    from meteora.testing import make_sentence_transformer
+    from tiny_models import make_sentence_transformer
 
     return make_sentence_transformer(tmp_path_factory.mktemp("tiny-st"))
 

@@ -152,6 +152,11 @@ def test_package_inits_export_what_they_import_from_their_own_package():
     assert not problems, "\n".join(problems)
 
 
+def _exists(module: str, name: str) -> bool:
+    mod = MODULES.get(module)
+    return mod is None or name in mod.defined or name in mod.imported or name in mod.lazy
+
+
 def test_imports_inside_the_package_name_the_defining_module():
     problems = []
     for mod in MODULES.values():
@@ -159,7 +164,9 @@ def test_imports_inside_the_package_name_the_defining_module():
             if _is_submodule(node.module, name):
                 continue
             home = _home(node.module, name)
-            if home != node.module:
+            if not _exists(home, name):
+                problems.append(f"{mod.path.relative_to(REPO)}:{node.lineno}: {node.module} has no {name!r}")
+            elif home != node.module:
                 problems.append(f"{mod.path.relative_to(REPO)}:{node.lineno}: import {name} from {home}, not {node.module}")
     assert not problems, "\n".join(problems)
 
@@ -170,7 +177,12 @@ def test_tests_benchmarks_and_examples_import_from_the_defining_module_or_the_pu
     for path in sorted((REPO / folder).rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node, name in _meteora_imports(tree):
-            if _is_submodule(node.module, name) or _home(node.module, name) == node.module:
+            if _is_submodule(node.module, name):
+                continue
+            if not _exists(_home(node.module, name), name):
+                problems.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.module} has no {name!r}")
+                continue
+            if _home(node.module, name) == node.module:
                 continue
             package = MODULES.get(node.module)
             if package is not None and package.is_package and name in (package.all_ or []):
@@ -225,10 +237,10 @@ def test_no_import_cycle():
 #: (lazy imports inside functions included).
 LAYERS: list[set[str]] = [
     # the root package itself (``__version__``, its lazy table of public names)
-    {"meteora", "errors", "types", "_checks", "_io", "settings", "console", "models", "corpus", "metrics", "testing"},
-    {"lm", "embeddings", "retrievers", "selection", "verdicts", "datasets", "cache", "model_pull"},
+    {"meteora", "errors", "types", "_checks", "_io", "settings", "console", "models", "corpus", "metrics", "set_metrics", "protocols"},
+    {"lm", "embeddings", "retrievers", "selection", "verdicts", "datasets", "cache", "cache_table", "model_pull"},
     {"rationales", "scorer", "verifier", "defences", "rerank_result"},
-    {"pipeline"},
+    {"pipeline", "selection_inputs"},
     {"reranker"},
     {"integrations", "evaluation", "bench"},
     {"training", "server"},
@@ -272,3 +284,20 @@ def test_evaluation_never_imports_training():
         if mod.name.startswith("meteora.evaluation"):
             for node, _ in _meteora_imports(mod.tree):
                 assert not node.module.startswith("meteora.training"), f"{mod.path}:{node.lineno}"
+
+
+#: Where a process starts: the only modules that may set torch's process-wide thread count.
+THREAD_SETTERS = {"meteora.cli", "meteora.training.poison_check"}  # the latter: its ``python -m`` main
+
+
+def test_thread_settings_are_applied_only_where_a_process_starts():
+    problems = []
+    for mod in MODULES.values():
+        if mod.name == "meteora.settings":
+            continue
+        for node in ast.walk(mod.tree):
+            if isinstance(node, ast.Call):
+                name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+                if name in ("apply_thread_setting", "set_num_threads") and mod.name not in THREAD_SETTERS:
+                    problems.append(f"{mod.path.relative_to(REPO)}:{node.lineno}: {name}() outside a process entry point")
+    assert not problems, "\n".join(problems)

@@ -57,10 +57,7 @@ def test_selector_settings_of_a_config():
 
     assert BenchmarkConfig().selector == SelectorSettings()  # window 0, as Reranker()
     cfg = BenchmarkConfig(selector=SelectorSettings(tau=0.5))
-    assert cfg.selector_settings() == SelectorSettings(tau=0.5)
-    # the legacy option keys still override single fields
-    legacy = BenchmarkConfig(selector=SelectorSettings(tau=0.5), options={"window": 1, "pairing": "convergent"})
-    assert legacy.selector_settings() == SelectorSettings(tau=0.5, window=1, pairing="convergent")
+    assert cfg.selector == SelectorSettings(tau=0.5)
 
 
 def test_method_names_resolve():

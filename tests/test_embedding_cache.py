@@ -45,7 +45,7 @@ def _counting(enc: Encoder) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def other_st_dir(tmp_path_factory):
     """A second tiny BERT with the same architecture and other random weights."""
-    from meteora.testing import make_sentence_transformer
+    from tiny_models import make_sentence_transformer
 
     return make_sentence_transformer(tmp_path_factory.mktemp("tiny-st-seed1"), seed=1)
 

@@ -1,6 +1,6 @@
 """PEFT LoRA → llama.cpp LoRA GGUF: the converted adapter changes the logits as PEFT does.
 
-A tiny random Llama (meteora/testing.py) is written as an F32 GGUF with the ``gguf``
+A tiny random Llama (benchmarks/tiny_models.py) is written as an F32 GGUF with the ``gguf``
 package, run by llama.cpp with and without the converted adapter, and compared with
 transformers + PEFT on the same token ids (top-k next-token log-probabilities by id).
 """

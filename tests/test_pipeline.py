@@ -27,7 +27,11 @@ from meteora.pipeline import CandidatePool
 from meteora.rationales.rationale_set import RationaleSet
 from meteora.reranker import Reranker
 from meteora.selection.selector import EvidenceSelector
-from meteora.selection.selector_settings import SelectorSettings
+from meteora.selection.selector_settings import (
+    DEFAULT_EVIDENCE_BAND,
+    DEFAULT_EVIDENCE_WEIGHT,
+    SelectorSettings,
+)
 
 # ------------------------------------------------------------------ SelectorSettings
 
@@ -41,18 +45,23 @@ def test_settings_defaults_match_the_reranker_and_selector():
     }
     assert meteora.SelectorSettings is SelectorSettings
     assert Reranker(scorer=None, generator=None, encoder=Encoder(BagOfWordsModel(dim=16))).settings == s
-    sel = EvidenceSelector.from_settings(s.replace(window=2, pairing="convergent", order="document"))
+    sel = EvidenceSelector(s.replace(window=2, pairing="convergent", order="document")).settings
     assert (sel.window, sel.pairing, sel.order) == (2, "convergent", "document")
-    # "calibrated" stands for the scorer's calibration (the selector's defaults without one)
+    # "calibrated" stands for the scorer's calibration (the settings' defaults without one)
     assert (sel.min_similarity, sel.evidence_weight, sel.evidence_band) == (0.2, 0.03, 0.06)
-    cal = EvidenceSelector.from_settings(s, calibrated={"evidence_weight": 0.02, "evidence_band": 0.04})
+    assert (DEFAULT_EVIDENCE_WEIGHT, DEFAULT_EVIDENCE_BAND) == (0.03, 0.06)
+    cal = EvidenceSelector(s, calibrated={"evidence_weight": 0.02, "evidence_band": 0.04}).settings
     assert (cal.evidence_weight, cal.evidence_band) == (0.02, 0.04)
-    fixed = EvidenceSelector.from_settings(s.replace(evidence_band=0.1), calibrated={"evidence_band": 0.04})
-    assert fixed.evidence_band == 0.1
-    off = Reranker(scorer=None, generator=None, encoder=Encoder(BagOfWordsModel(dim=16)), min_similarity=None)
-    assert off.selector.min_similarity is None
+    fixed = EvidenceSelector(s.replace(evidence_band=0.1), calibrated={"evidence_band": 0.04}).settings
+    assert (fixed.evidence_weight, fixed.evidence_band) == (0.03, 0.1)
+    off = Reranker(None, Encoder(BagOfWordsModel(dim=16)), None, SelectorSettings(min_similarity=None))
+    assert off.selector.settings.min_similarity is None
     with pytest.raises(InvalidInputError, match="evidence_band must be 'calibrated'"):
         SelectorSettings(evidence_band="auto")
+    with pytest.raises(InvalidInputError, match=r"evidence_band must be in \[0.0, 2.0\]"):
+        SelectorSettings(evidence_band=-1.0)
+    with pytest.raises(InvalidInputError, match="must be numbers, not None"):
+        SelectorSettings(evidence_weight=None)
 
 
 @pytest.mark.parametrize(
@@ -92,21 +101,17 @@ def test_settings_are_frozen_typed_and_round_trip():
     assert not SelectorSettings().uses_context  # window 0: no context needed
 
 
-def test_reranker_settings_and_old_keywords():
+def test_reranker_takes_settings_and_no_shorthand_keywords():
     enc = Encoder(BagOfWordsModel(dim=16))
     base = SelectorSettings(window=1, tau=0.5)
-    rr = Reranker(scorer=None, generator=None, encoder=enc, settings=base)
-    assert rr.settings == base and rr.selector.window == 1 and rr.selector.tau == 0.5
-    old = Reranker(scorer=None, generator=None, encoder=enc, pairing="convergent", tau=0.5, window=2, use_pooling=False,
-                   order="document")
-    assert old.settings == SelectorSettings(pairing="convergent", tau=0.5, window=2, use_pooling=False,
-                                            order="document")
-    # a keyword replaces one field of the given settings
-    assert Reranker(scorer=None, generator=None, encoder=enc, settings=base, window=0).settings == SelectorSettings(tau=0.5)
+    rr = Reranker(None, enc, None, base)
+    assert rr.settings == base and rr.selector.settings.window == 1 and rr.selector.settings.tau == 0.5
+    with pytest.raises(TypeError, match="window"):
+        Reranker(scorer=None, generator=None, encoder=enc, window=1)  # type: ignore[call-arg]
     with pytest.raises(InvalidInputError, match="settings must be a meteora.SelectorSettings"):
         Reranker(scorer=None, generator=None, encoder=enc, settings={"window": 1})  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="window must be a non-negative integer"):
-        Reranker(scorer=None, generator=None, encoder=enc, window=-2)
+        Reranker(scorer=None, generator=None, encoder=enc, settings=SelectorSettings(window=-2))
 
 
 # ------------------------------------------------------------------ a tiny benchmark
@@ -303,7 +308,7 @@ def test_search_batch_is_one_retrieval_and_equals_search(home, tiny_st_dir):
     bench = make_benchmark()
     ctx = BenchmarkContext(BenchmarkConfig(embedding_model=str(tiny_st_dir)), benchmark=bench)
     hybrid = ctx.retriever("hybrid")
-    rr = Reranker(scorer=None, generator=FakeGenerator(), encoder=ctx.encoder(), window=1, include_query=True)
+    rr = Reranker(FakeGenerator(), ctx.encoder(), None, SelectorSettings(window=1), include_query=True)
     calls = []
     real = hybrid.search
 
@@ -383,10 +388,6 @@ def test_qa_selections_equal_reranker_search(tiny_st_dir):
         rr = Reranker(scorer=None, generator=FakeGenerator(), encoder=enc, settings=settings, include_query=True)
         for q in qids:
             assert sel[q] == rr.search(bench.queries[q], retriever, k=4).selected_ids, (settings, q)
-    # the old keyword still works and means the same
-    assert meteora_selections(bench, qids, generator=gen, retriever=retriever, candidates=4, window=2, scorer=None) == \
-        meteora_selections(bench, qids, generator=gen, retriever=retriever, candidates=4,
-                           settings=SelectorSettings(window=2), scorer=None)
 
 
 # ------------------------------------------------------------------ no import cycle

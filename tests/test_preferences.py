@@ -14,12 +14,12 @@ from meteora.errors import InvalidInputError
 from meteora.evaluation.selections import build_retriever
 from meteora.rationales.rationale_set import RationaleSet
 from meteora.rationales.templates import get_template
+from meteora.training.dpo_pairs import write_preference_pairs
 from meteora.training.preferences import (
     FALLBACK_SCORE,
     PreferenceBuildResult,
     build_preference_pairs,
     hit_score,
-    write_preference_pairs,
 )
 
 TOPICS = ["aspirin", "statin", "insulin", "asthma", "renal", "fever", "sepsis"]
@@ -221,9 +221,6 @@ def test_selections_are_the_rerankers_with_those_rationales(bench, retriever, en
                     [p["query"]], retriever, k=5, rationales=[p[f"{side}_rationales"]]
                 )[0]
                 assert p[f"{side}_selected"] == expected.selected_ids, (settings, side)
-    # the old keyword builds the same settings
-    old = build_preference_pairs(FakeGenerator(SCRIPT), bench, retriever=retriever, candidates=5, window=1)
-    assert old.stats["settings"]["selector"] == SelectorSettings(window=1).to_dict()
 
 
 def test_min_margin_filters_pairs(bench, retriever):

@@ -279,8 +279,9 @@ def test_corrupt_faiss_file_is_rejected(tmp_path, tiny_encoder):
 
 
 def test_encoder_with_another_dimension_is_rejected(dense_dir, tmp_path, tiny_encoder):
+    from tiny_models import make_sentence_transformer
+
     from meteora.embeddings.encoder import Encoder
-    from meteora.testing import make_sentence_transformer
 
     other_dir = make_sentence_transformer(tmp_path / "st16", dim=16)
     other = Encoder(str(other_dir), device="cpu")

@@ -87,7 +87,7 @@ class BenchmarkContext:
     def encoder(self):
         from meteora.embeddings.encoder import Encoder
 
-        return self.shared("encoder", lambda: Encoder(self.config.embedding_model, num_threads=self.config.num_threads))
+        return self.shared("encoder", lambda: Encoder(self.config.embedding_model))
 
     def generator(self):
         """The rationale generator of the METEORA methods (built once, with the
@@ -147,7 +147,7 @@ class BenchmarkContext:
             choice = self.config.options.get("scorer") or "default"
             if str(choice).lower() == "none":
                 return None
-            return EvidenceScorer(choice, num_threads=self.config.num_threads)
+            return EvidenceScorer(choice)
 
         return self.shared("scorer", build)
 

@@ -71,7 +71,7 @@ def meteora_reranker(ctx: BenchmarkContext, name: str) -> Any:
         raise KeyError(name)
     variant, window = parsed
     opts = ctx.config.options
-    settings = variant.settings(ctx.config.selector_settings(), window)
+    settings = variant.settings(ctx.config.selector, window)
     generation: dict[str, Any] = {"show_progress": progress_enabled()}
     if opts.get("max_new_tokens"):
         generation["max_new_tokens"] = int(opts["max_new_tokens"])

@@ -258,7 +258,7 @@ def _build_retriever(bench: Any, encoder: Any, clean_emb: Any, clean_ids: Sequen
 
 
 def _selection_f1(qrels: Mapping[str, Any], selections: Mapping[str, Sequence[str]]) -> dict[str, float]:
-    from meteora.metrics import set_metrics
+    from meteora.set_metrics import set_metrics
 
     m = set_metrics(qrels, selections)
     return {k: round(float(m[k]), 4) for k in ("precision", "recall", "F1", "mean_chunks")}
@@ -326,10 +326,8 @@ def run_poisoning(
     from meteora.bench.report import environment_versions
     from meteora.defences import LogProbScorer, PerplexityDefence, PoisonCheck
     from meteora.reranker import Reranker
-    from meteora.settings import apply_thread_setting
 
     config.validate()
-    apply_thread_setting(config.num_threads)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     bcfg = BenchmarkConfig(methods=["hybrid"], split=config.split, limit=config.limit, candidates=config.candidates,

@@ -162,12 +162,6 @@ def meteora_selections(
     n_rationales: int | None = None,
     include_query: bool = True,
     settings: SelectorSettings | None = None,
-    pairing: str | None = None,
-    tau: float | None = None,
-    window: int | None = None,
-    use_pairing: bool | None = None,
-    use_pooling: bool | None = None,
-    order: str | None = None,
     batch_size: int = 8,
     generation: Mapping[str, Any] | None = None,
 ) -> dict[str, list[str]]:
@@ -177,9 +171,7 @@ def meteora_selections(
     ``rationales[qid]`` when given, else from ``generator.generate`` (one batched call,
     the generator's cache applies), else the query is the single rationale
     (query-only). ``scorer`` is the evidence scorer (``Reranker``'s ``scorer``; default
-    the packaged one). The selector uses ``settings`` (default ``SelectorSettings()``);
-    ``pairing``/``tau``/``window``/``use_pairing``/``use_pooling``/``order`` replace
-    single fields of it. The dense retriever's stored corpus embeddings are reused, and
+    the packaged one). The selector uses ``settings`` (default ``SelectorSettings()``). The dense retriever's stored corpus embeddings are reused, and
     with ``window > 0`` expansion reaches the candidates' whole abstracts, exactly as
     ``Reranker.search`` and the benchmark do.
 
@@ -199,12 +191,6 @@ def meteora_selections(
         generator=generator if rationales is None else None,
         scorer=scorer,
         settings=settings,
-        pairing=pairing,
-        tau=tau,
-        window=window,
-        use_pairing=use_pairing,
-        use_pooling=use_pooling,
-        order=order,
         n_rationales=n_rationales,
         include_query=include_query,
         batch_size=batch_size,

@@ -353,6 +353,8 @@ class HybridRetriever(Retriever):
                     query=q,
                     tie_key=lambda p: pos.get(p.id, len(pos)),
                 )
+            # the members' own scores stay readable (the selector's signals use them)
+            fused.sources = dict(zip(self.members, lists, strict=True))
             out.append(fused)
         return out
 

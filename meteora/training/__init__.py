@@ -14,12 +14,8 @@ from __future__ import annotations
 
 from meteora.training.adapter_eval import evaluate_adapter
 from meteora.training.dpo import DPOSettings, train_dpo
-from meteora.training.dpo_pairs import load_preference_pairs, split_pairs
-from meteora.training.preferences import (
-    PreferenceBuildResult,
-    build_preference_pairs,
-    write_preference_pairs,
-)
+from meteora.training.dpo_pairs import load_preference_pairs, split_pairs, write_preference_pairs
+from meteora.training.preferences import PreferenceBuildResult, build_preference_pairs
 from meteora.training.pubmedqa_examples import cot_examples, pubmedqa_alpaca_examples
 from meteora.training.rationale_sft import RationaleExample, SFTDataset, load_rationale_sft
 from meteora.training.run import TrainResult

@@ -34,7 +34,6 @@ from typing import Any
 from meteora.console import progress_enabled
 from meteora.errors import DataNotFoundError, InvalidInputError, ModelNotFoundError
 from meteora.rationales.templates import get_template
-from meteora.settings import apply_thread_setting
 
 __all__ = ["evaluate_adapter", "score_responses", "to_markdown"]
 
@@ -157,7 +156,6 @@ def evaluate_adapter(
     load_in_4bit: bool = False,
     precision: str = "auto",
     exclude_queries: Iterable[str] | None = None,
-    num_threads: int | None = None,
     progress: bool | None = None,
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
@@ -177,7 +175,6 @@ def evaluate_adapter(
         precision: ``"auto"``, ``"bf16"``, ``"fp16"`` or ``"fp32"``.
         exclude_queries: queries to leave out (e.g. the training queries, to avoid
             scoring examples the adapter has seen).
-        num_threads: torch CPU threads.
         progress: progress bars (``None``: on when this logger shows INFO).
 
     Returns:
@@ -216,7 +213,6 @@ def evaluate_adapter(
         )
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
         raise InvalidInputError(f"max_length must be an integer >= 8, got {max_length!r}")
-    apply_thread_setting(num_threads)
     show = progress if progress is not None else progress_enabled()
 
     model, tokenizer = load_causal_lm(

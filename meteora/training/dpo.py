@@ -33,7 +33,7 @@ from meteora.training.run import (
     TrainResult,
     begin_training,
     load_base,
-    make_log_callback,
+    make_trainer,
     prepare_run,
     train_and_save,
     trainer_args,
@@ -162,7 +162,6 @@ def train_dpo(
     """
     settings = settings or DPOSettings()
     trl = begin_training(settings, "DPO training")
-    from datasets import Dataset
 
     run = load_base(base_model, pairs, "preference pairs file", out_dir, settings, sft_adapter)
     rows, data_info = _pairs_from(pairs, settings, run.tokenizer)
@@ -171,15 +170,7 @@ def train_dpo(
     )
     args = trainer_args(settings, ckpt_dir, run.use_cuda, run.precision, trl.DPOConfig)
     config = trl.DPOConfig(**args, beta=float(settings.beta), loss_type=[settings.loss_type])
-    trainer = trl.DPOTrainer(
-        model=model,
-        ref_model=None,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=run.tokenizer,
-        peft_config=peft_config,
-        callbacks=[make_log_callback(), *callbacks],
-    )
+    trainer = make_trainer(trl.DPOTrainer, model, config, rows, run, peft_config, callbacks, ref_model=None)
     return train_and_save(
         kind="dpo",
         run=run,

@@ -51,7 +51,7 @@ from meteora.training.run import (
     TrainResult,
     begin_training,
     load_base,
-    make_log_callback,
+    make_trainer,
     prepare_run,
     train_and_save,
     trainer_args,
@@ -227,7 +227,6 @@ def train_sft(
     """
     settings = settings or SFTSettings()
     trl = begin_training(settings, "SFT training")
-    from datasets import Dataset
 
     run = load_base(base_model, data, "training data file", out_dir, settings, adapter)
     pairs, data_info = _pairs_from(data, settings, run.tokenizer)
@@ -242,14 +241,7 @@ def train_sft(
         **trainer_args(settings, ckpt_dir, run.use_cuda, run.precision, trl.SFTConfig),
         completion_only_loss=None,
     )
-    trainer = trl.SFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(features),
-        processing_class=run.tokenizer,
-        peft_config=peft_config,
-        callbacks=[make_log_callback(), *callbacks],
-    )
+    trainer = make_trainer(trl.SFTTrainer, model, config, features, run, peft_config, callbacks)
     return train_and_save(
         kind="sft",
         run=run,

@@ -1,8 +1,8 @@
-"""Tiny random models for offline tests: no download, no hub, a few MB each.
+"""Tiny random models built at test time: no download, no hub, a few MB each.
 
-Tests of a pipeline built on meteora (and meteora's own tests and bad-input matrix)
-need models that load through the real code paths without the real weights; these
-build them in a folder at test time.
+The tests and the bad-input matrix (``robustness_cases.py``, beside this file) need
+models that load through the real code paths without the real weights; the benchmark
+imports this module from its own folder, the tests through pytest's ``pythonpath``.
 
 * :func:`make_tokenizer` — a byte-level BPE tokenizer trained on a small medical
   vocabulary, with a ChatML chat template, distinct ``<pad>`` and ``</s>`` tokens.
@@ -12,7 +12,7 @@ build them in a folder at test time.
   sentence-transformers folder.
 
 Example:
-    >>> from meteora.testing import make_sentence_transformer
+    >>> from tiny_models import make_sentence_transformer
     >>> from meteora.embeddings.encoder import Encoder
     >>> enc = Encoder(str(make_sentence_transformer(tmp_path / "st")), device="cpu")  # doctest: +SKIP
     >>> enc.encode(["fever"]).shape  # doctest: +SKIP
