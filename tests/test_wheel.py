@@ -49,7 +49,7 @@ SDIST_MUST_HOLD = (
     "constraints.txt", "Makefile", "README.md", "pyproject.toml", "MANIFEST.in",
     "examples/quickstart.py", "examples/beir_tiny/corpus.jsonl", "examples/beir_tiny/qrels/test.tsv",
     "benchmarks/results/pubmedqa_test.json", "benchmarks/robustness.py",
-    "tests/conftest.py", "tests/tiny_models.py", "tests/helpers_bench.py", "tests/test_wheel.py",
+    "tests/conftest.py", "benchmarks/tiny_models.py", "tests/helpers_bench.py", "tests/test_wheel.py",
     "meteora/weights/evidence-scorer/adapter_model.safetensors",
 )
 
