@@ -1,4 +1,5 @@
-"""Shared input validators: visible text, real-valued matrices, ids, positions, UTF-8 lines.
+"""Shared input validators: visible and valid text, real-valued matrices, embedding rows, ids,
+positions, UTF-8 lines.
 
 Each checker returns the cleaned value or raises
 :class:`~meteora.errors.InvalidInputError` naming the argument and what to pass instead,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
@@ -34,12 +36,17 @@ __all__ = [
     "decode_line",
     "check_generation_options",
     "check_generated",
+    "check_generate_signature",
     "check_callable_arity",
+    "check_embedding_rows",
+    "check_text",
+    "check_no_bool",
 ]
 
 #: Unicode categories that show nothing: controls, format characters (zero-width space,
 #: joiners, BOM, bidi marks), separators, and unassigned or private code points.
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def is_blank(text: str) -> bool:
@@ -81,6 +88,80 @@ def real_matrix(x: Any, name: str, *, ndim: int = 2) -> np.ndarray:
     return arr
 
 
+def check_embedding_rows(
+    x: np.ndarray, name: str, *, error: type[Exception] = InvalidInputError,
+    hint: str = "pass real embeddings from the encoder",
+) -> np.ndarray:
+    """Refuse an embedding matrix with a NaN/infinite entry or an all-zero row (a zero
+    vector has no direction: every cosine with it is 0, so it would rank silently last
+    or, as a query, score everything alike). Returns ``x`` unchanged; ``error`` is the
+    exception class raised (e.g. :class:`~meteora.errors.IndexFormatError` for a file)
+    and ``hint`` what the message tells to do.
+
+    Example:
+        >>> check_embedding_rows(np.eye(2), "emb").shape
+        (2, 2)
+        >>> check_embedding_rows(np.zeros((2, 3)), "emb")
+        Traceback (most recent call last):
+        ...
+        meteora.errors.InvalidInputError: emb: row 0 is all zeros (2 of 2 rows); a zero vector has no direction, so every cosine with it is 0: pass real embeddings from the encoder
+    """
+    arr = np.asarray(x)
+    if arr.ndim != 2 or not arr.size:
+        return x
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise error(
+            f"{name}: row {int(bad[0])} holds NaN or infinite values ({len(bad)} of {len(arr)} rows); {hint}"
+        )
+    zero = ~np.any(arr != 0, axis=1)
+    if zero.any():
+        bad = np.flatnonzero(zero)
+        raise error(
+            f"{name}: row {int(bad[0])} is all zeros ({len(bad)} of {len(arr)} rows); a zero vector has no "
+            f"direction, so every cosine with it is 0: {hint}"
+        )
+    return x
+
+
+def check_text(text: str, name: str) -> str:
+    """Refuse a string holding a lone surrogate code point (``"\\ud800"``): not valid
+    Unicode text, so no tokenizer can read it and it cannot be written as UTF-8 (such
+    strings come from decoding bytes with ``errors="surrogateescape"`` or from JSON
+    ``\\ud800`` escapes). Returns ``text``.
+
+    Example:
+        >>> check_text("aspirin", "query")
+        'aspirin'
+        >>> check_text("aspirin \\ud800", "query")
+        Traceback (most recent call last):
+        ...
+        meteora.errors.InvalidInputError: query holds a lone surrogate (U+D800 at character 9), which is not valid Unicode text; decode the source as UTF-8 (errors='replace' turns bad bytes into U+FFFD) or remove it
+    """
+    match = _SURROGATE.search(text)
+    if match is not None:
+        raise InvalidInputError(
+            f"{name} holds a lone surrogate (U+{ord(match.group()):04X} at character {match.start() + 1}), which is "
+            "not valid Unicode text; decode the source as UTF-8 (errors='replace' turns bad bytes into U+FFFD) "
+            "or remove it"
+        )
+    return text
+
+
+def check_no_bool(value: Any, name: str) -> Any:
+    """Refuse ``True``/``False`` where a number is meant (Python and pydantic would
+    otherwise read ``True`` as 1). Returns ``value``.
+
+    Example:
+        >>> check_no_bool(3, "top_n")
+        3
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise InvalidInputError(f"{name} must be a number, not {value!r}")
+    return value
+
+
 def check_position(value: Any, where: str) -> int:
     """A passage position: a non-negative integer (an integral float such as ``2.0``
     from JSON is accepted; ``2.7``, NaN, inf, bools and strings are not).
@@ -116,7 +197,7 @@ def check_id(value: Any, where: str, field: str = "id") -> str:
     if isinstance(value, str):
         if not value or is_blank(value):
             raise InvalidInputError(f"{where}: {field} must be a non-empty string, got {value!r}")
-        return value
+        return check_text(value, f"{where}: {field}")
     if isinstance(value, Integral) and not isinstance(value, (bool, np.bool_)):
         return str(int(value))
     raise InvalidInputError(
@@ -218,6 +299,45 @@ def check_generation_options(generation: Any) -> dict[str, Any]:
     for key, value in options.items():
         _check_generation_value(key, value)
     return options
+
+
+def check_generate_signature(generator: Any, options: Mapping[str, Any]) -> None:
+    """Refuse a generator whose ``generate`` cannot take what the
+    :class:`~meteora.Reranker` passes it — ``generate(queries, n=, batch_size=,
+    include_query=, **options)`` — at construction, naming the missing parameters,
+    instead of a ``TypeError`` at the first query.
+
+    Example:
+        >>> class Gen:
+        ...     def generate(self, queries):
+        ...         return []
+        >>> check_generate_signature(Gen(), {})
+        Traceback (most recent call last):
+        ...
+        meteora.errors.InvalidInputError: the generator's Gen.generate(queries) does not take n, batch_size, include_query; a rationale generator must accept generate(queries, n=None, *, batch_size=8, include_query=False) (and **options, or the generation= keywords it is given)
+    """
+    fn = getattr(generator, "generate", None)
+    try:
+        sig = inspect.signature(fn)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        return
+    params = sig.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        missing = []
+    else:
+        names = {p.name for p in params if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+        missing = [k for k in ("n", "batch_size", "include_query", *options) if k not in names]
+    if not missing:
+        try:
+            sig.bind(["q"], n=None, batch_size=8, include_query=False, **options)
+        except TypeError as exc:
+            missing = [f"a call generate(queries, ...) ({exc})"]
+    if missing:
+        raise InvalidInputError(
+            f"the generator's {type(generator).__name__}.generate{sig} does not take {', '.join(missing)}; a rationale "
+            "generator must accept generate(queries, n=None, *, batch_size=8, include_query=False) (and **options, "
+            "or the generation= keywords it is given)"
+        )
 
 
 def _same_query(a: Any, b: str) -> bool:

@@ -22,7 +22,9 @@ import logging
 import os
 import sys
 
-__all__ = ["setup_logging", "progress_enabled", "set_progress", "third_party_level", "quiet_model_loading"]
+__all__ = [
+    "setup_logging", "progress_enabled", "set_progress", "third_party_level", "quiet_model_loading", "hf_progress_bars",
+]
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: loggers held above WARNING without -v: what they warn about is not the user's problem
@@ -167,3 +169,33 @@ class quiet_model_loading:
         if self._bars:
             transformers.utils.logging.enable_progress_bar()
         transformers.logging.set_verbosity(self._level)
+
+
+class hf_progress_bars:
+    """Show the Hugging Face libraries' own progress bars (transformers' "Loading
+    weights", downloads) inside this block only when :func:`progress_enabled` says so:
+    a library call (meteora's logger below INFO, or stderr not a terminal) draws none,
+    the command line does on a terminal. The previous setting is restored on exit.
+
+    Example:
+        >>> with hf_progress_bars():
+        ...     pass
+    """
+
+    def __enter__(self) -> hf_progress_bars:
+        from transformers.utils import logging as hf_logging
+
+        self._was = hf_logging.is_progress_bar_enabled()
+        if progress_enabled():
+            hf_logging.enable_progress_bar()
+        else:
+            hf_logging.disable_progress_bar()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.utils import logging as hf_logging
+
+        if self._was:
+            hf_logging.enable_progress_bar()
+        else:
+            hf_logging.disable_progress_bar()

@@ -109,6 +109,7 @@ class EvidenceScorer:
         device: str | None = None,
         cache_size: int = 100_000,
     ) -> None:
+        from meteora.model_files import check_safetensors_only
         from meteora.models import resolve_embedding_model
 
         for name, value in (("max_length", max_length), ("batch_size", batch_size)):
@@ -142,6 +143,8 @@ class EvidenceScorer:
                 )
         self.adapter = adapter_path
         self.base = resolve_embedding_model(base)
+        check_safetensors_only(self.base, "scorer base model")
+        check_safetensors_only(adapter_path, "scorer adapter")
         self.name = f"{base or 'all-MiniLM-L6-v2'}+{adapter_path.name if adapter_path else 'untrained-head'}"
         with quiet_model_loading():
             model = st.CrossEncoder(self.base, num_labels=1, max_length=max_length, device=device)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from meteora._checks import is_blank, real_matrix
+from meteora._checks import check_text, is_blank, real_matrix
 from meteora.errors import InvalidInputError
 from meteora.pipeline import CandidatePool
 from meteora.protocols import RationaleOutput
@@ -67,6 +67,8 @@ def given_rationales(queries: Sequence[str], rationales: Any) -> Rationales:
         texts = list(r)
         if not all(isinstance(t, str) and not is_blank(t) for t in texts):
             raise InvalidInputError(f"rationales[{i}] must be a list of non-empty strings")
+        for j, t in enumerate(texts):
+            check_text(t, f"rationales[{i}][{j}]")
         out.append((texts or [q], rset))
     return out
 

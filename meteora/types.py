@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meteora._checks import check_id, check_position, is_blank
+from meteora._checks import check_id, check_position, check_text, is_blank
 from meteora.errors import InvalidInputError
 
 __all__ = ["Passage", "PassageLike", "Hit", "Ranking", "to_passages", "passage_from", "check_query", "check_queries"]
@@ -52,6 +52,8 @@ class Passage:
             raise InvalidInputError(f"Passage.text must be a str, got {type(self.text).__name__}")
         if not isinstance(self.id, str) or is_blank(self.id):
             raise InvalidInputError(f"Passage.id must be a non-empty str, got {self.id!r}")
+        check_text(self.id, "Passage.id")
+        check_text(self.text, f"the text of passage {self.id!r}")
         if self.doc_id is None or self.doc_id == "":
             object.__setattr__(self, "doc_id", self.id)
         else:
@@ -125,7 +127,10 @@ def passage_from(item: Any, index: int, *, where: str | None = None) -> Passage:
     if isinstance(item, Passage):
         return item
     if isinstance(item, str):
-        return Passage(text=item, id=str(index))
+        try:
+            return Passage(text=item, id=str(index))
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{where}: {exc}") from exc
     if isinstance(item, Mapping):
         try:
             return _from_dict(item, index, where)
@@ -206,7 +211,7 @@ def check_query(query: Any, *, name: str = "query") -> str:
     if is_blank(query):
         what = "empty" if not query.strip() else "made only of invisible characters (whitespace, control or zero-width)"
         raise InvalidInputError(f"{name} is {what}; pass a non-empty question")
-    return query
+    return check_text(query, name)
 
 
 def check_queries(queries: Any) -> list[str]:

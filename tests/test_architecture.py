@@ -237,11 +237,12 @@ def test_no_import_cycle():
 #: (lazy imports inside functions included).
 LAYERS: list[set[str]] = [
     # the root package itself (``__version__``, its lazy table of public names)
-    {"meteora", "errors", "types", "_checks", "_io", "settings", "console", "models", "corpus", "metrics", "set_metrics", "protocols"},
+    {"meteora", "errors", "types", "_checks", "_io", "settings", "console", "models", "model_files", "corpus", "metrics",
+     "set_metrics", "protocols", "relevance"},
     {"lm", "embeddings", "retrievers", "selection", "verdicts", "datasets", "cache", "cache_table", "model_pull"},
     {"rationales", "scorer", "verifier", "defences", "rerank_result"},
     {"pipeline", "selection_inputs"},
-    {"reranker"},
+    {"reranker", "reranker_loading", "reranker_async"},
     {"integrations", "evaluation", "bench"},
     {"training", "server"},
     {"cli", "cli_options", "cli_eval", "cli_train", "doctor"},

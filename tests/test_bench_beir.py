@@ -87,6 +87,11 @@ def test_grades_headerless_qrels_positions_and_order(tmp_path):
         ("qrels/test.tsv", "q1\tp1\t1\nq7\tp1\t1\n", r"test\.tsv:2: query 'q7' is not in queries\.jsonl"),
         ("qrels/test.tsv", "q1\tp1\t1\nq2\tp3\thigh\n", r"test\.tsv:2: score must be an integer"),
         ("qrels/test.tsv", "q1 p1 1\n", r"test\.tsv:1: expected 3 tab-separated columns"),
+        ("qrels/test.tsv", "q1\tp1\t1\nq2\tp3\tinf\n", r"test\.tsv:2: score must be a whole number .* got 'inf'"),
+        ("qrels/test.tsv", "q1\tp1\t1e400\n", r"test\.tsv:1: score must be a whole number .* got '1e400'"),
+        ("qrels/test.tsv", "q1\tp1\tnan\n", r"test\.tsv:1: score must be a whole number"),
+        ("qrels/test.tsv", "q1\tp1\t1.5\n", r"test\.tsv:1: score must be a whole number .* got '1.5'"),
+        ("corpus.jsonl", '{"_id": "p1", "text": "x \\ud800"}\n', r"corpus\.jsonl:1: 'text' holds a lone surrogate"),
         ("corpus.jsonl", b"\xff\xfe\n", "not UTF-8"),
     ],
 )

@@ -259,5 +259,27 @@ def test_precomputed_embeddings(tiny_encoder, dense_np):
         DenseRetriever(enc, backend="numpy").index(CORPUS, embeddings=emb[:3])
     with pytest.raises(InvalidInputError, match="shape"):
         r.add(["one more passage"], embeddings=np.ones((1, 5), dtype=np.float32))
-    with pytest.raises(InvalidInputError, match="finite"):
+    with pytest.raises(InvalidInputError, match="row 0 holds NaN or infinite values"):
         DenseRetriever(enc, backend="numpy").index(CORPUS[:1], embeddings=np.full((1, 32), np.nan))
+
+
+def test_zero_and_nan_vectors_are_refused_where_they_enter(tiny_encoder, dense_np, tmp_path):
+    """A zero vector has no direction (every cosine with it is 0: silently last, or as a
+    query every passage alike), NaN poisons every score: refused at index, add, search
+    and load."""
+    emb = dense_np.embeddings.copy()
+    emb[3] = 0.0
+    with pytest.raises(InvalidInputError, match=r"embeddings: row 3 is all zeros \(1 of"):
+        DenseRetriever(tiny_encoder, backend="numpy").index(CORPUS, embeddings=emb)
+    with pytest.raises(InvalidInputError, match="row 0 is all zeros"):
+        DenseRetriever(tiny_encoder, backend="numpy").index(CORPUS[:2]).add(CORPUS[2:3], embeddings=np.zeros((1, 32)))
+    for bad, words in ((np.full((1, 32), np.nan), "query vectors: row 0 holds NaN"), (np.zeros((2, 32)), "all zeros")):
+        with pytest.raises(InvalidInputError, match=words):
+            dense_np.search_embeddings(bad, k=2)
+    from meteora.errors import IndexFormatError
+    from meteora.retrievers.dense import load_embeddings
+
+    path = tmp_path / "embeddings.npy"
+    np.save(path, np.full((2, 32), np.nan, dtype=np.float32))
+    with pytest.raises(IndexFormatError, match="embeddings.npy: row 0 holds NaN .* rebuild it"):
+        load_embeddings(path)

@@ -27,12 +27,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from meteora._checks import check_text
 from meteora.datasets.pubmedqa import RetrievalBenchmark
 from meteora.errors import DataNotFoundError, InvalidInputError
 from meteora.types import Passage
@@ -88,7 +90,7 @@ def _text(obj: dict[str, Any], key: str, where: str) -> str:
         return ""
     if not isinstance(value, str):
         raise InvalidInputError(f"{where}: {key!r} must be a string, got {type(value).__name__}")
-    return value.strip()
+    return check_text(value, f"{where}: {key!r}").strip()
 
 
 def _read_corpus(file: Path) -> list[Passage]:
@@ -162,11 +164,16 @@ def _read_qrels(file: Path, queries: dict[str, str], passages: set[str]) -> dict
                     )
                 qid, pid, score = (c.strip() for c in row)
                 try:
-                    grade = int(float(score))
+                    value = float(score)
                 except ValueError:
                     if lineno == 1:  # the header
                         continue
                     raise InvalidInputError(f"{where}: score must be an integer, got {score!r}") from None
+                if not math.isfinite(value) or not value.is_integer():  # inf, 1e400, nan, 1.5
+                    raise InvalidInputError(
+                        f"{where}: score must be a whole number (a relevance grade such as 0, 1, 2), got {score!r}"
+                    )
+                grade = int(value)
                 if qid not in queries:
                     raise InvalidInputError(f"{where}: query {qid!r} is not in queries.jsonl")
                 if pid not in passages:

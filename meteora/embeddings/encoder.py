@@ -26,6 +26,7 @@ from meteora.console import progress_enabled, quiet_model_loading
 from meteora.embeddings.cache import DEFAULT_CACHE_ENTRIES, PassageEmbeddingCache, text_key
 from meteora.embeddings.fingerprint import model_fingerprint
 from meteora.errors import InvalidInputError, ModelNotFoundError
+from meteora.model_files import check_safetensors_only
 from meteora.models import check_hub_model, resolve_embedding_model
 
 __all__ = ["Encoder"]
@@ -100,6 +101,7 @@ class Encoder:
             from sentence_transformers import SentenceTransformer
 
             path = resolve_embedding_model(model)
+            check_safetensors_only(path, "embedding model")
             check_hub_model(path, "embedding model")
             self.name = str(model) if model not in (None, "default") else "sentence-transformers/all-MiniLM-L6-v2"
             try:

@@ -30,7 +30,9 @@ Example:
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from meteora.errors import InvalidInputError
@@ -57,6 +59,7 @@ __all__ = [
     "OpenAIServerError",
     "load_lm",
     "resolve_backend",
+    "check_backend_options",
 ]
 
 #: backend name -> (module, class)
@@ -125,6 +128,43 @@ def resolve_backend(
     return "transformers"
 
 
+#: constructor keywords a backend sets itself, never a user's lm_options
+_INTERNAL_OPTIONS = frozenset({"model_id", "adapter_id", "fingerprint", "lora"})
+
+
+def check_backend_options(backend: str, options: Mapping[str, Any], *, given: Iterable[str] = ()) -> None:
+    """Refuse ``lm_options`` the backend does not take (a typo such as ``tmeout``, or an
+    option of another backend) before anything is built, naming the ones it does take.
+
+    ``given``: the keywords the caller passes itself (they cannot come twice).
+
+    Example:
+        >>> check_backend_options("openai", {"timeout": 30})
+        >>> check_backend_options("openai", {"tmeout": 30})
+        Traceback (most recent call last):
+        ...
+        meteora.errors.InvalidInputError: unknown lm_options ['tmeout'] for backend 'openai'; it takes ['api_key', 'backoff', 'concurrency', 'extra_body', 'max_retries', 'timeout']
+    """
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+    module, cls = BACKENDS[backend]
+    klass = getattr(importlib.import_module(module), cls)
+    accepted: set[str] = set()
+    for fn in (klass.__init__, getattr(klass, "from_pretrained", None)):
+        if fn is None:
+            continue
+        accepted |= {p.name for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    given = set(given)
+    accepted -= _INTERNAL_OPTIONS | given
+    unknown = sorted(str(k) for k in options if k not in accepted)
+    if unknown:
+        clash = [k for k in unknown if k in given]
+        where = f" ({', '.join(clash)} has its own argument)" if clash else ""
+        raise InvalidInputError(
+            f"unknown lm_options {unknown} for backend {backend!r}{where}; it takes {sorted(accepted)}"
+        )
+
+
 def load_lm(
     backend: str | None = "auto",
     model: str | os.PathLike[str] | None = None,
@@ -158,7 +198,9 @@ def load_lm(
             )
         from meteora.lm.openai_compat import OpenAICompatLM
 
-        return OpenAICompatLM(base_url, None if model is None else str(model), **kwargs)
+        api_key = kwargs.pop("api_key", None)
+        check_backend_options("openai", kwargs, given=("api_key",))
+        return OpenAICompatLM(base_url, None if model is None else str(model), api_key=api_key, **kwargs)
     kwargs.pop("base_url", None)
     kwargs.pop("api_key", None)
     module, cls = BACKENDS[name]

@@ -22,6 +22,7 @@ from typing import Any
 
 from meteora.errors import InvalidInputError, ModelNotFoundError, require
 from meteora.lm.load_helpers import _first_line, _looks_like_path
+from meteora.model_files import check_safetensors_only
 from meteora.models import check_hub_model, same_model
 
 __all__ = ["attach_adapter", "check_adapter_compatibility", "read_adapter_config"]
@@ -156,6 +157,7 @@ def attach_adapter(
     adapter = str(adapter)
     local = Path(os.path.expanduser(adapter))
     if local.is_dir():
+        check_safetensors_only(local, "adapter")
         config = check_adapter_compatibility(model, local, base_model=base_model)
         ref = str(local)
     else:

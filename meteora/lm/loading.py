@@ -25,9 +25,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from meteora.console import hf_progress_bars
 from meteora.errors import InvalidInputError, ModelNotFoundError, require
 from meteora.lm.adapters import attach_adapter, read_adapter_config
 from meteora.lm.load_helpers import _first_line
+from meteora.model_files import check_generator_model, check_safetensors_only
 from meteora.models import (
     DEFAULT_GENERATOR_MODEL,
     PULL_HINT,
@@ -328,6 +330,8 @@ def load_causal_lm(
         MissingDependencyError: 4-bit loading without bitsandbytes.
     """
     name = resolve_generator_model(base_model)
+    check_generator_model(name, "the base model (a causal LM to fine-tune)")
+    check_safetensors_only(name, "base model")
     check_hub_model(name, "base model")
     transformers = require("transformers", "train", "loading the base model")
     cuda, precision = precision_setup(precision)
@@ -346,10 +350,9 @@ def load_causal_lm(
         else name
     )
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(
-            tok_source, trust_remote_code=trust_remote_code
-        )
-        model = transformers.AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        with hf_progress_bars():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(tok_source, trust_remote_code=trust_remote_code)
+            model = transformers.AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except OSError as exc:
         raise ModelNotFoundError(
             f"could not load the base model {name!r} ({exc}); pass a local model folder or a reachable hub id"
@@ -390,6 +393,8 @@ def load_for_inference(
 
     is_default = is_default_generator(model)
     path = resolve_generator_model(model)
+    check_generator_model(path, "the causal LM (rationale generator)")
+    check_safetensors_only(path, "model")
     check_hub_model(path, "model")
     model_id = path
     default_path = default_generator_path()
@@ -409,8 +414,9 @@ def load_for_inference(
 
     where = f"model {model!r}" + (f" (resolved to {path})" if str(model) != path else "")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        lm = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
+        with hf_progress_bars():
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            lm = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
     except (OSError, ValueError) as exc:
         if isinstance(exc, ValueError) and not _is_not_found(exc):
             raise InvalidInputError(f"could not load {where}: {exc}") from exc

@@ -23,7 +23,7 @@ import os
 from typing import Any, TypeVar
 
 from meteora.errors import InvalidInputError
-from meteora.lm import resolve_backend
+from meteora.lm import check_backend_options, resolve_backend
 from meteora.lm.transformers import TransformersLM
 from meteora.rationales.cache import RationaleCache
 from meteora.rationales.presets import PRESETS, resolve_preset
@@ -136,6 +136,12 @@ class FromPretrainedMixin:
                 f"load_in_4bit, device, dtype and trust_remote_code apply to backend='transformers' only, not "
                 f"{name!r} (a GGUF is already quantised; a server chooses its own device)"
             )
+        given = {
+            "transformers": ("load_in_4bit", "device", "dtype", "trust_remote_code", "max_input_tokens", "prefix_cache"),
+            "llamacpp": (),
+            "openai": ("base_url", "api_key"),
+        }
+        check_backend_options(name, options, given=given[name])
         if name == "transformers":
             lm: Any = TransformersLM.from_pretrained(
                 model,

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from meteora._checks import check_embedding_rows
 from meteora._io import atomic_save_npy
 from meteora.errors import IndexFormatError, InvalidInputError, require
 from meteora.retrievers.base import Retriever, check_k, importable, topk_indices
@@ -295,8 +296,9 @@ class DenseRetriever(Retriever):
             raise InvalidInputError(
                 f"embeddings must have shape {want}, one row per passage; got {emb.shape}"
             )
-        if not np.issubdtype(emb.dtype, np.number) or not np.isfinite(emb).all():
-            raise InvalidInputError("embeddings must be finite numbers")
+        if not np.issubdtype(emb.dtype, np.number) or emb.dtype == bool:
+            raise InvalidInputError(f"embeddings must be real numbers, got dtype {emb.dtype}")
+        check_embedding_rows(emb, "embeddings")
         if self._encoder is not None and self._encoder.dim != emb.shape[1]:
             raise InvalidInputError(
                 f"embeddings are {emb.shape[1]}-d but the encoder produces {self._encoder.dim}-d query embeddings"
@@ -394,6 +396,7 @@ class DenseRetriever(Retriever):
             )
         if queries is not None and len(queries) != len(vectors):
             raise InvalidInputError(f"got {len(queries)} queries for {len(vectors)} vectors")
+        check_embedding_rows(vectors, "query vectors")
         return self._rank_vectors(_normalise(vectors), k, queries)
 
     def _rank_vectors(self, q: np.ndarray, k: int, queries: Sequence[str] | None) -> list[Ranking]:
@@ -564,7 +567,12 @@ def load_embeddings(path: Path) -> np.ndarray:
     """Load a float32 ``(N, d)`` embedding matrix saved without pickle."""
     from meteora.retrievers.index_files import load_npy
 
-    return np.ascontiguousarray(load_npy(path, dtype=np.float32, ndim=2))
+    emb = np.ascontiguousarray(load_npy(path, dtype=np.float32, ndim=2))
+    check_embedding_rows(
+        emb, str(path), error=IndexFormatError,
+        hint="the index's stored embeddings are damaged: rebuild it with retriever.index(passages) and save it again",
+    )
+    return emb
 
 
 def _read_faiss(path: Path, n: int, dim: int) -> Any:
