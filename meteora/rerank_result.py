@@ -1,8 +1,11 @@
-"""What :meth:`~meteora.reranker.Reranker.rerank` returns: :class:`RerankResult`.
+"""What :meth:`~meteora.reranker.Reranker.rerank` returns: :class:`RerankResult`; and what
+:meth:`~meteora.reranker.Reranker.rank` returns: a list of :class:`RankedDocument`.
 
 One query's outcome: the selected passages, the full ranking, the rationales used,
 and readable (:meth:`RerankResult.explain`) or JSON-ready (:meth:`RerankResult.to_dict`)
-accounts of how the selection was made.
+accounts of how the selection was made. :func:`ranked_documents` gives the same ranking
+in the shape cross-encoder rerankers return: one entry per document, best first, with
+its index in the caller's list.
 
 Example:
     >>> from meteora.rerank_result import RerankResult
@@ -14,11 +17,14 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from meteora.errors import InvalidInputError
+from meteora.relevance import relevance_score
 from meteora.types import Passage, Ranking
 
-__all__ = ["RerankResult"]
+__all__ = ["RerankResult", "RankedDocument", "ranked_documents"]
 
 
 class RerankResult:
@@ -94,3 +100,62 @@ class RerankResult:
             f"RerankResult(query={self.query[:40]!r}, selected={self.selected_ids}, "
             f"candidates={len(self.ranked)}, rationales={len(self.rationales)})"
         )
+
+
+@dataclass(frozen=True)
+class RankedDocument:
+    """One document of :meth:`Reranker.rank <meteora.reranker.Reranker.rank>`, in ranked order.
+
+    Attributes:
+        index: its position in the list given to ``rank`` (0-based).
+        score: METEORA's ranking score (cosine scale, as ``result.ranked``).
+        relevance_score: ``score`` mapped into [0, 1]
+            (:func:`meteora.relevance.relevance_score`; monotone, not a probability).
+        rank: 1-based rank.
+        selected: in METEORA's selected set (the adaptive evidence set of :meth:`rerank`).
+        id: the passage id (the index as a string unless the document gave one).
+        document: the document's text (``None`` with ``return_documents=False``).
+    """
+
+    index: int
+    score: float
+    relevance_score: float
+    rank: int
+    selected: bool
+    id: str
+    document: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``document`` left out when not asked for)."""
+        out = asdict(self)
+        if self.document is None:
+            out.pop("document")
+        return out
+
+
+def ranked_documents(
+    result: RerankResult, passages: list[Passage], *, top_k: int | None = None, return_documents: bool = True
+) -> list[RankedDocument]:
+    """``result``'s full ranking as :class:`RankedDocument` entries, best first, cut at
+    ``top_k``; ``passages`` are the candidates in the caller's order (for ``index``).
+
+    Example:
+        >>> from meteora import Reranker  # doctest: +SKIP
+        >>> ps = to_passages(["a", "b"]); res = Reranker(generator=None).rerank("q", ps)  # doctest: +SKIP
+        >>> [d.index for d in ranked_documents(res, ps, top_k=1)]  # doctest: +SKIP
+        [1]
+    """
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise InvalidInputError(f"top_k must be a positive integer or None (every document), got {top_k!r}")
+    if not isinstance(return_documents, bool):
+        raise InvalidInputError(f"return_documents must be True or False, got {return_documents!r}")
+    index = {p.id: i for i, p in enumerate(passages)}
+    selected = set(result.selected_ids)
+    hits = list(result.ranked) if top_k is None else list(result.ranked)[:top_k]
+    return [
+        RankedDocument(
+            index=index[h.id], score=float(h.score), relevance_score=relevance_score(h.score), rank=int(h.rank),
+            selected=h.id in selected, id=h.id, document=h.text if return_documents else None,
+        )
+        for h in hits
+    ]

@@ -36,7 +36,7 @@ Research software, not medical advice.
 from __future__ import annotations
 
 import logging
-import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,13 +44,16 @@ import numpy as np
 
 from meteora._checks import (
     check_callable_arity,
+    check_generate_signature,
     check_generated,
     check_generation_options,
 )
 from meteora.errors import InvalidInputError
 from meteora.pipeline import CandidatePool, retrieve_pools
-from meteora.protocols import CalibratedScoring, EvidenceScoring, RationaleSource
-from meteora.rerank_result import RerankResult
+from meteora.protocols import CalibratedScoring
+from meteora.rerank_result import RankedDocument, RerankResult, ranked_documents
+from meteora.reranker_async import AsyncReranking
+from meteora.reranker_loading import RerankerLoading
 from meteora.selection.selector import EvidenceSelector
 from meteora.selection.selector_settings import SelectorSettings
 from meteora.selection_inputs import (
@@ -61,19 +64,13 @@ from meteora.selection_inputs import (
     given_rationales,
     split_rows,
 )
-from meteora.types import Passage, PassageLike, check_queries, check_query
+from meteora.types import Passage, PassageLike, check_queries, check_query, to_passages
 
-__all__ = ["Reranker", "GENERATOR_OPTIONS"]
+__all__ = ["Reranker"]
 
 logger = logging.getLogger(__name__)
 
-#: :meth:`Reranker.from_pretrained` options that load the generator from a name.
-GENERATOR_OPTIONS = (
-    "adapter", "template", "load_in_4bit", "cache", "backend", "base_url", "api_key", "lm_options", "num_threads",
-)
-
-
-class Reranker:
+class Reranker(RerankerLoading, AsyncReranking):
     """METEORA reranker: rationales → evidence selection → optional verification.
 
     Each collaborator is a built object or a name (names load with the defaults of
@@ -110,10 +107,22 @@ class Reranker:
         batch_size: queries per generation batch.
         generation: extra keyword arguments for ``generator.generate`` (``do_sample``,
             ``temperature``, ``seed``, ``max_new_tokens``).
+        device: torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``) for the collaborators
+            given by name: the encoder, the scorer and the generator (a generator that
+            runs on llama.cpp or a server keeps its own: ``"cpu"`` leaves the offline
+            default on llama.cpp, a GPU device moves it to transformers). ``None``: each
+            picks CUDA when available, else CPU. Built objects are used as they are.
+
+    The cross-encoder-style :meth:`rank` returns every document best first with its
+    score and index; :meth:`arank`, :meth:`arerank` and :meth:`arerank_batch` are the
+    async forms (the LM call awaits the backend's async path, the CPU stages run in a
+    worker thread, so an event loop keeps serving).
 
     Example:
         >>> from meteora.selection.selector_settings import SelectorSettings
-        >>> rr = Reranker(None, settings=SelectorSettings(window=1))  # doctest: +SKIP
+        >>> rr = Reranker(None, settings=SelectorSettings(window=1), device="cpu")  # doctest: +SKIP
+        >>> rr.rank("Does aspirin prevent stroke?", ["Dogs bark.", "Aspirin cut strokes."])[0].index  # doctest: +SKIP
+        1
     """
 
     def __init__(
@@ -129,7 +138,10 @@ class Reranker:
         include_query: bool = True,
         batch_size: int = 8,
         generation: dict[str, Any] | None = None,
+        device: str | None = None,
     ) -> None:
+        if device is not None and not isinstance(device, str):
+            raise InvalidInputError(f"device must be a string such as 'cpu' or 'cuda', or None; got {device!r}")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise InvalidInputError(f"top_k must be a positive integer or None, got {top_k!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -144,129 +156,23 @@ class Reranker:
                 "build one with SelectorSettings(window=..., tau=...)"
             )
         self.settings = settings
-        self.scorer = self._load_scorer(scorer)
+        self.device = device
+        #: serialises the use of this reranker's models across threads: the async methods'
+        #: worker threads and the framework integrations hold it while they run
+        self.lock = threading.Lock()
+        self.scorer = self._load_scorer(scorer, device=device)
         calibration = self.scorer.calibration if isinstance(self.scorer, CalibratedScoring) else None
         self.selector = EvidenceSelector(settings, calibrated=calibration)
-        self.encoder = self._load_encoder(encoder)
-        self.generator = self._load_generator(generator)
+        self.encoder = self._load_encoder(encoder, device=device)
+        self.generator = self._load_generator(generator, device=device)
         self.n_rationales = n_rationales
         self.include_query = include_query
         self.top_k = top_k
         self.batch_size = batch_size
         self.generation = check_generation_options(generation)
+        if self.generator is not None:
+            check_generate_signature(self.generator, self.generation)
         self.verifier = self._build_verifier(verifier)
-
-    # ------------------------------------------------------------ names -> models
-    @classmethod
-    def from_pretrained(
-        cls,
-        generator: Any = "default",
-        encoder: Any = None,
-        scorer: Any = "default",
-        settings: SelectorSettings | None = None,
-        verifier: Any = None,
-        top_k: int | None = None,
-        *,
-        device: str | None = None,
-        adapter: str | os.PathLike[str] | None = None,
-        template: Any = None,
-        load_in_4bit: bool = False,
-        cache: Any = True,
-        **kwargs: Any,
-    ) -> Reranker:
-        """A reranker whose named collaborators load with these options.
-
-        Args:
-            generator, encoder, scorer: names (or built objects, used as they are).
-            device: torch device for the encoder, the scorer and a transformers
-                generator (``None``: each picks CUDA when available, else CPU).
-            adapter, template, load_in_4bit: generator loading options.
-            cache: rationale cache: ``True`` (``$METEORA_HOME/rationales.sqlite``), a
-                path, or ``None``/``False``.
-            kwargs: generator options (``backend``, ``base_url``, ``api_key``,
-                ``lm_options``, ``num_threads``: llama.cpp's threads) and the other
-                :class:`Reranker` arguments.
-
-        Example:
-            >>> rr = Reranker.from_pretrained("HuggingFaceTB/SmolLM2-360M-Instruct", device="cuda")  # doctest: +SKIP
-        """
-        gen_options = {k: kwargs.pop(k) for k in list(kwargs) if k in GENERATOR_OPTIONS}
-        gen_options.update(adapter=adapter, template=template, load_in_4bit=load_in_4bit, cache=cache)
-        if device is not None:
-            gen_options["device"] = device
-        return cls(
-            cls._load_generator(generator, **gen_options),
-            cls._load_encoder(encoder, device=device),
-            cls._load_scorer(scorer, device=device),
-            settings,
-            verifier,
-            top_k,
-            **kwargs,
-        )
-
-    @classmethod
-    def from_preset(cls, name: str, *, encoder: Any = None, **kwargs: Any) -> Reranker:
-        """Build a reranker on a named generator preset, e.g. ``"med-rationale-mistral-7b"``.
-
-        Generator options (``load_in_4bit``, ``device``, ``dtype``, ``adapter``, ``model``,
-        ``template``, ``max_new_tokens``, ``cache``, ``trust_remote_code``, ``backend``,
-        ``base_url``) go to the generator; the rest to :class:`Reranker`.
-
-        Example:
-            >>> rr = Reranker.from_preset("med-rationale-mistral-7b", load_in_4bit=True)  # doctest: +SKIP
-        """
-        from meteora.rationales.generator import RationaleGenerator
-
-        gen_keys = {
-            "load_in_4bit", "device", "dtype", "adapter", "cache", "trust_remote_code", "template", "model",
-            "max_new_tokens", "backend", "base_url", "api_key", "lm_options",
-        }
-        gen_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in gen_keys}
-        gen_kwargs.setdefault("cache", True)
-        generator = RationaleGenerator.from_preset(name, **gen_kwargs)
-        return cls(generator, encoder, **kwargs)
-
-    @staticmethod
-    def _load_generator(generator: Any, **options: Any) -> Any:
-        """``None`` (query-only), a built generator, or a name loaded with ``options``."""
-        if generator is None or generator is False:
-            return None
-        if isinstance(generator, RationaleSource):
-            return generator
-        if not isinstance(generator, (str, os.PathLike)):
-            raise InvalidInputError(
-                "generator must be 'default', a hub id or model folder, an object with generate(queries, ...), "
-                f"or None (query-only); got {type(generator).__name__}"
-            )
-        from meteora.rationales.generator import RationaleGenerator
-
-        options.setdefault("cache", True)
-        name = None if generator == "default" else generator
-        adapter = options.pop("adapter", None)
-        return RationaleGenerator.from_pretrained(name, adapter, **options)
-
-    @staticmethod
-    def _load_encoder(encoder: Any, *, device: str | None = None) -> Any:
-        from meteora.embeddings.encoder import Encoder
-
-        if isinstance(encoder, Encoder):
-            return encoder
-        return Encoder(encoder, device=device)
-
-    @staticmethod
-    def _load_scorer(scorer: Any, *, device: str | None = None) -> Any:
-        if scorer is None or scorer is False:
-            return None
-        if isinstance(scorer, EvidenceScoring):
-            return scorer
-        if isinstance(scorer, (str, os.PathLike)):
-            from meteora.scorer import EvidenceScorer
-
-            return EvidenceScorer(scorer, device=device)
-        raise InvalidInputError(
-            "scorer must be 'default', a folder written by `meteora train scorer`, an object with "
-            f"evidence_logits(queries, passage_lists), or None; got {type(scorer).__name__}"
-        )
 
     def _build_verifier(self, verifier: Any):
         if verifier is None or verifier is False:
@@ -399,6 +305,18 @@ class Reranker:
             >>> pools = rr.retrieve(["Does aspirin prevent stroke?"], retriever, k=20)  # doctest: +SKIP
             >>> rr.rerank_pools(pools)[0].selected_ids  # doctest: +SKIP
         """
+        pools, live = self._check_pools(pools, rationales)
+        live_queries = [pools[i].query for i in live]
+        resolved = (
+            self.rationales_for(live_queries)
+            if rationales is None
+            else given_rationales(live_queries, [rationales[i] for i in live])
+        )
+        return self._select_pools(pools, live, resolved)
+
+    @staticmethod
+    def _check_pools(pools: Sequence[CandidatePool], rationales: Sequence[Any] | None) -> tuple[list[CandidatePool], list[int]]:
+        """The pools as a list (each checked) and the indices of those with candidates."""
         pools = list(pools)
         for i, pool in enumerate(pools):
             if not isinstance(pool, CandidatePool):
@@ -408,16 +326,17 @@ class Reranker:
         ):
             got = str(len(rationales)) if hasattr(rationales, "__len__") else type(rationales).__name__
             raise InvalidInputError(f"got {got} rationale lists for {len(pools)} queries")
-        queries = [p.query for p in pools]
         live = [i for i, p in enumerate(pools) if p.passages]
         if len(live) < len(pools):
             logger.warning("%d of %d queries have no candidates; their results are empty", len(pools) - len(live), len(pools))
-        live_queries = [queries[i] for i in live]
-        resolved = (
-            self.rationales_for(live_queries)
-            if rationales is None
-            else given_rationales(live_queries, [rationales[i] for i in live])
-        )
+        return pools, live
+
+    def _select_pools(
+        self, pools: list[CandidatePool], live: list[int], resolved: list[tuple[list[str], Any]]
+    ) -> list[RerankResult]:
+        """Everything after the rationales: one batched encode of the rationales, one of the
+        passages without stored embeddings, the scorer, then selection and verification."""
+        queries = [p.query for p in pools]
         rats: list[tuple[list[str], Any]] = [([q], None) for q in queries]
         for i, r in zip(live, resolved, strict=True):
             rats[i] = r
@@ -439,6 +358,25 @@ class Reranker:
                 pemb = np.zeros((0, rat_embs[i].shape[1]), dtype=np.float32)
             results.append(self._finish(pool, rats[i][0], rats[i][1], pemb, rat_embs[i], evidence[i]))
         return results
+
+    # ------------------------------------------------------------ the cross-encoder view
+    def rank(
+        self, query: str, documents: Sequence[PassageLike], top_k: int | None = None, return_documents: bool = True
+    ) -> list[RankedDocument]:
+        """Every document ranked for ``query``, best first, as cross-encoder rerankers do.
+
+        Each entry is a :class:`~meteora.rerank_result.RankedDocument`: ``index`` (into
+        ``documents``), ``score`` (METEORA's, cosine scale), ``relevance_score`` (in
+        [0, 1]), ``rank``, ``selected`` (in METEORA's evidence set, :meth:`rerank`),
+        ``id`` and, with ``return_documents``, the ``document`` text. ``top_k`` keeps
+        the first ``k`` entries (``None``: all); it does not change which are selected.
+
+        Example:
+            >>> rr.rank("Does aspirin prevent stroke?", ["Dogs bark.", "Aspirin cut strokes."], top_k=1)  # doctest: +SKIP
+            [RankedDocument(index=1, score=0.61, relevance_score=0.805, rank=1, selected=True, id='1', document='Aspirin cut strokes.')]
+        """
+        passages = to_passages(documents)
+        return ranked_documents(self.rerank(query, passages), passages, top_k=top_k, return_documents=return_documents)
 
     def retrieve(self, queries: Sequence[str], retriever: Any, k: int = 50) -> list[CandidatePool]:
         """The top-``k`` candidates of every query, in one batched retriever call.

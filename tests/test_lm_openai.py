@@ -315,3 +315,53 @@ def test_real_server_runs_the_generator_and_the_verifier(real_server, tmp_path):
         "Does aspirin reduce the risk of stroke?", to_passages(["Aspirin lowered stroke risk in a trial."])
     )
     assert list(res.verdicts) == ["0"]
+
+
+# ------------------------------------------------------------------ the reranker's async path
+def test_reranker_arank_sends_its_requests_from_the_event_loop(stub, monkeypatch):
+    """``Reranker.arank`` over a RationaleGenerator on this backend awaits ``agenerate``
+    (the loop keeps running while the server answers); the sync path is never used."""
+    from helpers_integrations import CORPUS, QUERY, KeywordModel
+
+    from meteora.embeddings.encoder import Encoder
+    from meteora.rationales.generator import RationaleGenerator
+    from meteora.reranker import Reranker
+
+    stub.delay = 0.5
+    lm = _lm(stub)
+    monkeypatch.setattr(lm, "generate", lambda *a, **k: pytest.fail("the blocking generate() was called"))
+    gen = RationaleGenerator(lm, template="chat", cache=None)
+    rr = Reranker(generator=gen, scorer=None, encoder=Encoder(KeywordModel(), cache=None))
+    texts = [c["text"] for c in CORPUS]
+
+    async def main():
+        ticks = []
+
+        async def ticker():
+            while True:
+                ticks.append(time.perf_counter())
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        out = await rr.arank(QUERY, texts)
+        task.cancel()
+        return out, max(b - a for a, b in zip(ticks, ticks[1:], strict=False))
+
+    out, gap = asyncio.run(main())
+    assert stub.calls == 1 and gap < 0.25  # the server took 0.5 s; the loop kept ticking
+    assert len(out) == len(texts) and out[0].document == texts[0]  # "hello" is no rationale: the query stands in
+
+
+def test_unknown_lm_options_are_refused_before_anything_is_built():
+    from meteora.errors import InvalidInputError
+    from meteora.rationales.generator import RationaleGenerator
+
+    with pytest.raises(InvalidInputError, match=r"unknown lm_options \['tmeout'\] for backend 'openai'; it takes "
+                                                 r"\['backoff', 'concurrency', 'extra_body', 'max_retries', 'timeout'\]"):
+        RationaleGenerator.from_pretrained("m", backend="openai", base_url="http://127.0.0.1:9/v1", lm_options={"tmeout": 3})
+    with pytest.raises(InvalidInputError, match="api_key has its own argument"):
+        RationaleGenerator.from_pretrained("m", base_url="http://127.0.0.1:9/v1", lm_options={"api_key": "k"})
+    from meteora.lm import load_lm
+
+    with pytest.raises(InvalidInputError, match=r"unknown lm_options \['n_ctx'\] for backend 'openai'"):
+        load_lm("openai", "m", base_url="http://127.0.0.1:9/v1", n_ctx=4096)

@@ -107,6 +107,7 @@ class TransformersLM(CompleteMixin):
         self.batch_size = batch_size
         self.gen_tokenizer = generation_tokenizer(tokenizer)
         self._prefix_kv_memo: tuple[tuple[int, ...], Any] | None = None
+        self._cache_kwarg = "past_key_values"  # generate()'s name for a KV cache (set by _prefix_kv)
         self._prefix_ids: dict[tuple[str, ...], list[int] | None] = {}
         self._loglik: LoglikScorer | None = None
 
@@ -344,7 +345,7 @@ class TransformersLM(CompleteMixin):
                     cache = copy.deepcopy(past)
                     cache.batch_repeat_interleave(enc["input_ids"].shape[0])
                     out = self.model.generate(
-                        **enc, past_key_values=cache, generation_config=gc, stopping_criteria=stopping
+                        **enc, **{self._cache_kwarg: cache}, generation_config=gc, stopping_criteria=stopping
                     )
                 else:
                     out = self.model.generate(**enc, generation_config=gc, stopping_criteria=stopping)
@@ -412,7 +413,10 @@ class TransformersLM(CompleteMixin):
         with torch.no_grad():
             ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
             out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
-        past = getattr(out, "past_key_values", None)
+        # the KV cache under the name this transformers version uses ("cache" since the
+        # 5.x rename, "past_key_values" before): reading the old name warns on new versions
+        self._cache_kwarg = "cache" if "cache" in out.keys() else "past_key_values"
+        past = out.get(self._cache_kwarg)
         self._prefix_kv_memo = (prefix, past)
         return past
 

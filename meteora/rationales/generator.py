@@ -41,7 +41,9 @@ Example:
 
 from __future__ import annotations
 
-import copy
+import asyncio
+import functools
+import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -54,6 +56,7 @@ from meteora.lm.transformers import TransformersLM
 from meteora.rationales.cache import RationaleCache
 from meteora.rationales.checks import check_positive_int, check_sampling
 from meteora.rationales.filters import filter_rationales
+from meteora.rationales.generation_plan import GenerationPlan
 from meteora.rationales.loading import FromPretrainedMixin, default_template_for
 from meteora.rationales.parsing import parse_rationales
 from meteora.rationales.rationale_set import RationaleSet
@@ -210,7 +213,6 @@ class RationaleGenerator(FromPretrainedMixin):
             f"cache must be None, True/False, a path or a RationaleCache, got {type(cache).__name__}"
         )
 
-
     # -- prompts -----------------------------------------------------------------------
     def _prompt(self, query: str, n: int) -> Any:
         """The backend-neutral prompt: chat messages (+ the response prefix to continue) or raw text."""
@@ -356,6 +358,58 @@ class RationaleGenerator(FromPretrainedMixin):
         Example:
             >>> gen.generate(["Is drug X safe?", "Does Y cause Z?"], n=3)  # doctest: +SKIP
         """
+        plan = self._plan(
+            queries, n, batch_size=batch_size, max_new_tokens=max_new_tokens, do_sample=do_sample,
+            temperature=temperature, top_p=top_p, seed=seed, include_query=include_query, filter=filter,
+        )
+        with self._progress(len(plan.prompts), show_progress, "rationales") as bar:
+            for batch in plan.batches():
+                texts = self.lm.generate(
+                    [plan.prompts[q] for q in batch],
+                    plan.params,
+                    until=EnoughRationales(self, batch, plan.n, plan.filter),
+                    prefix_probes=plan.probes,
+                )
+                self._store(plan, batch, texts)
+                bar.update(len(batch))
+        return plan.output()
+
+    async def agenerate(self, queries: str | Sequence[str], n: int | None = None, **options: Any) -> Any:
+        """:meth:`generate` (the same arguments and result) without blocking an event loop.
+
+        On a backend with an async path (OpenAI-compatible servers: ``agenerate``) the
+        requests are awaited on the caller's loop, and the cache and parsing run in a
+        worker thread; on the in-process backends (transformers, llama.cpp) the whole
+        call runs in a worker thread (:func:`asyncio.to_thread`).
+
+        Example:
+            >>> sets = await gen.agenerate(["Is drug X safe?"], n=3)  # doctest: +SKIP
+        """
+        lm_agenerate = getattr(self.lm, "agenerate", None)
+        if not inspect.iscoroutinefunction(lm_agenerate):
+            return await asyncio.to_thread(functools.partial(self.generate, queries, n, **options))
+        options.pop("show_progress", None)
+        plan = await asyncio.to_thread(functools.partial(self._plan, queries, n, **options))
+        for batch in plan.batches():
+            texts = await lm_agenerate([plan.prompts[q] for q in batch], plan.params)
+            await asyncio.to_thread(self._store, plan, batch, texts)
+        return plan.output()
+
+    def _plan(
+        self,
+        queries: str | Sequence[str],
+        n: int | None = None,
+        *,
+        batch_size: int = 8,
+        max_new_tokens: int | None = None,
+        do_sample: bool = False,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        seed: int | None = None,
+        include_query: bool = False,
+        filter: bool = True,
+    ) -> GenerationPlan:
+        """Check the arguments, read the cache, and build the prompts of the misses."""
         single = isinstance(queries, str)
         if single:
             qlist = [check_query(queries)]
@@ -369,37 +423,28 @@ class RationaleGenerator(FromPretrainedMixin):
         batch_size = check_positive_int("batch_size", batch_size)
         new_tokens = self._max_new_tokens(max_new_tokens)
         check_sampling(do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed)
+        plan = GenerationPlan(single, qlist, n, batch_size, include_query, filter)
         if not qlist:
-            return []
-
-        use_cache = self.cache is not None and not (do_sample and seed is None)
-        fields = self.cache_key_fields(
-            n,
-            max_new_tokens=new_tokens,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            include_query=include_query,
-            filter=filter,
-        )
-        results: dict[str, RationaleSet] = {}
+            return plan
+        if self.cache is not None and not (do_sample and seed is None):
+            plan.fields = self.cache_key_fields(
+                n, max_new_tokens=new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
+                include_query=include_query, filter=filter,
+            )
         unique = list(dict.fromkeys(qlist))
-        if use_cache:
+        if plan.fields is not None:
             assert self.cache is not None
-            for q, value in zip(unique, self.cache.get_many(fields, unique), strict=True):
+            for q, value in zip(unique, self.cache.get_many(plan.fields, unique), strict=True):
                 if value is not None:
                     try:
-                        results[q] = RationaleSet.from_dict(value, from_cache=True)
+                        plan.results[q] = RationaleSet.from_dict(value, from_cache=True)
                     except InvalidInputError:
                         logger.warning("ignoring an unreadable cache entry for %r", q[:80])
-        misses = [q for q in unique if q not in results]
+        misses = [q for q in unique if q not in plan.results]
         if misses:
             # a query too long for the backend's input limit is shortened (transformers)
-            prompts: dict[str, Any] = {q: self.lm.fit_query(q, lambda text: self._prompt(text, n)) for q in misses}
-            # similar lengths together: less padding, faster batches
-            order = sorted(misses, key=lambda q: len(str(prompts[q])))
-            params = SamplingParams(
+            plan.prompts = {q: self.lm.fit_query(q, lambda text: self._prompt(text, n)) for q in misses}
+            plan.params = SamplingParams(
                 max_new_tokens=new_tokens,
                 do_sample=do_sample,
                 temperature=temperature,
@@ -409,29 +454,17 @@ class RationaleGenerator(FromPretrainedMixin):
                 stop=() if self.lm.stops_on_text else SECTION_STOPS,
             )
             # the template's fixed part (instruction, examples) is shared by every prompt
-            probes = [self._prompt(q, n) for q in _PREFIX_PROBES]
-            with self._progress(len(misses), show_progress, "rationales") as bar:
-                for start in range(0, len(order), batch_size):
-                    batch = order[start : start + batch_size]
-                    texts = self.lm.generate(
-                        [prompts[q] for q in batch],
-                        params,
-                        until=EnoughRationales(self, batch, n, filter),
-                        prefix_probes=probes,
-                    )
-                    done = [
-                        self._postprocess(q, t, n, include_query, filter)
-                        for q, t in zip(batch, texts, strict=True)
-                    ]
-                    for rs in done:
-                        results[rs.query] = rs
-                    if use_cache:
-                        assert self.cache is not None
-                        self.cache.put_many(fields, [(rs.query, rs.to_dict()) for rs in done])
-                    bar.update(len(batch))
-        out = [copy.deepcopy(results[q]) if qlist.count(q) > 1 else results[q] for q in qlist]
-        return out[0] if single else out
+            plan.probes = [self._prompt(q, n) for q in _PREFIX_PROBES]
+        return plan
 
+    def _store(self, plan: GenerationPlan, batch: list[str], texts: Sequence[str]) -> None:
+        """Parse and filter one batch's generations into the plan's results (and the cache)."""
+        done = [self._postprocess(q, t, plan.n, plan.include_query, plan.filter) for q, t in zip(batch, texts, strict=True)]
+        for rs in done:
+            plan.results[rs.query] = rs
+        if plan.fields is not None:
+            assert self.cache is not None
+            self.cache.put_many(plan.fields, [(rs.query, rs.to_dict()) for rs in done])
 
     def complete(
         self,
