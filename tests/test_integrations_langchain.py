@@ -18,7 +18,9 @@ pytest.importorskip("langchain_core")
 from helpers_integrations import BEST, CORPUS, QUERY, keyword_reranker  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
 
-from meteora.integrations.langchain import MeteoraCompressor  # noqa: E402
+from meteora.errors import InvalidInputError  # noqa: E402
+from meteora.integrations.langchain import MeteoraCompressor, MeteoraEmbeddings  # noqa: E402
+from meteora.relevance import relevance_score  # noqa: E402
 
 
 def _docs() -> list[Document]:
@@ -29,7 +31,7 @@ def test_select_returns_annotated_copies_and_leaves_the_input_alone():
     rr = keyword_reranker()
     docs = _docs()
     before = copy.deepcopy(docs)
-    out = MeteoraCompressor(reranker=rr).compress_documents(docs, QUERY)
+    out = MeteoraCompressor(reranker=rr, top_n=None).compress_documents(docs, QUERY)
     assert docs == before  # nothing of the caller's changed
     assert out and out[0].page_content == CORPUS[BEST]["text"]
     assert all(o is not d for o in out for d in docs)
@@ -39,7 +41,9 @@ def test_select_returns_annotated_copies_and_leaves_the_input_alone():
     scores = {h.text: h.score for h in direct.ranked}
     for o in out:
         meta = o.metadata
-        assert meta["relevance_score"] == pytest.approx(scores[o.page_content])
+        assert meta["meteora_score"] == pytest.approx(scores[o.page_content])
+        assert meta["relevance_score"] == pytest.approx(relevance_score(scores[o.page_content]))
+        assert 0.0 <= meta["relevance_score"] <= 1.0
         assert meta["meteora_selected"] is True
         assert meta["meteora_reason"].startswith("selected")
         assert meta["meteora_rationales"] == [QUERY]  # query-only: the query is the rationale
@@ -164,3 +168,54 @@ def test_without_the_framework_the_module_imports_and_names_the_extra(monkeypatc
     spec.loader.exec_module(mod)  # importing works (the doctest collector imports every module)
     with pytest.raises(MissingDependencyError, match=rf"meteora-rerank\[{extra}\]"):
         getattr(mod, name)
+
+
+def test_framework_defaults_and_checks_at_construction():
+    from pydantic import ValidationError
+
+    assert MeteoraCompressor(reranker=keyword_reranker()).top_n == 3  # as CrossEncoderReranker / CohereRerank
+    with pytest.raises(ValidationError, match="top_n must be a positive integer"):
+        MeteoraCompressor(reranker=keyword_reranker(), top_n=True)  # not read as 1
+    with pytest.raises(ValidationError, match=r"unknown reranker_kwargs \['generatr'\]"):
+        MeteoraCompressor(reranker_kwargs={"generatr": None})  # at construction, before any model loads
+
+
+def test_returned_copies_carry_no_embedding_vector():
+    rr = keyword_reranker()
+    docs = _docs()
+    for d, v in zip(docs, rr.encoder.encode([d.page_content for d in docs]), strict=True):
+        d.metadata["embedding"] = v.tolist()
+    out = MeteoraCompressor(reranker=rr, mode="rank", top_n=None).compress_documents(docs, QUERY)
+    assert len(out) == len(docs) and all("embedding" not in o.metadata for o in out)
+    assert all("embedding" in d.metadata for d in docs)  # the caller's documents keep theirs
+
+
+def test_a_vector_store_built_with_meteora_embeddings_hands_its_vectors_to_the_compressor(tiny_st_dir):
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    from meteora.embeddings.encoder import Encoder
+    from meteora.reranker import Reranker
+
+    enc = Encoder(str(tiny_st_dir), device="cpu")  # its own (default) in-memory cache
+    rr = Reranker(generator=None, scorer=None, encoder=enc)
+    calls: list[list[str]] = []
+    encode = enc.model.encode
+    enc.model.encode = lambda texts, **kw: (calls.append(list(texts)), encode(texts, **kw))[1]
+    embeddings = MeteoraEmbeddings(rr)
+    assert embeddings.encoder is enc
+    store = InMemoryVectorStore(embeddings)
+    store.add_texts([c["text"] for c in CORPUS], metadatas=[{"doc_id": c["doc_id"]} for c in CORPUS])
+    vector = embeddings.embed_query(QUERY)
+    assert len(vector) == enc.dim and abs(float(np.linalg.norm(vector)) - 1.0) < 1e-4
+    retriever = ContextualCompressionRetriever(
+        base_compressor=MeteoraCompressor(reranker=rr, mode="rank", top_n=None),
+        base_retriever=store.as_retriever(search_kwargs={"k": 4}))
+    calls.clear()
+    out = retriever.invoke(QUERY)
+    assert len(out) == 4 and calls == []  # the store's query and passage vectors came from the encoder's cache
+    direct = Reranker(generator=None, scorer=None, encoder=Encoder(str(tiny_st_dir), device="cpu", cache=None))
+    expect = direct.rerank(QUERY, [o.page_content for o in out])
+    assert [o.metadata["meteora_score"] for o in out] == pytest.approx(expect.ranked.scores, abs=1e-5)
+    with pytest.raises(InvalidInputError, match="lone surrogate"):
+        embeddings.embed_documents(["aspirin \ud800"])

@@ -18,7 +18,8 @@ from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayloa
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
 
 from meteora.integrations.annotate import METADATA_KEYS  # noqa: E402
-from meteora.integrations.llamaindex import MeteoraPostprocessor  # noqa: E402
+from meteora.integrations.llamaindex import MeteoraEmbedding, MeteoraPostprocessor  # noqa: E402
+from meteora.relevance import relevance_score  # noqa: E402
 
 
 def _nodes() -> list[NodeWithScore]:
@@ -31,7 +32,7 @@ def _nodes() -> list[NodeWithScore]:
 def test_postprocess_returns_copies_emits_the_reranking_event_and_keeps_notes_out_of_the_prompt():
     rr = keyword_reranker()
     debug = LlamaDebugHandler()
-    post = MeteoraPostprocessor(reranker=rr, callback_manager=CallbackManager([debug]))
+    post = MeteoraPostprocessor(reranker=rr, top_n=None, callback_manager=CallbackManager([debug]))
     nodes = _nodes()
     before = copy.deepcopy(nodes)
     out = post.postprocess_nodes(nodes, query_str=QUERY)
@@ -42,7 +43,9 @@ def test_postprocess_returns_copies_emits_the_reranking_event_and_keeps_notes_ou
     direct = rr.rerank(QUERY, [c["text"] for c in CORPUS])
     assert [o.node.get_content() for o in out] == [p.text for p in direct.selected]
     first = out[0].node
-    assert out[0].score == pytest.approx(direct.ranked[0].score) == pytest.approx(first.metadata["relevance_score"])
+    assert out[0].score == pytest.approx(relevance_score(direct.ranked[0].score))
+    assert out[0].score == pytest.approx(first.metadata["relevance_score"]) and 0.0 <= out[0].score <= 1.0
+    assert first.metadata["meteora_score"] == pytest.approx(direct.ranked[0].score)
     assert first.metadata["meteora_selected"] and first.metadata["meteora_reason"].startswith("selected")
     assert first.metadata["source"] == "s0"
     for key in METADATA_KEYS:  # the notes stay out of what the LLM and the embedder read
@@ -120,3 +123,36 @@ def test_query_engine_end_to_end():
     assert len(debug.get_event_pairs(CBEventType.RERANKING)) == 1  # the engine's handler saw the rerank
     aresponse = asyncio.run(engine.aquery(QUERY))
     assert [n.node.get_content() for n in aresponse.source_nodes] == sources
+
+
+def test_framework_defaults_and_checks_at_construction():
+    from pydantic import ValidationError
+
+    assert MeteoraPostprocessor(reranker=keyword_reranker()).top_n == 2  # as SentenceTransformerRerank
+    with pytest.raises(ValidationError, match="top_n must be a positive integer"):
+        MeteoraPostprocessor(reranker=keyword_reranker(), top_n=True)
+    with pytest.raises(ValidationError, match=r"unknown reranker_kwargs \['top_n'\]"):
+        MeteoraPostprocessor(reranker_kwargs={"top_n": 3})
+
+
+def test_an_index_built_with_meteora_embedding_hands_its_vectors_to_the_postprocessor(tiny_st_dir):
+    from llama_index.core import VectorStoreIndex
+
+    from meteora.embeddings.encoder import Encoder
+    from meteora.reranker import Reranker
+
+    enc = Encoder(str(tiny_st_dir), device="cpu")
+    rr = Reranker(generator=None, scorer=None, encoder=enc)
+    calls: list[list[str]] = []
+    encode = enc.model.encode
+    enc.model.encode = lambda texts, **kw: (calls.append(list(texts)), encode(texts, **kw))[1]
+    embed_model = MeteoraEmbedding(rr)
+    assert embed_model.encoder is enc and embed_model.model_name == enc.name
+    nodes = [TextNode(text=c["text"], id_=f"n{i}") for i, c in enumerate(CORPUS)]
+    index = VectorStoreIndex(nodes, embed_model=embed_model)
+    retrieved = index.as_retriever(similarity_top_k=4).retrieve(QUERY)
+    calls.clear()
+    out = MeteoraPostprocessor(reranker=rr, mode="rank", top_n=None).postprocess_nodes(retrieved, query_str=QUERY)
+    assert len(out) == 4 and calls == []  # nothing encoded again
+    vec = asyncio.run(embed_model.aget_query_embedding(QUERY))
+    assert len(vec) == enc.dim and calls == []

@@ -6,6 +6,7 @@ itself as a subprocess."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ httpx = pytest.importorskip("httpx")
 from helpers_integrations import BEST, CORPUS, QUERY, keyword_reranker  # noqa: E402
 
 from meteora.errors import InvalidInputError  # noqa: E402
+from meteora.relevance import relevance_score  # noqa: E402
 from meteora.reranker import Reranker  # noqa: E402
 from meteora.server.app import create_app  # noqa: E402
 from meteora.server.run import BackgroundServer  # noqa: E402
@@ -37,7 +39,9 @@ def server():
 
 
 def _post(server, path, body, **kw):
-    return httpx.post(server.url + path, json=body, timeout=30, **kw)
+    """POST ``body`` as JSON (ASCII, so a lone surrogate travels as the escape ``\\ud800``)."""
+    headers = {"content-type": "application/json", **kw.pop("headers", {})}
+    return httpx.post(server.url + path, content=json.dumps(body), headers=headers, timeout=30, **kw)
 
 
 def _error(resp, status):
@@ -66,7 +70,9 @@ def test_cohere_shaped_rerank(server):
     assert scores == sorted(scores, reverse=True)
     direct = keyword_reranker().rerank(QUERY, TEXTS)
     assert [r["index"] for r in results] == [int(h.id) for h in direct.ranked[:3]]
-    assert scores == pytest.approx([h.score for h in direct.ranked[:3]])
+    assert scores == pytest.approx([relevance_score(h.score) for h in direct.ranked[:3]])
+    assert all(0.0 <= x <= 1.0 for x in scores)
+    assert [r["score"] for r in results] == pytest.approx([h.score for h in direct.ranked[:3]])
     # Jina-style document objects, the Cohere v2 path, no documents back by default
     v2 = _post(server, "/v2/rerank", {"query": QUERY, "documents": [{"text": t} for t in TEXTS]}).json()
     assert len(v2["results"]) == len(TEXTS) and "document" not in v2["results"][0]
@@ -79,6 +85,30 @@ def test_tei_shaped_rerank(server):
     assert out[0] == {"index": BEST, "score": pytest.approx(out[0]["score"]), "text": TEXTS[BEST]}
     assert [r["score"] for r in out] == sorted((r["score"] for r in out), reverse=True)
     assert "text" not in _post(server, "/rerank", {"query": QUERY, "texts": TEXTS}).json()[0]
+    direct = keyword_reranker().rerank(QUERY, TEXTS)
+    assert [r["score"] for r in out] == pytest.approx([relevance_score(h.score) for h in direct.ranked])
+    raw = _post(server, "/rerank", {"query": QUERY, "texts": TEXTS, "raw_scores": True}).json()
+    assert [r["score"] for r in raw] == pytest.approx([h.score for h in direct.ranked])
+
+
+def test_rank_fields_and_max_tokens_per_doc_are_honoured(server):
+    """Cohere's structured documents: the fields named in rank_fields are ranked, in
+    order, as 'field: value' lines; max_tokens_per_doc cuts each text before ranking;
+    the documents come back as sent."""
+    docs = [{"title": f"Study {i}", "abstract": t, "year": 2020 + i} for i, t in enumerate(TEXTS)]
+    body = {"query": QUERY, "documents": docs, "rank_fields": ["title", "abstract"], "return_documents": True}
+    out = _post(server, "/v2/rerank", body).json()["results"]
+    direct = keyword_reranker().rerank(QUERY, [f"title: {d['title']}\nabstract: {d['abstract']}" for d in docs])
+    assert [r["index"] for r in out] == [int(h.id) for h in direct.ranked]
+    assert out[0]["index"] == BEST and out[0]["document"] == docs[BEST]
+    # only the title is read: every document then looks alike to the keyword encoder
+    titles = _post(server, "/v1/rerank", {**body, "rank_fields": ["title"]}).json()["results"]
+    assert len({round(r["score"], 6) for r in titles}) == 1
+    # the first 2 words of each text ("Aspirin lowered", "Dogs with", ...): only the best one keeps its keyword
+    cut = _post(server, "/v1/rerank", {"query": QUERY, "documents": TEXTS, "max_tokens_per_doc": 2}).json()["results"]
+    expect = keyword_reranker().rerank(QUERY, [" ".join(t.split()[:2]) for t in TEXTS])
+    assert [r["score"] for r in cut] == pytest.approx([h.score for h in expect.ranked])
+    assert cut[0]["index"] == BEST and cut[0]["score"] < out[0]["score"]
 
 
 def test_the_cohere_sdk_works_unchanged(server):
@@ -88,7 +118,7 @@ def test_the_cohere_sdk_works_unchanged(server):
     v2 = cohere.ClientV2(api_key="unused", base_url=server.url, max_retries=0, timeout=30)
     out = v2.rerank(model="rerank-v3.5", query=QUERY, documents=TEXTS, top_n=3)
     assert [r.index for r in out.results] == [int(h.id) for h in direct.ranked[:3]]
-    assert out.results[0].relevance_score == pytest.approx(direct.ranked[0].score)
+    assert out.results[0].relevance_score == pytest.approx(relevance_score(direct.ranked[0].score))
     v1 = cohere.Client(api_key="unused", base_url=server.url, max_retries=0, timeout=30)
     old = v1.rerank(model="rerank-english-v3.0", query=QUERY, documents=[{"text": t} for t in TEXTS],
                     top_n=2, return_documents=True)
@@ -120,6 +150,13 @@ def test_select_gives_the_selection_the_ranking_and_reasons(server):
         ({"query": QUERY, "documents": ["x"] * 21}, 422, "limit is 20 per request"),
         ({"query": QUERY, "documents": ["y" * 501]}, 422, "documents[0] has 501 characters"),
         ({"query": QUERY, "documents": ["ok", "   "]}, 422, "empty text"),
+        ({"query": QUERY, "documents": TEXTS, "top_n": True}, 422, "top_n: Value error, must be an integer, not true"),
+        ({"query": "aspirin \ud800", "documents": TEXTS}, 422, "query holds a lone surrogate (U+D800"),
+        ({"query": QUERY, "documents": ["ok", "a \udfff"]}, 422, "documents[1]: the text of passage '1' holds a lone"),
+        ({"query": QUERY, "documents": [{"title": "t"}]}, 422, "documents[0] has no 'text'"),
+        ({"query": QUERY, "documents": [{"title": "t"}], "rank_fields": ["title", "year"]}, 422,
+         "documents[0] has no field 'year'"),
+        ({"query": QUERY, "documents": TEXTS, "max_tokens_per_doc": 0}, 422, "max_tokens_per_doc"),
     ],
 )
 def test_bad_requests_get_a_4xx_json_message(server, body, status, words):
@@ -154,6 +191,35 @@ def test_api_key():
         assert httpx.get(srv.url + "/health").status_code == 200  # load balancers need no key
         ok = _post(srv, "/v1/rerank", body, headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200 and ok.json()["results"][0]["index"] == BEST
+        # the API schema is behind the key too; the docs page is off unless asked for
+        assert _error(httpx.get(srv.url + "/openapi.json"), 401)
+        schema = httpx.get(srv.url + "/openapi.json", headers={"Authorization": "Bearer s3cret"}).json()
+        assert "/v1/rerank" in schema["paths"] and "/openapi.json" not in schema["paths"]
+        for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+            assert httpx.get(srv.url + path, headers={"Authorization": "Bearer s3cret"}).status_code == 404
+
+
+def test_docs_page_only_when_asked_and_behind_the_key():
+    with BackgroundServer(create_app(keyword_reranker(), ServeSettings(api_key="s3cret", docs=True))) as srv:
+        assert _error(httpx.get(srv.url + "/docs"), 401)
+        page = httpx.get(srv.url + "/docs", headers={"Authorization": "Bearer s3cret"})
+        assert page.status_code == 200 and "swagger-ui" in page.text and "/openapi.json" in page.text
+    with BackgroundServer(create_app(keyword_reranker())) as srv:  # no key: the schema is open, no docs page
+        assert httpx.get(srv.url + "/openapi.json").status_code == 200
+        assert httpx.get(srv.url + "/docs").status_code == 404
+
+
+def test_access_log_flag(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        with BackgroundServer(create_app(keyword_reranker()), access_log=True) as srv:
+            httpx.get(srv.url + "/health")
+        with BackgroundServer(create_app(keyword_reranker())) as quiet:
+            httpx.get(quiet.url + "/v1/models")
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert any("/health" in line and "200" in line for line in lines)
+    assert not any("/v1/models" in line for line in lines)
 
 
 class _Picky(Reranker):

@@ -5,8 +5,9 @@ The framework integrations (:mod:`meteora.integrations.langchain`,
 :mod:`meteora.integrations.llamaindex`) and the HTTP service (:mod:`meteora.server`)
 all hand a selection back to someone else's data model; this module is the one place
 that turns a result into what they attach to each document: its ``relevance_score``
-(the ranking score, on the cosine scale), its 1-based rank, the selection flag, a
-readable reason, and the rationales that chose it. It also holds :func:`pick`, the one
+(the ranking score mapped into [0, 1] by :func:`meteora.relevance.relevance_score`)
+beside the raw score (cosine scale), its 1-based rank, the selection flag, a readable
+reason, and the rationales that chose it. It also holds :func:`pick`, the one
 definition of the integrations' ``mode="select"|"rank"`` and ``top_n`` options.
 
 Example:
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meteora.errors import InvalidInputError
+from meteora.relevance import relevance_score
 from meteora.types import Passage
 
 __all__ = ["PassageNote", "passage_notes", "pick", "check_mode", "check_top_n", "MODES"]
@@ -53,7 +55,8 @@ class PassageNote:
 
     Attributes:
         passage: the candidate.
-        score: its ranking score (cosine scale; see :class:`~meteora.reranker.Reranker`).
+        score: its ranking score (cosine scale; see :class:`~meteora.reranker.Reranker`);
+            :attr:`relevance` is it mapped into [0, 1].
         rank: 1-based rank in the full ranking.
         selected: in the final selection (after verification and ``top_k``).
         reason: one readable sentence: which stages selected it, or why not.
@@ -67,10 +70,16 @@ class PassageNote:
     reason: str
     chosen_by: tuple[str, ...] = field(default=())
 
+    @property
+    def relevance(self) -> float:
+        """The score mapped into [0, 1] (:func:`meteora.relevance.relevance_score`)."""
+        return relevance_score(self.score)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (without the passage)."""
         return {
-            "relevance_score": self.score,
+            "relevance_score": self.relevance,
+            "score": self.score,
             "rank": self.rank,
             "selected": self.selected,
             "reason": self.reason,
@@ -140,12 +149,15 @@ def pick(result: Any, *, mode: str, top_n: int | None) -> list[PassageNote]:
 def metadata_for(note: PassageNote, rationales: list[str]) -> Mapping[str, Any]:
     """The metadata keys the integrations add to a returned document.
 
-    ``relevance_score`` (the name LangChain's and LlamaIndex's rerankers use),
-    ``meteora_rank``, ``meteora_selected``, ``meteora_reason``, ``meteora_chosen_by``
-    (rationales that paired with it) and ``meteora_rationales`` (all the query's).
+    ``relevance_score`` (the name LangChain's and LlamaIndex's rerankers use; in [0, 1],
+    :func:`meteora.relevance.relevance_score`), ``meteora_score`` (the raw ranking score,
+    cosine scale), ``meteora_rank``, ``meteora_selected``, ``meteora_reason``,
+    ``meteora_chosen_by`` (rationales that paired with it) and ``meteora_rationales``
+    (all the query's).
     """
     return {
-        "relevance_score": note.score,
+        "relevance_score": note.relevance,
+        "meteora_score": note.score,
         "meteora_rank": note.rank,
         "meteora_selected": note.selected,
         "meteora_reason": note.reason,

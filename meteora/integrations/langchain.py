@@ -1,22 +1,34 @@
-"""LangChain integration: :class:`MeteoraCompressor`, a ``BaseDocumentCompressor``.
+"""LangChain integration: :class:`MeteoraCompressor`, a ``BaseDocumentCompressor``, and
+:class:`MeteoraEmbeddings`, LangChain ``Embeddings`` over meteora's encoder.
 
 Needs the ``langchain`` extra (``pip install "meteora-rerank[langchain]"``: langchain-core
 1.x, Python >= 3.11). The compressor runs METEORA on the retrieved documents and returns
 *copies* of the chosen ones (the caller's documents are never changed), each with
-metadata ``relevance_score``, ``meteora_rank``, ``meteora_selected``,
-``meteora_reason``, ``meteora_chosen_by`` and ``meteora_rationales``.
+metadata ``relevance_score`` (in [0, 1], :func:`meteora.relevance.relevance_score`),
+``meteora_score`` (the raw ranking score, cosine scale), ``meteora_rank``,
+``meteora_selected``, ``meteora_reason``, ``meteora_chosen_by`` and
+``meteora_rationales``.
 
 * ``mode="select"`` (default): METEORA's selected set, an adaptive count;
   ``mode="rank"``: every document best first, a plain reranker's view.
-* ``top_n``: at most this many documents back (``None``: no cap).
+* ``top_n``: at most this many documents back (default 3, as LangChain's own
+  ``CrossEncoderReranker`` and ``CohereRerank``; ``None``: no cap).
 * ``reranker``: a built :class:`~meteora.reranker.Reranker` (any generator backend,
   e.g. a vLLM server through ``backend="openai"``), or ``None`` to build
-  ``Reranker(**reranker_kwargs)`` (the offline default) on first use.
+  ``Reranker(**reranker_kwargs)`` (the offline default) on first use; the keywords are
+  checked when the compressor is built.
 * ``doc_id_key`` / ``position_key``: metadata keys telling which chunks come from one
   document and in which order (e.g. ``"source"`` / ``"start_index"`` from LangChain's
   loaders and splitters); absent keys make each document its own.
 * ``embedding_key``: metadata key of a stored embedding from the reranker's encoder;
-  when every document has one, nothing is encoded again.
+  when every document has one, nothing is encoded again. The returned copies leave it
+  out (no vector of floats in each document's metadata).
+
+A vector store built with :class:`MeteoraEmbeddings` on the reranker's encoder needs no
+``embedding_key``: the encoder remembers the vectors it computed (its embedding cache:
+in memory, 10,000 entries by default; give the encoder ``cache=PATH`` for a persistent
+one), so the compressor reads the stored passages' and the query's vectors instead of
+encoding them again.
 
 It plugs into ``ContextualCompressionRetriever`` (``langchain_classic.retrievers``) like
 any compressor. ``acompress_documents`` runs the blocking work in a thread pool, so an
@@ -24,8 +36,11 @@ event loop is never blocked.
 
 Example:
     >>> from langchain_core.documents import Document  # doctest: +SKIP
+    >>> from langchain_core.vectorstores import InMemoryVectorStore  # doctest: +SKIP
     >>> from meteora import Reranker  # doctest: +SKIP
-    >>> comp = MeteoraCompressor(reranker=Reranker(generator=None), top_n=3)  # doctest: +SKIP
+    >>> rr = Reranker(generator=None)  # doctest: +SKIP
+    >>> store = InMemoryVectorStore(MeteoraEmbeddings(rr))  # doctest: +SKIP
+    >>> comp = MeteoraCompressor(reranker=rr, top_n=3)  # doctest: +SKIP
     >>> docs = comp.compress_documents([Document("Aspirin cut strokes."), Document("Dogs bark.")],
     ...                                "Does aspirin prevent stroke?")  # doctest: +SKIP
     >>> docs[0].metadata["meteora_reason"]  # doctest: +SKIP
@@ -40,16 +55,17 @@ from typing import Any
 
 from meteora.errors import MissingDependencyError
 from meteora.integrations.annotate import check_mode, check_top_n, metadata_for, pick
-from meteora.integrations.runner import RerankerHandle, as_position
+from meteora.integrations.runner import RerankerHandle, as_position, encode_texts, encoder_of
 from meteora.types import Passage
 
-__all__ = ["MeteoraCompressor"]
+__all__ = ["MeteoraCompressor", "MeteoraEmbeddings"]
 
 logger = logging.getLogger(__name__)
 
 try:
     from langchain_core.callbacks import Callbacks
     from langchain_core.documents import BaseDocumentCompressor, Document
+    from langchain_core.embeddings import Embeddings
     from langchain_core.runnables.config import run_in_executor
     from pydantic import ConfigDict, PrivateAttr, field_validator
 except ImportError as _exc:  # the extra is not installed: importing the module still works
@@ -83,8 +99,8 @@ if _IMPORT_ERROR is None:
         """A built ``meteora.Reranker``; ``None`` builds ``Reranker(**reranker_kwargs)`` on first use."""
         reranker_kwargs: dict[str, Any] | None = None
         """Keyword arguments of the lazily built reranker (only without ``reranker``)."""
-        top_n: int | None = None
-        """Return at most this many documents (``None``: no cap)."""
+        top_n: int | None = 3
+        """Return at most this many documents (default 3, as LangChain's rerankers; ``None``: no cap)."""
         mode: str = "select"
         """``"select"``: METEORA's selected set; ``"rank"``: every document, best first."""
         doc_id_key: str | None = "doc_id"
@@ -96,12 +112,12 @@ if _IMPORT_ERROR is None:
 
         _handle: RerankerHandle = PrivateAttr()
 
-        @field_validator("mode")
+        @field_validator("mode", mode="before")
         @classmethod
         def _valid_mode(cls, value: str) -> str:
             return check_mode(value)
 
-        @field_validator("top_n")
+        @field_validator("top_n", mode="before")
         @classmethod
         def _valid_top_n(cls, value: int | None) -> int | None:
             return check_top_n(value)
@@ -137,7 +153,8 @@ if _IMPORT_ERROR is None:
             out = []
             for note in pick(result, mode=self.mode, top_n=self.top_n):
                 doc = documents[int(note.passage.id)]
-                meta = {**(doc.metadata or {}), **metadata_for(note, result.rationales)}
+                meta = {k: v for k, v in (doc.metadata or {}).items() if k != self.embedding_key}
+                meta.update(metadata_for(note, result.rationales))
                 out.append(doc.model_copy(update={"metadata": meta}, deep=True))
             logger.debug("kept %d of %d documents for %r", len(out), len(documents), query)
             return out
@@ -151,9 +168,39 @@ if _IMPORT_ERROR is None:
             """:meth:`compress_documents` in a thread pool (the event loop keeps running)."""
             return await run_in_executor(None, self.compress_documents, documents, query, callbacks)
 
+    class MeteoraEmbeddings(Embeddings):
+        """LangChain ``Embeddings`` over meteora's encoder (float32, L2-normalised).
+
+        Args:
+            encoder: a :class:`~meteora.reranker.Reranker` (its encoder: the usual
+                choice, so the compressor reuses the vectors), an
+                :class:`~meteora.embeddings.encoder.Encoder`, a model name or folder,
+                or ``None`` for the packaged all-MiniLM-L6-v2.
+
+        Example::
+
+            rr = Reranker(generator=None)
+            store = InMemoryVectorStore(MeteoraEmbeddings(rr))
+        """
+
+        def __init__(self, encoder: Any = None) -> None:
+            self.encoder = encoder_of(encoder)
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            """One vector per text (texts over 20,000 characters are embedded by their start,
+            as the reranker does)."""
+            return encode_texts(self.encoder, texts, "texts").tolist()
+
+        def embed_query(self, text: str) -> list[float]:
+            """The query's vector."""
+            return encode_texts(self.encoder, [text], "text")[0].tolist()
+
+        def __repr__(self) -> str:
+            return f"MeteoraEmbeddings({self.encoder!r})"
+
 else:
 
     def __getattr__(name: str) -> Any:
-        if name == "MeteoraCompressor":
+        if name in ("MeteoraCompressor", "MeteoraEmbeddings"):
             raise _missing() from _IMPORT_ERROR
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

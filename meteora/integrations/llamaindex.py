@@ -1,20 +1,29 @@
-"""LlamaIndex integration: :class:`MeteoraPostprocessor`, a ``BaseNodePostprocessor``.
+"""LlamaIndex integration: :class:`MeteoraPostprocessor`, a ``BaseNodePostprocessor``, and
+:class:`MeteoraEmbedding`, a ``BaseEmbedding`` over meteora's encoder.
 
 Needs the ``llamaindex`` extra (``pip install "meteora-rerank[llamaindex]"``:
 llama-index-core 0.14.x). The postprocessor runs METEORA on the retrieved nodes and
 returns new ``NodeWithScore`` objects holding *copies* of the chosen nodes (the
-caller's nodes and scores are never changed): the score is METEORA's (cosine scale) and
-the copy's metadata gets ``relevance_score``, ``meteora_rank``, ``meteora_selected``,
-``meteora_reason``, ``meteora_chosen_by`` and ``meteora_rationales`` — kept out of the
-text the LLM and the embedder see (``excluded_llm_metadata_keys`` /
-``excluded_embed_metadata_keys``).
+caller's nodes and scores are never changed): the score is the ``relevance_score`` in
+[0, 1] (:func:`meteora.relevance.relevance_score`, as Cohere's reranker gives), and the
+copy's metadata gets ``relevance_score``, ``meteora_score`` (the raw ranking score,
+cosine scale), ``meteora_rank``, ``meteora_selected``, ``meteora_reason``,
+``meteora_chosen_by`` and ``meteora_rationales`` — kept out of the text the LLM and the
+embedder see (``excluded_llm_metadata_keys`` / ``excluded_embed_metadata_keys``).
 
 Options as in :mod:`meteora.integrations.langchain`: ``mode="select"|"rank"``,
-``top_n``, ``reranker`` (a built :class:`~meteora.reranker.Reranker`, any backend) or
-``reranker_kwargs`` (the default is built on first use), ``position_key``. Chunks of one
-source document are grouped by ``node.ref_doc_id`` (or the metadata key
-``doc_id_key`` when set). A node's stored ``embedding`` is reused when every node has
-one of the reranker's encoder dimension (it must come from that encoder).
+``top_n`` (default 2, as LlamaIndex's ``SentenceTransformerRerank``; ``None``: no cap),
+``reranker`` (a built :class:`~meteora.reranker.Reranker`, any backend) or
+``reranker_kwargs`` (the default is built on first use; the keywords are checked at
+once), ``position_key``. Chunks of one source document are grouped by
+``node.ref_doc_id`` (or the metadata key ``doc_id_key`` when set). A node's stored
+``embedding`` is reused when every node has one of the reranker's encoder dimension (it
+must come from that encoder).
+
+An index built with :class:`MeteoraEmbedding` on the reranker's encoder hands its
+vectors on through the encoder's cache: the postprocessor encodes nothing the index
+already embedded (the same text: with ``metadata_mode`` NONE, nodes whose metadata is
+excluded from embedding, or none).
 
 Like LlamaIndex's own rerankers it emits the ``CBEventType.RERANKING`` callback event
 (payload: nodes, model name, query, top-k) and the instrumentation events
@@ -22,7 +31,9 @@ Like LlamaIndex's own rerankers it emits the ``CBEventType.RERANKING`` callback 
 
 Example:
     >>> from meteora import Reranker  # doctest: +SKIP
-    >>> post = MeteoraPostprocessor(reranker=Reranker(generator=None), top_n=3)  # doctest: +SKIP
+    >>> rr = Reranker(generator=None)  # doctest: +SKIP
+    >>> index = VectorStoreIndex(nodes, embed_model=MeteoraEmbedding(rr))  # doctest: +SKIP
+    >>> post = MeteoraPostprocessor(reranker=rr, top_n=3)  # doctest: +SKIP
     >>> engine = index.as_query_engine(similarity_top_k=20, node_postprocessors=[post])  # doctest: +SKIP
 """
 
@@ -34,14 +45,15 @@ from typing import Any
 
 from meteora.errors import MissingDependencyError
 from meteora.integrations.annotate import METADATA_KEYS, check_mode, check_top_n, metadata_for, pick
-from meteora.integrations.runner import RerankerHandle, as_position
+from meteora.integrations.runner import RerankerHandle, as_position, encode_texts, encoder_of
 from meteora.types import Passage
 
-__all__ = ["MeteoraPostprocessor"]
+__all__ = ["MeteoraPostprocessor", "MeteoraEmbedding"]
 
 logger = logging.getLogger(__name__)
 
 try:
+    from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
     from llama_index.core.callbacks import CBEventType, EventPayload
     from llama_index.core.instrumentation import get_dispatcher
@@ -80,7 +92,8 @@ if _IMPORT_ERROR is None:
                               description="A built meteora.Reranker; None builds Reranker(**reranker_kwargs) on first use.")
         reranker_kwargs: dict[str, Any] | None = Field(default=None, exclude=True,
                                                        description="Keyword arguments of the lazily built reranker.")
-        top_n: int | None = Field(default=None, description="Return at most this many nodes (None: no cap).")
+        top_n: int | None = Field(default=2, description="Return at most this many nodes (default 2, as "
+                                  "LlamaIndex's SentenceTransformerRerank; None: no cap).")
         mode: str = Field(default="select", description="'select': METEORA's selected set; 'rank': every node, best first.")
         doc_id_key: str | None = Field(default=None,
                                        description="Metadata key of the source document id (None: node.ref_doc_id).")
@@ -91,12 +104,12 @@ if _IMPORT_ERROR is None:
 
         _handle: RerankerHandle = PrivateAttr()
 
-        @field_validator("mode")
+        @field_validator("mode", mode="before")
         @classmethod
         def _valid_mode(cls, value: str) -> str:
             return check_mode(value)
 
-        @field_validator("top_n")
+        @field_validator("top_n", mode="before")
         @classmethod
         def _valid_top_n(cls, value: int | None) -> int | None:
             return check_top_n(value)
@@ -159,7 +172,7 @@ if _IMPORT_ERROR is None:
                 passages, vectors = self._passages(nodes)
                 result = self._handle.rerank(query, passages, vectors)
                 out = [
-                    self._copy(nodes[int(note.passage.id)], metadata_for(note, result.rationales), note.score)
+                    self._copy(nodes[int(note.passage.id)], metadata_for(note, result.rationales), note.relevance)
                     for note in pick(result, mode=self.mode, top_n=self.top_n)
                 ]
                 event.on_end(payload={EventPayload.NODES: out})
@@ -174,9 +187,53 @@ if _IMPORT_ERROR is None:
             """:meth:`_postprocess_nodes` in a thread pool (the event loop keeps running)."""
             return await asyncio.to_thread(self._postprocess_nodes, nodes, query_bundle)
 
+    class MeteoraEmbedding(BaseEmbedding):
+        """A LlamaIndex embedding model over meteora's encoder (float32, L2-normalised).
+
+        Build it with a :class:`~meteora.reranker.Reranker` (its encoder: the usual
+        choice, so the postprocessor reuses the vectors), an
+        :class:`~meteora.embeddings.encoder.Encoder`, a model name or folder, or
+        ``None`` for the packaged all-MiniLM-L6-v2. Example::
+
+            index = VectorStoreIndex(nodes, embed_model=MeteoraEmbedding(Reranker(generator=None)))
+        """
+
+        embed_batch_size: int = Field(default=64, gt=0, description="Texts per encoder call.")
+        _encoder: Any = PrivateAttr()
+
+        def __init__(self, encoder: Any = None, **kwargs: Any) -> None:
+            enc = encoder_of(encoder)
+            kwargs.setdefault("model_name", str(getattr(enc, "name", "meteora-encoder")))
+            super().__init__(**kwargs)
+            self._encoder = enc
+
+        @classmethod
+        def class_name(cls) -> str:
+            return "MeteoraEmbedding"
+
+        @property
+        def encoder(self) -> Any:
+            """The meteora encoder behind it."""
+            return self._encoder
+
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return encode_texts(self._encoder, [query], "query")[0].tolist()
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return await asyncio.to_thread(self._get_query_embedding, query)
+
+        def _get_text_embedding(self, text: str) -> list[float]:
+            return encode_texts(self._encoder, [text], "text")[0].tolist()
+
+        def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+            return encode_texts(self._encoder, texts, "texts").tolist()
+
+        async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+            return await asyncio.to_thread(self._get_text_embeddings, texts)
+
 else:
 
     def __getattr__(name: str) -> Any:
-        if name == "MeteoraPostprocessor":
+        if name in ("MeteoraPostprocessor", "MeteoraEmbedding"):
             raise _missing() from _IMPORT_ERROR
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

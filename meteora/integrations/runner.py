@@ -20,7 +20,9 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -28,10 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from meteora._checks import check_text
 from meteora.errors import InvalidInputError
+from meteora.selection_inputs import MAX_EMBED_CHARS
 from meteora.types import Passage, check_query
 
-__all__ = ["RerankerHandle", "as_position"]
+__all__ = ["RerankerHandle", "as_position", "check_reranker_kwargs", "encoder_of", "encode_texts"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,65 @@ def _lock_for(reranker: Any) -> threading.Lock:
         if lock is None:
             lock = _LOCKS[reranker] = threading.Lock()
         return lock
+
+
+def check_reranker_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Keyword arguments for a lazily built ``Reranker``, checked against its signature
+    now (a typo fails when the integration is built, not at its first query).
+
+    Example:
+        >>> check_reranker_kwargs({"generator": None, "top_k": 3})
+        {'generator': None, 'top_k': 3}
+    """
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping):
+        raise InvalidInputError(f"reranker_kwargs must be a dict of Reranker arguments, got {type(kwargs).__name__}")
+    from meteora.reranker import Reranker
+
+    params = inspect.signature(Reranker).parameters
+    unknown = sorted(str(k) for k in kwargs if k not in params)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown reranker_kwargs {unknown}; meteora.Reranker takes {sorted(params)} "
+            "(or pass a built reranker=Reranker(...))"
+        )
+    return dict(kwargs)
+
+
+def encoder_of(obj: Any) -> Any:
+    """The encoder behind a framework's embeddings adapter: a
+    :class:`~meteora.reranker.Reranker`'s or a dense retriever's (``.encoder``), an
+    :class:`~meteora.embeddings.encoder.Encoder`, or one loaded from a model name or
+    folder (``None``: the packaged all-MiniLM-L6-v2)."""
+    from meteora.embeddings.encoder import Encoder
+
+    if isinstance(obj, Encoder):
+        return obj
+    inner = getattr(obj, "encoder", None)
+    if isinstance(inner, Encoder):
+        return inner
+    if obj is None or isinstance(obj, (str, os.PathLike)):
+        return Encoder(obj)
+    raise InvalidInputError(
+        "encoder must be a meteora Reranker (its encoder), an Encoder, a model name or folder, or None (the default "
+        f"MiniLM); got {type(obj).__name__}"
+    )
+
+
+def encode_texts(encoder: Any, texts: Any, name: str) -> np.ndarray:
+    """``(len(texts), d)`` float32 vectors of ``texts`` from ``encoder``, each text checked
+    and cut to :data:`~meteora.selection_inputs.MAX_EMBED_CHARS` exactly as the reranker
+    cuts a passage, so the encoder's cache serves the reranker the same vectors."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise InvalidInputError(f"{name} must be a list of str, got {type(texts).__name__}")
+    out = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"{name}[{i}] must be a str, got {type(text).__name__}")
+        check_text(text, f"{name}[{i}]")
+        out.append(text if len(text) <= MAX_EMBED_CHARS else text[:MAX_EMBED_CHARS])
+    return np.asarray(encoder.encode(out), dtype=np.float32)
 
 
 def as_position(value: Any) -> int:
@@ -77,7 +140,7 @@ class RerankerHandle:
         if reranker is not None and build_kwargs:
             raise InvalidInputError("pass either a built reranker or reranker_kwargs, not both")
         self._reranker = reranker
-        self._kwargs = dict(build_kwargs or {})
+        self._kwargs = check_reranker_kwargs(build_kwargs)
         self._build_lock = threading.Lock()
 
     @property

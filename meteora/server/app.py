@@ -4,13 +4,18 @@ Routes:
 
 * ``POST /v1/rerank`` (also ``/v2/rerank``): the Cohere/Jina rerank shape (see
   :mod:`meteora.server.schemas`); results are the full ranking, best first, cut at
-  ``top_n``, each flagged ``selected`` when METEORA selects it;
+  ``top_n``, each with ``relevance_score`` in [0, 1], the raw ``score``, and flagged
+  ``selected`` when METEORA selects it; ``rank_fields`` and ``max_tokens_per_doc`` are
+  honoured (:mod:`meteora.server.documents`);
 * ``POST /rerank``: the same in text-embeddings-inference's shape (``texts`` in, a list
-  of ``{index, score, text?}`` out);
+  of ``{index, score, text?}`` out; ``raw_scores`` honoured);
 * ``POST /v1/select``: METEORA's answer — the selected set, the ranking, the
   rationales, a reason per passage, and with ``"explain": true`` the readable
   explanation and the selector's details;
-* ``GET /health`` (never needs the key: for load balancers) and ``GET /v1/models``.
+* ``GET /health`` (never needs the key: for load balancers), ``GET /v1/models`` and
+  ``GET /openapi.json`` (the API schema); ``GET /docs`` (Swagger UI, whose page loads
+  its scripts from a CDN) only with ``ServeSettings(docs=True)``. With a key set, every
+  route but ``/health`` needs it.
 
 Concurrent requests are batched into one :meth:`Reranker.rerank_batch
 <meteora.reranker.Reranker.rerank_batch>` call (:class:`~meteora.server.batching.MicroBatcher`:
@@ -28,8 +33,10 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -37,12 +44,15 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from meteora.errors import InvalidInputError, MeteoraError
 from meteora.integrations.annotate import passage_notes
+from meteora.relevance import relevance_score
 from meteora.server.batching import MicroBatcher, QueueFullError
+from meteora.server.documents import cut_to_tokens, encoder_tokenizer, ranked_text
 from meteora.server.schemas import (
     RerankRequest,
     RerankResponse,
@@ -52,7 +62,7 @@ from meteora.server.schemas import (
     TEIRerankRequest,
 )
 from meteora.server.settings import ServeSettings
-from meteora.types import Passage, to_passages
+from meteora.types import Passage, check_query, to_passages
 
 __all__ = ["create_app"]
 
@@ -129,7 +139,9 @@ def create_app(reranker: Any, settings: ServeSettings | None = None) -> FastAPI:
         yield
         await batcher.aclose()
 
-    app = FastAPI(title="meteora rerank service", version="1", lifespan=lifespan)
+    # the schema and docs routes are declared below, behind the key
+    app = FastAPI(title="meteora rerank service", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
     app.state.batcher = batcher
     app.state.settings = settings
@@ -141,9 +153,13 @@ def create_app(reranker: Any, settings: ServeSettings | None = None) -> FastAPI:
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
             raise HTTPException(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'")
 
-    def validate(body: RerankRequest | SelectRequest | TEIRerankRequest, *, keep_ids: bool) -> list[Passage]:
+    def validate(
+        body: RerankRequest | SelectRequest | TEIRerankRequest, *, keep_ids: bool,
+        rank_fields: Sequence[str] | None = None, max_tokens: int | None = None,
+    ) -> list[Passage]:
         if not body.query.strip():
             raise InvalidInputError("query is empty; send a non-empty question")
+        check_query(body.query)
         if len(body.query) > settings.max_query_chars:
             raise InvalidInputError(f"query has {len(body.query)} characters; the limit is {settings.max_query_chars}")
         if not body.documents:
@@ -154,22 +170,31 @@ def create_app(reranker: Any, settings: ServeSettings | None = None) -> FastAPI:
             )
         items: list[Any] = []
         for i, doc in enumerate(body.documents):
-            text = doc if isinstance(doc, str) else doc.text
-            if len(text) > settings.max_document_chars:
-                raise InvalidInputError(
-                    f"documents[{i}] has {len(text)} characters; the limit is {settings.max_document_chars}: chunk it"
-                )
             if isinstance(doc, str):
-                items.append({"text": doc, "id": str(i)})
+                row: dict[str, Any] = {"text": doc}
             else:
                 row = doc.model_dump(exclude_none=True)
-                if not keep_ids or "id" not in row:
-                    row["id"] = str(i)
-                items.append(row)
+                if rank_fields:
+                    row["text"] = ranked_text(row, rank_fields, i)
+                elif doc.text is None:
+                    raise InvalidInputError(
+                        f"documents[{i}] has no 'text'; send the text to rank (or name the fields to rank in rank_fields)"
+                    )
+            if len(row["text"]) > settings.max_document_chars:
+                raise InvalidInputError(
+                    f"documents[{i}] has {len(row['text'])} characters; the limit is {settings.max_document_chars}: chunk it"
+                )
+            if not keep_ids or "id" not in row:
+                row["id"] = str(i)
+            items.append(row)
+        if max_tokens is not None:
+            cut = cut_to_tokens([row["text"] for row in items], max_tokens, encoder_tokenizer(reranker))
+            for row, text in zip(items, cut, strict=True):
+                row["text"] = text
         try:
             return to_passages(items)
         except InvalidInputError as exc:
-            raise InvalidInputError(str(exc).replace("passage #", "documents[").replace(" (id", "] (id")) from exc
+            raise InvalidInputError(re.sub(r"passage #(\d+)", r"documents[\1]", str(exc))) from exc
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -208,14 +233,32 @@ def create_app(reranker: Any, settings: ServeSettings | None = None) -> FastAPI:
         card = {"id": settings.model_name, "object": "model", "owned_by": "meteora", **_describe(reranker)}
         return {"object": "list", "data": [card]}
 
+    @app.get("/openapi.json", dependencies=[Depends(check_key)], include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    if settings.docs:
+        @app.get("/docs", dependencies=[Depends(check_key)], include_in_schema=False)
+        async def docs() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} — API")
+
     async def rerank(body: RerankRequest) -> RerankResponse:
-        passages = validate(body, keep_ids=False)
+        if body.max_tokens_per_doc is None:  # tokenizing is CPU work: off the event loop
+            passages = validate(body, keep_ids=False, rank_fields=body.rank_fields)
+        else:
+            passages = await asyncio.to_thread(validate, body, keep_ids=False, rank_fields=body.rank_fields,
+                                               max_tokens=body.max_tokens_per_doc)
         result = await batcher.submit((body.query, passages))
         selected = set(result.selected_ids)
         hits = result.ranked if body.top_n is None else result.ranked[: body.top_n]
+
+        def sent(i: int) -> dict[str, Any]:
+            doc = body.documents[i]
+            return {"text": doc} if isinstance(doc, str) else doc.model_dump(exclude_none=True)
+
         results = [
-            {"index": int(h.id), "relevance_score": float(h.score), "selected": h.id in selected,
-             **({"document": {"text": h.text}} if body.return_documents else {})}
+            {"index": int(h.id), "relevance_score": relevance_score(h.score), "score": float(h.score),
+             "selected": h.id in selected, **({"document": sent(int(h.id))} if body.return_documents else {})}
             for h in hits
         ]
         return RerankResponse(id=str(uuid.uuid4()), model=settings.model_name, results=results,
@@ -230,7 +273,8 @@ def create_app(reranker: Any, settings: ServeSettings | None = None) -> FastAPI:
     async def rerank_tei(body: TEIRerankRequest) -> list[TEIRank]:
         passages = validate(body, keep_ids=False)
         result = await batcher.submit((body.query, passages))
-        return [TEIRank(index=int(h.id), score=float(h.score), text=h.text if body.return_text else None)
+        return [TEIRank(index=int(h.id), score=float(h.score) if body.raw_scores else relevance_score(h.score),
+                        text=h.text if body.return_text else None)
                 for h in result.ranked]
 
     @app.post("/v1/select", response_model=SelectResponse, response_model_exclude_none=True,
@@ -246,12 +290,14 @@ def create_app(reranker: Any, settings: ServeSettings | None = None) -> FastAPI:
             id=str(uuid.uuid4()), model=settings.model_name, query=body.query,
             selected=[
                 {"index": index[p.id], "id": p.id, "doc_id": p.doc_id, "position": p.position, "text": p.text,
-                 "relevance_score": notes[p.id].score, "rank": notes[p.id].rank, "reason": notes[p.id].reason,
+                 "relevance_score": notes[p.id].relevance, "score": notes[p.id].score, "rank": notes[p.id].rank,
+                 "reason": notes[p.id].reason,
                  "chosen_by": list(notes[p.id].chosen_by)}
                 for p in chosen
             ],
             ranking=[
-                {"index": index[h.id], "id": h.id, "relevance_score": float(h.score), "rank": h.rank,
+                {"index": index[h.id], "id": h.id, "relevance_score": relevance_score(h.score), "score": float(h.score),
+                 "rank": h.rank,
                  "selected": h.id in chosen_ids, "reason": notes[h.id].reason}
                 for h in result.ranked
             ],

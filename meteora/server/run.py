@@ -77,6 +77,11 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
                    help=f"how long a request waits for others to batch with (default {DEFAULTS.max_wait_ms:g} ms)")
     g.add_argument("--max-queue", type=_positive_int, default=DEFAULTS.max_queue,
                    help=f"most requests waiting; more get 503 (default {DEFAULTS.max_queue})")
+    g.add_argument("--access-log", action="store_true",
+                   help="log one line per request (method, path, status; uvicorn's access log); off by default")
+    g.add_argument("--docs", action="store_true",
+                   help="serve the Swagger UI page at /docs (its scripts come from a CDN, so the browser needs "
+                        "network access; behind the key when one is set). /openapi.json is always served")
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
@@ -88,15 +93,18 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         model_name=args.model_name, api_key=key, max_documents=args.max_documents,
         max_document_chars=args.max_document_chars, max_query_chars=args.max_query_chars,
         max_body_bytes=args.max_body_bytes, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue,
+        max_queue=args.max_queue, docs=bool(getattr(args, "docs", False)),
     )
 
 
-def serve(reranker: Any, settings: Any, *, host: str = "127.0.0.1", port: int = 8080, log_level: str | None = None) -> None:
+def serve(
+    reranker: Any, settings: Any, *, host: str = "127.0.0.1", port: int = 8080, log_level: str | None = None,
+    access_log: bool = False,
+) -> None:
     """Serve ``reranker`` on ``host:port`` until interrupted (uvicorn, one process).
 
     ``log_level``: uvicorn's (default: that of the ``meteora`` logger, so ``meteora -q
-    serve`` is quiet and ``-v`` is not).
+    serve`` is quiet and ``-v`` is not). ``access_log``: one log line per request.
     """
     if log_level is None:
         level = logging.getLogger("meteora").getEffectiveLevel()
@@ -108,7 +116,7 @@ def serve(reranker: Any, settings: Any, *, host: str = "127.0.0.1", port: int = 
     app = create_app(reranker, settings)
     logger.info("serving %s on http://%s:%d (key %s)", settings.model_name, host, port,
                 "required" if settings.api_key else "not required")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
 
 
 class BackgroundServer:
@@ -121,16 +129,22 @@ class BackgroundServer:
         app: the ASGI app (e.g. :func:`~meteora.server.app.create_app`'s).
         host: address to bind (default 127.0.0.1).
         start_timeout: seconds to wait for the server to accept connections.
+        access_log: log one line per request (uvicorn's ``uvicorn.access`` logger).
     """
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", start_timeout: float = 30.0) -> None:
+    def __init__(
+        self, app: Any, *, host: str = "127.0.0.1", start_timeout: float = 30.0, access_log: bool = False,
+    ) -> None:
         uvicorn = require("uvicorn", "serve", "meteora.server.BackgroundServer")
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, 0))
         self.host, self.port = self._sock.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        # log_config=None: uvicorn's records go to this process's logging as it is set up,
+        # instead of uvicorn replacing the logging configuration of the host program
+        config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log,
+                                lifespan="on", log_config=None)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True,
                                         name="meteora-serve")

@@ -2,11 +2,13 @@
 
 ``POST /v1/rerank`` takes the request shape that Cohere's, Jina's and TEI-style rerank
 clients send — ``query``, ``documents`` (strings, or objects with ``text``), ``top_n``,
-``return_documents``, and a ``model`` that is accepted and echoed as the served name —
-and answers ``{"id", "model", "results": [{"index", "relevance_score", "document"?}],
-"meta"}``. Unknown request fields (``max_chunks_per_doc``, ``rank_fields``...) are
-ignored, so existing clients work unchanged. ``POST /v1/select`` is METEORA's own
-answer.
+``return_documents``, ``rank_fields`` (the object fields to rank on, in order),
+``max_tokens_per_doc`` (each document cut to its first N tokens before ranking), and a
+``model`` that is accepted and echoed as the served name — and answers ``{"id", "model",
+"results": [{"index", "relevance_score", "score", "selected", "document"?}], "meta"}``:
+``relevance_score`` in [0, 1] (:func:`meteora.relevance.relevance_score`), ``score`` the
+raw ranking score (cosine scale). Other request fields (``max_chunks_per_doc``...) are
+ignored, so existing clients work unchanged. ``POST /v1/select`` is METEORA's own answer.
 
 Example:
     >>> RerankRequest(query="q", documents=["a", {"text": "b"}], top_n=1).texts()
@@ -15,9 +17,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "DocumentIn",
@@ -33,16 +35,27 @@ __all__ = [
 ]
 
 
+def _not_bool(value: Any) -> Any:
+    """JSON ``true``/``false`` is not a count (pydantic would read ``true`` as 1)."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be an integer, not {str(value).lower()}")
+    return value
+
+
+#: an integer field that refuses booleans
+Integer = Annotated[int, BeforeValidator(_not_bool)]
+
+
 class DocumentIn(BaseModel):
     """A document as an object: ``text`` plus optional METEORA fields (other fields
     are kept as metadata by ``/v1/select`` and ignored by ``/v1/rerank``)."""
 
     model_config = ConfigDict(extra="allow")
 
-    text: str
+    text: str | None = Field(default=None, description="the text ranked (required unless rank_fields names others)")
     id: str | None = None
     doc_id: str | None = Field(default=None, description="chunks of one document share it (evidence scorer, expansion)")
-    position: int | None = Field(default=None, ge=0, description="0-based position of the chunk in its document")
+    position: Integer | None = Field(default=None, ge=0, description="0-based position of the chunk in its document")
 
 
 class _Documents(BaseModel):
@@ -51,7 +64,7 @@ class _Documents(BaseModel):
     query: str
     documents: list[str | DocumentIn]
 
-    def texts(self) -> list[str]:
+    def texts(self) -> list[str | None]:
         return [d if isinstance(d, str) else d.text for d in self.documents]
 
 
@@ -59,19 +72,28 @@ class RerankRequest(_Documents):
     """Cohere/Jina-compatible rerank request."""
 
     model: str | None = Field(default=None, description="accepted and ignored: the server runs one model")
-    top_n: int | None = Field(default=None, ge=1, description="return at most this many results (default: all)")
-    return_documents: bool = Field(default=False, description="include each document's text in the results")
+    top_n: Integer | None = Field(default=None, ge=1, description="return at most this many results (default: all)")
+    return_documents: bool = Field(default=False, description="include each document (as sent) in the results")
+    rank_fields: list[str] | None = Field(
+        default=None, min_length=1, description="object documents: rank on these fields, in order, read as "
+        "'field: value' lines (default: the 'text' field)")
+    max_tokens_per_doc: Integer | None = Field(
+        default=None, ge=1, description="cut each document to its first N tokens (the encoder's tokenizer) before "
+        "ranking (default: no cut; the models read their own window)")
 
 
 class TEIRerankRequest(BaseModel):
     """Hugging Face text-embeddings-inference's ``POST /rerank`` request (``texts``
-    instead of ``documents``); ``raw_scores`` and ``truncate`` are accepted and ignored."""
+    instead of ``documents``): ``score`` is the relevance in [0, 1], or with
+    ``raw_scores`` the raw ranking score; ``truncate`` is accepted and ignored (the
+    models always read their own window)."""
 
     model_config = ConfigDict(extra="ignore")
 
     query: str
     texts: list[str]
     return_text: bool = False
+    raw_scores: bool = False
 
     @property
     def documents(self) -> list[str]:
@@ -88,17 +110,22 @@ class SelectRequest(_Documents):
     """METEORA's own request: which documents hold the evidence, and why."""
 
     model: str | None = None
-    top_k: int | None = Field(default=None, ge=1, description="keep at most this many selected documents")
+    top_k: Integer | None = Field(default=None, ge=1, description="keep at most this many selected documents")
     explain: bool = Field(default=False, description="include the readable explanation and the selector's details")
 
 
 class RerankDocument(BaseModel):
-    text: str
+    """A document as it was sent (a string comes back as ``{"text": ...}``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    text: str | None = None
 
 
 class RerankResult(BaseModel):
     index: int
-    relevance_score: float
+    relevance_score: float = Field(description="in [0, 1]: the score mapped by meteora.relevance.relevance_score")
+    score: float = Field(description="METEORA's raw ranking score (cosine scale; an extension)")
     selected: bool = Field(description="in METEORA's selected set (an extension; Cohere clients ignore it)")
     document: RerankDocument | None = None
 
@@ -117,6 +144,7 @@ class SelectedPassage(BaseModel):
     position: int
     text: str
     relevance_score: float
+    score: float
     rank: int
     reason: str
     chosen_by: list[str]
@@ -126,6 +154,7 @@ class RankedPassage(BaseModel):
     index: int
     id: str
     relevance_score: float
+    score: float
     rank: int
     selected: bool
     reason: str

@@ -36,6 +36,9 @@ class ServeSettings:
         max_batch_size / max_wait_ms: micro-batching: most requests per model call, and
             how long the first request waits for others.
         max_queue: most requests waiting for the model (503 beyond it).
+        docs: serve the Swagger UI page at ``/docs`` (off by default: the page loads its
+            scripts from a CDN, which an offline machine cannot reach; ``/openapi.json``
+            is always served). Both need the key when one is set.
     """
 
     model_name: str = "meteora"
@@ -47,6 +50,7 @@ class ServeSettings:
     max_batch_size: int = 8
     max_wait_ms: float = 10.0
     max_queue: int = 256
+    docs: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_documents", "max_document_chars", "max_query_chars", "max_body_bytes", "max_batch_size", "max_queue"):
@@ -57,6 +61,8 @@ class ServeSettings:
             raise InvalidInputError(f"max_wait_ms must be a number >= 0, got {self.max_wait_ms!r}")
         if not isinstance(self.model_name, str) or not self.model_name.strip():
             raise InvalidInputError("model_name must be a non-empty string")
+        if not isinstance(self.docs, bool):
+            raise InvalidInputError(f"docs must be True or False, got {self.docs!r}")
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
             raise InvalidInputError("api_key must be a non-empty string or None")
 
