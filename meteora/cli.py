@@ -113,7 +113,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 os.environ.pop(API_KEY_ENV_VARS[0], None)
             else:
                 os.environ[API_KEY_ENV_VARS[0]] = saved
-    print(format_results(results))
+    print(format_results(results, ks_shown=config.ks))  # every k asked for, none hidden
     return 0
 
 
@@ -199,7 +199,10 @@ def _print_rerank(result, args: argparse.Namespace) -> None:
     import json
 
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        out = result.to_dict()
+        if args.explain:
+            out["explanation"] = result.explain()
+        print(json.dumps(out, indent=2, ensure_ascii=False))
         return
     scores = {h.id: h.score for h in result.ranked}
     _print_passages(
@@ -225,7 +228,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from meteora.server.run import serve, settings_from_args
 
     settings = settings_from_args(args)  # bad limits fail before any model loads
-    serve(_reranker_from_args(args), settings, host=args.host, port=args.port)
+    serve(_reranker_from_args(args), settings, host=args.host, port=args.port, access_log=args.access_log)
     return 0
 
 
@@ -240,7 +243,8 @@ def _add_reranker_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
     g.add_argument("--threads", type=_positive_int, default=None)
     g.add_argument("--json", action="store_true", help="print JSON")
-    g.add_argument("--explain", action="store_true", help="print which rationale chose which passage")
+    g.add_argument("--explain", action="store_true",
+                   help="print which rationale chose which passage (with --json: as the 'explanation' field)")
     add_scorer_option(g)
     add_backend_options(p)
     add_selector_options(p)
@@ -329,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rr = sub.add_parser("rerank", help="select evidence for one query among given passages")
     rr.add_argument("--query", required=True)
-    rr.add_argument("--passages", required=True, help=".jsonl / .json / text file of candidate passages")
+    rr.add_argument("--passages", required=True,
+                    help=".jsonl / .json / text file of candidate passages, or - for standard input (JSON list, "
+                         "JSONL or text lines, told by its first character)")
     _add_reranker_options(rr)
     rr.set_defaults(func=_cmd_rerank)
 

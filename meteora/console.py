@@ -24,9 +24,12 @@ import sys
 
 __all__ = [
     "setup_logging", "progress_enabled", "set_progress", "third_party_level", "quiet_model_loading", "hf_progress_bars",
+    "LOG_FORMAT", "LOG_DATE_FORMAT",
 ]
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: the command line's log line format and its time format
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%H:%M:%S"
 #: loggers held above WARNING without -v: what they warn about is not the user's problem
 #: (bitsandbytes' CPU build: "Failed to load CPU gemm_4bit_forward ... No module named 'kernels'")
 _STRICTER = {"bitsandbytes": logging.ERROR}
@@ -116,7 +119,7 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=level, format=_FORMAT, datefmt="%H:%M:%S")
+        logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
     tp = third_party_level(verbose, quiet)
     for handler in root.handlers:
         for old in [f for f in handler.filters if isinstance(f, _ThirdPartyFilter)]:

@@ -4,8 +4,10 @@
   ``doc_id``, ``position``, ``metadata``) — or a bare JSON string per line.
 * ``.json``: a list of such objects or strings.
 * anything else: plain text, one passage per non-empty line.
+* ``-``: standard input, in whichever of these it is: a JSON list when its first
+  visible character is ``[``, JSONL when it is ``{`` or ``"``, else plain text.
 
-Errors name the file and the 1-based line number.
+Errors name the file (``<stdin>`` for standard input) and the 1-based line number.
 
 Example:
     >>> import tempfile, pathlib
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,34 +30,35 @@ from meteora._checks import decode_line, is_blank
 from meteora.errors import InvalidInputError
 from meteora.types import Passage, passage_from
 
-__all__ = ["read_passages"]
+__all__ = ["read_passages", "STDIN_NAME"]
+
+#: how standard input is named in messages (``<stdin>:3: ...``)
+STDIN_NAME = "<stdin>"
 
 
-def _jsonl_items(path: Path) -> list[tuple[str, Any]]:
+def _jsonl_items(path: Any, lines: Iterable[bytes]) -> list[tuple[str, Any]]:
     items: list[tuple[str, Any]] = []
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = decode_line(raw, path, lineno)
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(
-                    f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object"
-                ) from exc
-            if not isinstance(obj, (dict, str)):
-                raise InvalidInputError(
-                    f"{path}:{lineno}: expected an object with 'text' or a string, got {type(obj).__name__}"
-                )
-            if isinstance(obj, dict) and "text" not in obj:
-                raise InvalidInputError(f"{path}:{lineno}: object has no 'text' field (keys: {sorted(obj)})")
-            items.append((f"{path}:{lineno}", obj))
+    for lineno, raw in enumerate(lines, 1):
+        line = decode_line(raw, path, lineno)
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(
+                f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object"
+            ) from exc
+        if not isinstance(obj, (dict, str)):
+            raise InvalidInputError(
+                f"{path}:{lineno}: expected an object with 'text' or a string, got {type(obj).__name__}"
+            )
+        if isinstance(obj, dict) and "text" not in obj:
+            raise InvalidInputError(f"{path}:{lineno}: object has no 'text' field (keys: {sorted(obj)})")
+        items.append((f"{path}:{lineno}", obj))
     return items
 
 
-def _decode_whole(path: Path) -> str:
-    data = path.read_bytes()
+def _decode_whole(path: Any, data: bytes) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -65,23 +70,35 @@ def _decode_whole(path: Path) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def _json_items(path: Path) -> list[tuple[str, Any]]:
+def _json_items(path: Any, data: bytes) -> list[tuple[str, Any]]:
     try:
-        data = json.loads(_decode_whole(path))
+        parsed = json.loads(_decode_whole(path, data))
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(data, list):
-        raise InvalidInputError(f"{path}: expected a JSON list of passages, got {type(data).__name__}")
-    return [(f"{path}: item #{i}", obj) for i, obj in enumerate(data)]
+    if not isinstance(parsed, list):
+        raise InvalidInputError(f"{path}: expected a JSON list of passages, got {type(parsed).__name__}")
+    return [(f"{path}: item #{i}", obj) for i, obj in enumerate(parsed)]
 
 
-def _text_items(path: Path) -> list[tuple[str, Any]]:
-    lines = _decode_whole(path).split("\n")
+def _text_items(path: Any, data: bytes) -> list[tuple[str, Any]]:
+    lines = _decode_whole(path, data).split("\n")
     return [(f"{path}:{n}", line.rstrip("\r")) for n, line in enumerate(lines, 1) if not is_blank(line)]
 
 
+def _stdin_items(data: bytes) -> list[tuple[str, Any]]:
+    """Standard input's passages, its format told by its first visible character."""
+    name = STDIN_NAME
+    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if head == b"[":
+        return _json_items(name, data)
+    if head in (b"{", b'"'):
+        return _jsonl_items(name, data.splitlines(keepends=True))
+    return _text_items(name, data)
+
+
 def read_passages(path: str | os.PathLike[str]) -> list[Passage]:
-    """Load passages from ``path`` (see the module docstring for formats).
+    """Load passages from ``path``, or from standard input when it is ``"-"`` (see the
+    module docstring for formats).
 
     Raises:
         InvalidInputError: the file is missing, not UTF-8, not valid JSON, or a row is
@@ -89,15 +106,20 @@ def read_passages(path: str | os.PathLike[str]) -> list[Passage]:
             duplicate id); the message names ``file:line`` (``file: item #i`` in a
             ``.json`` list).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"passage file {str(path)!r} does not exist")
-    if path.suffix == ".jsonl":
-        items = _jsonl_items(path)
-    elif path.suffix == ".json":
-        items = _json_items(path)
+    if str(path) == "-":
+        items = _stdin_items(sys.stdin.buffer.read())
+        path = STDIN_NAME
     else:
-        items = _text_items(path)
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidInputError(f"passage file {str(path)!r} does not exist")
+        if path.suffix == ".jsonl":
+            with open(path, "rb") as fh:
+                items = _jsonl_items(path, fh)
+        elif path.suffix == ".json":
+            items = _json_items(path, path.read_bytes())
+        else:
+            items = _text_items(path, path.read_bytes())
     if not items:
         raise InvalidInputError(f"{path} holds no passages")
     out: list[Passage] = []

@@ -619,3 +619,69 @@ def test_eval_qa_with_a_reader_on_a_server(capsys, tmp_path, monkeypatch, ration
     assert "sekrit" not in out.read_text() and "sekrit" not in stdout + err
     assert all(body["logprobs"] and body["top_logprobs"] == 20 for _, _, body in rationale_server.requests)
     assert {auth for _, auth, _ in rationale_server.requests} == {"Bearer sekrit"}
+
+
+# ------------------------------------------------------------------ output a person reads (issue 20 §5)
+@pytest.mark.parametrize(
+    ("data", "ids"),
+    [
+        ("".join(json.dumps(r) + "\n" for r in CORPUS), [r["id"] for r in CORPUS]),  # JSONL
+        (json.dumps(CORPUS, indent=1), [r["id"] for r in CORPUS]),  # a JSON list
+        ("\n".join(r["text"] for r in CORPUS) + "\n", [str(i) for i in range(len(CORPUS))]),  # text lines
+    ],
+)
+def test_rerank_reads_the_passages_from_stdin(capsys, monkeypatch, tiny_st_dir, data, ids):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data.encode("utf-8"))))
+    code, out, _ = _run(capsys, ["-q", "rerank", "--query", "aspirin stroke", "--passages", "-", "--no-lm",
+                                 "--scorer", "none", "--json", "--embedding-model", str(tiny_st_dir)])
+    assert code == 0 and sorted(r["id"] for r in json.loads(out)["ranked"]) == sorted(ids)
+
+
+def test_stdin_errors_name_stdin_and_the_line(caplog, monkeypatch, tiny_st_dir):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"text": "ok"}\n{"text": \n')))
+    caplog.set_level(logging.ERROR, logger="meteora")
+    assert main(["rerank", "--query", "q", "--passages", "-", "--no-lm", "--embedding-model", str(tiny_st_dir)]) == 2
+    assert "<stdin>:2: not valid JSON" in caplog.text
+
+
+def test_json_with_explain_carries_the_explanation(capsys, corpus_file, tiny_st_dir):
+    argv = ["-q", "rerank", "--query", "aspirin stroke", "--passages", str(corpus_file), "--no-lm", "--scorer", "none",
+            "--json", "--embedding-model", str(tiny_st_dir)]
+    code, out, _ = _run(capsys, [*argv, "--explain"])
+    data = json.loads(out)
+    assert code == 0 and "rationale 0: aspirin stroke" in data["explanation"] and "selected (" in data["explanation"]
+    assert "explanation" not in json.loads(_run(capsys, argv)[1])
+
+
+def test_bench_table_shows_every_k_asked_for(monkeypatch, capsys):
+    from meteora.bench import pubmedqa
+
+    row = {"precision": 0.5, "recall": 0.5, "F1": 0.5, "mean_chunks": 1.0}
+    methods = {"bm25": {"NDCG@10": 0.4, "Recall@5": 0.5, "Recall@10": 0.6, "Recall@50": 0.7, "MRR@10": 0.4,
+                        "MAP": 0.3, "seconds": 1.0},
+               **{f"bm25@{k}": dict(row, mean_chunks=float(k)) for k in (1, 2, 7)}}
+    monkeypatch.setattr(pubmedqa, "run_benchmark",
+                        lambda config, **kw: {"views": {"evidence": {"n_queries": 3, "methods": methods}}})
+    code, out, _ = _run(capsys, ["-q", "bench", "bioasq", "--methods", "bm25", "--ks", "1,2,7", "--no-write"])
+    assert code == 0 and all(f"bm25@{k}" in out for k in (1, 2, 7))
+
+
+def test_index_says_it_once(capsys, caplog, corpus_file, tmp_path):
+    caplog.set_level(logging.DEBUG, logger="meteora")
+    code, out, _ = _run(capsys, ["index", str(corpus_file), "--out", str(tmp_path / "idx"), "--kind", "bm25"])
+    assert code == 0 and out.count("\n") == 1 and "indexed 5 passages (bm25)" in out
+    shown = [r for r in caplog.records if r.levelno >= logging.INFO and "saved" in r.getMessage()]
+    assert not shown  # the save is the printed line, not a second INFO record
+
+
+def test_serve_flags_for_docs_and_the_access_log():
+    from meteora.server.run import settings_from_args
+
+    args = build_parser().parse_args(["serve", "--no-lm", "--access-log", "--docs"])
+    assert args.access_log is True and settings_from_args(args).docs is True
+    plain = build_parser().parse_args(["serve", "--no-lm"])
+    assert plain.access_log is False and settings_from_args(plain).docs is False

@@ -640,3 +640,25 @@ def test_smollm2_default_generates_rationales():
         assert rs.raw.strip()
         if not rs.fallback:
             assert all(r != q for r in rs.rationales)
+
+
+def test_library_use_shows_no_loading_bars_or_cache_deprecation_warnings(tiny_llama_dir, capfd):
+    """Loading a model draws no "Loading weights" bar in library use (meteora's logger is
+    not at INFO), and the prompt-prefix cache is passed to generate() under the name the
+    installed transformers uses: no past_key_values FutureWarning."""
+    import warnings
+
+    from meteora.lm.base import SamplingParams
+    from meteora.lm.transformers import TransformersLM
+
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lm = TransformersLM.from_pretrained(str(tiny_llama_dir), device="cpu")
+        prefix = "You are a careful assistant. Read the question and write what evidence would answer it. " * 2
+        out = lm.generate([prefix + "Aspirin?", prefix + "Statins and the heart?"], SamplingParams(max_new_tokens=3),
+                          prefix_probes=[prefix + "Alpha?", prefix + "Zeta?"])
+    err = capfd.readouterr().err
+    assert len(out) == 2 and lm._prefix_kv_memo is not None  # the prefix cache was used
+    assert "Loading weights" not in err and "past_key_values" not in err
+    assert not [w for w in caught if "past_key_values" in str(w.message) or "cache_params" in str(w.message)]

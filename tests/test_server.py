@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -273,8 +274,8 @@ def test_meteora_serve_command(tiny_st_dir):
         port = s.getsockname()[1]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", METEORA_NUM_THREADS="1",
                METEORA_SERVER_API_KEY="k3y", NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
-    cmd = [sys.executable, "-m", "meteora.cli", "-q", "serve", "--no-lm", "--scorer", "none", "--embedding-model",
-           str(tiny_st_dir), "--port", str(port), "--model-name", "tiny"]
+    cmd = [sys.executable, "-m", "meteora.cli", "serve", "--no-lm", "--scorer", "none", "--embedding-model",
+           str(tiny_st_dir), "--port", str(port), "--model-name", "tiny", "--access-log"]
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -294,9 +295,14 @@ def test_meteora_serve_command(tiny_st_dir):
         assert out.status_code == 200, out.text
         assert out.json()["model"] == "tiny" and len(out.json()["results"]) == 2
         assert httpx.post(url + "/v1/rerank", json={"query": QUERY, "documents": TEXTS}).status_code == 401
+        assert httpx.get(url + "/openapi.json").status_code == 401 and httpx.get(url + "/docs").status_code == 404
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    log = proc.stdout.read()
+    assert log.count(f"serving tiny on http://127.0.0.1:{port}") == 1 and "Uvicorn running" not in log  # one line
+    assert re.search(r'INFO uvicorn.access: 127\.0\.0\.1:\d+ - "POST /v1/rerank HTTP/1.1" 200', log), log
+    assert '"POST /v1/rerank HTTP/1.1" 401' in log
 
 
 def test_bad_serve_flags_fail_before_loading_anything():

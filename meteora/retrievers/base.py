@@ -253,7 +253,7 @@ class Retriever(ABC):
         """
         self._check_indexed()
         path = publish_index(directory, self._write_index)
-        logger.info("saved %s index (%d passages) to %s", self.kind, len(self._passages), path)
+        logger.debug("saved %s index (%d passages) to %s", self.kind, len(self._passages), path)
         return path
 
     @abstractmethod

@@ -114,9 +114,24 @@ def serve(
     from meteora.server.app import create_app
 
     app = create_app(reranker, settings)
-    logger.info("serving %s on http://%s:%d (key %s)", settings.model_name, host, port,
-                "required" if settings.api_key else "not required")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+    logger.info("serving %s on http://%s:%d (key %s%s)", settings.model_name, host, port,
+                "required" if settings.api_key else "not required", "; API page at /docs" if settings.docs else "")
+    if access_log:  # one line per request, in the command line's format (not held back like uvicorn's other notices)
+        _show_access_log()
+    # log_config=None: uvicorn's records go through the process's logging as the command line
+    # set it up (one format; its startup notices, which repeat the line above, only with -v)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log, log_config=None)
+
+
+def _show_access_log() -> None:
+    from meteora.console import LOG_DATE_FORMAT, LOG_FORMAT
+
+    access = logging.getLogger("uvicorn.access")
+    if not access.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt=LOG_DATE_FORMAT))
+        access.addHandler(handler)
+    access.propagate = False
 
 
 class BackgroundServer:
