@@ -7,7 +7,8 @@ Run from the repository root (the project installed in ``.venv``)::
 
 The cases live beside this script in ``benchmarks/robustness_cases.py`` (the same matrix
 ``tests/test_bad_inputs.py`` runs, one test per case): each performs one bad (or tricky but valid) action against the
-public API or the ``meteora`` command line, on a tiny random encoder, loopback only. The
+public API, the ``meteora`` command line, the HTTP service and the framework integrations
+(``benchmarks/robustness_cases_more.py`` adds to it), on a tiny random encoder, loopback only. The
 actual outcome of every case is classified as
 
 * ``clear_error``: a :class:`~meteora.errors.MeteoraError` (or, for the command line,
@@ -16,6 +17,7 @@ actual outcome of every case is classified as
 * ``raw_traceback``: any other exception (or a command that crashed);
 * ``silent_wrong``: bad input accepted, or a result that failed its check;
 * ``data_loss``: a user's file or folder was changed or removed;
+* ``hang``: still running after ``HANG_SECONDS`` (a timer stops it);
 
 and ``passed`` says whether it is the expected outcome (for errors: the expected class
 and a message naming what and where, e.g. ``file:line``). The results file holds the

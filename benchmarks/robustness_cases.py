@@ -6,7 +6,8 @@ specific :class:`~meteora.errors.MeteoraError` subclass whose message contains a
 substring (for file input, the ``file:line``), or ``ok`` with a correctness check.
 :func:`run_case` classifies what actually happened into ``clear_error``,
 ``correct_result``, ``raw_traceback`` (any other exception), ``silent_wrong`` (bad input
-accepted, or a result that fails its check) or ``data_loss`` (a user's file changed).
+accepted, or a result that fails its check), ``data_loss`` (a user's file changed) or
+``hang`` (still running after :data:`HANG_SECONDS`).
 
 ``tests/test_bad_inputs.py`` runs one test per case; ``benchmarks/robustness.py``
 writes the table ``benchmarks/results/robustness.json``. Everything runs on a tiny
@@ -27,9 +28,11 @@ import json
 import logging
 import math
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,9 +51,12 @@ from meteora.errors import (
     TrainingDataError,
 )
 
-__all__ = ["Case", "CliError", "CliResult", "Env", "Outcome", "build_cases", "run_case", "OUTCOMES"]
+__all__ = ["Case", "CliError", "CliResult", "Env", "HttpError", "HttpResult", "Outcome", "build_cases", "run_case",
+           "OUTCOMES"]
 
-OUTCOMES = ("clear_error", "correct_result", "raw_traceback", "silent_wrong", "data_loss")
+OUTCOMES = ("clear_error", "correct_result", "raw_traceback", "silent_wrong", "data_loss", "hang")
+#: a case still running after this many seconds is stopped and counted as a hang
+HANG_SECONDS = 180.0
 REPO = Path(__file__).resolve().parents[1]
 
 Q = "Does aspirin reduce fever in children?"
@@ -71,6 +77,43 @@ CORPUS = [
 # --------------------------------------------------------------------------- plumbing
 class CliError(Exception):
     """A command that exited with status 2 and a readable message (no traceback)."""
+
+
+class HttpError(Exception):
+    """A 4xx answer of the HTTP service with a JSON ``{"error": {"message"}}`` body."""
+
+
+@dataclass
+class HttpResult:
+    """Status and JSON body of one request to the HTTP service."""
+
+    status: int
+    body: Any
+
+
+class HangDetected(BaseException):
+    """A case ran past :data:`HANG_SECONDS` (a BaseException, so that no ``except
+    Exception`` in the code under test swallows it)."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise :class:`HangDetected` in the block after ``seconds`` (a SIGALRM timer, in the
+    main thread of a Unix process; elsewhere no limit)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise HangDetected(f"still running after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class DataLossDetected(Exception):
@@ -133,15 +176,26 @@ def run_case(case: Case, env: Env) -> Outcome:
     """Run one case and classify its outcome (never raises)."""
     t0 = time.perf_counter()
     try:
-        value = case.action(env)
+        with deadline(HANG_SECONDS):
+            value = case.action(env)
+    except HangDetected as exc:
+        return Outcome("hang", False, _head(str(exc)), type(exc).__name__, time.perf_counter() - t0)
     except DataLossDetected as exc:
         return Outcome("data_loss", False, _head(str(exc)), type(exc).__name__, time.perf_counter() - t0)
     except MeteoraError as exc:
         return _error_outcome(case, exc, time.perf_counter() - t0)
     except Exception as exc:  # noqa: BLE001 - what the matrix is looking for
+        inner = wrapped_meteora_error(exc)
+        if inner is not None:  # a framework's validation error carrying meteora's own message
+            return _error_outcome(case, inner, time.perf_counter() - t0)
         return Outcome("raw_traceback", False, _head(f"{type(exc).__name__}: {exc}"), type(exc).__name__,
                        time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
+    if isinstance(value, HttpResult) and value.status >= 400:
+        error = value.body.get("error") if isinstance(value.body, dict) else None
+        if 400 <= value.status < 500 and isinstance(error, dict) and error.get("message"):
+            return _error_outcome(case, HttpError(f"{value.status}: {error['message']}"), seconds)
+        return Outcome("raw_traceback", False, _head(f"HTTP {value.status}: {value.body!r}"), "HttpStatus", seconds)
     if isinstance(value, CliResult) and value.rc != 0:
         text = value.err + value.out
         if value.rc == 2 and "Traceback (most recent call last)" not in text:
@@ -154,6 +208,20 @@ def run_case(case: Case, env: Env) -> Outcome:
     except Exception as exc:  # noqa: BLE001 - a check that cannot run means the result is wrong
         return Outcome("silent_wrong", False, _head(f"check failed: {type(exc).__name__}: {exc}"), None, seconds)
     return Outcome("correct_result" if ok else "silent_wrong", ok, _head(repr(value)), None, seconds)
+
+
+def wrapped_meteora_error(exc: BaseException) -> MeteoraError | None:
+    """The :class:`MeteoraError` inside a pydantic ``ValidationError`` (how LangChain's and
+    LlamaIndex's models report a bad field: meteora's check ran and its message is kept),
+    else ``None``."""
+    errors = getattr(exc, "errors", None)
+    if type(exc).__name__ != "ValidationError" or not callable(errors):
+        return None
+    for err in errors():
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, MeteoraError):
+            return inner
+    return None
 
 
 def _error_outcome(case: Case, exc: BaseException, seconds: float) -> Outcome:
@@ -1248,6 +1316,9 @@ def build_cases() -> list[Case]:
         *_settings_cases(), *_elbow_cases(), *_generator_cases(), *_scorer_cases(), *_retriever_cases(),
         *_corpus_cases(), *_training_cases(), *_hub_cases(), *_cli_cases(), *_index_cache_cases(),
     ]
+    from robustness_cases_more import more_cases  # beside this module; it imports this one
+
+    cases += more_cases()
     seen: set[str] = set()
     for c in cases:
         if c.id in seen:

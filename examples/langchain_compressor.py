@@ -14,11 +14,10 @@ import argparse
 
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import Document
-from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.vectorstores import InMemoryVectorStore
 
 from meteora import Reranker
-from meteora.integrations.langchain import MeteoraCompressor
+from meteora.integrations.langchain import MeteoraCompressor, MeteoraEmbeddings
 
 DOCS = [  # chunks of three abstracts; doc_id/position tell which chunks belong together
     Document("Background: stroke is a leading cause of disability.", metadata={"doc_id": "aspirin", "position": 0}),
@@ -35,10 +34,12 @@ def main() -> None:
     parser.add_argument("--question", default="Does aspirin prevent stroke?")
     args = parser.parse_args()
 
-    # any vector store / retriever: this stand-in embedding keeps the example offline
-    store = InMemoryVectorStore.from_documents(DOCS, DeterministicFakeEmbedding(size=64))
+    rr = Reranker(generator=None)
+    # any vector store / retriever; embedded with the reranker's own encoder, the stored
+    # vectors reach the compressor through the encoder's cache (nothing is encoded twice)
+    store = InMemoryVectorStore.from_documents(DOCS, MeteoraEmbeddings(rr))
     retriever = ContextualCompressionRetriever(
-        base_compressor=MeteoraCompressor(reranker=Reranker(generator=None)),  # or mode="rank", top_n=3
+        base_compressor=MeteoraCompressor(reranker=rr),  # top_n=3 by default; or mode="rank"
         base_retriever=store.as_retriever(search_kwargs={"k": 5}),
     )
     for doc in retriever.invoke(args.question):  # copies of the selected documents

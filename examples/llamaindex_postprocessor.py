@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 
 from llama_index.core import VectorStoreIndex
-from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import MockLLM
 from llama_index.core.schema import TextNode
 
 from meteora import Reranker
-from meteora.integrations.llamaindex import MeteoraPostprocessor
+from meteora.integrations.llamaindex import MeteoraEmbedding, MeteoraPostprocessor
 
 # independent passages here; the nodes a splitter makes from one document share its
 # ref_doc_id, and METEORA's evidence scorer then compares them with each other
@@ -35,14 +34,16 @@ def main() -> None:
     parser.add_argument("--question", default="Does aspirin prevent stroke?")
     args = parser.parse_args()
 
-    # your embedding model and LLM go here; the mocks keep the example offline
-    index = VectorStoreIndex(NODES, embed_model=MockEmbedding(embed_dim=64))
+    rr = Reranker(generator=None)
+    # the index embeds with the reranker's encoder (its vectors then reach the
+    # postprocessor through the encoder's cache); your LLM goes here: the mock keeps it offline
+    index = VectorStoreIndex(NODES, embed_model=MeteoraEmbedding(rr))
     engine = index.as_query_engine(
         llm=MockLLM(), similarity_top_k=5,
-        node_postprocessors=[MeteoraPostprocessor(reranker=Reranker(generator=None))],  # or mode="rank", top_n=3
+        node_postprocessors=[MeteoraPostprocessor(reranker=rr)],  # top_n=2 by default; or mode="rank"
     )
     response = engine.query(args.question)
-    for hit in response.source_nodes:  # copies of the selected nodes, METEORA's score
+    for hit in response.source_nodes:  # copies of the selected nodes; the score is the relevance in [0, 1]
         print(f"{hit.score:.3f}  {hit.node.get_content()}")
         print(f"       {hit.node.metadata['meteora_reason']}")
 

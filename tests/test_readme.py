@@ -97,6 +97,12 @@ def _check_quick_start(ns: dict[str, Any], out: str) -> None:
     assert "Aspirin" in hits.selected[0].text
 
 
+def _check_rank(ns: dict[str, Any], out: str) -> None:
+    ranked = ns["ranked"]
+    assert [h.index for h in ranked] == [1, 0] and ranked[0].selected and not ranked[1].selected
+    assert all(0.0 <= h.relevance_score <= 1.0 for h in ranked) and out.splitlines()[-1] == "1"
+
+
 def _check_retrieval(ns: dict[str, Any], out: str) -> None:
     assert ns["hits"].ids[0] == "a-0" and (Path("my-index") / "meteora-index.json").is_file()
 
@@ -112,6 +118,7 @@ def _check_poisoning(ns: dict[str, Any], out: str) -> None:
 
 CHECKS: dict[str, Callable[[dict[str, Any], str], None]] = {
     "Quick start: select evidence": _check_quick_start,
+    "Quick start: select evidence, Coming from a cross-encoder reranker": _check_rank,
     "Retrieval": _check_retrieval,
     "LangChain": _check_langchain,
     "LlamaIndex": _check_langchain,
