@@ -44,7 +44,11 @@ _LOCKS_GUARD = threading.Lock()
 
 
 def _lock_for(reranker: Any) -> threading.Lock:
-    """One lock per reranker object, shared by every integration that wraps it."""
+    """One lock per reranker object, shared by every integration that wraps it: the
+    reranker's own ``lock`` (which its async methods hold too), else one kept here."""
+    own = getattr(reranker, "lock", None)
+    if own is not None and hasattr(own, "acquire"):
+        return own
     with _LOCKS_GUARD:
         lock = _LOCKS.get(reranker)
         if lock is None:
