@@ -47,6 +47,7 @@ _LAZY = {
     "Verdict": "meteora.verdicts",
     "Reranker": "meteora.reranker",
     "RerankResult": "meteora.rerank_result",
+    "RankedDocument": "meteora.rerank_result",
 }
 
 __all__ = [

@@ -40,13 +40,14 @@ __all__ = [
     "check_callable_arity",
     "check_embedding_rows",
     "check_text",
-    "check_no_bool",
 ]
 
 #: Unicode categories that show nothing: controls, format characters (zero-width space,
 #: joiners, BOM, bidi marks), separators, and unassigned or private code points.
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: matrix cells :func:`check_embedding_rows` looks at per step
+_CHECK_BLOCK_CELLS = 1 << 22
 
 
 def is_blank(text: str) -> bool:
@@ -109,17 +110,21 @@ def check_embedding_rows(
     arr = np.asarray(x)
     if arr.ndim != 2 or not arr.size:
         return x
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
+    n, d = arr.shape
+    step = max(1, _CHECK_BLOCK_CELLS // d)  # a block of rows at a time: bounded temporaries on a large index
+    not_finite: list[np.ndarray] = []
+    zero: list[np.ndarray] = []
+    for start in range(0, n, step):
+        part = arr[start : start + step]
+        not_finite.append(start + np.flatnonzero(~np.isfinite(part).all(axis=1)))
+        zero.append(start + np.flatnonzero(~(part != 0).any(axis=1)))
+    bad = np.concatenate(not_finite)
+    if bad.size:
+        raise error(f"{name}: row {int(bad[0])} holds NaN or infinite values ({bad.size} of {n} rows); {hint}")
+    bad = np.concatenate(zero)
+    if bad.size:
         raise error(
-            f"{name}: row {int(bad[0])} holds NaN or infinite values ({len(bad)} of {len(arr)} rows); {hint}"
-        )
-    zero = ~np.any(arr != 0, axis=1)
-    if zero.any():
-        bad = np.flatnonzero(zero)
-        raise error(
-            f"{name}: row {int(bad[0])} is all zeros ({len(bad)} of {len(arr)} rows); a zero vector has no "
+            f"{name}: row {int(bad[0])} is all zeros ({bad.size} of {n} rows); a zero vector has no "
             f"direction, so every cosine with it is 0: {hint}"
         )
     return x
@@ -147,19 +152,6 @@ def check_text(text: str, name: str) -> str:
             "or remove it"
         )
     return text
-
-
-def check_no_bool(value: Any, name: str) -> Any:
-    """Refuse ``True``/``False`` where a number is meant (Python and pydantic would
-    otherwise read ``True`` as 1). Returns ``value``.
-
-    Example:
-        >>> check_no_bool(3, "top_n")
-        3
-    """
-    if isinstance(value, (bool, np.bool_)):
-        raise InvalidInputError(f"{name} must be a number, not {value!r}")
-    return value
 
 
 def check_position(value: Any, where: str) -> int:

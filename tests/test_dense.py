@@ -283,3 +283,20 @@ def test_zero_and_nan_vectors_are_refused_where_they_enter(tiny_encoder, dense_n
     np.save(path, np.full((2, 32), np.nan, dtype=np.float32))
     with pytest.raises(IndexFormatError, match="embeddings.npy: row 0 holds NaN .* rebuild it"):
         load_embeddings(path)
+
+
+def test_embedding_row_check_reports_the_first_bad_row_across_blocks(monkeypatch):
+    """The check walks a large matrix a block of rows at a time (bounded temporaries);
+    a bad row in a later block is found, counted and named by its global row number."""
+    from meteora import _checks
+
+    monkeypatch.setattr(_checks, "_CHECK_BLOCK_CELLS", 3 * 8)  # 3 rows of 8 per block
+    emb = np.ones((10, 8), dtype=np.float32)
+    assert _checks.check_embedding_rows(emb, "emb") is emb
+    emb[7] = 0.0
+    emb[9] = 0.0
+    with pytest.raises(InvalidInputError, match=r"emb: row 7 is all zeros \(2 of 10 rows\)"):
+        _checks.check_embedding_rows(emb, "emb")
+    emb[4, 2] = np.inf  # NaN/inf is reported before zero rows
+    with pytest.raises(InvalidInputError, match=r"emb: row 4 holds NaN or infinite values \(1 of 10 rows\)"):
+        _checks.check_embedding_rows(emb, "emb")

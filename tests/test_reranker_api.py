@@ -33,6 +33,9 @@ def test_rank_is_the_full_ranking_with_indices_into_the_input():
     out = rr.rank(QUERY, TEXTS)
     direct = rr.rerank(QUERY, TEXTS)
     assert all(isinstance(d, RankedDocument) for d in out)
+    import meteora
+
+    assert meteora.RankedDocument is RankedDocument and "RankedDocument" in meteora.__all__
     assert [d.index for d in out] == [int(h.id) for h in direct.ranked] and out[0].index == BEST
     assert [d.rank for d in out] == list(range(1, len(TEXTS) + 1))
     assert [d.score for d in out] == pytest.approx(direct.ranked.scores)
