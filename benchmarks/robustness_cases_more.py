@@ -15,7 +15,9 @@ accepted silently or to end in a raw traceback.
 * model folders: a cross-encoder or embedding model passed as the rationale LM, and
   pickle weights (``pytorch_model.bin``, ``adapter_model.bin``) that meteora refuses to
   unpickle — each pickle here would create a marker file if it were ever loaded;
-* BEIR qrels grades ``inf`` / ``1e400`` / ``nan`` / ``1.5``.
+* BEIR qrels grades ``inf`` / ``1e400`` / ``nan`` / ``1.5``;
+* a retriever re-indexed with a new corpus of the same size: neighbour expansion must
+  read the new corpus, not the one the previous search saw.
 
 Example:
     >>> len(more_cases()) > 40
@@ -470,7 +472,31 @@ def _qrels_cases() -> list[Case]:
     return out
 
 
+def _reindexed_search(env: Env) -> Any:
+    """Search with neighbour expansion, re-index the same retriever with a corpus of the
+    same size (same ids, documents and positions, new texts), search again."""
+    from meteora import Reranker
+    from meteora.retrievers.bm25 import BM25Retriever
+    from meteora.selection.selector_settings import SelectorSettings
+
+    rr = Reranker(generator=None, encoder=env.encoder, scorer=None, settings=SelectorSettings(window=2))
+    retriever = BM25Retriever().index(CORPUS)
+    rr.search(Q, retriever, k=3)
+    retriever.index([{**p, "text": "renewed: " + p["text"]} for p in CORPUS])
+    return rr.search(Q, retriever, k=3)
+
+
+def _expanded_from_the_new_corpus(result: Any, env: Env) -> bool:
+    expanded = [p for p in result.selected if p.id not in {h.id for h in result.ranked}]
+    return bool(expanded) and all(p.text.startswith("renewed: ") for p in result.selected)
+
+
+def _reindex_cases() -> list[Case]:
+    return [Case("retriever/reindex-same-size/expansion-reads-new-corpus", "retriever", _reindexed_search, None,
+                 check=_expanded_from_the_new_corpus)]
+
+
 def more_cases() -> list[Case]:
     """Every row of this module."""
     return [*_dense_cases(), *_text_cases(), *_http_cases(), *_integration_cases(), *_options_cases(),
-            *_model_cases(), *_qrels_cases()]
+            *_model_cases(), *_qrels_cases(), *_reindex_cases()]

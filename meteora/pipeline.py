@@ -98,7 +98,14 @@ def stored_embeddings(retriever: Any, encoder: Any, ids: Sequence[str]) -> np.nd
     return None if dense is None else dense.embeddings_for(list(ids))
 
 
+#: retriever -> (the corpus passages it was built from, doc_id -> chunks in position order)
 _DOC_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _same_corpus(built: Sequence[Passage], corpus: Sequence[Passage]) -> bool:
+    """Whether ``corpus`` is the very passages ``built`` holds (identity, not size: a
+    re-indexed corpus of the same size is new)."""
+    return len(built) == len(corpus) and all(a is b for a, b in zip(built, corpus))
 
 
 def document_context(retriever: Any, passages: Sequence[Passage]) -> list[Passage] | None:
@@ -110,13 +117,13 @@ def document_context(retriever: Any, passages: Sequence[Passage]) -> list[Passag
         index = _DOC_INDEX.get(retriever)
     except TypeError:  # not weak-referenceable
         index = None
-    if index is None or index[0] != len(corpus):
+    if index is None or not _same_corpus(index[0], corpus):
         by_doc: dict[str, list[Passage]] = {}
         for p in corpus:
             by_doc.setdefault(p.doc_id, []).append(p)
         for chunks in by_doc.values():
             chunks.sort(key=lambda p: p.position)
-        index = (len(corpus), by_doc)
+        index = (tuple(corpus), by_doc)
         try:
             _DOC_INDEX[retriever] = index
         except TypeError:

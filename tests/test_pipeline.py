@@ -446,3 +446,23 @@ def test_bench_modules_form_no_import_cycle():
 
     for module in graph:
         visit(module, ())
+
+
+def test_document_context_follows_a_reindexed_corpus_of_the_same_size():
+    """Issue 20 §2: the per-retriever document index was keyed on the corpus size, so
+    ``retriever.index(new_corpus)`` with as many passages expanded from the old corpus."""
+    from meteora.pipeline import document_context
+    from meteora.retrievers.bm25 import BM25Retriever
+    from meteora.types import Passage
+
+    def corpus(word: str) -> list[Passage]:
+        return [Passage(id=f"{word}{i}", text=f"{word} chunk {i}", doc_id="d", position=i) for i in range(3)]
+
+    retriever = BM25Retriever().index(corpus("aspirin"))
+    assert [p.text for p in document_context(retriever, retriever.passages[:1])] == [
+        "aspirin chunk 0", "aspirin chunk 1", "aspirin chunk 2"
+    ]
+    retriever.index(corpus("statin"))  # same size, same doc id and positions
+    assert [p.text for p in document_context(retriever, retriever.passages[:1])] == [
+        "statin chunk 0", "statin chunk 1", "statin chunk 2"
+    ]
