@@ -160,6 +160,29 @@ def test_no_huggingface_cli_left():
     assert stale == []
 
 
+def test_reliability_numbers_come_from_the_robustness_results():
+    """The README's bad-input sentence quotes ``benchmarks/results/robustness.json``,
+    and that file is a full run of the matrix as it is now (as many cases as the suite
+    builds, every one as expected)."""
+    import json
+
+    from robustness_cases import HANG_SECONDS, build_cases
+
+    results = json.loads((ROOT / "benchmarks" / "results" / "robustness.json").read_text(encoding="utf-8"))
+    counts = results["counts"]
+    assert results["command"].endswith("benchmarks/robustness.py")  # the whole matrix, no --group
+    assert results["cases"] == len(build_cases()) == results["passed"] == len(results["rows"])
+    assert results["failing"] == [] and sum(counts.values()) == results["cases"]
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    m = re.search(r"runs a matrix of (\d+) hostile inputs.*?\(`python benchmarks/robustness.py`\) is the table: "
+                  r"(\d+) clear errors, (\d+) correct results, \*\*(\d+) raw tracebacks, (\d+) silently wrong "
+                  r"results, (\d+) data loss, (\d+) hangs\*\* \(a case still running after (\d+) minutes", text)
+    assert m, "the README's robustness sentence changed: update this test with it"
+    quoted = [int(g) for g in m.groups()]
+    assert quoted == [results["cases"], counts["clear_error"], counts["correct_result"], counts["raw_traceback"],
+                      counts["silent_wrong"], counts["data_loss"], counts["hang"], HANG_SECONDS / 60]
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.id for b in RUNNABLE])
