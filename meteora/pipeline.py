@@ -105,7 +105,7 @@ _DOC_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _same_corpus(built: Sequence[Passage], corpus: Sequence[Passage]) -> bool:
     """Whether ``corpus`` is the very passages ``built`` holds (identity, not size: a
     re-indexed corpus of the same size is new)."""
-    return len(built) == len(corpus) and all(a is b for a, b in zip(built, corpus))
+    return len(built) == len(corpus) and all(a is b for a, b in zip(built, corpus, strict=True))
 
 
 def document_context(retriever: Any, passages: Sequence[Passage]) -> list[Passage] | None:
