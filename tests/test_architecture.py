@@ -238,8 +238,9 @@ def test_no_import_cycle():
 LAYERS: list[set[str]] = [
     # the root package itself (``__version__``, its lazy table of public names)
     {"meteora", "errors", "types", "_checks", "_io", "settings", "console", "models", "corpus", "metrics", "set_metrics", "protocols"},
-    {"lm", "embeddings", "retrievers", "selection", "verdicts", "datasets", "cache", "cache_table", "model_pull"},
-    {"rationales", "scorer", "verifier", "defences", "rerank_result"},
+    {"lm", "embeddings", "inference", "retrievers", "selection", "verdicts", "datasets", "cache", "cache_table"},
+    # model_pull exports the default scorer to ONNX
+    {"rationales", "scorer", "verifier", "defences", "rerank_result", "model_pull"},
     {"pipeline", "selection_inputs"},
     {"reranker"},
     {"integrations", "evaluation", "bench"},
