@@ -23,7 +23,8 @@ that file is left as it is when it is not run):
 
 ``runtime_agreement``
     For the first ``--agreement-questions`` PubMedQA test questions and their BM25
-    top-``--candidates``, a query-only reranker on each runtime (no caches): the largest
+    top-``--candidates``, a query-only reranker on each runtime (caches emptied before
+    each call): the largest
     absolute difference of an embedding component, of a query-passage cosine and of an
     evidence logit, whether the ranked order and the selected passages are identical,
     and the cold ``rerank`` time per runtime (interleaved, question by question).
@@ -87,7 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "other sections are kept")
     p.add_argument("--startup-runs", type=int, default=7, help="timed fresh processes per variant (default 7)")
     p.add_argument("--startup-candidates", type=int, default=10, help="BM25 candidates of the start-up query (default 10)")
-    p.add_argument("--agreement-questions", type=int, default=50, help="questions compared across runtimes (default 50)")
+    p.add_argument("--agreement-questions", type=int, default=30, help="questions compared across runtimes (default 30)")
 
 
 def sections_of(args: argparse.Namespace) -> list[str]:
@@ -214,10 +215,9 @@ def measure_runtime_agreement(args: argparse.Namespace, log: Callable[[str], Non
     from meteora.scorer import EvidenceScorer
 
     items = _bm25_items(args, args.agreement_questions, args.candidates)
-    rerankers = {
-        label: Reranker(None, Encoder(runtime=label, cache=False), EvidenceScorer(runtime=label, cache_size=0))
-        for label in ("onnx", "torch")
-    }
+    # caches on, emptied before each timed call: the embeddings and logits compared
+    # afterwards are the ones the call computed (read back, not computed again)
+    rerankers = {label: Reranker(None, Encoder(runtime=label), EvidenceScorer(runtime=label)) for label in ("onnx", "torch")}
     assert [rr.encoder.runtime for rr in rerankers.values()] == ["onnx", "torch"]
     emb_diff = cos_diff = logit_diff = 0.0
     same_selected = same_ranked = 0
@@ -228,6 +228,8 @@ def measure_runtime_agreement(args: argparse.Namespace, log: Callable[[str], Non
         out = {}
         for label in (list(rerankers) if i % 2 == 0 else list(reversed(list(rerankers)))):
             rr = rerankers[label]
+            rr.encoder.cache.clear()
+            rr.scorer.clear_cache()
             t0 = time.perf_counter()
             res = rr.rerank(question, passages)
             seconds[label].append(time.perf_counter() - t0)

@@ -84,7 +84,8 @@ class Encoder:
             entries), a number of entries, a folder or ``.sqlite`` path (memory plus that
             file), a :class:`PassageEmbeddingCache` (may be shared by several encoders),
             or ``None``/``False``/``0`` (off). Models without a ``state_dict`` (stand-ins)
-            are never cached.
+            are never cached (an ONNX export carries the fingerprint of the torch model
+            it was made from, so it is).
         runtime: for a model given by name: ``"auto"`` (ONNX Runtime for the packaged
             MiniLM on the CPU, else torch), ``"onnx"`` (any supported local folder;
             exported on first use) or ``"torch"``; ``None`` reads ``$METEORA_RUNTIME``
