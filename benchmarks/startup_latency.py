@@ -12,22 +12,26 @@ that file is left as it is when it is not run):
     untimed warm-up run), each in a fresh interpreter. Each is run with
     ``METEORA_RUNTIME`` unset (``auto``: ONNX Runtime, the new default) and with
     ``METEORA_RUNTIME=torch`` (the torch path every earlier version ran), alternating
-    run by run so that both see the same machine load; medians and their ratio are
-    reported. The child reports its own split (``import meteora``, the constructor, the
-    first ``rerank``), then makes the same call again with its caches emptied: the
-    difference, ``startup_overhead_s``, is what starting cost on top of the call itself.
-    It also reports which heavy modules it imported; one more child per variant runs
-    under ``python -X importtime`` for the heaviest top-level imports. One untimed run
-    per variant comes first (it makes the ONNX exports if they are missing and warms
-    the OS file cache: a warm cache is measured, not a cold one).
+    run by run so that both see the same machine load; medians are reported, and their
+    ratios torch/ONNX (``<mode>_ratio_torch_over_onnx``: time to the first result,
+    start-up overhead, peak RSS). The child reports its own split (``import meteora``,
+    the constructor, the first ``rerank``), then makes the same call again with its
+    caches emptied: the difference, ``startup_overhead_s``, is what starting cost on top
+    of the call itself. It also reports its peak resident memory up to the first result
+    (``ru_maxrss``: imports, construction and the first ``rerank``) and which heavy
+    modules it imported; one more child per variant runs under ``python -X importtime``
+    for the heaviest top-level imports. One untimed run per variant comes first (it
+    makes the ONNX exports if they are missing and warms the OS file cache: a warm cache
+    is measured, not a cold one). ``torch`` is this version's torch runtime, the
+    fallback (it also gains the lazy imports of this version), not an older release.
 
 ``runtime_agreement``
     For the first ``--agreement-questions`` PubMedQA test questions and their BM25
     top-``--candidates``, a query-only reranker on each runtime (caches emptied before
-    each call): the largest
-    absolute difference of an embedding component, of a query-passage cosine and of an
-    evidence logit, whether the ranked order and the selected passages are identical,
-    and the cold ``rerank`` time per runtime (interleaved, question by question).
+    each call): the largest absolute difference of an embedding component, of a
+    query-passage cosine and of an evidence logit, whether the ranked order and the
+    selected passages are identical, and the cold ``rerank`` time per runtime
+    (interleaved, question by question).
 
 Example:
     .venv/bin/python benchmarks/rerank_latency.py --sections startup,agreement --startup-runs 7
@@ -57,7 +61,7 @@ PACKAGES = ("meteora-rerank", "numpy", "torch", "transformers", "sentence-transf
 RUNTIMES = {"onnx": None, "torch": "torch"}  # label -> METEORA_RUNTIME (None: unset, i.e. auto)
 
 _CHILD = r"""
-import json, sys, time
+import json, resource, sys, time
 t0 = time.perf_counter()
 from meteora import Reranker
 t1 = time.perf_counter()
@@ -67,6 +71,8 @@ job = json.load(open(sys.argv[1], encoding="utf-8"))
 res = rr.rerank(job["question"], job["passages"])
 t3 = time.perf_counter()
 done = time.time()
+# the process's peak resident memory up to the first result (KiB on Linux, bytes on macOS)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024 * 1024)
 heavy = [m for m in json.loads(sys.argv[3]) if m in sys.modules]
 rr.encoder.cache.clear()  # the same call again, nothing remembered but the rationales
 rr.scorer.clear_cache()
@@ -74,7 +80,7 @@ t4 = time.perf_counter()
 again = rr.rerank(job["question"], job["passages"])
 t5 = time.perf_counter()
 print(json.dumps({"done": done, "import_s": t1 - t0, "construct_s": t2 - t1, "first_rerank_s": t3 - t2,
-                  "second_rerank_s": t5 - t4, "same_again": again.selected_ids == res.selected_ids,
+                  "second_rerank_s": t5 - t4, "peak_rss_mib": peak, "same_again": again.selected_ids == res.selected_ids,
                   "selected": res.selected_ids, "heavy_modules": heavy,
                   "runtimes": [getattr(rr.encoder, "runtime", None), getattr(rr.scorer, "runtime", None)],
                   "rationales_from_cache": bool(getattr(res.rationale_set, "from_cache", False))}))
@@ -181,11 +187,12 @@ def measure_startup(args: argparse.Namespace, log: Callable[[str], None]) -> dic
             for label, runs in rows.items():
                 med = {k: round(float(np.median([r[k] for r in runs])), 3)
                        for k in ("to_first_result_s", "startup_overhead_s", "process_s", "import_s", "construct_s",
-                                 "first_rerank_s", "second_rerank_s")}
+                                 "first_rerank_s", "second_rerank_s", "peak_rss_mib")}
                 result["variants"][f"{mode}.{label}"] = {
                     "METEORA_RUNTIME": RUNTIMES[label] or "unset (auto)",
                     "median": med,
                     "to_first_result_s": [round(r["to_first_result_s"], 3) for r in runs],
+                    "peak_rss_mib": [round(r["peak_rss_mib"], 1) for r in runs],
                     "runtimes": runs[0]["runtimes"],
                     "heavy_modules_imported": runs[0]["heavy_modules"],
                     "selected": runs[0]["selected"],
@@ -195,10 +202,11 @@ def measure_startup(args: argparse.Namespace, log: Callable[[str], None]) -> dic
                 }
                 log(f"  startup {mode}/{label}: median {med['to_first_result_s']:.2f} s to the first result "
                     f"(import {med['import_s']:.2f}, construct {med['construct_s']:.2f}, rerank {med['first_rerank_s']:.2f}; "
+                    f"peak RSS {med['peak_rss_mib']:.0f} MiB; "
                     f"the same rerank again {med['second_rerank_s']:.2f})")
             new, old = (result["variants"][f"{mode}.{label}"]["median"] for label in ("onnx", "torch"))
-            result[f"{mode}_speedup_torch_over_onnx"] = {
-                k: round(old[k] / new[k], 2) for k in ("to_first_result_s", "startup_overhead_s")
+            result[f"{mode}_ratio_torch_over_onnx"] = {
+                k: round(old[k] / new[k], 2) for k in ("to_first_result_s", "startup_overhead_s", "peak_rss_mib")
             }
             result[f"{mode}_same_selection_both_runtimes"] = (
                 result["variants"][f"{mode}.onnx"]["selected"] == result["variants"][f"{mode}.torch"]["selected"]
