@@ -4,8 +4,8 @@ meteora's encoder (:class:`~meteora.embeddings.encoder.Encoder`) and evidence sc
 (:class:`~meteora.scorer.EvidenceScorer`) run either on torch (sentence-transformers:
 needed for training, GPUs and any model) or on ONNX Runtime with the ``tokenizers``
 library, which answers a query without importing torch, transformers or
-sentence-transformers: a process reaches its first selection in about a second instead
-of ten (``benchmarks/results/rerank_latency.json``, ``startup``).
+sentence-transformers: a query-only process reaches its first selection several times
+sooner, with less memory (``benchmarks/results/rerank_latency.json``, ``startup``).
 
 The ONNX graphs are exported from the torch models once, by torch, into
 ``$METEORA_HOME/onnx/`` (:mod:`meteora.inference.export`), keyed by a digest of the
