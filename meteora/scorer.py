@@ -18,6 +18,15 @@ The default scorer is the packaged all-MiniLM-L6-v2 weights plus a small LoRA ad
 adapter ships inside the package (``meteora/weights/evidence-scorer/``) with a
 provenance file holding the exact command, data sha256, split, seed and metrics.
 
+The scorer runs on torch (sentence-transformers' ``CrossEncoder`` with the adapter merged
+by PEFT) or on ONNX Runtime (:mod:`meteora.inference`: no torch imported, so a process
+starts in a fraction of the time): ``runtime="auto"`` (the default, or
+``$METEORA_RUNTIME``) takes ONNX for the default scorer on the CPU, exporting the merged
+model once into ``$METEORA_HOME/onnx/`` (keyed by the base's and the adapter's files, so
+a retrained adapter is exported again); ``runtime="onnx"`` does so for any adapter,
+``runtime="torch"`` never. The two agree within
+:data:`~meteora.inference.export.SCORER_TOLERANCE` on the logits (checked at export).
+
 Example:
     >>> from meteora.scorer import EvidenceScorer
     >>> scorer = EvidenceScorer()                                   # doctest: +SKIP
@@ -41,7 +50,16 @@ import numpy as np
 
 from meteora.cache import Cache
 from meteora.console import progress_enabled, quiet_model_loading
-from meteora.errors import InvalidInputError, ModelNotFoundError, require
+from meteora.errors import (
+    ExportError,
+    InvalidInputError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    require,
+)
+from meteora.inference.runtime import onnx_export_available, onnx_runtime_available, resolve_runtime
+from meteora.model_files import check_safetensors_only
+from meteora.models import resolve_embedding_model
 
 __all__ = ["EvidenceScorer", "default_scorer_path", "DEFAULT_SCORER"]
 
@@ -87,7 +105,11 @@ class EvidenceScorer:
             all-MiniLM-L6-v2, or a folder / hub id.
         max_length: tokens per (query, passage) pair; longer pairs are truncated.
         batch_size: pairs per forward pass.
-        device: torch device (``None``: CPU unless CUDA is available).
+        device: torch device (``None``: CPU unless CUDA is available; allows ONNX).
+        runtime: ``"auto"`` (ONNX Runtime for the default scorer on the CPU, else torch),
+            ``"onnx"`` (any adapter; exported on first use) or ``"torch"``; ``None``
+            reads ``$METEORA_RUNTIME`` (default ``"auto"``). :attr:`runtime` says which
+            one runs.
         cache_size: (query, passage) pairs whose logits are remembered (an in-memory
             :class:`~meteora.cache.Cache`, least recently used forgotten first; a RAG
             pipeline sees the same pairs again, and benchmark variants share them);
@@ -108,10 +130,8 @@ class EvidenceScorer:
         batch_size: int = 32,
         device: str | None = None,
         cache_size: int = 100_000,
+        runtime: str | None = None,
     ) -> None:
-        from meteora.model_files import check_safetensors_only
-        from meteora.models import resolve_embedding_model
-
         for name, value in (("max_length", max_length), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
@@ -120,7 +140,7 @@ class EvidenceScorer:
         self.cache_size = cache_size
         #: the remembered (query, passage) logits, by the pair's digest (meteora's one cache)
         self.cache = Cache(max_entries=cache_size)
-        st = require("sentence_transformers", "core", "the evidence scorer")
+        choice = resolve_runtime(runtime, device)
         self.batch_size = batch_size
         self.max_length = max_length
         self._lock = threading.Lock()
@@ -146,22 +166,81 @@ class EvidenceScorer:
         check_safetensors_only(self.base, "scorer base model")
         check_safetensors_only(adapter_path, "scorer adapter")
         self.name = f"{base or 'all-MiniLM-L6-v2'}+{adapter_path.name if adapter_path else 'untrained-head'}"
+        self.calibration = _read_calibration(adapter_path)
+        #: ``"onnx"`` or ``"torch"``: what computes the logits
+        self.runtime = "torch"
+        onnx = self._onnx_model(forced=choice == "onnx", default=adapter == "default" and base is None) if choice != "torch" else None
+        if onnx is not None:
+            self.model, self.runtime = onnx, "onnx"
+        else:
+            self.model = self._torch_model(device)
+
+    def _torch_model(self, device: str | None) -> Any:
+        """sentence-transformers' ``CrossEncoder`` on :attr:`base` with the adapter merged."""
+        st = require("sentence_transformers", "core", "the evidence scorer")
         with quiet_model_loading():
-            model = st.CrossEncoder(self.base, num_labels=1, max_length=max_length, device=device)
-            if adapter_path is not None:
+            model = st.CrossEncoder(self.base, num_labels=1, max_length=self.max_length, device=device)
+            if self.adapter is not None:
                 peft = require("peft", "core", "loading the scorer adapter")
                 inner = model[0].model
                 try:
-                    merged = peft.PeftModel.from_pretrained(inner, str(adapter_path)).merge_and_unload()
+                    merged = peft.PeftModel.from_pretrained(inner, str(self.adapter)).merge_and_unload()
                 except (RuntimeError, ValueError, OSError) as exc:
                     raise ModelNotFoundError(
-                        f"could not load the scorer adapter {adapter_path} onto {self.base}: {exc}. "
+                        f"could not load the scorer adapter {self.adapter} onto {self.base}: {exc}. "
                         "Was it trained on another base model? Pass base= the model it was trained on"
                     ) from exc
                 model[0].model = merged
         model.eval()
-        self.model = model
-        self.calibration = _read_calibration(adapter_path)
+        return model
+
+    def _onnx_model(self, *, forced: bool, default: bool) -> Any:
+        """The ONNX export of the merged model (made now when missing), or ``None`` to run
+        on torch. ``forced`` (``runtime="onnx"``) turns every ``None`` into an error."""
+        from meteora.inference.onnx_models import OnnxCrossEncoder
+        from meteora.inference.store import export_folder, publish_export, read_export, source_key
+
+        if not (forced or default):
+            return None  # auto: only the default scorer runs on ONNX unasked
+        why: tuple[type[Exception], str] | None = None
+        if self.adapter is None:
+            why = InvalidInputError, "an untrained head is random: there is nothing to export (train an adapter first)"
+        elif not os.path.isdir(self.base):
+            why = InvalidInputError, f"the base {self.base!r} is not a local folder"
+        elif not onnx_runtime_available():
+            why = MissingDependencyError, "onnxruntime and tokenizers are not installed (pip install onnxruntime tokenizers)"
+        else:
+            key = source_key("cross-encoder", [self.base, self.adapter])
+            folder = export_folder("cross-encoder", key)
+            info = read_export(folder, "cross-encoder", key)
+            if info is not None:
+                return OnnxCrossEncoder(folder, info, max_seq_length=self.max_length)
+            if not onnx_export_available():
+                why = MissingDependencyError, "exporting needs torch, onnx and onnxscript (pip install onnx onnxscript)"
+        if why is not None:
+            error, message = why
+            if forced:
+                raise error(f"runtime='onnx' for the scorer {self.name}: {message}; or use runtime='torch'")
+            logger.debug("the scorer %s runs on torch: %s", self.name, message)
+            return None
+        from meteora.inference.export import export_cross_encoder
+
+        def build(tmp: Path) -> dict[str, Any]:
+            model = self._torch_model("cpu")
+            return export_cross_encoder(
+                model, tmp, source=self.name, max_length=self.max_length,
+                reference=lambda pairs: _torch_logits(model, pairs, self.batch_size),
+            )
+
+        logger.info("exporting the evidence scorer %s to ONNX once, into %s (about a minute)", self.name, folder)
+        try:
+            folder, info = publish_export("cross-encoder", key, build)
+        except ExportError as exc:
+            if forced:
+                raise
+            logger.warning("%s; running the scorer on torch", exc)
+            return None
+        return OnnxCrossEncoder(folder, info, max_seq_length=self.max_length)
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Raw cross-encoder logits for ``(query, passage)`` pairs."""
@@ -180,14 +259,11 @@ class EvidenceScorer:
                 else:
                     out[i] = hit
             if todo:
-                fresh = self.model.predict(
-                    [tuple(pairs[i]) for i in todo],
-                    batch_size=self.batch_size,
-                    activation_fn=_identity(),
-                    show_progress_bar=len(todo) > 20 * self.batch_size and progress_enabled(),
-                    convert_to_numpy=True,
-                )
-                fresh = np.asarray(fresh, dtype=np.float32).reshape(-1)
+                todo_pairs = [(pairs[i][0], pairs[i][1]) for i in todo]
+                if self.runtime == "onnx":
+                    fresh = self.model.predict(todo_pairs, batch_size=self.batch_size)
+                else:
+                    fresh = _torch_logits(self.model, todo_pairs, self.batch_size)
                 out[todo] = fresh
                 self.cache.put_many([(keys[i], float(v)) for i, v in zip(todo, fresh, strict=True)])
         return out
@@ -231,14 +307,22 @@ class EvidenceScorer:
         return [_sigmoid(lg) for lg in self.evidence_logits(queries, passage_lists)]
 
     def __repr__(self) -> str:
-        return f"EvidenceScorer(name={self.name!r}, calibration={self.calibration})"
+        return f"EvidenceScorer(name={self.name!r}, calibration={self.calibration}, runtime={self.runtime!r})"
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))).astype(np.float32)
 
 
-def _identity() -> Any:
+def _torch_logits(model: Any, pairs: list[tuple[str, str]], batch_size: int) -> np.ndarray:
+    """Logits of a sentence-transformers ``CrossEncoder`` (no activation), as float32."""
     import torch
 
-    return torch.nn.Identity()
+    out = model.predict(
+        pairs,
+        batch_size=batch_size,
+        activation_fn=torch.nn.Identity(),
+        show_progress_bar=len(pairs) > 20 * batch_size and progress_enabled(),
+        convert_to_numpy=True,
+    )
+    return np.asarray(out, dtype=np.float32).reshape(-1)

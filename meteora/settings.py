@@ -9,11 +9,12 @@ code changes:
 ``METEORA_DATA_DIR``        folder holding ``pubmedqa/`` and ``med-rationales/``; default:
                             the first existing ``../shared/data`` next to the working
                             directory or the source checkout
-``METEORA_NUM_THREADS``     torch intra-op threads (1 is often fastest on a loaded
-                            2-core machine); default: torch's own choice. Applied
-                            where a process starts (the ``meteora`` command, the
-                            benchmark scripts: :func:`apply_thread_setting`), never
-                            by a constructor
+``METEORA_NUM_THREADS``     intra-op threads of torch and ONNX Runtime (1 is often
+                            fastest on a loaded 2-core machine); default: each
+                            library's own choice. Applied to torch where a process
+                            starts (the ``meteora`` command, the benchmark scripts:
+                            :func:`apply_thread_setting`), never by a constructor;
+                            ONNX Runtime sessions read :func:`current_num_threads`
 ==========================  ==============================================================
 
 Example:
@@ -31,11 +32,12 @@ from pathlib import Path
 
 from meteora.errors import DataNotFoundError, InvalidInputError
 
-__all__ = ["meteora_home", "data_dir", "set_num_threads", "apply_thread_setting"]
+__all__ = ["meteora_home", "data_dir", "set_num_threads", "apply_thread_setting", "current_num_threads"]
 
 logger = logging.getLogger(__name__)
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
+_num_threads: int | None = None  # the last set_num_threads() value
 
 
 def meteora_home() -> Path:
@@ -82,20 +84,37 @@ def data_dir(subdir: str | None = None, *, explicit: str | os.PathLike[str] | No
 
 
 def set_num_threads(n: int | None) -> None:
-    """Set torch's intra-op thread count (``None`` leaves torch's default).
+    """Set torch's intra-op thread count (``None`` leaves torch's default); ONNX Runtime
+    sessions follow (:func:`current_num_threads`).
 
     Example:
         >>> set_num_threads(1)
     """
+    global _num_threads
     if n is None:
         return
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidInputError(f"num_threads must be a positive integer, got {n!r}")
+    _num_threads = n
     import torch
 
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
         logger.debug("torch threads set to %d", n)
+
+
+def current_num_threads() -> int | None:
+    """The inference thread count: the last :func:`set_num_threads` value, else a valid
+    ``$METEORA_NUM_THREADS``, else ``None`` (each library's default).
+
+    Example:
+        >>> set_num_threads(1); current_num_threads()
+        1
+    """
+    if _num_threads is not None:
+        return _num_threads
+    env = os.environ.get("METEORA_NUM_THREADS", "").strip()
+    return int(env) if env.isdigit() and int(env) > 0 else None
 
 
 def apply_thread_setting(n: int | None = None) -> None:

@@ -239,8 +239,9 @@ LAYERS: list[set[str]] = [
     # the root package itself (``__version__``, its lazy table of public names)
     {"meteora", "errors", "types", "_checks", "_io", "settings", "console", "models", "model_files", "corpus", "metrics",
      "set_metrics", "protocols", "relevance"},
-    {"lm", "embeddings", "retrievers", "selection", "verdicts", "datasets", "cache", "cache_table", "model_pull"},
-    {"rationales", "scorer", "verifier", "defences", "rerank_result"},
+    {"lm", "embeddings", "inference", "retrievers", "selection", "verdicts", "datasets", "cache", "cache_table"},
+    # model_pull exports the default scorer to ONNX
+    {"rationales", "scorer", "verifier", "defences", "rerank_result", "model_pull"},
     {"pipeline", "selection_inputs"},
     {"reranker", "reranker_loading", "reranker_async"},
     {"integrations", "evaluation", "bench"},

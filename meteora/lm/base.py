@@ -29,6 +29,7 @@ __all__ = [
     "Message",
     "SamplingParams",
     "CausalLM",
+    "is_causal_lm",
     "CompleteMixin",
     "TextCheck",
     "LMError",
@@ -269,6 +270,24 @@ class CausalLM(Protocol):
 
     # the top_k most likely next tokens (their text) and log-probabilities, per prompt
     def next_token_logprobs(self, prompts: Sequence[Prompt], *, top_k: int = 20) -> list[dict[str, float]]: ...
+
+
+def is_causal_lm(obj: Any) -> bool:
+    """``isinstance(obj, CausalLM)`` without reading any member: Python < 3.12 evaluates
+    properties in a protocol check, and ``LlamaCppLM.tokenizer`` loads transformers (seconds
+    of start-up for a backend that never uses it).
+
+    Example:
+        >>> is_causal_lm(object())
+        False
+    """
+    import inspect
+
+    members = [n for n in vars(CausalLM) if not n.startswith("_")] + list(CausalLM.__annotations__)
+    missing = object()
+    if all(inspect.getattr_static(obj, name, missing) is not missing for name in members):
+        return True
+    return isinstance(obj, CausalLM)  # members served by __getattr__ and the like
 
 
 class CompleteMixin:

@@ -51,7 +51,7 @@ from typing import Any
 
 from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError
-from meteora.lm.base import CausalLM, SamplingParams
+from meteora.lm.base import SamplingParams, is_causal_lm
 from meteora.lm.transformers import TransformersLM
 from meteora.rationales.cache import RationaleCache
 from meteora.rationales.checks import check_positive_int, check_sampling
@@ -139,7 +139,7 @@ class RationaleGenerator(FromPretrainedMixin):
         prefix_cache: bool = True,
     ) -> None:
         max_input_tokens = check_positive_int("max_input_tokens", max_input_tokens)
-        if tokenizer is None and isinstance(model, CausalLM):
+        if tokenizer is None and is_causal_lm(model):
             lm = model
             lm.configure_inputs(max_input_tokens=max_input_tokens, prefix_cache=bool(prefix_cache))
         else:
@@ -160,8 +160,6 @@ class RationaleGenerator(FromPretrainedMixin):
             )
         #: the language model behind this generator (a :mod:`meteora.lm` backend)
         self.lm = lm
-        # llama.cpp on the offline default also has one (to render prompts as training data)
-        self.tokenizer = lm.tokenizer
         self.model_id = model_id or lm.model_id
         self.adapter_id = adapter_id if adapter_id is not None else lm.adapter_id
         self.template = (
@@ -185,6 +183,14 @@ class RationaleGenerator(FromPretrainedMixin):
         self.model_fingerprint = model_fingerprint or lm.identity().get("fingerprint")
 
     # -- the backend -------------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> Any:
+        """The LM's transformers tokenizer, or ``None`` (llama.cpp on the offline default
+        has one too, to render prompts as training data; read when first asked for, so
+        that building a generator does not import transformers)."""
+        return self.lm.tokenizer
+
     @property
     def model(self) -> Any:
         """The transformers model for exact log-likelihoods (e.g. the QA reader's scorer):
