@@ -245,7 +245,7 @@ def test_foreign_sqlite_database_is_refused_and_untouched(tmp_path):
     assert tables == [("patients",)]
 
 
-@pytest.mark.parametrize("target", ["passages.jsonl", "manifest.json", "bm25s"])
+@pytest.mark.parametrize("target", ["passages.sqlite", "manifest.json", "bm25s"])
 def test_corrupted_index_files_give_an_index_error(tmp_path, target):
     path = BM25Retriever(backend="numpy").index(OLD).save(tmp_path / "idx")
     version = resolve_index(path)

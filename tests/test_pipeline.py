@@ -345,6 +345,50 @@ def test_plain_dense_retriever_query_is_encoded_once():
     assert res.selected_ids == other.selected_ids and res.ranked.ids == other.ranked.ids
 
 
+def _chunks(doc: str, texts: list[str]) -> list[dict]:
+    return [{"id": f"{doc}-{i}", "doc_id": doc, "position": i, "text": t} for i, t in enumerate(texts)]
+
+
+def test_document_context_follows_a_reindexed_retriever():
+    """Re-indexing a retriever with a corpus of the same size used to expand from the old
+    corpus (a cache keyed by corpus length); context now comes from the passage store."""
+    from meteora.pipeline import retrieve_pools
+    from meteora.retrievers import BM25Retriever
+
+    old = _chunks("a", ["aspirin stroke trial", "old neighbour one", "old neighbour two"])
+    new = _chunks("a", ["aspirin stroke trial", "new neighbour one", "new neighbour two"])
+    bm25 = BM25Retriever(backend="numpy")
+    enc = Encoder(BagOfWordsModel(dim=16))
+    settings = SelectorSettings(window=1)
+    for corpus in (old, new, old):
+        bm25.index(corpus)
+        (pool,) = retrieve_pools(["aspirin stroke"], bm25, k=1, encoder=enc, settings=settings)
+        texts = [p.text for p in pool.context]
+        assert corpus[1]["text"] in texts and set(texts) <= {c["text"] for c in corpus}
+        assert texts == [c["text"] for c in corpus[:2]]  # ±1 of position 0, by position
+
+
+def test_document_context_comes_from_the_saved_store_by_doc_and_position(tmp_path):
+    from meteora.pipeline import retrieve_pools
+    from meteora.retrievers import BM25Retriever, load_retriever
+    from meteora.retrievers.passage_store import SqlitePassages
+
+    corpus = _chunks("a", [f"chunk {i} filler" for i in range(6)]) + _chunks("b", ["insulin dose", "glucose"])
+    corpus[3]["text"] = "aspirin stroke trial"
+    saved = BM25Retriever(backend="numpy").index(corpus).save(tmp_path / "idx")
+    loaded = load_retriever(saved)
+    assert isinstance(loaded.passage_store, SqlitePassages)
+    enc = Encoder(BagOfWordsModel(dim=16))
+    (pool,) = retrieve_pools(["aspirin stroke"], loaded, k=1, encoder=enc, settings=SelectorSettings(window=2))
+    assert [p.id for p in pool.context] == ["a-1", "a-2", "a-3", "a-4", "a-5"]
+    (none,) = retrieve_pools(["aspirin stroke"], loaded, k=1, encoder=enc, settings=SelectorSettings())
+    assert none.context is None  # window 0: nothing looked up
+    # the whole pipeline selects the same from the loaded index as from the in-memory one
+    rr = Reranker(scorer=None, generator=None, encoder=enc, window=2)
+    mem = BM25Retriever(backend="numpy").index(corpus)
+    assert rr.search("aspirin stroke", loaded, k=3).to_dict() == rr.search("aspirin stroke", mem, k=3).to_dict()
+
+
 def test_empty_pools_give_empty_results_and_search_raises():
     from meteora.retrievers import BM25Retriever
 
