@@ -7,15 +7,21 @@ similarity (``-1..1``, higher is better). Search runs on FAISS:
 * ``index_type="flat"`` (default): exact search (``IndexFlatIP``);
 * ``"hnsw"``: approximate graph search (``IndexHNSWFlat``; ``hnsw_m``, ``ef_search``,
   ``ef_construction``);
-* ``"ivf"``: approximate inverted lists (``IVF<nlist>,Flat``; ``nlist``, ``nprobe``).
+* ``"ivf"``: approximate inverted lists (``IVF<nlist>,Flat``; ``nlist``, ``nprobe``);
+* ``"ivfpq"``: compressed inverted lists (IVF-PQ, optionally OPQ; ``pq_m``, ``opq``),
+  the ``rerank`` best candidates re-scored exactly on the stored embeddings;
+* ``"auto"``: exact up to 100,000 passages, IVF-PQ above (see
+  :mod:`meteora.retrievers.ann`).
 
 ``backend="numpy"`` searches exactly with a numpy matrix product (same results as
 ``"flat"``); ``backend="auto"`` uses FAISS when it is importable and numpy otherwise.
 Queries are embedded and searched in batches.
 
 The corpus embeddings stay in :attr:`DenseRetriever.embeddings` (``(N, d)`` float32, in
-corpus order): later stages reuse them through :meth:`DenseRetriever.embeddings_for`
-and :meth:`DenseRetriever.encode_queries` without re-encoding.
+corpus order; memory-mapped from ``embeddings.npy`` once loaded): later stages reuse them
+through :meth:`DenseRetriever.embeddings_for` and :meth:`DenseRetriever.encode_queries`
+without re-encoding. Corpora larger than memory are indexed by
+:func:`meteora.retrievers.streaming.build_index`.
 
 Example:
     >>> r = DenseRetriever().index(["Aspirin lowers fever.", "Statins lower LDL."])  # doctest: +SKIP
@@ -26,7 +32,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,29 +39,32 @@ from typing import Any
 
 import numpy as np
 
-from meteora._io import atomic_save_npy
 from meteora.errors import IndexFormatError, InvalidInputError, require
-from meteora.retrievers.base import (
+from meteora.retrievers.ann import (
+    INDEX_TYPES,
+    AnnSpec,
+    apply_search_params,
+    build_faiss,
+    choose_index_type,
+)
+from meteora.retrievers.ann import search as ann_search
+from meteora.retrievers.base import Retriever, check_k, importable, topk_indices
+from meteora.retrievers.index_files import (
     MANIFEST_NAME,
-    PASSAGES_NAME,
-    Retriever,
-    check_k,
-    importable,
-    load_index,
+    load_npy,
     manifest_int,
     read_manifest,
-    read_passages,
-    topk_indices,
     write_manifest,
-    write_passages,
 )
+from meteora.retrievers.npy_stream import save_npy_blocks
+from meteora.retrievers.passage_store import open_passages, save_passages
+from meteora.retrievers.storage import load_index
 from meteora.types import Hit, PassageLike, Ranking, check_queries, to_passages
 
 __all__ = ["DenseRetriever"]
 
 logger = logging.getLogger(__name__)
 
-_INDEX_TYPES = ("flat", "hnsw", "ivf")
 _BACKENDS = ("auto", "faiss", "numpy")
 _EMB_NAME = "embeddings.npy"
 _FAISS_NAME = "index.faiss"
@@ -92,7 +100,8 @@ class DenseRetriever(Retriever):
             ``SentenceTransformer``, ``None`` for the offline default MiniLM (names are
             loaded on first use), or any object with ``encode(texts, batch_size=)``
             returning an ``(n, dim)`` array plus ``dim`` and ``name`` attributes.
-        index_type: ``"flat"`` (exact), ``"hnsw"`` or ``"ivf"`` (approximate).
+        index_type: ``"flat"`` (exact), ``"hnsw"``, ``"ivf"``, ``"ivfpq"`` (approximate)
+            or ``"auto"`` (by corpus size, :func:`~meteora.retrievers.ann.choose_index_type`).
         backend: ``"auto"``, ``"faiss"`` or ``"numpy"`` (exact; flat only).
         batch_size: texts per encoder forward pass.
         nlist: IVF cells (``None``: ``4·sqrt(N)``, at most ``N/39``).
@@ -100,6 +109,10 @@ class DenseRetriever(Retriever):
         hnsw_m: HNSW neighbours per node.
         ef_search: HNSW search breadth.
         ef_construction: HNSW build breadth.
+        pq_m: IVF-PQ bytes per vector (``None``: ``d/8``; must divide ``d``).
+        opq: IVF-PQ with an OPQ rotation.
+        rerank: IVF-PQ candidates re-scored by exact inner product (at least ``k``).
+        train_size: IVF training sample (``None``: 50 vectors per cell, at least 20,000).
 
     Example:
         >>> r = DenseRetriever("path/to/model", backend="numpy")  # doctest: +SKIP
@@ -118,10 +131,15 @@ class DenseRetriever(Retriever):
         hnsw_m: int = 32,
         ef_search: int = 64,
         ef_construction: int = 200,
+        *,
+        pq_m: int | None = None,
+        opq: bool = False,
+        rerank: int = 100,
+        train_size: int | None = None,
     ) -> None:
         super().__init__()
-        if index_type not in _INDEX_TYPES:
-            raise InvalidInputError(f"index_type must be one of {_INDEX_TYPES}, got {index_type!r}")
+        if index_type not in INDEX_TYPES:
+            raise InvalidInputError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
         if backend not in _BACKENDS:
             raise InvalidInputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         self.batch_size = _positive_int("batch_size", batch_size)
@@ -130,6 +148,12 @@ class DenseRetriever(Retriever):
         self.hnsw_m = _positive_int("hnsw_m", hnsw_m)
         self.ef_search = _positive_int("ef_search", ef_search)
         self.ef_construction = _positive_int("ef_construction", ef_construction)
+        self.pq_m = _positive_int("pq_m", pq_m, allow_none=True)
+        self.rerank = _positive_int("rerank", rerank)
+        self.train_size = _positive_int("train_size", train_size, allow_none=True)
+        if not isinstance(opq, bool):
+            raise InvalidInputError(f"opq must be True or False, got {opq!r}")
+        self.opq = opq
         self.index_type = index_type
         self.backend = backend
         self.engine = self._resolve_backend(backend, index_type)
@@ -141,6 +165,8 @@ class DenseRetriever(Retriever):
         self.embeddings: np.ndarray = np.zeros((0, 0), dtype=np.float32)
         self._faiss_index: Any = None
         self._nlist_used: int | None = None
+        #: the index type built ("auto" resolved by corpus size)
+        self.index_type_used: str | None = None
 
     # -- configuration ---------------------------------------------------------------
     @staticmethod
@@ -149,14 +175,14 @@ class DenseRetriever(Retriever):
             require("faiss", "faiss", "the FAISS dense-index backend")
             return "faiss"
         if backend == "numpy":
-            if index_type != "flat":
+            if index_type not in ("flat", "auto"):
                 raise InvalidInputError(
                     f"index_type {index_type!r} needs FAISS; use backend='faiss' (or 'auto') or index_type='flat'"
                 )
             return "numpy"
         if _faiss_available():
             return "faiss"
-        if index_type != "flat":
+        if index_type not in ("flat", "auto"):
             logger.warning(
                 "faiss is not installed: %s index replaced by exact numpy search", index_type
             )
@@ -245,7 +271,16 @@ class DenseRetriever(Retriever):
                 "embeddings_for() takes a list of ids; wrap a single id in a list"
             )
         self._check_indexed()
-        rows = [self.position_of(i) for i in ids]
+        ids = list(ids)
+        rows = self._store.rows_of(ids)
+        for pid, row in zip(ids, rows, strict=True):
+            if row is None:
+                raise InvalidInputError(f"no passage with id {pid!r} in this index ({len(self)} passages)")
+        if rows and isinstance(self.embeddings, np.memmap):  # read the file in order
+            order = np.argsort(rows, kind="stable")
+            out = np.empty((len(rows), self.embeddings.shape[1]), dtype=np.float32)
+            out[order] = self.embeddings[np.asarray(rows, dtype=np.int64)[order]]
+            return out
         return (
             self.embeddings[np.asarray(rows, dtype=np.int64)].copy()
             if rows
@@ -322,7 +357,7 @@ class DenseRetriever(Retriever):
         Raises:
             InvalidInputError: an id is already indexed, duplicate or empty input.
         """
-        if not self._passages:
+        if not len(self):
             return self.index(passages, embeddings=embeddings)
         new = self._new_passages(passages)
         if embeddings is None:
@@ -335,44 +370,32 @@ class DenseRetriever(Retriever):
             self._faiss_index.add(emb)
         return self
 
-    def _default_nlist(self, n: int) -> int:
-        if self.nlist is not None:
-            if self.nlist > n:
-                logger.warning("nlist=%d exceeds the %d passages; using nlist=%d", self.nlist, n, n)
-            return max(1, min(self.nlist, n))
-        return max(1, min(int(4 * math.sqrt(n)), n // 39))
+    def ann_spec(self, n: int | None = None) -> AnnSpec:
+        """How the FAISS index is built and searched (``"auto"`` resolved for ``n``
+        passages, default: the indexed count)."""
+        used = self.index_type_used
+        if used is None or n is not None:
+            used = choose_index_type(len(self) if n is None else n) if self.index_type == "auto" else self.index_type
+        return AnnSpec(
+            used, nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m, ef_search=self.ef_search,
+            ef_construction=self.ef_construction, pq_m=self.pq_m, opq=self.opq, rerank=self.rerank,
+            train_size=self.train_size,
+        )
 
     def _build_index(self) -> None:
         self._faiss_index = None
+        spec = self.ann_spec(len(self.embeddings))
+        self.index_type_used = spec.index_type if self.engine == "faiss" else "flat"
         if self.engine != "faiss":
             return
-        import faiss
+        if spec.index_type in ("ivf", "ivfpq"):
+            from meteora.retrievers.ann import default_nlist
 
-        n, d = self.embeddings.shape
-        if self.index_type == "flat":
-            index = faiss.IndexFlatIP(d)
-        elif self.index_type == "hnsw":
-            index = faiss.IndexHNSWFlat(d, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = self.ef_construction
-        else:
-            self._nlist_used = self._default_nlist(n)
-            index = faiss.index_factory(
-                d, f"IVF{self._nlist_used},Flat", faiss.METRIC_INNER_PRODUCT
-            )
-            index.train(self.embeddings)
-        index.add(self.embeddings)
-        self._faiss_index = index
-        self._apply_search_params()
+            self._nlist_used = default_nlist(len(self.embeddings), self.nlist)
+        self._faiss_index = build_faiss(spec, self.embeddings)
 
     def _apply_search_params(self) -> None:
-        if self._faiss_index is None:
-            return
-        if self.index_type == "hnsw":
-            self._faiss_index.hnsw.efSearch = self.ef_search
-        elif self.index_type == "ivf":
-            import faiss
-
-            faiss.extract_index_ivf(self._faiss_index).nprobe = self.nprobe
+        apply_search_params(self.ann_spec(), self._faiss_index)
 
     # -- search ------------------------------------------------------------------------
     def _search_batch(self, queries: list[str], k: int) -> list[Ranking]:
@@ -400,23 +423,10 @@ class DenseRetriever(Retriever):
         return self._rank_vectors(_normalise(vectors), k, queries)
 
     def _rank_vectors(self, q: np.ndarray, k: int, queries: Sequence[str] | None) -> list[Ranking]:
-        n = len(self._passages)
+        n = len(self)
         if self.engine == "faiss":
-            exact = self.index_type == "flat"
-            kk = min(k + 1, n) if exact else min(k, n)
-            scores, idx = self._faiss_index.search(q, kk)
-            rows: list[tuple[np.ndarray, np.ndarray]] = []
-            for r in range(len(q)):
-                s, i = scores[r], idx[r]
-                if exact and kk > k and s[k - 1] == s[k]:  # a tie across the cut-off
-                    full = self.embeddings @ q[r]
-                    top = topk_indices(full, k)
-                    rows.append((top, full[top]))
-                    continue
-                keep = i >= 0
-                s, i = s[keep][:k], i[keep][:k]
-                order = np.lexsort((i, -s))
-                rows.append((i[order], s[order]))
+            self._apply_search_params()  # nprobe / ef_search may have been changed
+            rows = ann_search(self.ann_spec(), self._faiss_index, self.embeddings, q, k)
         else:
             rows = []
             block = max(1, _NUMPY_BLOCK // max(n, 1))
@@ -425,12 +435,10 @@ class DenseRetriever(Retriever):
                 top = topk_indices(sims, k)
                 vals = np.take_along_axis(sims, top, axis=1)
                 rows.extend(zip(top, vals, strict=True))
+        found = iter(self._store.take([j for i, _ in rows for j in i.tolist()]))
         out = []
-        for r, (i, s) in enumerate(rows):
-            hits = [
-                Hit(self._passages[j], float(v), rank + 1)
-                for rank, (j, v) in enumerate(zip(i.tolist(), s.tolist(), strict=True))
-            ]
+        for r, (_, s) in enumerate(rows):
+            hits = [Hit(next(found), float(v), rank + 1) for rank, v in enumerate(s.tolist())]
             out.append(Ranking(hits, query=queries[r] if queries is not None else None))
         return out
 
@@ -447,25 +455,35 @@ class DenseRetriever(Retriever):
             "hnsw_m": self.hnsw_m,
             "ef_search": self.ef_search,
             "ef_construction": self.ef_construction,
+            "pq_m": self.pq_m,
+            "opq": self.opq,
+            "rerank": self.rerank,
+            "train_size": self.train_size,
+            "index_type_used": self.index_type_used,
             "metric": "inner_product",
             "normalized": True,
         }
 
     def _write_index(self, directory: Path) -> None:
         """Layout of a version folder: ``manifest.json`` (with the encoder name and
-        dimension), ``passages.jsonl``, ``embeddings.npy`` (float32, no pickle) and, for
-        HNSW/IVF, ``index.faiss`` (FAISS's own format). A flat index is rebuilt from the
+        dimension), ``passages.sqlite`` (:mod:`meteora.retrievers.passage_store`),
+        ``embeddings.npy`` (float32, no pickle, memory-mapped on load) and, for HNSW/IVF/
+        IVF-PQ, ``index.faiss`` (FAISS's own format). A flat index is rebuilt from the
         embeddings on load."""
-        write_passages(directory / PASSAGES_NAME, self._passages)
-        atomic_save_npy(directory / _EMB_NAME, self.embeddings)
-        if self._faiss_index is not None and self.index_type != "flat":
+        save_passages(directory, self._store)
+        save_npy_blocks(directory / _EMB_NAME, self.embeddings)
+        if self._faiss_index is not None and self.index_type_used != "flat":
             import faiss
 
             faiss.write_index(self._faiss_index, str(directory / _FAISS_NAME))
+        self._write_manifest(directory)
+
+    def _write_manifest(self, directory: Path) -> None:
+        """The manifest of a version folder holding this retriever's files."""
         write_manifest(
             directory,
             self.kind,
-            counts={"passages": len(self._passages), "dim": int(self.embeddings.shape[1])},
+            counts={"passages": len(self), "dim": int(self.embeddings.shape[1])},
             parameters=self._parameters(),
             extra={
                 "encoder": {
@@ -500,7 +518,7 @@ class DenseRetriever(Retriever):
     def _read_index(
         cls, directory: Path, encoder: Any = None, *, backend: str | None = None
     ) -> DenseRetriever:
-        manifest = read_manifest(directory, cls.kind, required=[PASSAGES_NAME, _EMB_NAME])
+        manifest = read_manifest(directory, cls.kind, required=[_EMB_NAME])
         params = manifest["parameters"]
         dim = manifest_int(manifest, "counts", "dim", directory, minimum=1)
         n = manifest_int(manifest, "counts", "passages", directory)
@@ -521,6 +539,10 @@ class DenseRetriever(Retriever):
                 hnsw_m=params["hnsw_m"],
                 ef_search=params["ef_search"],
                 ef_construction=params["ef_construction"],
+                pq_m=params.get("pq_m"),
+                opq=params.get("opq", False),
+                rerank=params.get("rerank", 100),
+                train_size=params.get("train_size"),
             )
         except (KeyError, InvalidInputError) as exc:
             raise IndexFormatError(
@@ -537,20 +559,23 @@ class DenseRetriever(Retriever):
                     enc_info["name"],
                     self.encoder_name,
                 )
-        passages = read_passages(directory / PASSAGES_NAME)
+        passages = open_passages(directory, manifest, n)
         emb = load_embeddings(directory / _EMB_NAME)
-        if len(passages) != n or emb.shape != (n, dim):
+        if emb.shape != (n, dim):
             raise IndexFormatError(
-                f"{directory} holds {len(passages)} passages and embeddings of shape {emb.shape}, "
-                f"but the manifest says {n} × {dim}; rebuild the index and save it again"
+                f"{directory} holds embeddings of shape {emb.shape}, but the manifest says "
+                f"{n} × {dim}; rebuild the index and save it again"
             )
-        self._set_passages(passages)
+        self._store = passages
         self.embeddings = emb
         self._nlist_used = params.get("nlist_used")
+        self.index_type_used = params.get("index_type_used") or (
+            None if self.index_type == "auto" else self.index_type
+        )
         faiss_path = directory / _FAISS_NAME
         if (
             self.engine == "faiss"
-            and self.index_type != "flat"
+            and self.ann_spec().index_type != "flat"
             and _FAISS_NAME in manifest["files"]  # only a file the manifest vouched for
         ):
             self._faiss_index = _read_faiss(faiss_path, n, dim)
@@ -564,10 +589,9 @@ class DenseRetriever(Retriever):
 
 
 def load_embeddings(path: Path) -> np.ndarray:
-    """Load a float32 ``(N, d)`` embedding matrix saved without pickle."""
-    from meteora.retrievers.base import load_npy
-
-    return np.ascontiguousarray(load_npy(path, dtype=np.float32, ndim=2))
+    """Memory-map a float32 ``(N, d)`` embedding matrix saved without pickle (read-only:
+    pages are read on demand and shared by every process serving the index)."""
+    return load_npy(path, dtype=np.float32, ndim=2, mmap=True)
 
 
 def _read_faiss(path: Path, n: int, dim: int) -> Any:
