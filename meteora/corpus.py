@@ -3,9 +3,14 @@
 * ``.jsonl``: one JSON object per line with at least ``text`` (optional ``id``,
   ``doc_id``, ``position``, ``metadata``) — or a bare JSON string per line.
 * ``.json``: a list of such objects or strings.
+* ``.parquet``: one row per passage, a ``text`` column and optionally ``id``,
+  ``doc_id``, ``position``, ``metadata`` (a struct); other columns go to the metadata,
+  and a null cell counts as absent (needs ``pyarrow``: the ``parquet`` extra).
 * anything else: plain text, one passage per non-empty line.
 
-Errors name the file and the 1-based line number.
+:func:`read_passages` returns the whole list; :func:`iter_passage_chunks` yields it a
+chunk at a time (JSONL and Parquet are read incrementally: a streaming index build
+never holds the corpus). Errors name the file and the 1-based line (or row) number.
 
 Example:
     >>> import tempfile, pathlib
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +32,14 @@ from meteora._checks import decode_line, is_blank
 from meteora.errors import InvalidInputError
 from meteora.types import Passage, passage_from
 
-__all__ = ["read_passages"]
+__all__ = ["read_passages", "iter_passage_chunks"]
 
 
 def _jsonl_items(path: Path) -> list[tuple[str, Any]]:
-    items: list[tuple[str, Any]] = []
+    return list(_iter_jsonl(path))
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             line = decode_line(raw, path, lineno)
@@ -48,8 +57,24 @@ def _jsonl_items(path: Path) -> list[tuple[str, Any]]:
                 )
             if isinstance(obj, dict) and "text" not in obj:
                 raise InvalidInputError(f"{path}:{lineno}: object has no 'text' field (keys: {sorted(obj)})")
-            items.append((f"{path}:{lineno}", obj))
-    return items
+            yield f"{path}:{lineno}", obj
+
+
+def _iter_parquet(path: Path, batch_rows: int) -> Iterator[tuple[str, Any]]:
+    from meteora.errors import require
+
+    pq = require("pyarrow.parquet", "parquet", "reading Parquet corpora")
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid / OSError types
+        raise InvalidInputError(f"{path}: not a readable Parquet file ({exc})") from exc
+    if "text" not in pf.schema_arrow.names:
+        raise InvalidInputError(f"{path}: no 'text' column (columns: {pf.schema_arrow.names})")
+    row = 0
+    for batch in pf.iter_batches(batch_size=batch_rows):
+        for obj in batch.to_pylist():
+            row += 1
+            yield f"{path}: row {row}", {k: v for k, v in obj.items() if v is not None}
 
 
 def _decode_whole(path: Path) -> str:
@@ -96,6 +121,8 @@ def read_passages(path: str | os.PathLike[str]) -> list[Passage]:
         items = _jsonl_items(path)
     elif path.suffix == ".json":
         items = _json_items(path)
+    elif path.suffix == ".parquet":
+        items = list(_iter_parquet(path, 10_000))
     else:
         items = _text_items(path)
     if not items:
@@ -103,9 +130,7 @@ def read_passages(path: str | os.PathLike[str]) -> list[Passage]:
     out: list[Passage] = []
     seen: dict[str, str] = {}
     for i, (where, obj) in enumerate(items):
-        p = passage_from(obj, i, where=where)
-        if is_blank(p.text):
-            raise InvalidInputError(f"{where}: passage {p.id!r} has empty text (nothing visible); remove it or give it text")
+        p = _checked_passage(obj, i, where)
         if p.id in seen:
             raise InvalidInputError(
                 f"{where}: duplicate passage id {p.id!r} (first at {seen[p.id]}); ids must be unique"
@@ -113,3 +138,59 @@ def read_passages(path: str | os.PathLike[str]) -> list[Passage]:
         seen[p.id] = where
         out.append(p)
     return out
+
+
+def _checked_passage(obj: Any, index: int, where: str) -> Passage:
+    p = passage_from(obj, index, where=where)
+    if is_blank(p.text):
+        raise InvalidInputError(f"{where}: passage {p.id!r} has empty text (nothing visible); remove it or give it text")
+    return p
+
+
+def iter_passage_chunks(
+    path: str | os.PathLike[str], chunk_size: int = 10_000
+) -> Iterator[tuple[list[Passage], list[str]]]:
+    """Passages of ``path`` in order, ``chunk_size`` at a time, with where each came from
+    (``file:line``, for error messages), each checked as :func:`read_passages` checks it
+    (ids default to the 0-based item number).
+
+    JSONL and Parquet are read incrementally; other formats are read whole first.
+    Duplicate ids are not checked here: the passage store refuses them as it writes.
+
+    Raises:
+        InvalidInputError: as :func:`read_passages`.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "c.jsonl"
+        >>> _ = p.write_text('{"text": "a"}\\n{"text": "b"}\\n{"text": "c"}\\n')
+        >>> [[x.id for x in chunk] for chunk, _ in iter_passage_chunks(p, chunk_size=2)]
+        [['0', '1'], ['2']]
+    """
+    path = Path(path)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InvalidInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if not path.is_file():
+        raise InvalidInputError(f"passage file {str(path)!r} does not exist")
+    if path.suffix == ".jsonl":
+        items: Iterator[tuple[str, Any]] = _iter_jsonl(path)
+    elif path.suffix == ".parquet":
+        items = _iter_parquet(path, chunk_size)
+    elif path.suffix == ".json":
+        items = iter(_json_items(path))
+    else:
+        items = iter(_text_items(path))
+    chunk: list[Passage] = []
+    where: list[str] = []
+    count = 0
+    for at, obj in items:
+        chunk.append(_checked_passage(obj, count, at))
+        where.append(at)
+        count += 1
+        if len(chunk) == chunk_size:
+            yield chunk, where
+            chunk, where = [], []
+    if chunk:
+        yield chunk, where
+    if count == 0:
+        raise InvalidInputError(f"{path} holds no passages")

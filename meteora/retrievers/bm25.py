@@ -229,14 +229,7 @@ class BM25Retriever(Retriever):
             )
             self._empty_vocab = len(tok.vocab) == 0
             if not self._empty_vocab:
-                model = bm25s.BM25(
-                    k1=self.k1,
-                    b=self.b,
-                    delta=self.delta,
-                    method=self.method,
-                    idf_method=self.idf_method,
-                    backend=self.engine,
-                )
+                model = self._bm25s_model()
                 with np.errstate(all="ignore"):
                     model.index(tok, create_empty_token=False, show_progress=show)
                 self._bm25 = model
@@ -251,6 +244,14 @@ class BM25Retriever(Retriever):
             "indexed %d passages (%d terms) with %s", len(ps), len(self._vocab), self.engine
         )
         return self
+
+    def _bm25s_model(self) -> Any:
+        """An empty ``bm25s.BM25`` with this retriever's parameters."""
+        import bm25s
+
+        return bm25s.BM25(
+            k1=self.k1, b=self.b, delta=self.delta, method=self.method, idf_method=self.idf_method, backend=self.engine
+        )
 
     def _build_reference(self, tokens: list[list[str]]) -> Any:
         import rank_bm25
@@ -393,11 +394,13 @@ class BM25Retriever(Retriever):
         save_passages(directory, self._store)
         if self._bm25 is not None:
             self._bm25.save(str(directory / _BM25S_DIR), show_progress=False, allow_pickle=False)
+        self._write_manifest(directory, len(self), len(self._vocab))
+
+    def _write_manifest(self, directory: Path, count: int, vocabulary: int) -> None:
+        """The manifest of a version folder holding a BM25 index's files (also written
+        by :mod:`meteora.retrievers.streaming`)."""
         write_manifest(
-            directory,
-            self.kind,
-            counts={"passages": len(self), "vocabulary": len(self._vocab)},
-            parameters=self._parameters(),
+            directory, self.kind, counts={"passages": count, "vocabulary": vocabulary}, parameters=self._parameters()
         )
 
     @classmethod

@@ -245,7 +245,7 @@ class DenseRetriever(Retriever):
     # -- encoding ----------------------------------------------------------------------
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         emb = self.encoder.encode(list(texts), batch_size=self.batch_size)
-        return _normalise(emb)
+        return _normalise(np.array(emb, dtype=np.float32))  # a copy: never normalise the caller's array in place
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Embed queries with the index's encoder: ``(len(queries), d)`` float32, L2-normalised.
@@ -339,7 +339,7 @@ class DenseRetriever(Retriever):
             raise InvalidInputError(
                 f"embeddings are {emb.shape[1]}-d but the encoder produces {self._encoder.dim}-d query embeddings"
             )
-        return _normalise(emb)
+        return _normalise(np.array(emb, dtype=np.float32))  # a copy: never normalise the caller's array in place
 
     def add(
         self, passages: Iterable[PassageLike], *, embeddings: np.ndarray | None = None
@@ -476,22 +476,17 @@ class DenseRetriever(Retriever):
             import faiss
 
             faiss.write_index(self._faiss_index, str(directory / _FAISS_NAME))
-        self._write_manifest(directory)
+        self._write_manifest(directory, len(self), int(self.embeddings.shape[1]))
 
-    def _write_manifest(self, directory: Path) -> None:
-        """The manifest of a version folder holding this retriever's files."""
+    def _write_manifest(self, directory: Path, count: int, dim: int) -> None:
+        """The manifest of a version folder holding a dense index's files (also written
+        by :mod:`meteora.retrievers.streaming`)."""
         write_manifest(
             directory,
             self.kind,
-            counts={"passages": len(self), "dim": int(self.embeddings.shape[1])},
+            counts={"passages": count, "dim": dim},
             parameters=self._parameters(),
-            extra={
-                "encoder": {
-                    "name": self.encoder_name,
-                    "dim": int(self.embeddings.shape[1]),
-                    "normalized": True,
-                }
-            },
+            extra={"encoder": {"name": self.encoder_name, "dim": dim, "normalized": True}},
         )
 
     @classmethod

@@ -365,11 +365,13 @@ class HybridRetriever(Retriever):
         for name, r in self.members.items():
             (directory / name).mkdir()
             r._write_index(directory / name)
+        self._write_manifest(directory, len(self))
+
+    def _write_manifest(self, directory: Path, count: int) -> None:
+        """The hybrid manifest over its members' folders (also written by
+        :mod:`meteora.retrievers.streaming`)."""
         write_manifest(
-            directory,
-            self.kind,
-            counts={"passages": len(self), "members": len(self.members)},
-            parameters=self._parameters(),
+            directory, self.kind, counts={"passages": count, "members": len(self.members)}, parameters=self._parameters()
         )
 
     @classmethod
