@@ -32,7 +32,7 @@ from meteora._checks import decode_line, is_blank
 from meteora.errors import InvalidInputError
 from meteora.types import Passage, passage_from
 
-__all__ = ["read_passages", "iter_passage_chunks"]
+__all__ = ["read_passages", "iter_passage_chunks", "parse_jsonl_line", "parquet_row", "checked_passage"]
 
 
 def _jsonl_items(path: Path) -> list[tuple[str, Any]]:
@@ -42,22 +42,38 @@ def _jsonl_items(path: Path) -> list[tuple[str, Any]]:
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
-            line = decode_line(raw, path, lineno)
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(
-                    f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object"
-                ) from exc
-            if not isinstance(obj, (dict, str)):
-                raise InvalidInputError(
-                    f"{path}:{lineno}: expected an object with 'text' or a string, got {type(obj).__name__}"
-                )
-            if isinstance(obj, dict) and "text" not in obj:
-                raise InvalidInputError(f"{path}:{lineno}: object has no 'text' field (keys: {sorted(obj)})")
-            yield f"{path}:{lineno}", obj
+            obj = parse_jsonl_line(raw, path, lineno)
+            if obj is not None:
+                yield f"{path}:{lineno}", obj
+
+
+def parse_jsonl_line(raw: bytes, path: Any, lineno: int) -> Any:
+    """One line of a JSONL corpus: an object with ``text`` or a string, ``None`` for a
+    blank line (also used by :mod:`meteora.distributed` on each worker's lines).
+
+    Raises:
+        InvalidInputError: not UTF-8, not JSON, or not a passage, naming ``path:lineno``.
+
+    Example:
+        >>> parse_jsonl_line(b'{"text": "a"}\\n', "c.jsonl", 1)
+        {'text': 'a'}
+    """
+    line = decode_line(raw, path, lineno)
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object"
+        ) from exc
+    if not isinstance(obj, (dict, str)):
+        raise InvalidInputError(
+            f"{path}:{lineno}: expected an object with 'text' or a string, got {type(obj).__name__}"
+        )
+    if isinstance(obj, dict) and "text" not in obj:
+        raise InvalidInputError(f"{path}:{lineno}: object has no 'text' field (keys: {sorted(obj)})")
+    return obj
 
 
 def _iter_parquet(path: Path, batch_rows: int) -> Iterator[tuple[str, Any]]:
@@ -74,7 +90,7 @@ def _iter_parquet(path: Path, batch_rows: int) -> Iterator[tuple[str, Any]]:
     for batch in pf.iter_batches(batch_size=batch_rows):
         for obj in batch.to_pylist():
             row += 1
-            yield f"{path}: row {row}", {k: v for k, v in obj.items() if v is not None}
+            yield f"{path}: row {row}", parquet_row(obj)
 
 
 def _decode_whole(path: Path) -> str:
@@ -105,6 +121,11 @@ def _text_items(path: Path) -> list[tuple[str, Any]]:
     return [(f"{path}:{n}", line.rstrip("\r")) for n, line in enumerate(lines, 1) if not is_blank(line)]
 
 
+def parquet_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A Parquet row as a corpus item: a null cell counts as absent."""
+    return {k: v for k, v in row.items() if v is not None}
+
+
 def read_passages(path: str | os.PathLike[str]) -> list[Passage]:
     """Load passages from ``path`` (see the module docstring for formats).
 
@@ -130,7 +151,7 @@ def read_passages(path: str | os.PathLike[str]) -> list[Passage]:
     out: list[Passage] = []
     seen: dict[str, str] = {}
     for i, (where, obj) in enumerate(items):
-        p = _checked_passage(obj, i, where)
+        p = checked_passage(obj, i, where)
         if p.id in seen:
             raise InvalidInputError(
                 f"{where}: duplicate passage id {p.id!r} (first at {seen[p.id]}); ids must be unique"
@@ -140,7 +161,9 @@ def read_passages(path: str | os.PathLike[str]) -> list[Passage]:
     return out
 
 
-def _checked_passage(obj: Any, index: int, where: str) -> Passage:
+def checked_passage(obj: Any, index: int, where: str) -> Passage:
+    """A passage from a parsed corpus item, refused when its text is blank (``index``: the
+    default id)."""
     p = passage_from(obj, index, where=where)
     if is_blank(p.text):
         raise InvalidInputError(f"{where}: passage {p.id!r} has empty text (nothing visible); remove it or give it text")
@@ -184,7 +207,7 @@ def iter_passage_chunks(
     where: list[str] = []
     count = 0
     for at, obj in items:
-        chunk.append(_checked_passage(obj, count, at))
+        chunk.append(checked_passage(obj, count, at))
         where.append(at)
         count += 1
         if len(chunk) == chunk_size:
