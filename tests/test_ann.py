@@ -9,7 +9,7 @@ import pytest
 
 from meteora.errors import InvalidInputError
 from meteora.retrievers import DenseRetriever, load_retriever
-from meteora.retrievers.ann import FLAT_MAX, AnnSpec, choose_index_type, train_rows
+from meteora.retrievers.ann import FLAT_MAX, AnnSpec, choose_index_type, default_nprobe, train_rows
 from meteora.retrievers.storage import resolve_index
 
 faiss = pytest.importorskip("faiss")
@@ -97,7 +97,7 @@ def test_ivfpq_and_opq_round_trip_with_memory_mapped_vectors(data, tmp_path):
         # a PQ index is a small fraction of the vectors it stands for
         assert (version / "index.faiss").stat().st_size < (version / "embeddings.npy").stat().st_size / 2
         loaded.nprobe = 1  # search parameters apply to a loaded index too
-        assert faiss.extract_index_ivf(loaded._faiss_index).nprobe == 16
+        assert faiss.extract_index_ivf(loaded._faiss_index).nprobe == 16  # default: 1/16 of 16 cells, at least 16
         loaded.search_embeddings(queries[:1], k=3)
         assert faiss.extract_index_ivf(loaded._faiss_index).nprobe == 1
 
@@ -127,6 +127,7 @@ def test_training_sample_is_seeded_and_sized():
     assert train_rows(10, 3).tolist() == train_rows(10, 3).tolist()
     assert train_rows(5, 10).tolist() == [0, 1, 2, 3, 4]
     spec = AnnSpec("ivfpq")
+    assert default_nprobe(4000) == 250 and default_nprobe(1264) == 79 and default_nprobe(8) == 8
     assert spec.factory(384, 1_000_000) == "IVF4000,PQ48x8" and spec.pq_bits_for(600) == 3
     assert spec.train_size_for(1_000_000, 384) == 200_000  # 50 per cell of 4,000
     assert spec.train_size_for(5_000, 384) == 5_000

@@ -45,6 +45,7 @@ from meteora.distributed.session import ray_session
 from meteora.errors import InvalidInputError, MeteoraError
 from meteora.retrievers.ann import ADD_BLOCK, AnnSpec
 from meteora.retrievers.base import Retriever
+from meteora.retrievers.bm25 import BM25Retriever
 from meteora.retrievers.dense import DenseRetriever
 from meteora.retrievers.hybrid import HybridRetriever
 from meteora.retrievers.storage import publish_index
@@ -262,6 +263,20 @@ def _add_shard(index_bytes: np.ndarray, vectors: np.ndarray, start: int) -> np.n
     return faiss.serialize_index(index)
 
 
+def default_workers(resources: dict[str, float], gpus_per_worker: float, cpus_per_worker: float) -> int:
+    """Encoder actors for a cluster: one per ``gpus_per_worker`` GPUs (or per
+    ``cpus_per_worker`` CPUs), leaving one CPU free so the reading tasks always run.
+
+    Example:
+        >>> default_workers({"CPU": 16.0, "GPU": 4.0}, 1, 1), default_workers({"CPU": 2.0}, 0, 1)
+        (4, 1)
+    """
+    by_cpu = int(max(resources.get("CPU", 1.0) - 1.0, 0.0) // cpus_per_worker)
+    if gpus_per_worker:
+        return max(1, min(int(resources.get("GPU", 0.0) // gpus_per_worker), by_cpu))
+    return max(1, by_cpu)
+
+
 def _dense_member(retriever: Retriever) -> DenseRetriever | None:
     members = retriever.retrievers if isinstance(retriever, HybridRetriever) else [retriever]
     dense = [m for m in members if isinstance(m, DenseRetriever)]
@@ -288,12 +303,13 @@ def build_index_on_ray(
         sources: ``.jsonl`` or ``.parquet`` files (or folders of them), read in order:
             every node must be able to read them (a shared filesystem or object store).
         directory: the index folder, written by this process (the driver).
-        retriever: an unindexed retriever whose settings the index takes (default
-            ``HybridRetriever()``). Its dense member is encoded on the cluster; BM25
-            tokens are counted here.
+        retriever: an unindexed retriever whose settings the index takes (default: BM25
+            + MiniLM with ``index_type="auto"``). Its dense member is encoded on the
+            cluster; BM25 tokens are counted here.
         address: see :func:`~meteora.distributed.session.ray_session`.
-        workers: encoder actors (default: the cluster's GPUs / ``gpus_per_worker`` when
-            set, else its CPUs / ``cpus_per_worker``, at least 1).
+        workers: encoder actors (default: :func:`default_workers`). Actors hold their
+            CPUs for the whole build: leave CPUs for the reading tasks (at least
+            ``READ_CPUS`` on some node), or the pipeline waits forever.
         gpus_per_worker: GPUs per encoder actor (0: encode on CPU).
         cpus_per_worker: CPUs per encoder actor (its torch threads).
         batch_size: records per actor call and per driver write.
@@ -303,14 +319,13 @@ def build_index_on_ray(
         InvalidInputError: as :func:`~meteora.retrievers.streaming.build_index`.
         MissingDependencyError: Ray is not installed (``pip install "meteora-rerank[distributed]"``).
     """
-    retriever = retriever if retriever is not None else HybridRetriever()
+    if retriever is None:
+        retriever = HybridRetriever([BM25Retriever(), DenseRetriever(index_type="auto")])
     dense = _dense_member(retriever)
     with ray_session(address) as ray:
         ds, fmt = corpus_dataset(sources)
         if workers is None:
-            res = ray.cluster_resources()
-            workers = int(res.get("GPU", 0) // gpus_per_worker) if gpus_per_worker else int(res.get("CPU", 1) // cpus_per_worker)
-            workers = max(1, workers)
+            workers = default_workers(ray.cluster_resources(), gpus_per_worker, cpus_per_worker)
         if dense is not None:
             ds = encode_dataset(ds, dense, workers=workers, batch_size=batch_size, gpus_per_worker=gpus_per_worker,
                                 cpus_per_worker=cpus_per_worker)

@@ -44,6 +44,7 @@ from meteora.retrievers.base import topk_indices
 
 __all__ = [
     "INDEX_TYPES",
+    "default_nprobe",
     "FLAT_MAX",
     "AnnSpec",
     "choose_index_type",
@@ -63,6 +64,11 @@ ADD_BLOCK = 65_536
 #: training sample: this many vectors per IVF cell, at least :data:`MIN_TRAIN`
 TRAIN_PER_LIST = 50
 MIN_TRAIN = 20_000
+#: ``nprobe=None`` visits 1/:data:`PROBE_FRACTION` of the IVF cells, at least
+#: :data:`MIN_NPROBE` (chosen on the PubMedQA train-side questions in
+#: ``benchmarks/results/scale.json``: recall@10 >= 0.95 against exact search)
+PROBE_FRACTION = 16
+MIN_NPROBE = 16
 
 
 def choose_index_type(n: int) -> str:
@@ -90,6 +96,16 @@ def default_nlist(n: int, nlist: int | None = None) -> int:
     return max(1, min(int(4 * math.sqrt(n)), n // 39))
 
 
+def default_nprobe(nlist: int) -> int:
+    """IVF cells a query visits when ``nprobe`` is not given: 1/16 of them, at least 16.
+
+    Example:
+        >>> default_nprobe(4000), default_nprobe(100)
+        (250, 16)
+    """
+    return min(nlist, max(MIN_NPROBE, -(-nlist // PROBE_FRACTION)))
+
+
 @dataclass(frozen=True)
 class AnnSpec:
     """Everything that decides how a FAISS index is built and searched.
@@ -97,7 +113,7 @@ class AnnSpec:
     Attributes:
         index_type: ``"flat"``, ``"hnsw"``, ``"ivf"`` or ``"ivfpq"`` (resolved, not ``"auto"``).
         nlist: IVF cells (``None``: :func:`default_nlist`).
-        nprobe: IVF cells visited per query.
+        nprobe: IVF cells visited per query (``None``: :func:`default_nprobe`).
         hnsw_m, ef_search, ef_construction: HNSW graph degree and search/build breadth.
         pq_m: PQ sub-quantisers, bytes per vector at 8 bits (``None``: ``d / 8``).
         pq_bits: bits per sub-quantiser code.
@@ -109,14 +125,14 @@ class AnnSpec:
 
     index_type: str
     nlist: int | None = None
-    nprobe: int = 16
+    nprobe: int | None = None
     hnsw_m: int = 32
     ef_search: int = 64
     ef_construction: int = 200
     pq_m: int | None = None
     pq_bits: int = 8
     opq: bool = False
-    rerank: int = 100
+    rerank: int = 200
     train_size: int | None = None
     seed: int = 0
 
@@ -246,7 +262,8 @@ def apply_search_params(spec: AnnSpec, index: Any) -> None:
     if spec.index_type == "hnsw":
         _faiss().downcast_index(index).hnsw.efSearch = spec.ef_search
     elif spec.index_type in ("ivf", "ivfpq"):
-        _faiss().extract_index_ivf(index).nprobe = spec.nprobe
+        ivf = _faiss().extract_index_ivf(index)
+        ivf.nprobe = spec.nprobe if spec.nprobe is not None else default_nprobe(ivf.nlist)
 
 
 def search(

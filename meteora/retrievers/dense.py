@@ -105,7 +105,7 @@ class DenseRetriever(Retriever):
         backend: ``"auto"``, ``"faiss"`` or ``"numpy"`` (exact; flat only).
         batch_size: texts per encoder forward pass.
         nlist: IVF cells (``None``: ``4·sqrt(N)``, at most ``N/39``).
-        nprobe: IVF cells visited per query.
+        nprobe: IVF cells visited per query (``None``: 1/16 of the cells, at least 16).
         hnsw_m: HNSW neighbours per node.
         ef_search: HNSW search breadth.
         ef_construction: HNSW build breadth.
@@ -127,14 +127,14 @@ class DenseRetriever(Retriever):
         backend: str = "auto",
         batch_size: int = 64,
         nlist: int | None = None,
-        nprobe: int = 16,
+        nprobe: int | None = None,
         hnsw_m: int = 32,
         ef_search: int = 64,
         ef_construction: int = 200,
         *,
         pq_m: int | None = None,
         opq: bool = False,
-        rerank: int = 100,
+        rerank: int = 200,
         train_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -144,7 +144,7 @@ class DenseRetriever(Retriever):
             raise InvalidInputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         self.batch_size = _positive_int("batch_size", batch_size)
         self.nlist = _positive_int("nlist", nlist, allow_none=True)
-        self.nprobe = _positive_int("nprobe", nprobe)
+        self.nprobe = _positive_int("nprobe", nprobe, allow_none=True)
         self.hnsw_m = _positive_int("hnsw_m", hnsw_m)
         self.ef_search = _positive_int("ef_search", ef_search)
         self.ef_construction = _positive_int("ef_construction", ef_construction)
@@ -530,13 +530,13 @@ class DenseRetriever(Retriever):
                 backend=backend if backend is not None else params["backend"],
                 batch_size=params["batch_size"],
                 nlist=params.get("nlist"),
-                nprobe=params["nprobe"],
+                nprobe=params.get("nprobe"),
                 hnsw_m=params["hnsw_m"],
                 ef_search=params["ef_search"],
                 ef_construction=params["ef_construction"],
                 pq_m=params.get("pq_m"),
                 opq=params.get("opq", False),
-                rerank=params.get("rerank", 100),
+                rerank=params.get("rerank", 200),
                 train_size=params.get("train_size"),
             )
         except (KeyError, InvalidInputError) as exc:

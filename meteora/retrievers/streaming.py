@@ -335,9 +335,9 @@ def build_index(
         source: a corpus file (``.jsonl``, ``.parquet``, ``.json`` or text; see
             :mod:`meteora.corpus`) or an iterable of passages (str, dict or Passage).
         directory: the index folder (a new, empty or meteora-index folder).
-        retriever: an unindexed retriever whose settings the index takes (default
-            ``HybridRetriever()``: BM25 + MiniLM); its ``index_type="auto"`` is resolved
-            once the corpus size is known.
+        retriever: an unindexed retriever whose settings the index takes (default: BM25
+            + MiniLM with ``index_type="auto"``, resolved once the corpus size is known:
+            exact up to 100,000 passages, IVF-PQ above).
         embeddings: precomputed ``(N, d)`` passage embeddings in corpus order (an array or
             ``np.load(..., mmap_mode="r")``) for the dense index; read a chunk at a time.
         chunk_size: passages read, encoded and written per step.
@@ -349,7 +349,8 @@ def build_index(
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise InvalidInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    retriever = retriever if retriever is not None else HybridRetriever()
+    if retriever is None:
+        retriever = HybridRetriever([BM25Retriever(), DenseRetriever(index_type="auto")])
     if embeddings is not None:
         if np.ndim(embeddings) != 2:
             raise InvalidInputError(f"embeddings must be an (N, d) array, got shape {np.shape(embeddings)}")
