@@ -6,7 +6,9 @@ meteora's own code (:func:`meteora.retrievers.streaming.build_index`, ``load_ret
 
 * build seconds (streaming build from the JSONL corpus; dense vectors given precomputed,
   so encoding is reported apart, as passages/s per worker) and bytes on disk;
-* peak RSS of the build process and of the serving process (load + every search);
+* peak RSS of the build process and of the serving process (load + every search), and
+  their peak anonymous memory (RSS without the pages of memory-mapped index files, which
+  the kernel shares between processes and can drop);
 * queries/s batched (the 500 PubMedQA test questions in one call) and p50/p95 ms per
   single query, with 1 and 2 threads (FAISS/numba/BLAS);
 * recall@10 of each index against exact search, NDCG@10 on PubMedQA's "abstract" view.
@@ -40,7 +42,14 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale_data import corpus_embeddings, encode_cached, exact_top, real_chunks, write_corpus  # noqa: E402
+from scale_data import (  # noqa: E402
+    NpyRows,
+    corpus_embeddings,
+    encode_cached,
+    exact_top,
+    real_chunks,
+    write_corpus,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "scale.json"
@@ -60,8 +69,30 @@ def _rss_mb() -> float:
 
 def _peak_rss_mb() -> float:
     """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from
-    the parent that started it)."""
+    the parent that started it), memory-mapped index files included."""
     return _status_mb("VmHWM")
+
+
+class PeakAnon:
+    """Samples this process's anonymous resident memory (``RssAnon``: its own heap, not
+    the pages of memory-mapped files, which the kernel shares and can drop) every 20 ms."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = _status_mb("RssAnon")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _status_mb("RssAnon"))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return round(max(self.peak, _status_mb("RssAnon")), 1)
 
 
 def _dir_bytes(path: Path) -> int:
@@ -82,11 +113,12 @@ def child_build(work: Path, n: int, kind: str) -> dict[str, Any]:
     from meteora.retrievers.streaming import build_index
 
     out = work / f"idx-{n}-{kind}"
-    emb = None if kind == "bm25" else np.load(work / f"embeddings_{n}.npy", mmap_mode="r")
+    emb = None if kind == "bm25" else NpyRows(work / f"embeddings_{n}.npy")
+    anon = PeakAnon()
     t = time.perf_counter()
     build_index(work / f"corpus_{n}.jsonl", out, _retriever(kind), embeddings=emb, chunk_size=10_000)
     return {"build_s": round(time.perf_counter() - t, 2), "bytes_on_disk": _dir_bytes(out),
-            "build_peak_rss_mb": round(_peak_rss_mb(), 1)}
+            "build_peak_rss_mb": round(_peak_rss_mb(), 1), "build_peak_anon_mb": anon.stop()}
 
 
 def _timings(search: Any, queries: Any, single: int) -> dict[str, Any]:
@@ -109,6 +141,7 @@ def child_serve(work: Path, n: int, kind: str, threads: int, single: int, sweep:
     from meteora.retrievers.base import load_retriever
 
     faiss.omp_set_num_threads(threads)
+    anon = PeakAnon()
     rss0 = _rss_mb()
     t = time.perf_counter()
     r = load_retriever(work / f"idx-{n}-{kind}")
@@ -146,6 +179,8 @@ def child_serve(work: Path, n: int, kind: str, threads: int, single: int, sweep:
     if sweep and kind == "ivfpq":
         out["sweep_train_queries"] = _sweep(r, work, n)
     out["serve_peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    out["serve_peak_anon_mb"] = anon.stop()
+    out["rss_file_backed_mb_at_end"] = round(_status_mb("RssFile"), 1)
     return out
 
 
@@ -197,12 +232,17 @@ def child_encoding(work: Path, sample: int, n: int) -> dict[str, Any]:
 
 
 def child_ray(work: Path, sample: int, n: int) -> dict[str, Any]:
-    """MiniLM encoding on a local Ray cluster (2 CPUs) with 1 and 2 encoder actors of 1 CPU."""
+    """MiniLM encoding on a local Ray cluster with 1 and 2 encoder actors of 1 CPU each.
+
+    Each actor call is timed inside the actor (:class:`TimedEncoder` runs
+    ``PassageEncoder.__call__``), so model loading and start-up are left out: per worker,
+    passages/s over the time it spent encoding; together, passages over the span from
+    the first call's start to the last call's end.
+    """
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     import ray
 
-    from meteora.distributed.build import corpus_dataset, encode_dataset
-    from meteora.retrievers.dense import DenseRetriever
+    from meteora.distributed.build import corpus_dataset
 
     src = work / f"ray-sample-{sample}.jsonl"
     with open(work / f"corpus_{n}.jsonl") as fh, open(src, "w") as out_fh:
@@ -215,20 +255,44 @@ def child_ray(work: Path, sample: int, n: int) -> dict[str, Any]:
     try:
         for workers in (1, 2):
             ds, _ = corpus_dataset(src)
-            ds = encode_dataset(ds, DenseRetriever(), workers=workers, batch_size=64, cpus_per_worker=1.0)
+            ds = ds.map_batches(TimedEncoder, fn_constructor_kwargs={"encoder": None, "batch_size": 64, "threads": 1},
+                                batch_size=32, batch_format="numpy", concurrency=workers, num_cpus=1.0)
             t0 = time.perf_counter()
-            stamps = []
-            for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
-                stamps.append((time.perf_counter(), len(batch["record"])))
-            total = time.perf_counter() - t0
-            # throughput once the actors are up: rows after the first batch over the time they took
-            steady = (sum(m for _, m in stamps[1:]) / (stamps[-1][0] - stamps[0][0])) if len(stamps) > 2 else float("nan")
-            out[f"workers_{workers}"] = {"wall_s": round(total, 2), "passages_per_s_after_first_batch": round(steady, 2)}
+            calls: dict[tuple[int, float], tuple[float, int]] = {}
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for pid, start, end in zip(batch["actor"], batch["call_start"], batch["call_end"], strict=True):
+                    key = (int(pid), float(start))
+                    calls[key] = (float(end), calls.get(key, (0.0, 0))[1] + 1)
+            per_actor: dict[int, list[float]] = {}
+            for (pid, start), (end, rows) in calls.items():
+                busy_rows = per_actor.setdefault(pid, [0.0, 0.0])
+                busy_rows[0] += end - start
+                busy_rows[1] += rows
+            span = max(e for e, _ in calls.values()) - min(s for _, s in calls)
+            out[f"workers_{workers}"] = {
+                "wall_s_with_start_up": round(time.perf_counter() - t0, 2),
+                "passages_per_s_per_worker": [round(r / b, 2) for b, r in per_actor.values()],
+                "passages_per_s_together": round(sample / span, 2),
+            }
     finally:
         ray.shutdown()
-    out["ratio_2_vs_1"] = round(out["workers_2"]["passages_per_s_after_first_batch"]
-                                / out["workers_1"]["passages_per_s_after_first_batch"], 2)
+    out["ratio_2_vs_1"] = round(out["workers_2"]["passages_per_s_together"] / out["workers_1"]["passages_per_s_together"], 2)
     return out
+
+
+class TimedEncoder:
+    """``PassageEncoder`` with each call's start and end (and the actor's pid) added as columns."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from meteora.distributed.build import PassageEncoder
+
+        self.inner = PassageEncoder(**kwargs)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.time()
+        out = self.inner(batch)
+        m = len(out["record"])
+        return {**out, "actor": np.full(m, os.getpid()), "call_start": np.full(m, start), "call_end": np.full(m, time.time())}
 
 
 # -- orchestration ---------------------------------------------------------------------------
@@ -289,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ray-sample", type=int, default=512, help="chunks encoded on Ray (0: skip)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default $METEORA_HOME/scale-bench)")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--ray-only", action="store_true",
+                   help="measure only the Ray encoding and store it in the existing --out file")
     p.add_argument("--child", nargs="+", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -310,6 +376,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     types = args.types.split(",")
+    if args.ray_only:
+        from meteora.bench.report import write_results_json
+
+        results = json.loads(args.out.read_text())
+        ray_res = _child(["--child", "ray", str(min(sizes))], ["--ray-sample", str(args.ray_sample)])
+        ray_res["command"] = f"nice python benchmarks/scale.py --ray-only --sizes {args.sizes} --ray-sample {args.ray_sample}"
+        results["ray_encoding"] = ray_res
+        write_results_json(args.out, results)
+        return 0
     from meteora.bench.report import environment_versions, load_average, write_results_json
 
     results: dict[str, Any] = {

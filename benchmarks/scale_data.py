@@ -167,3 +167,25 @@ def exact_top(emb: np.ndarray, queries: np.ndarray, k: int = 10, block: int = 20
         order = np.lexsort((cand_i, -cand_s), axis=1)[:, :k]
         best_s, best_i = np.take_along_axis(cand_s, order, axis=1), np.take_along_axis(cand_i, order, axis=1)
     return best_i
+
+
+class NpyRows:
+    """Rows of a 2-D float32 ``.npy`` file read with ordinary file reads (no memory map),
+    so a build fed precomputed vectors is not charged for the source file's mapped pages."""
+
+    def __init__(self, path: Path) -> None:
+        arr = np.load(path, mmap_mode="r")
+        self.path, self.shape, self.offset = path, arr.shape, arr.offset
+        self.ndim = 2
+        del arr
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.shape[0])
+        width = self.shape[1] * 4
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + start * width)
+            data = fh.read(max(0, stop - start) * width)
+        return np.frombuffer(data, dtype=np.float32).reshape(-1, self.shape[1])

@@ -139,5 +139,8 @@ def test_loaded_index_reads_on_demand_and_survives_later_saves(tmp_path, tiny_en
     ids = [corpus[9].id, corpus[2].id]
     mem = DenseRetriever(tiny_encoder, backend="numpy").index(corpus)
     assert np.array_equal(dense.embeddings_for(ids), mem.embeddings_for(ids))
+    for _ in range(2):  # rows are read through a descriptor that outlives the removed version
+        DenseRetriever(tiny_encoder, backend="numpy").index(corpus[:3]).save(dense_path)
+    assert np.array_equal(dense.embeddings_for(ids), mem.embeddings_for(ids))
     dense.add([Passage("a brand new chunk", id="new-1", doc_id="d0", position=99)])  # read into memory, then extended
     assert len(dense) == len(corpus) + 1 and dense.search("a brand new chunk", k=1).ids == ["new-1"]

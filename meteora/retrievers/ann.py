@@ -2,8 +2,8 @@
 
 Index types (``DenseRetriever(index_type=...)``):
 
-* ``"flat"``: exact inner-product search (``IndexFlatIP``; rebuilt from the stored
-  embeddings on load).
+* ``"flat"``: exact inner-product search (FAISS's ``knn`` straight over the stored
+  embeddings — a memory map once loaded — so nothing is copied or built).
 * ``"hnsw"``: graph search (``IndexHNSWFlat``): fast and accurate, but it holds every
   vector plus the graph in memory.
 * ``"ivf"``: inverted lists of full vectors (``IVF<nlist>,Flat``).
@@ -247,7 +247,10 @@ def add_blocks(index: Any, embeddings: Any, start: int = 0, stop: int | None = N
 
 
 def build_faiss(spec: AnnSpec, embeddings: Any) -> Any:
-    """Build and fill the FAISS index of ``spec`` over ``(n, d)`` ``embeddings``."""
+    """Build and fill the FAISS index of ``spec`` over ``(n, d)`` ``embeddings``
+    (``None`` for ``"flat"``: exact search reads the embeddings themselves)."""
+    if spec.index_type == "flat":
+        return None
     n, d = embeddings.shape
     index = empty_faiss(spec, d, n, embeddings)
     add_blocks(index, embeddings)
@@ -267,22 +270,30 @@ def apply_search_params(spec: AnnSpec, index: Any) -> None:
 
 
 def search(
-    spec: AnnSpec, index: Any, embeddings: Any, queries: np.ndarray, k: int
+    spec: AnnSpec, index: Any, embeddings: Any, queries: np.ndarray, k: int, *, read_rows: Any = None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Top-``k`` rows and scores of each query, best first, ties by row.
 
-    ``"flat"`` is exact (a tie across the cut-off is resolved over the whole corpus);
+    ``"flat"`` is exact (``faiss.knn`` over ``embeddings``, ``index`` unused; a tie
+    across the cut-off is resolved over the whole corpus);
     ``"ivfpq"`` re-scores its ``max(rerank, k)`` candidates exactly on ``embeddings``;
     ``"hnsw"`` and ``"ivf"`` return FAISS's scores (exact inner products of the
-    candidates they visit).
+    candidates they visit). ``read_rows(rows)`` fetches stored embeddings for re-ranking
+    (default: ``embeddings[rows]``).
     """
-    n = index.ntotal
+    read_rows = read_rows or (lambda rows: np.asarray(embeddings[rows], dtype=np.float32))
+    n = len(embeddings)
     exact = spec.index_type == "flat"
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
     if spec.index_type == "ivfpq":
         kk = min(max(spec.rerank, k), n)
     else:
         kk = min(k + 1, n) if exact else min(k, n)
-    scores, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), kk)
+    if exact:
+        faiss = _faiss()
+        scores, idx = faiss.knn(queries, embeddings, kk, metric=faiss.METRIC_INNER_PRODUCT)
+    else:
+        scores, idx = index.search(queries, kk)
     rows: list[tuple[np.ndarray, np.ndarray]] = []
     for r in range(len(queries)):
         s, i = scores[r], idx[r]
@@ -295,7 +306,7 @@ def search(
         i = i[keep]
         if spec.index_type == "ivfpq":
             cand = np.sort(i)  # read the memory map in file order
-            exact_scores = np.asarray(embeddings[cand], dtype=np.float32) @ queries[r]
+            exact_scores = read_rows(cand) @ queries[r]
             top = topk_indices(exact_scores, k)
             rows.append((cand[top], exact_scores[top]))
             continue

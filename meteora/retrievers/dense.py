@@ -56,7 +56,7 @@ from meteora.retrievers.index_files import (
     read_manifest,
     write_manifest,
 )
-from meteora.retrievers.npy_stream import save_npy_blocks
+from meteora.retrievers.npy_stream import NpyRowReader, save_npy_blocks
 from meteora.retrievers.passage_store import open_passages, save_passages
 from meteora.retrievers.storage import load_index
 from meteora.types import Hit, PassageLike, Ranking, check_queries, to_passages
@@ -165,6 +165,8 @@ class DenseRetriever(Retriever):
         self.embeddings: np.ndarray = np.zeros((0, 0), dtype=np.float32)
         self._faiss_index: Any = None
         self._nlist_used: int | None = None
+        #: reads scattered rows of a loaded index's embeddings.npy without mapping it
+        self._row_reader: NpyRowReader | None = None
         #: the index type built ("auto" resolved by corpus size)
         self.index_type_used: str | None = None
 
@@ -276,11 +278,8 @@ class DenseRetriever(Retriever):
         for pid, row in zip(ids, rows, strict=True):
             if row is None:
                 raise InvalidInputError(f"no passage with id {pid!r} in this index ({len(self)} passages)")
-        if rows and isinstance(self.embeddings, np.memmap):  # read the file in order
-            order = np.argsort(rows, kind="stable")
-            out = np.empty((len(rows), self.embeddings.shape[1]), dtype=np.float32)
-            out[order] = self.embeddings[np.asarray(rows, dtype=np.int64)[order]]
-            return out
+        if rows and self._row_reader is not None:
+            return self._row_reader.rows(rows)
         return (
             self.embeddings[np.asarray(rows, dtype=np.int64)].copy()
             if rows
@@ -315,6 +314,7 @@ class DenseRetriever(Retriever):
         self._set_passages(ps)
         self._expected_dim = int(emb.shape[1])
         self.embeddings = emb
+        self._row_reader = None
         self._build_index()
         logger.debug(
             "indexed %d passages (%d-d, %s %s)", len(ps), emb.shape[1], self.engine, self.index_type
@@ -366,6 +366,7 @@ class DenseRetriever(Retriever):
             emb = self._given_embeddings(embeddings, len(new), int(self.embeddings.shape[1]))
         self._extend_passages(new)
         self.embeddings = np.ascontiguousarray(np.vstack([self.embeddings, emb]), dtype=np.float32)
+        self._row_reader = None
         if self._faiss_index is not None:
             self._faiss_index.add(emb)
         return self
@@ -393,6 +394,12 @@ class DenseRetriever(Retriever):
 
             self._nlist_used = default_nlist(len(self.embeddings), self.nlist)
         self._faiss_index = build_faiss(spec, self.embeddings)
+
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Stored embeddings at these rows (by ``pread`` for a loaded index)."""
+        if self._row_reader is not None:
+            return self._row_reader.rows(rows)
+        return np.asarray(self.embeddings[rows], dtype=np.float32)
 
     def _apply_search_params(self) -> None:
         apply_search_params(self.ann_spec(), self._faiss_index)
@@ -426,7 +433,7 @@ class DenseRetriever(Retriever):
         n = len(self)
         if self.engine == "faiss":
             self._apply_search_params()  # nprobe / ef_search may have been changed
-            rows = ann_search(self.ann_spec(), self._faiss_index, self.embeddings, q, k)
+            rows = ann_search(self.ann_spec(), self._faiss_index, self.embeddings, q, k, read_rows=self._read_rows)
         else:
             rows = []
             block = max(1, _NUMPY_BLOCK // max(n, 1))
@@ -563,6 +570,7 @@ class DenseRetriever(Retriever):
             )
         self._store = passages
         self.embeddings = emb
+        self._row_reader = NpyRowReader(directory / _EMB_NAME)
         self._nlist_used = params.get("nlist_used")
         self.index_type_used = params.get("index_type_used") or (
             None if self.index_type == "auto" else self.index_type

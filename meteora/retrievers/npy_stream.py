@@ -3,7 +3,8 @@
 :class:`NpyAppender` writes a 2-D float32 ``.npy`` whose row count is not known in
 advance: the header reserves room for any count and is rewritten with the final shape
 on :meth:`~NpyAppender.close`. :func:`save_npy_blocks` writes a whole (possibly
-memory-mapped) array block by block. Files are plain ``.npy`` (version 1.0, no pickle):
+memory-mapped) array block by block. :class:`NpyRowReader` reads scattered rows with
+``pread`` (searches that touch a few rows of a large file do not map it into the process). Files are plain ``.npy`` (version 1.0, no pickle):
 ``numpy.load(path, mmap_mode="r")`` maps them.
 
 Example:
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NpyAppender", "save_npy_blocks"]
+__all__ = ["NpyAppender", "save_npy_blocks", "NpyRowReader"]
 
 _MAGIC = b"\x93NUMPY\x01\x00"
 #: total header bytes reserved (magic + length + dict, padded): room for any row count
@@ -81,3 +82,52 @@ def save_npy_blocks(path: str | os.PathLike[str], array: np.ndarray) -> None:
     with NpyAppender(path, array.shape[1], array.dtype) as out:
         for start in range(0, len(array), _BLOCK_ROWS):
             out.append(array[start : start + _BLOCK_ROWS])
+
+
+class NpyRowReader:
+    """Scattered rows of a 2-D ``.npy`` file, read with ``os.pread`` from a descriptor kept
+    open (the rows stay valid after the file's folder is removed by a later save).
+
+    The rows come through the page cache, not a memory map: a search that reads a few
+    hundred rows of a 1.5 GB file adds those rows, not the file, to the process.
+
+    Example:
+        >>> import tempfile, pathlib, numpy as np
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "e.npy"
+        >>> np.save(path, np.arange(12, dtype=np.float32).reshape(4, 3))
+        >>> NpyRowReader(path).rows([3, 1]).tolist()
+        [[9.0, 10.0, 11.0], [3.0, 4.0, 5.0]]
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        arr = np.load(path, mmap_mode="r")
+        self.path = Path(path)
+        self.shape, self.dtype, self._offset = arr.shape, arr.dtype, arr.offset
+        del arr
+        self._fd = os.open(self.path, os.O_RDONLY)
+        self._width = int(self.shape[1]) * self.dtype.itemsize
+
+    def rows(self, rows: Any) -> np.ndarray:
+        """The rows at these (0-based) indices, in the order given."""
+        idx = np.asarray(rows, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.shape[0]):
+            raise IndexError(f"row out of range 0..{self.shape[0] - 1}")
+        out = np.empty((len(idx), self.shape[1]), dtype=self.dtype)
+        w, off, fd = self._width, self._offset, self._fd
+        for i, r in enumerate(idx.tolist()):
+            out[i] = np.frombuffer(os.pread(fd, w, off + r * w), dtype=self.dtype)
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])  # type: ignore[misc]
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
