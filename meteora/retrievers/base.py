@@ -13,9 +13,11 @@ Each saved version of an index holds ``manifest.json``::
 
     {"format": "meteora-index", "format_version": 1, "kind": "bm25",
      "counts": {...}, "parameters": {...},
-     "files": {"passages.jsonl": {"sha256": "...", "bytes": 123}, ...}}
+     "files": {"passages.sqlite": {"sha256": "...", "bytes": 123}, ...}}
 
-plus ``passages.jsonl`` and kind-specific data (``.npy`` arrays saved without pickle,
+plus ``passages.sqlite`` (the passage store, :mod:`meteora.retrievers.passage_store`;
+indexes written before it hold ``passages.jsonl``, still read) and kind-specific data
+(``.npy`` arrays saved without pickle,
 FAISS native files, bm25s's own arrays). Versions are published atomically behind a
 pointer file (:mod:`meteora.retrievers.storage`): a reader always finds a complete index,
 a killed save leaves the previous one in place, and a folder meteora did not write is
