@@ -53,7 +53,7 @@ from meteora.bench.report import command_line, load_average, write_results_json
 from meteora.lm.llamacpp import LlamaCppLM
 from meteora.lm.transformers import TransformersLM
 from meteora.models import default_generator_path, default_gguf_path
-from meteora.rationales import RationaleGenerator
+from meteora.rationales.generator import RationaleGenerator
 from meteora.rationales.templates import get_template
 from meteora.settings import set_num_threads
 

@@ -28,10 +28,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from meteora.bench.config import BenchmarkConfig
+from meteora.bench.context import BenchmarkContext
 from meteora.bench.methods import get_runner
-from meteora.bench.pubmedqa import BenchmarkConfig, BenchmarkContext
 from meteora.bench.report import write_results_json
-from meteora.metrics import paired_bootstrap_f1, set_metrics
+from meteora.selection.selector_settings import SelectorSettings
+from meteora.set_metrics import paired_bootstrap_f1, set_metrics
+from meteora.settings import apply_thread_setting
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -41,9 +44,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def selections(adapter: str | None, template: str | None, method: str, view: str, threads: int | None):
     """The qrels of ``view`` and what ``method`` selects per question with this adapter,
     as the benchmark runs and scores them."""
-    options = {"generator": None, "adapter": adapter, "template": template, "n": None, "window": 1, "tau": 1.0,
-               "pairing": "distinct", "include_query": True, "max_new_tokens": None, "batch_size": 8}
-    ctx = BenchmarkContext(BenchmarkConfig(methods=[method], split="test", num_threads=threads, options=options))
+    options = {"generator": None, "adapter": adapter, "template": template, "n": None,
+               "include_query": True, "max_new_tokens": None, "batch_size": 8}
+    selector = SelectorSettings(window=1, tau=1.0, pairing="distinct")
+    ctx = BenchmarkContext(
+        BenchmarkConfig(methods=[method], split="test", num_threads=threads, options=options, selector=selector)
+    )
     out = get_runner(method)(ctx)
     qrels = ctx.data.qrels_for(view, ctx.qids)
     return qrels, {q: out.selections.get(q, []) for q in qrels}, out.extra
@@ -64,6 +70,7 @@ def main() -> int:
     ap.add_argument("--tag", required=True)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    apply_thread_setting(args.threads)  # torch threads: process-wide, set at the start
 
     runs = {}
     for side, adapter, results in (("A", args.a, args.a_results), ("B", args.b, args.b_results)):

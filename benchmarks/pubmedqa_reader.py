@@ -60,7 +60,7 @@ def _context(threads: int | None, limit: int | None = None):
 
 
 def cmd_selections(args: argparse.Namespace) -> None:
-    from meteora.evaluation.qa import fixed_k_selections, meteora_selections
+    from meteora.evaluation.selections import fixed_k_selections, meteora_selections
 
     ctx = _context(args.threads, args.limit)
     bench, qids = ctx.data, ctx.qids
@@ -88,7 +88,7 @@ def cmd_selections(args: argparse.Namespace) -> None:
 
 
 def _reader(args: argparse.Namespace):
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     if args.reader_url:
         return RationaleGenerator.from_pretrained(args.reader_model, backend="openai", base_url=args.reader_url)
@@ -97,7 +97,8 @@ def _reader(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from meteora.evaluation.qa import evaluate_qa, to_markdown
+    from meteora.evaluation.qa import evaluate_qa
+    from meteora.evaluation.qa_report import to_markdown
 
     conditions = [c for c in args.conditions.split(",") if c]
     unknown = sorted(set(conditions) - set(ALL_CONDITIONS))

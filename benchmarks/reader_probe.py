@@ -53,7 +53,7 @@ def main() -> None:
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     from meteora.datasets.pubmedqa import build_pubmedqa_benchmark
-    from meteora.embeddings import Encoder
+    from meteora.embeddings.encoder import Encoder
     from meteora.settings import apply_thread_setting
 
     apply_thread_setting(args.threads)

@@ -287,9 +287,12 @@ def run_condition(
 def build_candidates(args: argparse.Namespace, n_questions: int, log: Callable[[str], None]):
     """Corpus, dense retriever (its encoder has the on-disk corpus cache) and, for the
     first ``n_questions`` of the split, ``(qid, question, top-k candidates)``."""
-    from meteora.datasets import build_pubmedqa_benchmark
-    from meteora.embeddings import Encoder, PassageEmbeddingCache
-    from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+    from meteora.datasets.pubmedqa import build_pubmedqa_benchmark
+    from meteora.embeddings.cache import PassageEmbeddingCache
+    from meteora.embeddings.encoder import Encoder
+    from meteora.retrievers.bm25 import BM25Retriever
+    from meteora.retrievers.dense import DenseRetriever
+    from meteora.retrievers.hybrid import HybridRetriever
     from meteora.settings import meteora_home
 
     bench = build_pubmedqa_benchmark(args.data)
@@ -320,7 +323,7 @@ def build_candidates(args: argparse.Namespace, n_questions: int, log: Callable[[
 def prime_passage_cache(encoder: Any, dense: Any, items: list[tuple[str, str, list[Any]]], rationale_texts: list[str]) -> None:
     """Put the candidates' stored embeddings into ``encoder``'s cache and encode the
     rationale texts once, so that every embedding the next run needs is cached."""
-    from meteora.embeddings import text_key
+    from meteora.embeddings.cache import text_key
 
     cache, ident = encoder.cache, encoder.identity
     for _, _, passages in items:
@@ -344,7 +347,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     from meteora import Reranker
-    from meteora.embeddings import Encoder, PassageEmbeddingCache
+    from meteora.embeddings.cache import PassageEmbeddingCache
+    from meteora.embeddings.encoder import Encoder
+    from meteora.selection.selector_settings import SelectorSettings
     from meteora.settings import set_num_threads
 
     report: dict[str, Any] = {
@@ -394,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     encoder.name = index_encoder.name
     watch = Stopwatch()
     watch.wrap_encoder(encoder)
-    options: dict[str, Any] = {} if args.window is None else {"window": args.window}
+    settings = SelectorSettings() if args.window is None else SelectorSettings(window=args.window)
     results: dict[str, Any] = report["results"]
 
     with tempfile.TemporaryDirectory(prefix="meteora-latency-") as tmp:
@@ -404,19 +409,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results[key_t] = {}
             rerankers: dict[str, Any] = {}
             if "query_only" in args.modes:
-                rerankers["query_only"] = Reranker(generator=None, encoder=encoder, num_threads=threads, **options)
+                rerankers["query_only"] = Reranker(None, encoder, settings=settings)
             if "full" in args.modes:
                 t0 = time.perf_counter()
                 generation = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else None
-                rerankers["full"] = Reranker(
-                    generator=args.generator,
-                    encoder=encoder,
+                rerankers["full"] = Reranker.from_pretrained(
+                    args.generator,
+                    encoder,
+                    settings=settings,
                     template=args.template,
                     n_rationales=args.n_rationales,
                     generation=generation,
                     num_threads=threads,
                     cache=Path(tmp) / f"rationales-{threads}.sqlite",  # empty: cold
-                    **options,
                 )
                 report["setup_seconds"][f"load_generator_{key_t}"] = round(time.perf_counter() - t0, 2)
                 gen = rerankers["full"].generator

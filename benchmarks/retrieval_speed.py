@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 
 from meteora.bench.report import command_line, load_average, write_results_json
-from meteora.retrievers import BM25Retriever, DenseRetriever
+from meteora.retrievers.bm25 import BM25Retriever
+from meteora.retrievers.dense import DenseRetriever
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "retrieval_speed.json"

@@ -5,8 +5,8 @@ Run from the repository root (the project installed in ``.venv``)::
     METEORA_NUM_THREADS=1 .venv/bin/python benchmarks/robustness.py            # ~2-3 minutes on 2 busy cores
     .venv/bin/python benchmarks/robustness.py --group cli --out /tmp/r.json    # one group
 
-The cases live in ``tests/robustness_cases.py`` (the same matrix ``tests/test_bad_inputs.py``
-runs, one test per case): each performs one bad (or tricky but valid) action against the
+The cases live beside this script in ``benchmarks/robustness_cases.py`` (the same matrix
+``tests/test_bad_inputs.py`` runs, one test per case): each performs one bad (or tricky but valid) action against the
 public API or the ``meteora`` command line, on a tiny random encoder, loopback only. The
 actual outcome of every case is classified as
 
@@ -35,15 +35,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from robustness_cases import OUTCOMES, Env, build_cases, run_case  # noqa: E402
+from robustness_cases import OUTCOMES, Env, build_cases, run_case  # noqa: E402  (beside this script)
 
 from meteora.bench.report import command_line, write_results_json  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 _TMP = re.compile(r"(/tmp|/var/tmp|/private/var/folders)/[^\s'\"():,]*")
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         g["passed"] += int(r["passed"])
     payload = {
         "command": command_line(),
-        "description": "bad-input matrix (tests/robustness_cases.py) against the public API and CLI; "
+        "description": "bad-input matrix (benchmarks/robustness_cases.py) against the public API and CLI; "
         "tiny random encoder, Reranker(generator=None), loopback only",
         "cases": len(rows),
         "passed": sum(r["passed"] for r in rows),

@@ -30,11 +30,12 @@ import numpy as np
 from meteora.bench.report import environment_versions, write_results_json
 from meteora.datasets.bioasq import build_bioasq_benchmark
 from meteora.datasets.pubmedqa import build_pubmedqa_benchmark
-from meteora.embeddings import Encoder
+from meteora.embeddings.encoder import Encoder
 from meteora.metrics import evaluate_ranking
 from meteora.pipeline import CandidatePool
 from meteora.reranker import Reranker
 from meteora.scorer import EvidenceScorer
+from meteora.selection.selector_settings import SelectorSettings
 from meteora.settings import apply_thread_setting
 
 
@@ -60,7 +61,7 @@ def analyse(bench, qids, scorer, encoder, k: int) -> dict:
     runs = {"cosine": {}, "scorer": {}, "document+evidence": {}}
     # the selector's score, through the real pipeline (it reads the scorer only where a
     # document has several candidates; the logits above are remembered, so no re-scoring)
-    reranker = Reranker(generator=None, encoder=encoder, scorer=scorer, use_pairing=False)
+    reranker = Reranker(generator=None, encoder=encoder, scorer=scorer, settings=SelectorSettings(use_pairing=False))
     results = reranker.rerank_pools(
         [
             CandidatePool(query=bench.queries[q], passages=pool, embeddings=emb[row], query_embedding=qv)

@@ -103,8 +103,8 @@ def latency_stats(values: list[float]) -> dict[str, float]:
 
 def build_requests(args: argparse.Namespace, n: int) -> list[dict[str, Any]]:
     """The first ``n`` PubMedQA test questions with their BM25 top-k chunks."""
-    from meteora.datasets import build_pubmedqa_benchmark
-    from meteora.retrievers import BM25Retriever
+    from meteora.datasets.pubmedqa import build_pubmedqa_benchmark
+    from meteora.retrievers.bm25 import BM25Retriever
 
     bench = build_pubmedqa_benchmark(args.data)
     qids = list(bench.splits["test"])[:n]

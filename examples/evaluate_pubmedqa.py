@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from meteora.bench.pubmedqa import BenchmarkConfig, format_results, run_benchmark
+from meteora.bench.config import BenchmarkConfig
+from meteora.bench.pubmedqa import format_results, run_benchmark
+from meteora.settings import apply_thread_setting
 
 DEFAULT_METHODS = "bm25,dense,hybrid,meteora-query-only"
 
@@ -29,6 +31,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results folder (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: $METEORA_NUM_THREADS)")
     args = parser.parse_args()
+    apply_thread_setting(args.threads)  # torch threads: process-wide, set at the start
 
     with tempfile.TemporaryDirectory(prefix="meteora-pubmedqa-") as tmp:
         config = BenchmarkConfig(

@@ -15,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from meteora import Reranker
+from meteora import Reranker, SelectorSettings
 from meteora.corpus import read_passages
 from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever, load_retriever
 
@@ -92,7 +92,7 @@ def main() -> None:
 
         # selection: search() retrieves k candidates, reuses the dense index's stored
         # embeddings (no re-encoding), picks the evidence and adds neighbours (window=1)
-        reranker = Reranker(generator=None, encoder=encoder, window=1)
+        reranker = Reranker(generator=None, encoder=encoder, settings=SelectorSettings(window=1))
         result = reranker.search(args.question, hybrid, k=args.k)
         print(f"\nselected {len(result.selected)} of {len(result.ranked)} candidates:")
         for passage in result.selected:

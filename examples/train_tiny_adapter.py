@@ -19,13 +19,8 @@ from pathlib import Path
 
 from meteora.models import resolve_generator_model
 from meteora.settings import data_dir
-from meteora.training import (
-    SFTSettings,
-    load_rationale_sft,
-    read_jsonl,
-    train_sft,
-    write_jsonl_atomic,
-)
+from meteora.training import SFTSettings, load_rationale_sft, train_sft
+from meteora.training.jsonl import read_jsonl, write_jsonl_atomic
 
 
 def build_tiny_llama(folder: Path) -> Path:

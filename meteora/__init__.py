@@ -32,21 +32,21 @@ from meteora.types import Hit, Passage, Ranking, to_passages
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Encoder": "meteora.embeddings",
-    "BM25Retriever": "meteora.retrievers",
-    "DenseRetriever": "meteora.retrievers",
-    "HybridRetriever": "meteora.retrievers",
-    "load_retriever": "meteora.retrievers",
-    "RationaleGenerator": "meteora.rationales",
-    "RationaleSet": "meteora.rationales",
-    "PromptTemplate": "meteora.rationales",
-    "EvidenceSelector": "meteora.selection",
-    "SelectionResult": "meteora.selection",
-    "SelectorSettings": "meteora.pipeline",
+    "Encoder": "meteora.embeddings.encoder",
+    "BM25Retriever": "meteora.retrievers.bm25",
+    "DenseRetriever": "meteora.retrievers.dense",
+    "HybridRetriever": "meteora.retrievers.hybrid",
+    "load_retriever": "meteora.retrievers.base",
+    "RationaleGenerator": "meteora.rationales.generator",
+    "RationaleSet": "meteora.rationales.rationale_set",
+    "PromptTemplate": "meteora.rationales.templates",
+    "EvidenceSelector": "meteora.selection.selector",
+    "SelectionResult": "meteora.selection.results",
+    "SelectorSettings": "meteora.selection.selector_settings",
     "Verifier": "meteora.verifier",
-    "Verdict": "meteora.verifier",
+    "Verdict": "meteora.verdicts",
     "Reranker": "meteora.reranker",
-    "RerankResult": "meteora.reranker",
+    "RerankResult": "meteora.rerank_result",
 }
 
 __all__ = [

@@ -181,21 +181,21 @@ def _check_generation_value(key: str, value: Any) -> None:
         raise bad("True or False")
 
 
-def check_generation_options(generation: Any, generator: Any) -> dict[str, Any]:
-    """Validate a :class:`~meteora.Reranker`'s ``generation=`` options against
-    ``generator.generate``'s keywords, at construction rather than at the first call.
+def check_generation_options(generation: Any) -> dict[str, Any]:
+    """Validate a :class:`~meteora.Reranker`'s ``generation=`` options, at construction
+    rather than at the first call.
 
-    Unknown keys (a typo such as ``tempreature``), keys the reranker sets itself
-    (``n``, ``batch_size``, ``include_query``) and bad values of the usual sampling
-    keys are refused. A ``generate`` taking ``**kwargs`` accepts any key. With no
-    generator the options are kept unchecked (they have no effect).
+    The keys must be among the generator protocol's options
+    (:data:`meteora.protocols.GENERATION_OPTIONS`): unknown keys (a typo such as
+    ``tempreature``), keys the reranker sets itself (``n``, ``batch_size``,
+    ``include_query``) and bad values of the sampling keys are refused.
 
     Example:
-        >>> class G:
-        ...     def generate(self, queries, n=None, *, batch_size=8, include_query=False, seed=None): ...
-        >>> check_generation_options({"seed": 3}, G())
+        >>> check_generation_options({"seed": 3})
         {'seed': 3}
     """
+    from meteora.protocols import GENERATION_OPTIONS
+
     if generation is None:
         return {}
     if not isinstance(generation, Mapping):
@@ -210,24 +210,10 @@ def check_generation_options(generation: Any, generator: Any) -> dict[str, Any]:
             raise InvalidInputError(
                 f"generation[{key!r}] is set by the Reranker; pass Reranker({_RESERVED_GENERATION[key]}=...) instead"
             )
-    if generator is None:
-        return options
-    try:
-        params = inspect.signature(generator.generate).parameters
-    except (TypeError, ValueError):  # builtins without a signature: nothing to check
-        return options
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        accepted = None
-    else:
-        accepted = {
-            name for i, (name, p) in enumerate(params.items())
-            if i > 0 and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        } - set(_RESERVED_GENERATION)
-    unknown = sorted(set(options) - accepted) if accepted is not None else []
+    unknown = sorted(set(options) - set(GENERATION_OPTIONS))
     if unknown:
         raise InvalidInputError(
-            f"unknown generation setting(s) {unknown} for {type(generator).__name__}.generate; "
-            f"it accepts {sorted(accepted or [])}"
+            f"unknown generation setting(s) {unknown}; a rationale generator accepts {sorted(GENERATION_OPTIONS)}"
         )
     for key, value in options.items():
         _check_generation_value(key, value)
@@ -255,6 +241,8 @@ def check_generated(queries: Sequence[str], sets: Any, generator_name: str = "ge
         >>> check_generated(["q"], [NS(query="q", rationales=["look for trials"])])[0][0]
         ['look for trials']
     """
+    from meteora.protocols import RationaleOutput
+
     n = len(queries)
     where = f"the generator ({generator_name}) "
     if isinstance(sets, (str, bytes, Mapping)) or not isinstance(sets, Sequence):
@@ -269,7 +257,7 @@ def check_generated(queries: Sequence[str], sets: Any, generator_name: str = "ge
     out: list[tuple[list[str], Any]] = []
     for i, (q, rset) in enumerate(zip(queries, sets, strict=True)):
         about = f"{where}output #{i} (for query {q[:80]!r})"
-        if not (hasattr(rset, "rationales") and hasattr(rset, "query")):
+        if not isinstance(rset, RationaleOutput):
             raise InvalidInputError(
                 f"{about} is a {type(rset).__name__}, not a RationaleSet (an object with .query and .rationales)"
             )

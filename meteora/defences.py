@@ -41,13 +41,14 @@ import json
 import logging
 import math
 import re
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from meteora.cache import Cache
 from meteora.errors import InvalidInputError
 from meteora.types import Passage
 from meteora.verdicts import Verdict
@@ -232,16 +233,13 @@ class LogProbScorer:
                 "meteora.lm.load_lm('transformers', MODEL)"
             )
         self.lm = lm
-        self._memo: OrderedDict[str, float] = OrderedDict()
-        self._size = cache_size
+        self.cache = Cache(max_entries=cache_size)
 
     @classmethod
-    def default(cls, *, num_threads: int | None = None) -> LogProbScorer:
+    def default(cls) -> LogProbScorer:
         """The offline SmolLM2-135M on the transformers backend."""
         from meteora.lm import load_lm
-        from meteora.settings import apply_thread_setting
 
-        apply_thread_setting(num_threads)
         return cls(load_lm("transformers", None, device="cpu"))
 
     @property
@@ -249,16 +247,19 @@ class LogProbScorer:
         return str(getattr(self.lm, "model_id", type(self.lm).__name__))
 
     def __call__(self, texts: Sequence[str]) -> list[float]:
-        todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        unique = list(dict.fromkeys(texts))
+        known = dict(zip(unique, self.cache.get_many(unique), strict=True))
+        todo = [t for t in unique if known[t] is None]
         if todo:
             conts = [" " + " ".join(t.split()) for t in todo]
             scores = self.lm.score([self.PREFIX], conts)[0]
+            fresh = {}
             for t, c, s in zip(todo, conts, scores, strict=True):
                 n = max(len(self.lm.gen_tokenizer(c, add_special_tokens=False)["input_ids"]), 1)
-                self._memo[t] = float(s) / n
-                while len(self._memo) > self._size:
-                    self._memo.popitem(last=False)
-        return [self._memo[t] for t in texts]
+                fresh[t] = float(s) / n
+            self.cache.put_many(list(fresh.items()))
+            known.update(fresh)
+        return [known[t] for t in texts]
 
 
 class PerplexityDefence:

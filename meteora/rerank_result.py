@@ -2,7 +2,7 @@
 
 One query's outcome: the selected passages, the full ranking, the rationales used,
 and readable (:meth:`RerankResult.explain`) or JSON-ready (:meth:`RerankResult.to_dict`)
-accounts of how the selection was made. Also importable from :mod:`meteora.reranker`.
+accounts of how the selection was made.
 
 Example:
     >>> from meteora.rerank_result import RerankResult

@@ -33,13 +33,13 @@ import json
 import logging
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from meteora.cache import Cache
 from meteora.console import progress_enabled, quiet_model_loading
 from meteora.errors import InvalidInputError, ModelNotFoundError, require
 
@@ -88,8 +88,8 @@ class EvidenceScorer:
         max_length: tokens per (query, passage) pair; longer pairs are truncated.
         batch_size: pairs per forward pass.
         device: torch device (``None``: CPU unless CUDA is available).
-        num_threads: torch threads (``None``: ``$METEORA_NUM_THREADS`` or torch's default).
-        cache_size: (query, passage) pairs whose logits are remembered (LRU; a RAG
+        cache_size: (query, passage) pairs whose logits are remembered (an in-memory
+            :class:`~meteora.cache.Cache`, least recently used forgotten first; a RAG
             pipeline sees the same pairs again, and benchmark variants share them);
             ``0`` turns the memory off.
 
@@ -107,11 +107,9 @@ class EvidenceScorer:
         max_length: int = 256,
         batch_size: int = 32,
         device: str | None = None,
-        num_threads: int | None = None,
         cache_size: int = 100_000,
     ) -> None:
         from meteora.models import resolve_embedding_model
-        from meteora.settings import apply_thread_setting
 
         for name, value in (("max_length", max_length), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -119,9 +117,8 @@ class EvidenceScorer:
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise InvalidInputError(f"cache_size must be a non-negative integer, got {cache_size!r}")
         self.cache_size = cache_size
-        self._memo: OrderedDict[bytes, float] = OrderedDict()
-        self.stats = {"hits": 0, "misses": 0}
-        apply_thread_setting(num_threads)
+        #: the remembered (query, passage) logits, by the pair's digest (meteora's one cache)
+        self.cache = Cache(max_entries=cache_size)
         st = require("sentence_transformers", "core", "the evidence scorer")
         self.batch_size = batch_size
         self.max_length = max_length
@@ -174,15 +171,11 @@ class EvidenceScorer:
         out = np.empty(len(pairs), dtype=np.float32)
         with self._lock:
             todo = []
-            for i, k in enumerate(keys):
-                hit = self._memo.get(k)
+            for i, hit in enumerate(self.cache.get_many(keys)):
                 if hit is None:
                     todo.append(i)
                 else:
-                    self._memo.move_to_end(k)
                     out[i] = hit
-            self.stats["hits"] += len(pairs) - len(todo)
-            self.stats["misses"] += len(todo)
             if todo:
                 fresh = self.model.predict(
                     [tuple(pairs[i]) for i in todo],
@@ -193,18 +186,20 @@ class EvidenceScorer:
                 )
                 fresh = np.asarray(fresh, dtype=np.float32).reshape(-1)
                 out[todo] = fresh
-                if self.cache_size:
-                    for i, v in zip(todo, fresh, strict=True):
-                        self._memo[keys[i]] = float(v)
-                    while len(self._memo) > self.cache_size:
-                        self._memo.popitem(last=False)
+                self.cache.put_many([(keys[i], float(v)) for i, v in zip(todo, fresh, strict=True)])
         return out
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """``{"hits": ..., "misses": ...}`` of the remembered logits."""
+        counts = self.cache.stats()
+        return {"hits": counts["hits"], "misses": counts["misses"]}
 
     def clear_cache(self) -> None:
         """Forget the remembered (query, passage) logits (and reset the hit counters)."""
         with self._lock:
-            self._memo.clear()
-            self.stats = {"hits": 0, "misses": 0}
+            self.cache.clear()
+            self.cache.reset_stats()
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
         """``sigmoid(logit)`` per passage: how much each reads like evidence for ``query``

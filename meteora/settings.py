@@ -10,7 +10,10 @@ code changes:
                             the first existing ``../shared/data`` next to the working
                             directory or the source checkout
 ``METEORA_NUM_THREADS``     torch intra-op threads (1 is often fastest on a loaded
-                            2-core machine); default: torch's own choice
+                            2-core machine); default: torch's own choice. Applied
+                            where a process starts (the ``meteora`` command, the
+                            benchmark scripts: :func:`apply_thread_setting`), never
+                            by a constructor
 ==========================  ==============================================================
 
 Example:

@@ -239,6 +239,11 @@ class Hit:
 class Ranking(Sequence[Hit]):
     """Hits for one query, always in ranked order (best first).
 
+    Attributes:
+        query: the query, when known.
+        sources: for a fused ranking (a hybrid retriever's), each member's own ranking
+            of the query by member name; empty otherwise.
+
     Example:
         >>> p = to_passages(["a", "b"])
         >>> r = Ranking.from_scores(p, [0.1, 0.9])
@@ -246,9 +251,12 @@ class Ranking(Sequence[Hit]):
         ('1', ['1'])
     """
 
-    def __init__(self, hits: Iterable[Hit], *, query: str | None = None) -> None:
+    def __init__(
+        self, hits: Iterable[Hit], *, query: str | None = None, sources: Mapping[str, Ranking] | None = None
+    ) -> None:
         self._hits = list(hits)
         self.query = query
+        self.sources: Mapping[str, Ranking] = dict(sources or {})
 
     @classmethod
     def from_scores(

@@ -42,29 +42,13 @@ from typing import Any, Protocol, runtime_checkable
 from meteora.errors import InvalidInputError, MeteoraError
 from meteora.types import Passage, check_query
 from meteora.verdicts import (  # the lenient verdict parsing lives in meteora.verdicts
-    DEFAULT_CONFIDENCE,
-    FLAG_TYPES,
-    MAX_PARSE_CHARS,
     Verdict,
     VerificationResult,
-    extract_json_object,
     parse_contradiction,
     parse_verdict,
 )
 
-__all__ = [
-    "DEFAULT_CONFIDENCE",
-    "MAX_PARSE_CHARS",
-    "FLAG_TYPES",
-    "Verdict",
-    "VerificationResult",
-    "TextGenerator",
-    "Verifier",
-    "parse_verdict",
-    "parse_contradiction",
-    "extract_json_object",
-    "verify_with",
-]
+__all__ = ["TextGenerator", "Verifier", "verify_with"]
 
 logger = logging.getLogger(__name__)
 

@@ -39,6 +39,6 @@ def tiny_st_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_st_dir):
     """A :class:`meteora.embeddings.Encoder` over the tiny BERT."""
-    from meteora.embeddings import Encoder
+    from meteora.embeddings.encoder import Encoder
 
     return Encoder(str(tiny_st_dir), device="cpu")

@@ -1,7 +1,7 @@
 """Test builders shared by several test files: toy corpora, a bag-of-words encoder model.
 
 Imported by the tests as ``from helpers_bench import ...`` (pytest puts ``tests/`` on
-``sys.path``, as for ``tiny_models``). Nothing here touches the network.
+``sys.path``). Nothing here touches the network.
 
 Example:
     >>> from meteora.embeddings import Encoder

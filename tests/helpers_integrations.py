@@ -47,7 +47,7 @@ class KeywordModel:
 def keyword_reranker(**kwargs):
     """``Reranker(generator=None, scorer=None)`` on a fresh :class:`KeywordModel`
     encoder (``reranker.encoder.model`` is that model)."""
-    from meteora.embeddings import Encoder
+    from meteora.embeddings.encoder import Encoder
     from meteora.reranker import Reranker
 
     return Reranker(generator=None, scorer=None, encoder=Encoder(KeywordModel(), cache=None), **kwargs)

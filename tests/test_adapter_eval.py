@@ -9,8 +9,8 @@ import math
 import pytest
 
 from meteora.errors import DataNotFoundError, InvalidInputError, ModelNotFoundError
-from meteora.evaluation.adapter import evaluate_adapter, to_markdown
-from meteora.training.data import write_jsonl_atomic
+from meteora.training.adapter_eval import evaluate_adapter, to_markdown
+from meteora.training.jsonl import write_jsonl_atomic
 
 RATIONALES = [
     "Look for randomized controlled trials reporting mortality.",

@@ -1,4 +1,5 @@
-"""The bad-input matrix (``tests/robustness_cases.py``), one test per case.
+"""The bad-input matrix (``benchmarks/robustness_cases.py``, reached through pytest's
+``pythonpath`` setting), one test per case.
 
 Every bad action must end in its expected clear :class:`~meteora.errors.MeteoraError`
 (with the message naming what and where), and every ok action in a checked correct

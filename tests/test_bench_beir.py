@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from meteora.bench.pubmedqa import BenchmarkConfig, run_benchmark
+from meteora.bench.config import BenchmarkConfig
+from meteora.bench.pubmedqa import run_benchmark
 from meteora.cli import main
 from meteora.datasets.beir import beir_dataset_name, build_beir_benchmark
 from meteora.errors import DataNotFoundError, InvalidInputError
@@ -186,9 +187,9 @@ def test_bench_beir_cli_on_the_example(tmp_path, monkeypatch, tiny_st_dir, capsy
     assert 1.0 <= sel["mean_chunks"] <= 3.0 and 0.0 <= sel["F1"] <= 1.0
 
     # the Python equivalent (the README's) runs the same code path to the same figures
-    from meteora.bench import BenchmarkConfig as Config
-    from meteora.bench import format_results
-    from meteora.bench import run_benchmark as run
+    from meteora.bench.config import BenchmarkConfig as Config
+    from meteora.bench.pubmedqa import format_results
+    from meteora.bench.pubmedqa import run_benchmark as run
 
     again = run(Config(dataset="beir", data_path=str(EXAMPLE), methods=["bm25"], ks=[1, 2]), write=False)
     assert again["views"]["evidence"]["methods"]["bm25@2"] == methods["bm25@2"]

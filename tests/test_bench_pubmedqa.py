@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from meteora.bench.pubmedqa import (
-    RANKING_METRICS,
-    SET_METRICS,
-    BenchmarkConfig,
-    format_results,
-    get_runner,
-    run_benchmark,
-)
+from meteora.bench.config import BenchmarkConfig
+from meteora.bench.methods import get_runner
+from meteora.bench.pubmedqa import RANKING_METRICS, SET_METRICS, format_results, run_benchmark
 from meteora.bench.report import environment_versions, format_table, plot_recall_vs_chunks
 from meteora.errors import DataNotFoundError, InvalidInputError
 
@@ -58,14 +53,11 @@ def test_valid_config_and_stem():
 
 
 def test_selector_settings_of_a_config():
-    from meteora.pipeline import SelectorSettings
+    from meteora.selection.selector_settings import SelectorSettings
 
     assert BenchmarkConfig().selector == SelectorSettings()  # window 0, as Reranker()
     cfg = BenchmarkConfig(selector=SelectorSettings(tau=0.5))
-    assert cfg.selector_settings() == SelectorSettings(tau=0.5)
-    # the legacy option keys still override single fields
-    legacy = BenchmarkConfig(selector=SelectorSettings(tau=0.5), options={"window": 1, "pairing": "convergent"})
-    assert legacy.selector_settings() == SelectorSettings(tau=0.5, window=1, pairing="convergent")
+    assert cfg.selector == SelectorSettings(tau=0.5)
 
 
 def test_method_names_resolve():

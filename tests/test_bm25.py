@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from meteora.errors import InvalidInputError
-from meteora.retrievers import BM25Retriever
+from meteora.retrievers.bm25 import BM25Retriever
 from meteora.types import Passage, Ranking
 
 CORPUS = [

@@ -268,20 +268,22 @@ def test_index_dense_then_search_rerank(capsys, corpus_file, tmp_path, tiny_st_d
 
 # ------------------------------------------------------------------ models
 def test_models_pull_prints_paths(capsys, monkeypatch, tmp_path):
-    from meteora import models
+    from meteora import model_pull
 
     seen = {}
 
     def fake_pull(*, install, force):
         seen.update(install=install, force=force)
-        return models.PulledModels(embedding=tmp_path / "emb", generator=tmp_path / "gen")
+        return model_pull.PulledModels(embedding=tmp_path / "emb", generator=tmp_path / "gen", gguf=tmp_path / "x.gguf")
 
-    monkeypatch.setattr(models, "pull", fake_pull)
+    monkeypatch.setattr(model_pull, "pull", fake_pull)
     code, out, _ = _run(capsys, ["-q", "models", "pull", "--no-install"])
     assert code == 0
     assert seen == {"install": False, "force": False}
     assert f"embedding model: {tmp_path / 'emb'}" in out
-    assert f"rationale model: {tmp_path / 'gen'}" in out
+    assert f"rationale model: {tmp_path / 'x.gguf'}" in out
+    assert f"rationale model, transformers copy: {tmp_path / 'gen'}" in out
+    assert "note:" not in out
 
 
 def test_parser_defaults():
@@ -304,8 +306,8 @@ SELECTOR_COMMANDS = [
 
 @pytest.mark.parametrize("argv", SELECTOR_COMMANDS, ids=lambda a: " ".join(a[:2]))
 def test_selector_options_are_the_same_everywhere(argv):
-    from meteora.cli import selector_settings_from_args
-    from meteora.pipeline import SelectorSettings
+    from meteora.cli_options import selector_settings_from_args
+    from meteora.selection.selector_settings import SelectorSettings
 
     parser = build_parser()
     # one default for every command, the bench included: SelectorSettings() (window 0)
@@ -322,7 +324,7 @@ def test_selector_options_are_the_same_everywhere(argv):
 
 def test_bench_config_gets_the_selector_settings(monkeypatch, capsys):
     from meteora.bench import pubmedqa
-    from meteora.pipeline import SelectorSettings
+    from meteora.selection.selector_settings import SelectorSettings
 
     seen = {}
 
@@ -335,7 +337,7 @@ def test_bench_config_gets_the_selector_settings(monkeypatch, capsys):
     assert code == 0
     cfg = seen["config"]
     assert cfg.dataset == "bioasq" and cfg.selector == SelectorSettings(window=1) and seen["write"] is False
-    assert "window" not in cfg.options and cfg.selector_settings() == SelectorSettings(window=1)
+    assert "window" not in cfg.options
     assert seen["command"].startswith("meteora -q bench bioasq")
 
 
@@ -426,7 +428,7 @@ def test_backend_options_are_the_same_everywhere(argv):
 def _backend_args(*flags: str):
     import argparse
 
-    from meteora.cli import add_backend_options
+    from meteora.cli_options import add_backend_options
 
     p = argparse.ArgumentParser()
     add_backend_options(p)
@@ -434,7 +436,7 @@ def _backend_args(*flags: str):
 
 
 def test_backend_kwargs_pass_only_the_chosen_backends_options(monkeypatch):
-    from meteora.cli import backend_kwargs_from_args
+    from meteora.cli_options import backend_kwargs_from_args
 
     for name in ("METEORA_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
@@ -465,7 +467,7 @@ def test_backend_kwargs_pass_only_the_chosen_backends_options(monkeypatch):
     ],
 )
 def test_bad_backend_combinations_are_clear_errors(flags, needle):
-    from meteora.cli import backend_kwargs_from_args
+    from meteora.cli_options import backend_kwargs_from_args
     from meteora.errors import MeteoraError
 
     with pytest.raises(MeteoraError, match=re.escape(needle)):
@@ -497,7 +499,7 @@ def test_eval_qa_reader_model_needs_reader_url(caplog):
 
 
 def test_api_key_never_reaches_the_results_command():
-    from meteora.cli import _command_line
+    from meteora.cli_options import _command_line
 
     parser = build_parser()
     for flags in (["--api-key", "sekrit"], ["--api-key=sekrit"], ["--api", "sekrit"]):

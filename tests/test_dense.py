@@ -7,7 +7,7 @@ import pytest
 from helpers_bench import DISTINCT_LENGTH_CORPUS as CORPUS
 
 from meteora.errors import InvalidInputError, ModelNotFoundError
-from meteora.retrievers import DenseRetriever
+from meteora.retrievers.dense import DenseRetriever
 from meteora.types import Ranking
 
 # CORPUS: passages of distinct token counts, so that even an encoder that sees only the
@@ -225,7 +225,7 @@ def test_repr(dense_np):
 
 @pytest.mark.slow
 def test_packaged_minilm_finds_paraphrased_medical_passage():
-    from meteora.embeddings import Encoder
+    from meteora.embeddings.encoder import Encoder
 
     corpus = [
         "Paracetamol is effective for reducing fever in young children.",

@@ -13,6 +13,7 @@ from ray_cluster import local_ray_cluster
 
 from meteora.errors import InvalidInputError
 from meteora.reranker import Reranker
+from meteora.selection.selector_settings import SelectorSettings
 from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
 from meteora.retrievers.streaming import build_index
 
@@ -119,7 +120,7 @@ def test_distributed_reranking_equals_search_batch(cluster, files, tiny_st_dir):
     index = d / "one"  # written by the build test; build it here when run alone
     if not index.exists():
         build_index(files[1], index, _hybrid(str(tiny_st_dir)))
-    make = partial(Reranker, generator=None, scorer=None, encoder=str(tiny_st_dir), window=1)
+    make = partial(Reranker, generator=None, scorer=None, encoder=str(tiny_st_dir), settings=SelectorSettings(window=1))
     queries = QUERIES * 2
     got = rerank_on_ray(queries, index, make, k=20, workers=2, batch_size=7, cpus_per_worker=0.5)
     rr = make()

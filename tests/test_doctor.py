@@ -24,27 +24,69 @@ def test_version_flag(capsys):
     assert capsys.readouterr().out.strip() == f"meteora {meteora.__version__}"
 
 
-def test_doctor_reports_this_installation(tmp_path, monkeypatch):
+@pytest.fixture
+def pulled_home(tmp_path, monkeypatch):
+    """A fresh METEORA_HOME holding only the GGUF (a stand-in file: doctor loads no model)."""
+    from meteora.models import default_embedding_path, pulled_gguf_path
+
+    if default_embedding_path() is None:
+        pytest.skip("the packaged MiniLM is not installed (run `meteora models pull`)")
     monkeypatch.setenv("METEORA_HOME", str(tmp_path / "home"))
+    pulled_gguf_path().parent.mkdir(parents=True)
+    pulled_gguf_path().write_bytes(b"GGUF")
+    return tmp_path / "home"
+
+
+def test_doctor_reports_this_installation(pulled_home):
     report = collect(with_torch=False)
     assert report["meteora"]["version"] == meteora.__version__
     assert set(report["packages"]) == set(DOCTOR_PACKAGES)
     assert report["packages"]["numpy"] == __import__("numpy").__version__
     assert report["backends"]["transformers"] is True
-    assert report["paths"]["METEORA_HOME"] == {"path": str(tmp_path / "home"), "exists": False}
-    assert report["paths"]["rationale cache"]["path"] == str(tmp_path / "home" / "rationales.sqlite")
+    assert report["paths"]["METEORA_HOME"] == {"path": str(pulled_home), "exists": True}
+    assert report["paths"]["rationale cache"] == {"path": str(pulled_home / "rationales.sqlite"), "exists": False}
     scorer = report["models"]["evidence scorer (packaged adapter)"]
     assert scorer["exists"] and scorer["path"].endswith("evidence-scorer")
+    assert report["default_backend"] == "llamacpp"
     assert report["problems"] == []
-    # a fresh METEORA_HOME has no converted SmolLM2: a hint, not a problem
+    # no transformers copy of SmolLM2 in this home: a hint (training, adapters), not a problem
     assert report["models"]["rationale LM: SmolLM2-135M transformers copy"] == {"path": None, "exists": False}
-    assert any("meteora models pull" in h for h in report["hints"])
+    assert any("transformers copy of SmolLM2" in h and "meteora models pull" in h for h in report["hints"])
     text = format_report(report)
-    assert f"meteora {meteora.__version__}" in text and str(tmp_path / "home") in text
+    assert f"meteora {meteora.__version__}" in text and str(pulled_home) in text
     assert "no problems found" in text and "(not created yet)" in text
 
 
-def test_doctor_cli_json_and_a_broken_install(monkeypatch, capsys):
+def test_doctor_fails_when_the_default_reranker_cannot_be_built(tmp_path, monkeypatch, capsys):
+    from meteora import models
+
+    # a fresh install before `meteora models pull`: no MiniLM package, no GGUF anywhere
+    monkeypatch.setenv("METEORA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(models, "_package_dir", lambda module: None)
+    [problem] = collect(with_torch=False)["problems"]
+    assert problem.startswith("the default Reranker() cannot be built:") and "meteora models pull" in problem
+    assert main(["-q", "doctor", "--no-torch"]) == 1
+    out = capsys.readouterr().out
+    assert "\nproblems\n  - the default Reranker() cannot be built" in out and "no problems found" not in out
+
+
+def test_doctor_without_llamacpp_needs_the_transformers_copy(pulled_home, monkeypatch):
+    import meteora.lm.llamacpp
+
+    monkeypatch.setattr(meteora.lm.llamacpp, "llamacpp_available", lambda: False)
+    [problem] = collect(with_torch=False)["problems"]
+    assert "cannot be built" in problem and "xllamacpp, is not installed" in problem
+    assert 'pip install "meteora-rerank[gguf]"' in problem
+    # with the converted copy, the default runs on transformers: no problem
+    folder = pulled_home / "models" / "SmolLM2-135M-Instruct"
+    folder.mkdir()
+    (folder / ".complete").write_text("{}")
+    report = collect(with_torch=False)
+    assert report["problems"] == [] and report["default_backend"] == "transformers"
+
+
+def test_doctor_cli_json_and_a_broken_install(pulled_home, monkeypatch, capsys):
     assert main(["-q", "doctor", "--json", "--no-torch"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["problems"] == [] and "torch" not in report

@@ -9,8 +9,8 @@ import pytest
 
 from meteora.errors import DataNotFoundError, InvalidInputError, TrainingDataError
 from meteora.rationales.templates import get_template
-from meteora.training.data import write_jsonl_atomic
 from meteora.training.dpo import DPOSettings, train_dpo
+from meteora.training.jsonl import write_jsonl_atomic
 
 CHOSEN = "Look for randomized controlled trials reporting mortality."
 REJECTED = "Dogs and cats with renal failure."

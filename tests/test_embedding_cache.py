@@ -10,13 +10,13 @@ import threading
 import numpy as np
 import pytest
 
-from meteora.embeddings import (
+from meteora.embeddings.cache import (
     DEFAULT_CACHE_ENTRIES,
     EmbeddingCacheError,
-    Encoder,
     PassageEmbeddingCache,
     text_key,
 )
+from meteora.embeddings.encoder import Encoder
 from meteora.errors import InvalidInputError, MeteoraError
 
 TEXTS = [

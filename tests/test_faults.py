@@ -20,7 +20,9 @@ import pytest
 
 from meteora.errors import IndexFormatError
 from meteora.rationales.cache import RationaleCache
-from meteora.retrievers import BM25Retriever, DenseRetriever, load_retriever
+from meteora.retrievers.base import load_retriever
+from meteora.retrievers.bm25 import BM25Retriever
+from meteora.retrievers.dense import DenseRetriever
 from meteora.retrievers.storage import resolve_index
 from meteora.types import Passage
 

@@ -6,14 +6,10 @@ import pytest
 from helpers_bench import DISTINCT_LENGTH_CORPUS as CORPUS
 
 from meteora.errors import InvalidInputError
-from meteora.retrievers import (
-    BM25Retriever,
-    DenseRetriever,
-    HybridRetriever,
-    Retriever,
-    rrf_fuse,
-    weighted_fuse,
-)
+from meteora.retrievers.base import Retriever
+from meteora.retrievers.bm25 import BM25Retriever
+from meteora.retrievers.dense import DenseRetriever
+from meteora.retrievers.hybrid import HybridRetriever, rrf_fuse, weighted_fuse
 from meteora.types import Hit, Ranking, to_passages
 
 # CORPUS: distinct token counts per passage (see tests/helpers_bench.py)

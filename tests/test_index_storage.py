@@ -10,15 +10,11 @@ from pathlib import Path
 import pytest
 
 from meteora.errors import IndexFormatError, InvalidInputError, UnsafeOverwriteError
-from meteora.retrievers import BM25Retriever, HybridRetriever, load_retriever
-from meteora.retrievers.storage import (
-    LOCK_NAME,
-    POINTER_NAME,
-    check_index_target,
-    resolve_index,
-    write_manifest,
-    write_passages,
-)
+from meteora.retrievers.base import load_retriever
+from meteora.retrievers.bm25 import BM25Retriever
+from meteora.retrievers.hybrid import HybridRetriever
+from meteora.retrievers.index_files import write_manifest, write_passages
+from meteora.retrievers.storage import LOCK_NAME, POINTER_NAME, check_index_target, resolve_index
 from meteora.types import Passage
 
 OLD = [Passage(f"aspirin fever note {i}", id=f"a{i}") for i in range(5)]
@@ -251,7 +247,7 @@ def test_unlisted_bm25s_files_are_refused(tmp_path):
 
 @pytest.mark.parametrize("value", ["abc", -1, 2.5, True, None, [3]])
 def test_manifest_counts_must_be_integers(tmp_path, tiny_encoder, value):
-    from meteora.retrievers import DenseRetriever
+    from meteora.retrievers.dense import DenseRetriever
 
     version = resolve_index(
         DenseRetriever(tiny_encoder, backend="numpy").index(OLD).save(tmp_path / "d")
@@ -262,7 +258,7 @@ def test_manifest_counts_must_be_integers(tmp_path, tiny_encoder, value):
 
 
 def test_hybrid_member_must_be_vouched_for(tmp_path, tiny_encoder):
-    from meteora.retrievers import DenseRetriever
+    from meteora.retrievers.dense import DenseRetriever
 
     h = HybridRetriever(
         [BM25Retriever(backend="numpy"), DenseRetriever(tiny_encoder, backend="numpy")]

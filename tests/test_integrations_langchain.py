@@ -94,7 +94,7 @@ def test_async_runs_in_a_worker_thread_and_matches_sync():
 def test_the_default_reranker_is_built_lazily_from_kwargs():
     from helpers_integrations import KeywordModel
 
-    from meteora.embeddings import Encoder
+    from meteora.embeddings.encoder import Encoder
 
     comp = MeteoraCompressor(reranker_kwargs={"generator": None, "scorer": None, "encoder": Encoder(KeywordModel())})
     assert not comp._handle.built

@@ -239,3 +239,21 @@ def test_atomic_files_and_directories_get_the_usual_permissions(tmp_path):
     with atomic_directory(tmp_path / "idx") as tmp:
         (tmp / "x").write_text("1")
     assert stat.S_IMODE((tmp_path / "idx").stat().st_mode) == 0o777 & ~mask
+
+
+def test_constructors_leave_torch_threads_alone_and_the_cli_sets_them(monkeypatch, tiny_st_dir):
+    import torch
+
+    from meteora.cli import main
+    from meteora.embeddings.encoder import Encoder
+
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    monkeypatch.setenv("METEORA_NUM_THREADS", str(other))
+    try:
+        Encoder(str(tiny_st_dir), device="cpu")
+        assert torch.get_num_threads() == before  # a library object never changes it
+        assert main(["-q", "doctor", "--json"]) in (0, 1)  # any command: set where the process starts
+        assert torch.get_num_threads() == other
+    finally:
+        torch.set_num_threads(before)

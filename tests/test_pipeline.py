@@ -16,15 +16,22 @@ from helpers_bench import BagOfWordsModel, toy_benchmark
 
 import meteora
 from meteora.bench.config import BenchmarkConfig
-from meteora.bench.context import BenchmarkContext, build_benchmark
-from meteora.bench.methods import METEORA_VARIANTS, get_runner, meteora_settings
+from meteora.bench.context import BenchmarkContext
+from meteora.bench.datasets import build_benchmark
+from meteora.bench.method_names import METEORA_VARIANTS, meteora_settings
+from meteora.bench.methods import get_runner
 from meteora.bench.pubmedqa import run_benchmark
-from meteora.embeddings import Encoder
+from meteora.embeddings.encoder import Encoder
 from meteora.errors import InvalidInputError
-from meteora.pipeline import CandidatePool, SelectorSettings
-from meteora.rationales.generator import RationaleSet
+from meteora.pipeline import CandidatePool
+from meteora.rationales.rationale_set import RationaleSet
 from meteora.reranker import Reranker
-from meteora.selection import EvidenceSelector
+from meteora.selection.selector import EvidenceSelector
+from meteora.selection.selector_settings import (
+    DEFAULT_EVIDENCE_BAND,
+    DEFAULT_EVIDENCE_WEIGHT,
+    SelectorSettings,
+)
 
 # ------------------------------------------------------------------ SelectorSettings
 
@@ -38,18 +45,23 @@ def test_settings_defaults_match_the_reranker_and_selector():
     }
     assert meteora.SelectorSettings is SelectorSettings
     assert Reranker(scorer=None, generator=None, encoder=Encoder(BagOfWordsModel(dim=16))).settings == s
-    sel = EvidenceSelector.from_settings(s.replace(window=2, pairing="convergent", order="document"))
+    sel = EvidenceSelector(s.replace(window=2, pairing="convergent", order="document")).settings
     assert (sel.window, sel.pairing, sel.order) == (2, "convergent", "document")
-    # "calibrated" stands for the scorer's calibration (the selector's defaults without one)
+    # "calibrated" stands for the scorer's calibration (the settings' defaults without one)
     assert (sel.min_similarity, sel.evidence_weight, sel.evidence_band) == (0.2, 0.03, 0.06)
-    cal = EvidenceSelector.from_settings(s, calibrated={"evidence_weight": 0.02, "evidence_band": 0.04})
+    assert (DEFAULT_EVIDENCE_WEIGHT, DEFAULT_EVIDENCE_BAND) == (0.03, 0.06)
+    cal = EvidenceSelector(s, calibrated={"evidence_weight": 0.02, "evidence_band": 0.04}).settings
     assert (cal.evidence_weight, cal.evidence_band) == (0.02, 0.04)
-    fixed = EvidenceSelector.from_settings(s.replace(evidence_band=0.1), calibrated={"evidence_band": 0.04})
-    assert fixed.evidence_band == 0.1
-    off = Reranker(scorer=None, generator=None, encoder=Encoder(BagOfWordsModel(dim=16)), min_similarity=None)
-    assert off.selector.min_similarity is None
+    fixed = EvidenceSelector(s.replace(evidence_band=0.1), calibrated={"evidence_band": 0.04}).settings
+    assert (fixed.evidence_weight, fixed.evidence_band) == (0.03, 0.1)
+    off = Reranker(None, Encoder(BagOfWordsModel(dim=16)), None, SelectorSettings(min_similarity=None))
+    assert off.selector.settings.min_similarity is None
     with pytest.raises(InvalidInputError, match="evidence_band must be 'calibrated'"):
         SelectorSettings(evidence_band="auto")
+    with pytest.raises(InvalidInputError, match=r"evidence_band must be in \[0.0, 2.0\]"):
+        SelectorSettings(evidence_band=-1.0)
+    with pytest.raises(InvalidInputError, match="must be numbers, not None"):
+        SelectorSettings(evidence_weight=None)
 
 
 @pytest.mark.parametrize(
@@ -89,21 +101,17 @@ def test_settings_are_frozen_typed_and_round_trip():
     assert not SelectorSettings().uses_context  # window 0: no context needed
 
 
-def test_reranker_settings_and_old_keywords():
+def test_reranker_takes_settings_and_no_shorthand_keywords():
     enc = Encoder(BagOfWordsModel(dim=16))
     base = SelectorSettings(window=1, tau=0.5)
-    rr = Reranker(scorer=None, generator=None, encoder=enc, settings=base)
-    assert rr.settings == base and rr.selector.window == 1 and rr.selector.tau == 0.5
-    old = Reranker(scorer=None, generator=None, encoder=enc, pairing="convergent", tau=0.5, window=2, use_pooling=False,
-                   order="document")
-    assert old.settings == SelectorSettings(pairing="convergent", tau=0.5, window=2, use_pooling=False,
-                                            order="document")
-    # a keyword replaces one field of the given settings
-    assert Reranker(scorer=None, generator=None, encoder=enc, settings=base, window=0).settings == SelectorSettings(tau=0.5)
+    rr = Reranker(None, enc, None, base)
+    assert rr.settings == base and rr.selector.settings.window == 1 and rr.selector.settings.tau == 0.5
+    with pytest.raises(TypeError, match="window"):
+        Reranker(scorer=None, generator=None, encoder=enc, window=1)  # type: ignore[call-arg]
     with pytest.raises(InvalidInputError, match="settings must be a meteora.SelectorSettings"):
         Reranker(scorer=None, generator=None, encoder=enc, settings={"window": 1})  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="window must be a non-negative integer"):
-        Reranker(scorer=None, generator=None, encoder=enc, window=-2)
+        Reranker(scorer=None, generator=None, encoder=enc, settings=SelectorSettings(window=-2))
 
 
 # ------------------------------------------------------------------ a tiny benchmark
@@ -300,7 +308,7 @@ def test_search_batch_is_one_retrieval_and_equals_search(home, tiny_st_dir):
     bench = make_benchmark()
     ctx = BenchmarkContext(BenchmarkConfig(embedding_model=str(tiny_st_dir)), benchmark=bench)
     hybrid = ctx.retriever("hybrid")
-    rr = Reranker(scorer=None, generator=FakeGenerator(), encoder=ctx.encoder(), window=1, include_query=True)
+    rr = Reranker(FakeGenerator(), ctx.encoder(), None, SelectorSettings(window=1), include_query=True)
     calls = []
     real = hybrid.search
 
@@ -325,7 +333,7 @@ def test_search_batch_is_one_retrieval_and_equals_search(home, tiny_st_dir):
 
 
 def test_plain_dense_retriever_query_is_encoded_once():
-    from meteora.retrievers import DenseRetriever
+    from meteora.retrievers.dense import DenseRetriever
 
     bench = make_benchmark()
     enc = Encoder(BagOfWordsModel(dim=64))
@@ -384,13 +392,13 @@ def test_document_context_comes_from_the_saved_store_by_doc_and_position(tmp_pat
     (none,) = retrieve_pools(["aspirin stroke"], loaded, k=1, encoder=enc, settings=SelectorSettings())
     assert none.context is None  # window 0: nothing looked up
     # the whole pipeline selects the same from the loaded index as from the in-memory one
-    rr = Reranker(scorer=None, generator=None, encoder=enc, window=2)
+    rr = Reranker(scorer=None, generator=None, encoder=enc, settings=SelectorSettings(window=2))
     mem = BM25Retriever(backend="numpy").index(corpus)
     assert rr.search("aspirin stroke", loaded, k=3).to_dict() == rr.search("aspirin stroke", mem, k=3).to_dict()
 
 
 def test_empty_pools_give_empty_results_and_search_raises():
-    from meteora.retrievers import BM25Retriever
+    from meteora.retrievers.bm25 import BM25Retriever
 
     bench = make_benchmark()
     bm25 = BM25Retriever(backend="numpy").index(bench.corpus)
@@ -411,7 +419,7 @@ def test_empty_pools_give_empty_results_and_search_raises():
 
 
 def test_qa_selections_equal_reranker_search(tiny_st_dir):
-    from meteora.evaluation.qa import build_retriever, meteora_selections
+    from meteora.evaluation.selections import build_retriever, meteora_selections
 
     bench = make_benchmark()
     enc = Encoder(str(tiny_st_dir), device="cpu")
@@ -424,10 +432,6 @@ def test_qa_selections_equal_reranker_search(tiny_st_dir):
         rr = Reranker(scorer=None, generator=FakeGenerator(), encoder=enc, settings=settings, include_query=True)
         for q in qids:
             assert sel[q] == rr.search(bench.queries[q], retriever, k=4).selected_ids, (settings, q)
-    # the old keyword still works and means the same
-    assert meteora_selections(bench, qids, generator=gen, retriever=retriever, candidates=4, window=2, scorer=None) == \
-        meteora_selections(bench, qids, generator=gen, retriever=retriever, candidates=4,
-                           settings=SelectorSettings(window=2), scorer=None)
 
 
 # ------------------------------------------------------------------ no import cycle
@@ -436,7 +440,8 @@ def test_qa_selections_equal_reranker_search(tiny_st_dir):
 def test_bench_registry_imports_one_way_in_a_fresh_interpreter():
     code = (
         "import sys\n"
-        "import meteora.bench.pubmedqa as p\n"
+        "import meteora.bench.pubmedqa\n"
+        "import meteora.bench.methods as p\n"
         "assert 'meteora.bench.meteora_methods' not in sys.modules\n"
         "assert p.get_runner('meteora-query-only-w2') is not None and p.get_runner('colbert') is None\n"
         "print(','.join(sorted(p.METHOD_RUNNERS)))\n"

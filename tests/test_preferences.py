@@ -9,17 +9,17 @@ import pytest
 from helpers_bench import BagOfWordsModel, polynomial_hash, toy_benchmark
 
 from meteora.datasets.pubmedqa import RetrievalBenchmark
-from meteora.embeddings import Encoder
+from meteora.embeddings.encoder import Encoder
 from meteora.errors import InvalidInputError
-from meteora.evaluation.qa import build_retriever
-from meteora.rationales.generator import RationaleSet
+from meteora.evaluation.selections import build_retriever
+from meteora.rationales.rationale_set import RationaleSet
 from meteora.rationales.templates import get_template
+from meteora.training.dpo_pairs import write_preference_pairs
 from meteora.training.preferences import (
     FALLBACK_SCORE,
     PreferenceBuildResult,
     build_preference_pairs,
     hit_score,
-    write_preference_pairs,
 )
 
 TOPICS = ["aspirin", "statin", "insulin", "asthma", "renal", "fever", "sepsis"]
@@ -206,8 +206,8 @@ def test_include_query_anchors_the_selection(bench, retriever):
 
 
 def test_selections_are_the_rerankers_with_those_rationales(bench, retriever, encoder):
-    from meteora.pipeline import SelectorSettings
     from meteora.reranker import Reranker
+    from meteora.selection.selector_settings import SelectorSettings
 
     for settings in (SelectorSettings(), SelectorSettings(window=1, order="document")):
         res = build_preference_pairs(
@@ -221,9 +221,6 @@ def test_selections_are_the_rerankers_with_those_rationales(bench, retriever, en
                     [p["query"]], retriever, k=5, rationales=[p[f"{side}_rationales"]]
                 )[0]
                 assert p[f"{side}_selected"] == expected.selected_ids, (settings, side)
-    # the old keyword builds the same settings
-    old = build_preference_pairs(FakeGenerator(SCRIPT), bench, retriever=retriever, candidates=5, window=1)
-    assert old.stats["settings"]["selector"] == SelectorSettings(window=1).to_dict()
 
 
 def test_min_margin_filters_pairs(bench, retriever):
@@ -245,7 +242,7 @@ def test_never_uses_test_questions(bench, retriever):
 
 
 def test_writes_valid_jsonl_atomically(bench, retriever, tmp_path):
-    from meteora.training.data import load_preference_pairs
+    from meteora.training.dpo_pairs import load_preference_pairs
 
     out = tmp_path / "pairs.jsonl"
     res = build_preference_pairs(
@@ -296,7 +293,7 @@ def test_default_retriever_and_bad_arguments(bench, encoder):
 @pytest.mark.slow
 def test_real_generator_end_to_end(tiny_llama_dir, tiny_encoder, bench, tmp_path):
     from meteora.rationales.generator import RationaleGenerator
-    from meteora.training.data import load_preference_pairs
+    from meteora.training.dpo_pairs import load_preference_pairs
 
     gen = RationaleGenerator.from_pretrained(
         str(tiny_llama_dir), num_threads=1, cache=tmp_path / "cache.sqlite"

@@ -14,13 +14,8 @@ from typing import Any
 
 import pytest
 
-from meteora.datasets import (
-    PubMedQARecord,
-    RetrievalBenchmark,
-    build_pubmedqa_benchmark,
-    load_pubmedqa,
-    load_test_ids,
-)
+from meteora.datasets.pubmedqa import RetrievalBenchmark, build_pubmedqa_benchmark
+from meteora.datasets.pubmedqa_records import PubMedQARecord, load_pubmedqa, load_test_ids
 from meteora.errors import DataNotFoundError, InvalidInputError
 from meteora.settings import data_dir
 from meteora.types import Passage

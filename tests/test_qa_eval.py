@@ -9,23 +9,25 @@ import pytest
 from helpers_bench import BagOfWordsModel, multiplicative_hash, toy_benchmark
 
 from meteora.datasets.pubmedqa import RetrievalBenchmark
-from meteora.embeddings import Encoder
+from meteora.embeddings.encoder import Encoder
 from meteora.errors import InvalidInputError
-from meteora.evaluation.qa import (
+from meteora.evaluation.qa import evaluate_qa
+from meteora.evaluation.qa_report import to_markdown
+from meteora.evaluation.reader import (
     LABELS,
     UNPARSED,
-    LoglikScorer,
     build_qa_message,
-    build_retriever,
-    evaluate_qa,
-    fixed_k_selections,
-    meteora_selections,
     parse_answer,
     qa_metrics,
     render_reader_prompt,
-    to_markdown,
 )
-from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+from meteora.evaluation.selections import build_retriever, fixed_k_selections, meteora_selections
+from meteora.lm.base import CompleteMixin
+from meteora.lm.scoring import LoglikScorer
+from meteora.retrievers.bm25 import BM25Retriever
+from meteora.retrievers.dense import DenseRetriever
+from meteora.retrievers.hybrid import HybridRetriever
+from meteora.selection.selector_settings import SelectorSettings
 
 TOPICS = ["aspirin", "statin", "insulin", "asthma", "renal", "fever"]
 
@@ -381,9 +383,10 @@ def test_calibration_removes_a_label_bias(bench):
         )
 
 
-class NextTokenLM:
+class NextTokenLM(CompleteMixin):
     """A :class:`meteora.lm.CausalLM` without exact log-likelihoods (like llama.cpp or a
-    server): answers ``next_token_logprobs`` from a script keyed by question id."""
+    server; the protocol's defaults from :class:`~meteora.lm.base.CompleteMixin`):
+    answers ``next_token_logprobs`` from a script keyed by question id."""
 
     backend = "openai"
     model_id = "fake-server-model"
@@ -396,7 +399,7 @@ class NextTokenLM:
     def identity(self):
         return {"backend": self.backend, "model": self.model_id}
 
-    def generate(self, prompts, params=None):
+    def generate(self, prompts, params=None, **kw):
         return ["yes" for _ in prompts]
 
     def complete(self, prompts, **kw):
@@ -416,7 +419,7 @@ class NextTokenLM:
 
 
 def test_loglik_uses_next_token_logprobs_when_the_lm_has_no_exact_scores(bench):
-    from meteora.lm import CausalLM
+    from meteora.lm.base import CausalLM
 
     lm = NextTokenLM({
         # q3: "No" + " no" pooled (-1.0 and -1.5) beat " yes" (-0.9)
@@ -583,7 +586,7 @@ def test_meteora_selections_with_generator_and_window(bench, bow_encoder):
             self.kwargs = None
 
         def generate(self, queries, n=None, **kw):
-            from meteora.rationales.generator import RationaleSet
+            from meteora.rationales.rationale_set import RationaleSet
 
             self.kwargs = dict(kw, n=n)
             return [RationaleSet(q, [text[f"d{q.split('outcome')[1][0]}-1"]]) for q in queries]
@@ -593,16 +596,7 @@ def test_meteora_selections_with_generator_and_window(bench, bow_encoder):
         [BM25Retriever(backend="numpy"), DenseRetriever(bow_encoder, backend="numpy")]
     )
     retriever.index(bench.corpus)
-    sel = meteora_selections(
-        bench,
-        ["q4"],
-        generator=gen,
-        retriever=retriever,
-        window=1,
-        n_rationales=2,
-        generation={"max_new_tokens": 16},
-        scorer=None,
-    )
+    sel = meteora_selections(bench, ['q4'], generator=gen, retriever=retriever, n_rationales=2, generation={'max_new_tokens': 16}, scorer=None, settings=SelectorSettings(window=1))
     assert {"d4-0", "d4-1", "d4-2"} <= set(sel["q4"])  # expansion pulls in the neighbours
     assert (
         gen.kwargs["n"] == 2
@@ -625,7 +619,7 @@ def test_to_markdown(bench):
 
 
 def test_alpaca_prompt_format_loglik_generate_and_next_token(bench):
-    from meteora.evaluation.qa import build_reader_prompt
+    from meteora.evaluation.reader import build_reader_prompt
 
     scorer = ScriptedScorer({"q3": "no", "q4": "Maybe", "q5": "yes"})
     res = evaluate_qa(

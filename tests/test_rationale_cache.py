@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from meteora.errors import InvalidInputError
-from meteora.rationales import RationaleCache, RationaleGenerator
-from meteora.rationales.cache import cache_key, default_cache_path
+from meteora.rationales.cache import RationaleCache, cache_key, default_cache_path
+from meteora.rationales.generator import RationaleGenerator
 
 FIELDS = {"model": "m", "template": "chat", "n": 3}
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from meteora.errors import InvalidInputError, ModelNotFoundError
-from meteora.rationales import PRESETS, RationaleGenerator, RationaleSet
-from meteora.rationales.generator import _EnoughRationales
-from meteora.rationales.presets import resolve_preset
+from meteora.rationales.generator import RationaleGenerator
+from meteora.rationales.presets import PRESETS, resolve_preset
+from meteora.rationales.rationale_set import RationaleSet
+from meteora.rationales.stopping import EnoughRationales
 from meteora.rationales.templates import PromptTemplate, get_template
 
 QUERIES = [
@@ -99,8 +100,8 @@ def test_generation_tokenizer_pads_left_and_has_a_pad_token(tiny_llama_dir):
     tok.pad_token = None
     model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir))
     gen = RationaleGenerator(model, tok, template="med-rationale")
-    assert gen._gen_tokenizer.padding_side == "left"
-    assert gen._gen_tokenizer.pad_token_id == tok.eos_token_id
+    assert gen.lm.gen_tokenizer.padding_side == "left"
+    assert gen.lm.gen_tokenizer.pad_token_id == tok.eos_token_id
     assert tok.pad_token is None  # the caller's tokenizer is untouched
     assert model.get_input_embeddings().weight.shape[0] == len(tok)  # nothing resized
 
@@ -344,29 +345,36 @@ def test_complete_scripted_and_chat_wrapping(scripted):
 # ------------------------------------------------------------------------------------
 # stopping criterion
 # ------------------------------------------------------------------------------------
-def test_stopping_criterion_stops_a_row_after_n_usable_lines(scripted):
+def test_stopping_check_stops_a_row_after_n_usable_lines(scripted):
+    gen, _ = scripted({})
+    text = "Serum creatinine in dogs.\nSurvival time after diagnosis.\nCost of dialysis per month.\n"
+    stop = EnoughRationales(gen, [QUERIES[1]], n=2, filt=True)
+    assert not stop(0, text.split("\n")[0] + "\n")
+    assert stop(0, text) and stop(0, "")  # a finished row stays finished
+
+
+def test_stopping_check_stops_at_a_new_prompt_section(scripted):
+    gen, _ = scripted({})
+    stop = EnoughRationales(gen, [QUERIES[1]], n=3, filt=True)
+    assert not stop(0, "Serum creatinine in dogs.\n")
+    assert stop(0, "Serum creatinine in dogs.\n\n### Query:\n")
+
+
+def test_the_transformers_backend_applies_the_check_to_each_row_of_a_batch(scripted):
+    from meteora.lm.transformers import _UntilText
+
     gen, _ = scripted({})
     tok = gen.tokenizer
     prompt = tok("### Response:\n", add_special_tokens=False)["input_ids"]
-    text = (
-        "Serum creatinine in dogs.\nSurvival time after diagnosis.\nCost of dialysis per month.\n"
-    )
-    stop = _EnoughRationales(gen, [QUERIES[1]], len(prompt), n=2, filt=True)
-    partial = tok(text.split("\n")[0] + "\n", add_special_tokens=False)["input_ids"]
-    assert not bool(stop(torch.tensor([prompt + partial]), None)[0])
-    full = tok(text, add_special_tokens=False)["input_ids"]
-    assert bool(stop(torch.tensor([prompt + full]), None)[0])
-
-
-def test_stopping_criterion_stops_at_a_new_prompt_section(scripted):
-    gen, _ = scripted({})
-    tok = gen.tokenizer
-    prompt = tok("### Response:\n", add_special_tokens=False)["input_ids"]
-    stop = _EnoughRationales(gen, [QUERIES[1]], len(prompt), n=3, filt=True)
+    stop = EnoughRationales(gen, ["q0", QUERIES[1]], n=2, filt=True)
+    rows = _UntilText(stop, [1, 0], len(prompt), tok)  # batch row 0 is prompt 1, row 1 is prompt 0
+    full = tok("Serum creatinine in dogs.\nSurvival time after diagnosis.\n", add_special_tokens=False)["input_ids"]
     one = tok("Serum creatinine in dogs.\n", add_special_tokens=False)["input_ids"]
-    assert not bool(stop(torch.tensor([prompt + one]), None)[0])
-    more = tok("Serum creatinine in dogs.\n\n### Query:\n", add_special_tokens=False)["input_ids"]
-    assert bool(stop(torch.tensor([prompt + more]), None)[0])
+    width = max(len(full), len(one))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    batch = torch.tensor([prompt + full, prompt + one + [pad] * (width - len(one))])
+    assert rows(batch, None).tolist() == [True, False]
+    assert stop.done == [False, True]
 
 
 # ------------------------------------------------------------------------------------
@@ -377,25 +385,29 @@ def test_prefix_cache_gives_the_same_output(tiny_llama_dir):
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama_dir))
     model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float64).eval()
-    cached = RationaleGenerator(model, tok, template="chat", prefix_cache=True)
-    plain = RationaleGenerator(model, tok, template="chat", prefix_cache=False)
+    # without the few-shot examples the prompt fits the tiny model's 512 positions (a longer
+    # one would be cut in the middle, and then no longer share the template's start)
+    short = get_template("chat").with_options(examples=())
+    cached = RationaleGenerator(model, tok, template=short, prefix_cache=True)
+    plain = RationaleGenerator(model, tok, template=short, prefix_cache=False)
     a = cached.generate(QUERIES, batch_size=3, max_new_tokens=12, filter=False)
-    assert cached._prefix_kv_memo is not None, "the shared few-shot prefix was cached"
-    prefix_len = len(cached._prefix_kv_memo[0])
+    assert cached.lm.cached_prefix is not None, "the shared few-shot prefix was cached"
+    prefix_len = len(cached.lm.cached_prefix[0])
     assert prefix_len >= 16
     b = plain.generate(QUERIES, batch_size=3, max_new_tokens=12, filter=False)
-    assert plain._prefix_kv_memo is None
+    assert plain.lm.cached_prefix is None
     assert [x.raw for x in a] == [x.raw for x in b]
     # a second call reuses the memoised prefix (same object)
-    memo = cached._prefix_kv_memo[1]
+    memo = cached.lm.cached_prefix[1]
     cached.generate(QUERIES[:1], max_new_tokens=4, filter=False)
-    assert cached._prefix_kv_memo[1] is memo
+    assert cached.lm.cached_prefix[1] is memo
 
 
 def test_prefix_cache_is_skipped_for_short_shared_prefixes(scripted):
     t = PromptTemplate(name="short", instruction="x", layout="{query}\n")
     gen, _ = scripted({}, template=t)
-    assert gen._template_prefix(3, True) is None
+    probes = [gen._prompt(q, 3) for q in ("Alpha beta gamma?", "Zeta eta theta?")]
+    assert gen.lm._probe_prefix(probes, True) is None
 
 
 # ------------------------------------------------------------------------------------

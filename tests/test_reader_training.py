@@ -12,13 +12,12 @@ from meteora.datasets.pubmedqa import RetrievalBenchmark
 from meteora.errors import InvalidInputError
 from meteora.evaluation.reader import build_reader_prompt
 from meteora.training.collate import IGNORE_INDEX, build_sft_features
-from meteora.training.reader import (
+from meteora.training.reader import package_adapter, train_reader
+from meteora.training.reader_data import (
     ReaderSettings,
     build_reader_examples,
     context_variant,
-    package_adapter,
     split_train_questions,
-    train_reader,
 )
 from meteora.types import Passage
 

@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from meteora.embeddings import Encoder
+from meteora.embeddings.encoder import Encoder
 from meteora.errors import InvalidInputError
-from meteora.reranker import MAX_EMBED_CHARS, Reranker, RerankResult
+from meteora.rerank_result import RerankResult
+from meteora.reranker import Reranker
+from meteora.selection.selector_settings import SelectorSettings
+from meteora.selection_inputs import MAX_EMBED_CHARS
 from meteora.types import Passage, Ranking
-from meteora.verifier import Verdict
+from meteora.verdicts import Verdict
 
 QUERY = "Does aspirin reduce stroke risk?"
 
@@ -79,7 +82,7 @@ class CountingEncode:
 
 @pytest.fixture(scope="module")
 def tiny_generator(tiny_llama_dir):
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     return RationaleGenerator.from_pretrained(str(tiny_llama_dir), cache=None)
 
@@ -107,7 +110,7 @@ class GarbageLM(torch.nn.Module):
 def _garbage_generator(tiny_llama_dir, junk: str):
     from transformers import AutoTokenizer
 
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama_dir))
     return RationaleGenerator(GarbageLM(tok, junk), tok, template="chat", cache=None, prefix_cache=False)
@@ -176,20 +179,20 @@ def test_inputs_str_dict_passage_and_ids(kw_encoder):
 
 
 def test_top_k_and_fixed_k_view(kw_encoder):
-    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=2, top_k=2)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, top_k=2, settings=SelectorSettings(window=2))
     res = rr.rerank("aspirin stroke", _doc_passages())
     assert len(res.selected) == 2
     assert res.selected_ids[0] == "A1"
     assert res.top_k(3).ids == res.ranked.ids[:3]
-    full = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=2).rerank("aspirin stroke", _doc_passages())
+    full = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=SelectorSettings(window=2)).rerank("aspirin stroke", _doc_passages())
     assert len(full.selected) > 2  # window 2 adds A0 and A2: top_k really cut
 
 
 def test_order_document(kw_encoder):
     # both aspirin and dog chunks match; window 1 pulls in their neighbours
     query = "aspirin stroke dog kidney insulin"
-    by_score = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1).rerank(query, _doc_passages())
-    by_doc = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1, order="document").rerank(query, _doc_passages())
+    by_score = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=SelectorSettings(window=1)).rerank(query, _doc_passages())
+    by_doc = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=SelectorSettings(window=1, order='document')).rerank(query, _doc_passages())
     assert sorted(by_doc.selected_ids) == sorted(by_score.selected_ids)
     docs = [p.doc_id for p in by_doc.selected]
     # documents are contiguous, and positions increase inside a document
@@ -202,7 +205,7 @@ def test_order_document(kw_encoder):
 
 
 def test_explain_and_to_dict_with_given_rationales(kw_encoder):
-    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=SelectorSettings(window=1))
     rats = ["Look for aspirin and stroke outcomes.", "Kidney disease in dogs."]
     (res,) = rr.rerank_batch([QUERY], [_doc_passages()], rationales=[rats])
     assert res.rationales == rats
@@ -224,7 +227,7 @@ def test_explain_and_to_dict_with_given_rationales(kw_encoder):
 
 # ------------------------------------------------------------------ with an LM
 def test_tiny_random_generator_does_not_crash(tiny_generator, tiny_encoder):
-    rr = Reranker(scorer=None, generator=tiny_generator, encoder=tiny_encoder, window=1)
+    rr = Reranker(scorer=None, generator=tiny_generator, encoder=tiny_encoder, settings=SelectorSettings(window=1))
     passages = [p["text"] for p in _doc_passages()]
     res = rr.rerank(QUERY, passages)
     _check_result_invariants(res, [str(i) for i in range(len(passages))])
@@ -379,10 +382,7 @@ def test_given_passage_embeddings_skip_encoding(kw_encoder, monkeypatch):
         ({"top_k": 2.5}, "top_k"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
         ({"n_rationales": 0}, "n_rationales must be a positive integer"),
-        ({"order": "random"}, "unknown order"),
-        ({"pairing": "best"}, "unknown pairing"),
-        ({"window": -1}, "window must be a non-negative integer"),
-        ({"use_pairing": False, "use_pooling": False}, "nothing can be selected"),
+        ({"settings": {"window": 1}}, "settings must be a meteora.SelectorSettings"),
         ({"verifier": "yes please"}, "verifier must be None, True"),
         ({"verifier": True}, "verifier=True needs an LM"),
     ],
@@ -421,11 +421,11 @@ def _corpus() -> list[dict]:
 
 
 def test_search_reuses_dense_embeddings(kw_encoder, monkeypatch):
-    from meteora.retrievers import DenseRetriever
+    from meteora.retrievers.dense import DenseRetriever
 
     dense = DenseRetriever(kw_encoder, backend="numpy").index(_corpus())
     counter = CountingEncode(kw_encoder, monkeypatch)
-    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=SelectorSettings(window=1))
     res = rr.search("aspirin stroke", dense, k=5)
     corpus_texts = {p["text"] for p in _corpus()}
     assert not corpus_texts & set(counter.seen), "passages were re-encoded"
@@ -437,7 +437,7 @@ def test_search_reuses_dense_embeddings(kw_encoder, monkeypatch):
 
 def test_search_with_other_encoder_re_encodes(kw_encoder, monkeypatch):
     # a different encoder object: stored embeddings must not be trusted
-    from meteora.retrievers import DenseRetriever
+    from meteora.retrievers.dense import DenseRetriever
 
     dense = DenseRetriever(kw_encoder, backend="numpy").index(_corpus())
     other = Encoder(KeywordModel())
@@ -449,7 +449,9 @@ def test_search_with_other_encoder_re_encodes(kw_encoder, monkeypatch):
 
 
 def test_search_through_hybrid_reuses_dense_member(tiny_encoder, monkeypatch):
-    from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+    from meteora.retrievers.bm25 import BM25Retriever
+    from meteora.retrievers.dense import DenseRetriever
+    from meteora.retrievers.hybrid import HybridRetriever
 
     hybrid = HybridRetriever([BM25Retriever(backend="numpy"), DenseRetriever(tiny_encoder, backend="numpy")])
     hybrid.index(_corpus())
@@ -460,7 +462,7 @@ def test_search_through_hybrid_reuses_dense_member(tiny_encoder, monkeypatch):
 
 
 def test_search_bad_input(qo, kw_encoder):
-    from meteora.retrievers import DenseRetriever
+    from meteora.retrievers.dense import DenseRetriever
 
     dense = DenseRetriever(kw_encoder, backend="numpy").index(_corpus())
     with pytest.raises(InvalidInputError, match="query is empty"):
@@ -481,9 +483,9 @@ def test_callable_verifier_drops_flagged(kw_encoder):
     passages = _doc_passages() + [
         {"id": "AD", "doc_id": "A", "position": 3, "text": "Aspirin stroke aspirin stroke: BUY now!"}
     ]
-    plain = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1).rerank("aspirin stroke", passages)
+    plain = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=SelectorSettings(window=1)).rerank("aspirin stroke", passages)
     assert "AD" in plain.selected_ids  # it would be selected without the verifier
-    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1, verifier=no_ads)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, verifier=no_ads, settings=SelectorSettings(window=1))
     res = rr.rerank("aspirin stroke", passages)
     assert "AD" not in res.selected_ids
     assert set(res.selected_ids) == set(plain.selected_ids) - {"AD"}
@@ -517,7 +519,7 @@ def test_from_preset_unknown_name(kw_encoder):
 
 
 def test_from_preset_routes_arguments(kw_encoder, tiny_generator, monkeypatch):
-    from meteora.rationales import RationaleGenerator
+    from meteora.rationales.generator import RationaleGenerator
 
     got = {}
 
@@ -526,13 +528,11 @@ def test_from_preset_routes_arguments(kw_encoder, tiny_generator, monkeypatch):
         return tiny_generator
 
     monkeypatch.setattr(RationaleGenerator, "from_preset", staticmethod(fake_from_preset))
-    rr = Reranker.from_preset(
-        "med-rationale-mistral-7b", encoder=kw_encoder, load_in_4bit=True, max_new_tokens=64, window=2, top_k=3
-    )
+    rr = Reranker.from_preset('med-rationale-mistral-7b', encoder=kw_encoder, load_in_4bit=True, max_new_tokens=64, top_k=3, settings=SelectorSettings(window=2))
     assert got["name"] == "med-rationale-mistral-7b"
     assert got["kwargs"] == {"load_in_4bit": True, "max_new_tokens": 64, "cache": True}
     assert rr.generator is tiny_generator
-    assert rr.selector.window == 2 and rr.top_k == 3
+    assert rr.selector.settings.window == 2 and rr.top_k == 3
 
 
 # ------------------------------------------------------------------ the real defaults
@@ -542,7 +542,7 @@ def test_real_default_reranker(tmp_path):
 
     if default_generator_path() is None or default_embedding_path() is None:
         pytest.skip("offline default models not pulled (run `meteora models pull`)")
-    rr = Reranker(cache=tmp_path / "r.sqlite", generation={"max_new_tokens": 48}, num_threads=1)
+    rr = Reranker.from_pretrained(cache=tmp_path / "r.sqlite", generation={"max_new_tokens": 48}, num_threads=1)
     passages = [
         "Daily low-dose aspirin reduced the incidence of ischaemic stroke in adults over 60.",
         "Dogs with chronic kidney disease were fed a renal diet.",
@@ -561,7 +561,7 @@ def test_rerank_context_lets_expansion_reach_non_candidates(kw_encoder):
     by_id = {p["id"]: p for p in _doc_passages()}
     candidates = [by_id["A1"], by_id["B0"], by_id["C0"]]
     context = [Passage(p["text"], id=p["id"], doc_id=p["doc_id"], position=p["position"]) for p in _doc_passages()]
-    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1)
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=SelectorSettings(window=1))
     without = rr.rerank("aspirin stroke", candidates)
     assert "A0" not in without.selected_ids and "A2" not in without.selected_ids
     res = rr.rerank("aspirin stroke", candidates, context=context)
@@ -574,17 +574,17 @@ def test_rerank_context_lets_expansion_reach_non_candidates(kw_encoder):
 
 
 def test_search_expands_into_the_retrievers_corpus(kw_encoder):
-    from meteora.retrievers import DenseRetriever
+    from meteora.retrievers.dense import DenseRetriever
 
     dense = DenseRetriever(kw_encoder, backend="numpy").index(_corpus())
     hits = dense.search("aspirin stroke", k=2)
     assert "A0" not in hits.ids and "A2" not in hits.ids
-    res = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=1).search("aspirin stroke", dense, k=2)
+    res = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=SelectorSettings(window=1)).search("aspirin stroke", dense, k=2)
     assert res.selected_ids[0] == "A1"
     assert {"A0", "A2"} <= set(res.selected_ids)
     assert sorted(res.ranked.ids) == sorted(hits.ids)
     # window 0: nothing beyond the candidates
-    res0 = Reranker(scorer=None, generator=None, encoder=kw_encoder, window=0).search("aspirin stroke", dense, k=2)
+    res0 = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=SelectorSettings(window=0)).search("aspirin stroke", dense, k=2)
     assert set(res0.selected_ids) <= set(hits.ids)
 
 
@@ -601,11 +601,11 @@ def test_readme_quick_start_selects_only_the_aspirin_passage():
     pick something (distinct pairing and the N <= 2 elbow used to add the dog passage)."""
     from meteora import Reranker
 
-    for rr in (Reranker(generator=None, num_threads=1), Reranker(generator=None, scorer=None, num_threads=1)):
+    for rr in (Reranker(generator=None), Reranker(generator=None, scorer=None)):
         res = rr.rerank(*QUICK_START)
         assert [p.text for p in res.selected] == ["Aspirin reduced recurrent stroke by 20% (HR 0.80)."], rr
         assert res.ranked.ids[0] == "0"
-    scored = Reranker(generator=None, num_threads=1).rerank(*QUICK_START)
+    scored = Reranker(generator=None).rerank(*QUICK_START)
     assert scored.selection.scores["b"].score < 0.2 < scored.selection.scores["0"].score
     assert "Relevance floor: cosine >= 0.2" in scored.explain()
     assert "dropped" not in scored.explain() or "b" in scored.explain()
@@ -616,6 +616,6 @@ def test_readme_quick_start_selects_only_the_aspirin_passage():
 def test_default_reranker_quick_start_with_rationales():
     from meteora import Reranker
 
-    res = Reranker(num_threads=1).rerank(*QUICK_START)
+    res = Reranker().rerank(*QUICK_START)
     assert res.selected_ids == ["0"]
     assert res.rationales  # the LM (or its query fallback) gave rationales

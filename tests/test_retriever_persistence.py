@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 
 from meteora.errors import IndexFormatError, InvalidInputError
-from meteora.retrievers import (
-    BM25Retriever,
-    DenseRetriever,
-    HybridRetriever,
-    load_retriever,
-)
+from meteora.retrievers.base import load_retriever
+from meteora.retrievers.bm25 import BM25Retriever
+from meteora.retrievers.dense import DenseRetriever
+from meteora.retrievers.hybrid import HybridRetriever
 from meteora.retrievers.storage import resolve_index
 from meteora.types import Passage
 
@@ -334,7 +332,7 @@ def test_corrupt_faiss_file_is_rejected(tmp_path, tiny_encoder):
 def test_encoder_with_another_dimension_is_rejected(dense_dir, tmp_path, tiny_encoder):
     from tiny_models import make_sentence_transformer
 
-    from meteora.embeddings import Encoder
+    from meteora.embeddings.encoder import Encoder
 
     other_dir = make_sentence_transformer(tmp_path / "st16", dim=16)
     other = Encoder(str(other_dir), device="cpu")

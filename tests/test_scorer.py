@@ -171,7 +171,7 @@ def test_scorer_remembers_pairs(tiny_st_dir):
     assert sc.stats == {"hits": 2, "misses": 3}
     np.testing.assert_array_equal(again[[2, 0]], first)
     sc.logits([("q", "d"), ("q", "e")])  # bounded: the oldest pairs are forgotten
-    assert len(sc._memo) == 3
+    assert len(sc.cache) == 3
     off = EvidenceScorer(None, base=str(tiny_st_dir), cache_size=0)
     off.logits([("q", "a")]), off.logits([("q", "a")])
     assert off.stats["hits"] == 0

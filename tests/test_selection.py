@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from meteora.errors import InvalidInputError
-from meteora.selection import EvidenceSelector, SelectionResult, elbow_cutoff
+from meteora.selection.elbow import elbow_cutoff
+from meteora.selection.results import SelectionResult
+from meteora.selection.selector import EvidenceSelector
+from meteora.selection.selector_settings import SelectorSettings
 from meteora.types import Passage
 
 
@@ -131,8 +134,8 @@ C_PAIR = np.array([[1.0, 0, 0], [0.6, 0.8, 0], [0, 0, 1.0], [0, 1.0, 0]])
 
 def test_distinct_and_convergent_differ():
     ps = flat_passages(4)
-    conv = EvidenceSelector(pairing="convergent", use_pooling=False).select(R_PAIR, C_PAIR, ps)
-    dist = EvidenceSelector(pairing="distinct", use_pooling=False).select(R_PAIR, C_PAIR, ps)
+    conv = EvidenceSelector(SelectorSettings(pairing="convergent", use_pooling=False)).select(R_PAIR, C_PAIR, ps)
+    dist = EvidenceSelector(SelectorSettings(pairing="distinct", use_pooling=False)).select(R_PAIR, C_PAIR, ps)
     assert [p.passage_id for p in conv.explanation.pairs] == ["c0", "c0"]
     assert conv.selected_ids == ["c0"]
     assert [p.passage_id for p in dist.explanation.pairs] == ["c0", "c1"]
@@ -143,7 +146,7 @@ def test_distinct_and_convergent_differ():
 @pytest.mark.parametrize("order", [[0, 1], [1, 0]])
 def test_pairing_score_is_max_over_choosing_rationales(order):
     ps = flat_passages(4)
-    res = EvidenceSelector(pairing="convergent", use_pooling=False).select(
+    res = EvidenceSelector(SelectorSettings(pairing="convergent", use_pooling=False)).select(
         R_PAIR[order], C_PAIR, ps, rationales=[["r0", "r1"][i] for i in order]
     )
     assert res.scores["c0"].pairing == pytest.approx(1.0)  # max(1.0, 0.9), whichever comes first
@@ -155,7 +158,7 @@ def test_distinct_more_rationales_than_chunks():
     ps = flat_passages(2)
     r = np.array([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2]])
     c = np.array([[1.0, 0.0], [0.0, 1.0]])
-    res = EvidenceSelector(pairing="distinct", use_pooling=False, min_similarity=None).select(r, c, ps)
+    res = EvidenceSelector(SelectorSettings(pairing="distinct", use_pooling=False, min_similarity=None)).select(r, c, ps)
     assert [p.passage_id for p in res.explanation.pairs] == ["c0", "c1"]
     assert res.explanation.unpaired_rationales == [2]
     assert "chose nothing" in res.explain()
@@ -164,7 +167,7 @@ def test_distinct_more_rationales_than_chunks():
 def test_argmax_ties_go_to_earlier_candidate():
     ps = flat_passages(3)
     c = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
-    res = EvidenceSelector(pairing="convergent", use_pooling=False).select(E0, c, ps)
+    res = EvidenceSelector(SelectorSettings(pairing="convergent", use_pooling=False)).select(E0, c, ps)
     assert res.selected_ids == ["c1"]
 
 
@@ -188,7 +191,7 @@ def test_pooled_scores_are_cosine_to_mean_rationale():
 def test_pooled_elbow_on_known_scores():
     # candidate order shuffled; pooled scores are exactly the listed cosines
     scores = [0.45, 0.9, 0.4, 0.8, 0.5, 0.85]
-    res = EvidenceSelector(use_pairing=False).select(E0, angle_embeddings(scores), flat_passages(6))
+    res = EvidenceSelector(SelectorSettings(use_pairing=False)).select(E0, angle_embeddings(scores), flat_passages(6))
     # sorted: [0.9, 0.85, 0.8, 0.5, 0.45, 0.4] -> z = [-0.5, -0.5, 2, -0.5, -0.5] -> keep 3
     assert res.explanation.elbow.keep == 3
     np.testing.assert_allclose(res.explanation.elbow.z_scores, [-0.5, -0.5, 2.0, -0.5, -0.5], atol=1e-9)
@@ -199,20 +202,20 @@ def test_pooled_elbow_on_known_scores():
 
 
 def test_pooled_second_difference_fallback_in_selector():
-    res = EvidenceSelector(use_pairing=False).select(E0, angle_embeddings([0.3, 0.9, 0.8]), flat_passages(3))
+    res = EvidenceSelector(SelectorSettings(use_pairing=False)).select(E0, angle_embeddings([0.3, 0.9, 0.8]), flat_passages(3))
     assert res.explanation.elbow.rule == "second-difference"
     assert res.selected_ids == ["c1"]
 
 
 @pytest.mark.parametrize("scores", [[0.9], [0.9, -0.5]])
 def test_one_or_two_candidates_keep_all(scores):
-    res = EvidenceSelector(use_pairing=False, min_similarity=None).select(E0, angle_embeddings(scores), flat_passages(len(scores)))
+    res = EvidenceSelector(SelectorSettings(use_pairing=False, min_similarity=None)).select(E0, angle_embeddings(scores), flat_passages(len(scores)))
     assert res.explanation.elbow.rule == "all"
     assert res.selected_ids == [f"c{i}" for i in range(len(scores))]
 
 
 def test_pooled_tie_break_is_candidate_order():
-    res = EvidenceSelector(use_pairing=False).select(E0, angle_embeddings([0.5, 0.9, 0.5, 0.5]), flat_passages(4))
+    res = EvidenceSelector(SelectorSettings(use_pairing=False)).select(E0, angle_embeddings([0.5, 0.9, 0.5, 0.5]), flat_passages(4))
     assert res.explanation.pooled_order == ["c1", "c0", "c2", "c3"]
     assert res.ranking.ids == ["c1", "c0", "c2", "c3"]
 
@@ -244,8 +247,8 @@ C_UNION = np.array(
 def test_union_of_pairing_and_pooling():
     ps = flat_passages(8)
     both = EvidenceSelector().select(R_UNION, C_UNION, ps)
-    pair_only = EvidenceSelector(use_pooling=False).select(R_UNION, C_UNION, ps)
-    pool_only = EvidenceSelector(use_pairing=False).select(R_UNION, C_UNION, ps)
+    pair_only = EvidenceSelector(SelectorSettings(use_pooling=False)).select(R_UNION, C_UNION, ps)
+    pool_only = EvidenceSelector(SelectorSettings(use_pairing=False)).select(R_UNION, C_UNION, ps)
     assert set(pair_only.selected_ids) == {"c2", "c0"}
     assert set(pool_only.selected_ids) == {"c0", "c1"}
     assert set(both.selected_ids) == {"c0", "c1", "c2"}
@@ -260,7 +263,7 @@ def test_union_of_pairing_and_pooling():
 
 
 def test_pairing_off_still_ranks_by_pooled():
-    res = EvidenceSelector(use_pairing=False).select(R_UNION, C_UNION, flat_passages(8))
+    res = EvidenceSelector(SelectorSettings(use_pairing=False)).select(R_UNION, C_UNION, flat_passages(8))
     assert all(s.pairing is None for s in res.scores.values())
     assert [h.score for h in res.ranking] == pytest.approx(res.explanation.pooled_scores)
 
@@ -278,7 +281,7 @@ def expansion_case(window: int, skip: set[str] = frozenset()) -> SelectionResult
     ps = doc_passages(skip)
     # d1-2 is the only clear hit (cos 1.0); everything else ~0.1 -> the elbow keeps 1
     scores = [1.0 if p.id == "d1-2" else 0.1 + 0.001 * k for k, p in enumerate(ps)]
-    return EvidenceSelector(window=window).select(E0, angle_embeddings(scores), ps)
+    return EvidenceSelector(SelectorSettings(window=window)).select(E0, angle_embeddings(scores), ps)
 
 
 def test_no_expansion_with_window_0():
@@ -313,9 +316,9 @@ def test_order_document():
     vec["d1-2"] = unit(0.05, 1, 0, 0)
     c = np.stack([vec[p.id] for p in ps])
     r = np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
-    by_doc = EvidenceSelector(window=1, order="document").select(r, c, ps)
+    by_doc = EvidenceSelector(SelectorSettings(window=1, order="document")).select(r, c, ps)
     assert by_doc.selected_ids == ["d2-0", "d2-1", "d2-2", "d1-1", "d1-2", "d1-3"]
-    by_score = EvidenceSelector(window=1, order="score").select(r, c, ps)
+    by_score = EvidenceSelector(SelectorSettings(window=1, order="score")).select(r, c, ps)
     assert by_score.selected_ids[:2] == ["d2-1", "d1-2"]
     assert set(by_score.selected_ids) == set(by_doc.selected_ids)
     finals = [by_score.scores[i].score for i in by_score.selected_ids]
@@ -341,17 +344,17 @@ def test_ranking_contains_all_candidates_descending():
 
 def test_unnormalised_inputs_give_same_result():
     ps = flat_passages(8)
-    ref = EvidenceSelector(window=0).select(R_UNION, C_UNION, ps)
+    ref = EvidenceSelector(SelectorSettings(window=0)).select(R_UNION, C_UNION, ps)
     rng = np.random.default_rng(1)
     r = R_UNION * rng.uniform(0.1, 50, size=(2, 1))
     c = C_UNION * rng.uniform(0.01, 100, size=(8, 1))
-    res = EvidenceSelector(window=0).select(r.astype(np.float32), c, ps)
+    res = EvidenceSelector(SelectorSettings(window=0)).select(r.astype(np.float32), c, ps)
     assert res.selected_ids == ref.selected_ids
     np.testing.assert_allclose(res.ranking.scores, ref.ranking.scores, atol=1e-6)
 
 
 def test_empty_candidates():
-    res = EvidenceSelector(window=2).select(E0, np.zeros((0, 2)), [])
+    res = EvidenceSelector(SelectorSettings(window=2)).select(E0, np.zeros((0, 2)), [])
     assert res.selected == [] and len(res.ranking) == 0
     assert res.explanation.elbow.keep == 0
     assert "Selected 0 of 0" in res.explain()
@@ -359,7 +362,7 @@ def test_empty_candidates():
 
 def test_explain_repr_and_to_dict():
     ps = flat_passages(8)
-    res = EvidenceSelector(window=1).select(R_UNION, C_UNION, ps, rationales=["look for A", "look for B"], query="q")
+    res = EvidenceSelector(SelectorSettings(window=1)).select(R_UNION, C_UNION, ps, rationales=["look for A", "look for B"], query="q")
     text = res.explain()
     assert "look for A" in text and "Pairing (distinct)" in text and "zscore" in text
     assert "c2" in text
@@ -388,9 +391,16 @@ def test_explain_repr_and_to_dict():
         {"use_pairing": "yes"},
     ],
 )
-def test_constructor_validation(kwargs):
+def test_settings_validation(kwargs):
     with pytest.raises(InvalidInputError):
-        EvidenceSelector(**kwargs)
+        SelectorSettings(**kwargs)
+
+
+def test_selector_takes_settings_only():
+    with pytest.raises(InvalidInputError, match="settings must be a meteora.SelectorSettings"):
+        EvidenceSelector({"window": 1})  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        EvidenceSelector(window=1)  # type: ignore[call-arg]
 
 
 def test_bad_embeddings_raise_clear_errors():
@@ -452,7 +462,7 @@ def test_invariants(inputs, pairing, order, tau):
     ids = [p.id for p in ps]
     previous: set[str] | None = None
     for window in range(4):
-        res = EvidenceSelector(pairing=pairing, tau=tau, window=window, order=order, min_similarity=None).select(rat, emb, ps)
+        res = EvidenceSelector(SelectorSettings(pairing=pairing, tau=tau, window=window, order=order, min_similarity=None)).select(rat, emb, ps)
         sel = res.selected_ids
         assert set(sel) <= set(ids)
         assert len(sel) == len(set(sel))
@@ -464,14 +474,14 @@ def test_invariants(inputs, pairing, order, tau):
             assert previous <= set(sel)  # expansion is monotone in the window
         previous = set(sel)
         if window == 0:
-            pair = EvidenceSelector(pairing=pairing, tau=tau, use_pooling=False, min_similarity=None).select(rat, emb, ps)
-            pool = EvidenceSelector(pairing=pairing, tau=tau, use_pairing=False, min_similarity=None).select(rat, emb, ps)
+            pair = EvidenceSelector(SelectorSettings(pairing=pairing, tau=tau, use_pooling=False, min_similarity=None)).select(rat, emb, ps)
+            pool = EvidenceSelector(SelectorSettings(pairing=pairing, tau=tau, use_pairing=False, min_similarity=None)).select(rat, emb, ps)
             assert set(sel) == set(pair.selected_ids) | set(pool.selected_ids)
 
 
 def test_expansion_reaches_context_passages_without_ranking_them():
     """A neighbour that is not a candidate is added from ``context`` but never ranked."""
-    from meteora.selection import EvidenceSelector
+    from meteora.selection.selector import EvidenceSelector
     from meteora.types import Passage
 
     cands = [Passage("a", id="d-0", doc_id="d", position=0), Passage("x", id="e-0", doc_id="e", position=0)]
@@ -482,15 +492,15 @@ def test_expansion_reaches_context_passages_without_ranking_them():
     ]
     r = np.array([[1.0, 0.0]])
     c = np.array([[1.0, 0.0], [0.0, 1.0]])
-    w1 = EvidenceSelector(window=1, use_pooling=False).select(r, c, cands, context=context)
+    w1 = EvidenceSelector(SelectorSettings(window=1, use_pooling=False)).select(r, c, cands, context=context)
     assert w1.selected_ids == ["d-0", "d-1"]
     assert w1.explanation.expansion_added == ["d-1"]
     assert w1.ranking.ids == ["d-0", "e-0"]  # context passages are not candidates
-    w2 = EvidenceSelector(window=2, use_pooling=False).select(r, c, cands, context=context)
+    w2 = EvidenceSelector(SelectorSettings(window=2, use_pooling=False)).select(r, c, cands, context=context)
     assert w2.selected_ids == ["d-0", "d-1", "d-2"]
-    w0 = EvidenceSelector(window=0, use_pooling=False).select(r, c, cands, context=context)
+    w0 = EvidenceSelector(SelectorSettings(window=0, use_pooling=False)).select(r, c, cands, context=context)
     assert w0.selected_ids == ["d-0"]
-    doc = EvidenceSelector(window=1, use_pooling=False, order="document").select(np.array([[0.0, 1.0]]), c, cands, context=context)
+    doc = EvidenceSelector(SelectorSettings(window=1, use_pooling=False, order="document")).select(np.array([[0.0, 1.0]]), c, cands, context=context)
     assert doc.selected_ids == ["e-0", "e-1"]
 
 
@@ -503,7 +513,7 @@ def test_min_similarity_keeps_unrelated_passages_out_even_when_n_is_2():
     ps = flat_passages(2)
     rat = np.array([[1.0, 0.0], [0.95, 0.05]])
     emb = angle_embeddings([0.9, 0.02])
-    loose = EvidenceSelector(min_similarity=None).select(rat, emb, ps)
+    loose = EvidenceSelector(SelectorSettings(min_similarity=None)).select(rat, emb, ps)
     assert loose.selected_ids == ["c0", "c1"]
     res = EvidenceSelector().select(rat, emb, ps)
     assert res.selected_ids == ["c0"]
@@ -523,12 +533,12 @@ def test_evidence_scorer_ranks_by_document_relevance_and_evidence_inside_it():
     rat = np.array([[1.0, 0.0]])
     emb = angle_embeddings([0.9, 0.8, 0.7, 0.1])
     logits = np.array([-2.0, 3.0, 0.0, 9.0])
-    res = EvidenceSelector(evidence_weight=0.05, evidence_band=0.1).select(rat, emb, ps, evidence=logits)
+    res = EvidenceSelector(SelectorSettings(evidence_weight=0.05, evidence_band=0.1)).select(rat, emb, ps, evidence=logits)
     # d0-1 inherits its document's 0.9; d0-0 loses 0.05 * 5; d2 is below the floor whatever its logit
     assert res.ranking.ids == ["d0-1", "d1-0", "d0-0", "d2-0"]
     assert res.ranking.scores[0] == pytest.approx(0.9) and res.ranking.scores[2] == pytest.approx(0.65)
     assert res.selected_ids == ["d0-1"]  # d1-0 (0.7) is not within 0.1 of the best (0.9)
-    wide = EvidenceSelector(evidence_weight=0.05, evidence_band=0.25).select(rat, emb, ps, evidence=logits)
+    wide = EvidenceSelector(SelectorSettings(evidence_weight=0.05, evidence_band=0.25)).select(rat, emb, ps, evidence=logits)
     assert wide.selected_ids == ["d0-1", "d1-0", "d0-0"]
     assert res.scores["d0-1"].evidence == pytest.approx(3.0)
     assert "kept the chunks within 0.1 of the best score" in res.explain()
@@ -540,6 +550,6 @@ def test_evidence_scorer_ranks_by_document_relevance_and_evidence_inside_it():
     with pytest.raises(InvalidInputError, match="finite"):
         EvidenceSelector().select(rat, emb, ps, evidence=[0.5, float("nan"), 0.1, 0.1])
     with pytest.raises(InvalidInputError, match="evidence_band"):
-        EvidenceSelector(evidence_band=-1.0)
+        SelectorSettings(evidence_band=-1.0)
     with pytest.raises(InvalidInputError, match="min_similarity"):
-        EvidenceSelector(min_similarity=float("nan"))
+        SelectorSettings(min_similarity=float("nan"))

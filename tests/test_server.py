@@ -170,7 +170,7 @@ class _Picky(Reranker):
 def test_concurrent_requests_are_batched_and_one_bad_request_fails_alone():
     from helpers_integrations import KeywordModel
 
-    from meteora.embeddings import Encoder
+    from meteora.embeddings.encoder import Encoder
 
     rr = _Picky(generator=None, scorer=None, encoder=Encoder(KeywordModel(), cache=None))
     settings = ServeSettings(max_batch_size=8, max_wait_ms=1000)

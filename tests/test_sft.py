@@ -8,15 +8,11 @@ import shutil
 import pytest
 
 from meteora.errors import DataNotFoundError, InvalidInputError, ModelNotFoundError
+from meteora.lm.loading import ensure_pad_token
 from meteora.rationales.templates import get_template
 from meteora.training.collate import IGNORE_INDEX, build_sft_features, pad_batch, prompt_length
-from meteora.training.sft import (
-    SFTSettings,
-    build_sft_dataset,
-    ensure_pad_token,
-    resolve_target_modules,
-    train_sft,
-)
+from meteora.training.settings import resolve_target_modules
+from meteora.training.sft import SFTSettings, build_sft_dataset, train_sft
 
 RESPONSE = (
     "Look for randomized controlled trials reporting mortality.\nCheck adverse events and dosage."
@@ -330,7 +326,7 @@ def test_interrupted_run_resumes_to_the_same_step_and_weights(tmp_path, tiny_lla
 
 
 def test_med_rationale_file_trains_and_continues_an_adapter(tmp_path, tiny_llama_dir):
-    from meteora.training.data import write_jsonl_atomic
+    from meteora.training.jsonl import write_jsonl_atomic
 
     rows = [
         {

@@ -9,17 +9,14 @@ import pytest
 
 from meteora.errors import DataNotFoundError, InvalidInputError, TrainingDataError
 from meteora.rationales.templates import get_template
-from meteora.training.data import (
+from meteora.training.dpo_pairs import load_preference_pairs, split_pairs
+from meteora.training.jsonl import read_jsonl, write_jsonl_atomic
+from meteora.training.pubmedqa_examples import (
     PUBMEDQA_ALPACA,
     cot_examples,
-    load_preference_pairs,
-    load_rationale_sft,
-    normalize_query,
     pubmedqa_alpaca_examples,
-    read_jsonl,
-    split_pairs,
-    write_jsonl_atomic,
 )
+from meteora.training.rationale_sft import load_rationale_sft, normalize_query
 
 GOOD = [
     "Look for randomized trials of aspirin in adults.",

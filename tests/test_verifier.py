@@ -10,16 +10,14 @@ import pytest
 
 from meteora.errors import InvalidInputError, MeteoraError
 from meteora.types import Passage, to_passages
-from meteora.verifier import (
-    TextGenerator,
+from meteora.verdicts import (
     Verdict,
     VerificationResult,
-    Verifier,
     extract_json_object,
     parse_contradiction,
     parse_verdict,
-    verify_with,
 )
+from meteora.verifier import TextGenerator, Verifier, verify_with
 
 OK = '{"relevant": true, "flagged": false, "flag_types": [], "reason": "on topic", "confidence": 0.8}'
 NO_CONTRADICTION = '{"contradiction": false, "reason": "consistent", "confidence": 0.7}'

@@ -22,7 +22,7 @@ from typing import Any
 from meteora.bench.datasets import DATASET_SPLITS, DATASETS
 from meteora.bench.method_names import available_methods, is_method
 from meteora.errors import InvalidInputError
-from meteora.pipeline import SelectorSettings
+from meteora.selection.selector_settings import SelectorSettings
 
 __all__ = ["BenchmarkConfig", "VIEWS"]
 
@@ -41,14 +41,15 @@ class BenchmarkConfig:
     """Settings of one benchmark run (all of them are written into the results JSON).
 
     ``selector`` holds the METEORA methods' selector settings (the ``-wN`` suffix and
-    the ablation variants change fields of it); the legacy ``options`` keys
-    ``window``/``tau``/``pairing`` still override its fields. ``options`` holds the
+    the ablation variants change fields of it). ``options`` holds the
     generator's settings: ``generator``, ``adapter``, ``template``, ``n``,
     ``include_query``, ``batch_size``, ``max_new_tokens``. ``compare`` lists
     ``"A:B"`` pairs (``B`` may be a fixed-k baseline ``NAME@k``) whose F1 difference is
     tested with a paired bootstrap over the questions, per view. ``views=None`` scores
     every view the dataset has. ``out_dir`` is the results folder, or the results JSON
-    file itself when it ends in ``.json`` (the plot goes beside it).
+    file itself when it ends in ``.json`` (the plot goes beside it). ``num_threads`` is
+    recorded and given to the llama.cpp generator; torch's thread count is process-wide
+    and set where the process starts (``meteora bench --threads``).
     """
 
     methods: list[str] = field(default_factory=lambda: ["bm25", "dense", "hybrid"])
@@ -174,12 +175,3 @@ class BenchmarkConfig:
             os.unlink(probe)
         except OSError as exc:
             raise InvalidInputError(f"cannot write the results into {folder}: {exc.strerror or exc}; {hint}") from exc
-
-    def selector_settings(self) -> SelectorSettings:
-        """``selector`` with the legacy ``options`` keys (``window``, ``tau``, ``pairing``) applied."""
-        legacy = {k: self.options[k] for k in ("window", "tau", "pairing") if self.options.get(k) is not None}
-        if "window" in legacy:
-            legacy["window"] = int(legacy["window"])
-        if "tau" in legacy:
-            legacy["tau"] = float(legacy["tau"])
-        return self.selector.replace(**legacy) if legacy else self.selector

@@ -1,8 +1,7 @@
 """The lazily built context (corpus, encoder, retrievers, generator) a benchmark's
 methods share, and :class:`MethodOutput`, what each method returns.
 
-The datasets it builds are registered in :mod:`meteora.bench.datasets` (its names are
-re-exported here), or given directly: ``BenchmarkContext(config, benchmark=my_benchmark)``.
+The datasets it builds are registered in :mod:`meteora.bench.datasets`, or given directly: ``BenchmarkContext(config, benchmark=my_benchmark)``.
 
 Example:
     >>> from meteora.bench.config import BenchmarkConfig
@@ -20,21 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from meteora.bench.datasets import DATASET_SPLITS, DATASET_TITLES, DATASETS, build_benchmark
+from meteora.bench.datasets import build_benchmark
 from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from meteora.bench.config import BenchmarkConfig
 
-__all__ = [
-    "BenchmarkContext",
-    "MethodOutput",
-    "DATASETS",
-    "DATASET_SPLITS",
-    "DATASET_TITLES",
-    "build_benchmark",
-]
+__all__ = ["BenchmarkContext", "MethodOutput"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +85,9 @@ class BenchmarkContext:
         return self._cache[key]
 
     def encoder(self):
-        from meteora.embeddings import Encoder
+        from meteora.embeddings.encoder import Encoder
 
-        return self.shared("encoder", lambda: Encoder(self.config.embedding_model, num_threads=self.config.num_threads))
+        return self.shared("encoder", lambda: Encoder(self.config.embedding_model))
 
     def generator(self):
         """The rationale generator of the METEORA methods (built once, with the
@@ -120,7 +112,7 @@ class BenchmarkContext:
                 return self._generator
             import os
 
-            from meteora.rationales import RationaleGenerator
+            from meteora.rationales.generator import RationaleGenerator
 
             opts = self.config.options
             backend = opts.get("backend") or "auto"
@@ -155,7 +147,7 @@ class BenchmarkContext:
             choice = self.config.options.get("scorer") or "default"
             if str(choice).lower() == "none":
                 return None
-            return EvidenceScorer(choice, num_threads=self.config.num_threads)
+            return EvidenceScorer(choice)
 
         return self.shared("scorer", build)
 
@@ -193,7 +185,9 @@ class BenchmarkContext:
         return emb
 
     def retriever(self, name: str):
-        from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+        from meteora.retrievers.bm25 import BM25Retriever
+        from meteora.retrievers.dense import DenseRetriever
+        from meteora.retrievers.hybrid import HybridRetriever
 
         if name == "bm25":
             return self.shared("index:bm25", lambda: BM25Retriever().index(self.data.corpus))

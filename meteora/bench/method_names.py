@@ -3,7 +3,7 @@
 A name is a retrieval method (:data:`RETRIEVAL_METHODS`) or a METEORA variant
 (:data:`METEORA_VARIANTS`), the latter optionally with a ``-wN`` window suffix. The
 settings (:mod:`meteora.bench.config`) check names here; the runners of the names live
-in :mod:`meteora.bench.methods`, which re-exports everything below.
+in :mod:`meteora.bench.methods`.
 
 Example:
     >>> is_method("meteora-query-only-w2"), is_method("bm25"), is_method("colbert")
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from meteora.pipeline import SelectorSettings
+from meteora.selection.selector_settings import SelectorSettings
 
 __all__ = [
     "RETRIEVAL_METHODS",

@@ -20,7 +20,7 @@ the dense retriever's stored corpus embeddings, so nothing is re-encoded:
 ``meteora-query-only-no-scorer``  no LM and no scorer (embeddings only)
 
 Any of these with a ``-wN`` suffix (e.g. ``meteora-query-only-w2``) uses window N. The names
-and variants are defined in :mod:`meteora.bench.method_names` (re-exported here).
+and variants are defined in :mod:`meteora.bench.method_names`.
 Rationales come from the generator's persistent cache, so reruns do not regenerate;
 within a run they are generated once and shared by the METEORA methods.
 
@@ -32,6 +32,7 @@ default the packaged one).
 Example:
     >>> get_runner("meteora-query-only-w2") is not None, get_runner("colbert")
     (True, None)
+    >>> from meteora.bench.method_names import meteora_settings
     >>> meteora_settings("meteora-pairing-w1").to_dict()["use_pooling"]
     False
 """
@@ -48,25 +49,11 @@ from meteora.bench.context import BenchmarkContext, MethodOutput
 from meteora.bench.method_names import (
     METEORA_VARIANTS,
     RETRIEVAL_METHODS,
-    MeteoraVariant,
-    available_methods,
-    meteora_settings,
     parse_meteora_method,
 )
 from meteora.console import progress_enabled
 
-__all__ = [
-    "RETRIEVAL_METHODS",
-    "METEORA_VARIANTS",
-    "MeteoraVariant",
-    "METHOD_RUNNERS",
-    "get_runner",
-    "available_methods",
-    "meteora_runner",
-    "meteora_settings",
-    "meteora_reranker",
-    "parse_meteora_method",
-]
+__all__ = ["METHOD_RUNNERS", "get_runner", "meteora_runner", "meteora_reranker"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +71,7 @@ def meteora_reranker(ctx: BenchmarkContext, name: str) -> Any:
         raise KeyError(name)
     variant, window = parsed
     opts = ctx.config.options
-    settings = variant.settings(ctx.config.selector_settings(), window)
+    settings = variant.settings(ctx.config.selector, window)
     generation: dict[str, Any] = {"show_progress": progress_enabled()}
     if opts.get("max_new_tokens"):
         generation["max_new_tokens"] = int(opts["max_new_tokens"])

@@ -243,7 +243,9 @@ def _build_retriever(bench: Any, encoder: Any, clean_emb: Any, clean_ids: Sequen
     """Hybrid (BM25 + dense, RRF) over ``bench.corpus``, reusing the clean corpus embeddings."""
     import numpy as np
 
-    from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+    from meteora.retrievers.bm25 import BM25Retriever
+    from meteora.retrievers.dense import DenseRetriever
+    from meteora.retrievers.hybrid import HybridRetriever
 
     row = {pid: i for i, pid in enumerate(clean_ids)}
     new = [p for p in bench.corpus if p.id not in row]
@@ -256,7 +258,7 @@ def _build_retriever(bench: Any, encoder: Any, clean_emb: Any, clean_ids: Sequen
 
 
 def _selection_f1(qrels: Mapping[str, Any], selections: Mapping[str, Sequence[str]]) -> dict[str, float]:
-    from meteora.metrics import set_metrics
+    from meteora.set_metrics import set_metrics
 
     m = set_metrics(qrels, selections)
     return {k: round(float(m[k]), 4) for k in ("precision", "recall", "F1", "mean_chunks")}
@@ -319,15 +321,13 @@ def run_poisoning(
             into the results).
         command: the command line recorded in the results.
     """
+    from meteora.bench.config import BenchmarkConfig
     from meteora.bench.context import BenchmarkContext
-    from meteora.bench.pubmedqa import BenchmarkConfig
     from meteora.bench.report import environment_versions
     from meteora.defences import LogProbScorer, PerplexityDefence, PoisonCheck
     from meteora.reranker import Reranker
-    from meteora.settings import apply_thread_setting
 
     config.validate()
-    apply_thread_setting(config.num_threads)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     bcfg = BenchmarkConfig(methods=["hybrid"], split=config.split, limit=config.limit, candidates=config.candidates,
@@ -350,7 +350,7 @@ def run_poisoning(
     the_scorer = ctx.scorer() if scorer == "default" else scorer
     generator = None
     if config.generator is not None:
-        from meteora.rationales import RationaleGenerator
+        from meteora.rationales.generator import RationaleGenerator
 
         generator = RationaleGenerator.from_pretrained(
             None if config.generator == "default" else config.generator, num_threads=config.num_threads, cache=True)

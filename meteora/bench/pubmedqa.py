@@ -40,26 +40,14 @@ from dataclasses import asdict
 from typing import Any
 
 from meteora._io import atomic_write_json
-from meteora.bench.config import VIEWS, BenchmarkConfig
+from meteora.bench.config import BenchmarkConfig
 from meteora.bench.context import BenchmarkContext, MethodOutput
 from meteora.bench.datasets import DATASET_TITLES
-from meteora.bench.methods import METHOD_RUNNERS, RETRIEVAL_METHODS, get_runner
+from meteora.bench.methods import get_runner
 from meteora.bench.report import environment_versions, format_table, plot_recall_vs_chunks
 from meteora.errors import InvalidInputError
 
-__all__ = [
-    "BenchmarkConfig",
-    "MethodOutput",
-    "BenchmarkContext",
-    "run_benchmark",
-    "format_results",
-    "get_runner",
-    "RETRIEVAL_METHODS",
-    "METHOD_RUNNERS",
-    "RANKING_METRICS",
-    "SET_METRICS",
-    "VIEWS",
-]
+__all__ = ["run_benchmark", "format_results", "RANKING_METRICS", "SET_METRICS"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +56,8 @@ SET_METRICS = ("precision", "recall", "F1", "mean_chunks")
 
 
 def _score_view(view: str, ctx: BenchmarkContext, outputs: dict[str, MethodOutput]) -> dict[str, Any]:
-    from meteora.metrics import (
-        evaluate_ranking,
-        fixed_k_selections,
-        paired_bootstrap_f1,
-        set_metrics,
-    )
+    from meteora.metrics import evaluate_ranking
+    from meteora.set_metrics import fixed_k_selections, paired_bootstrap_f1, set_metrics
 
     qrels = ctx.data.qrels_for(view, ctx.qids)
     methods: dict[str, dict[str, Any]] = {}
@@ -108,7 +92,7 @@ def _score_view(view: str, ctx: BenchmarkContext, outputs: dict[str, MethodOutpu
 def _selections_of(name: str, outputs: dict[str, MethodOutput], qrels: dict[str, Any]) -> dict[str, list[str]]:
     """What method ``name`` selects per query: a selection method's own selection, or
     the top k of a ranking method for ``NAME@k``."""
-    from meteora.metrics import fixed_k_selections
+    from meteora.set_metrics import fixed_k_selections
 
     base, _, k = name.partition("@")
     out = outputs.get(base)
@@ -147,14 +131,11 @@ def run_benchmark(
 
     Returns the results dict (the same content as the JSON file).
     """
-    from meteora.settings import apply_thread_setting
-
     if benchmark is not None and config.dataset != benchmark.name:
         config = dataclasses.replace(config, dataset=benchmark.name)
     config.validate(benchmark)
     if write:  # before any work: a bad --out must not cost the run
         config.check_output()
-    apply_thread_setting(config.num_threads)
     t_start = time.perf_counter()
     ctx = BenchmarkContext(config, benchmark=benchmark, generator=generator, scorer=scorer)
     if config.views is None:

@@ -12,11 +12,10 @@ Example:
 
 from __future__ import annotations
 
-from meteora.datasets.pubmedqa import (
+from meteora.datasets.pubmedqa import RetrievalBenchmark, build_pubmedqa_benchmark
+from meteora.datasets.pubmedqa_records import (
     EVIDENCE_LABELS,
     PubMedQARecord,
-    RetrievalBenchmark,
-    build_pubmedqa_benchmark,
     load_pubmedqa,
     load_test_ids,
 )

@@ -21,8 +21,7 @@ Data location: ``load_pubmedqa()`` reads ``ori_pqal.json`` from
 to ``../shared/data/pubmedqa``) or, when no local copy exists, from the Hugging Face hub
 (``qiaojin/PubMedQA``, config ``pqa_labeled``). The official 500-question test split
 comes from ``test_ground_truth.json`` next to it. Reading and validating those raw
-records lives in :mod:`meteora.datasets.pubmedqa_records`; every name there is
-re-exported here.
+records lives in :mod:`meteora.datasets.pubmedqa_records`.
 
 Example:
     >>> bench = build_pubmedqa_benchmark()                      # doctest: +SKIP
@@ -41,44 +40,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meteora.datasets.pubmedqa_records import (  # noqa: F401  (re-exported: the record loader API)
-    _FILE_SHAPE,
-    _HUB_SHAPE,
-    _MAX_REPORTED_PROBLEMS,
-    _SOURCES,
+from meteora.datasets.pubmedqa_records import (
     _WHERE_HINT,
-    DATA_FILE,
     EVIDENCE_LABELS,
-    HUB_CONFIG,
-    HUB_DATASET,
     TEST_FILE,
-    PubMedQARecord,
-    _as_str_list,
-    _hub_context,
-    _locate,
-    _make_record,
-    _parse_year,
-    _raise_problems,
-    _read_json_file,
-    _records_from_file,
-    _records_from_hub,
-    _records_from_rows,
     load_pubmedqa,
     load_test_ids,
 )
 from meteora.errors import DataNotFoundError, InvalidInputError
 from meteora.types import Passage
 
-__all__ = [
-    "PubMedQARecord",
-    "RetrievalBenchmark",
-    "load_pubmedqa",
-    "load_test_ids",
-    "build_pubmedqa_benchmark",
-    "HUB_DATASET",
-    "HUB_CONFIG",
-    "EVIDENCE_LABELS",
-]
+__all__ = ["RetrievalBenchmark", "build_pubmedqa_benchmark"]
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 config ``pqa_labeled``) into :class:`PubMedQARecord` objects, checking every record and
 reporting the first malformed ones; :func:`load_test_ids` reads the official 500-id test
 split from ``test_ground_truth.json``. Turning the records into a retrieval benchmark is
-done in :mod:`meteora.datasets.pubmedqa`, which re-exports every name defined here.
+done in :mod:`meteora.datasets.pubmedqa`.
 
 Example:
     >>> from meteora.datasets.pubmedqa_records import load_pubmedqa, load_test_ids

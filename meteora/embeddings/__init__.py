@@ -7,7 +7,7 @@ are float32 numpy arrays, L2-normalised by default so that a dot product is a co
 In a RAG pipeline the same passages come back query after query, and encoding them is
 the slow part of :meth:`meteora.Reranker.rerank` on a CPU. Every :class:`Encoder`
 therefore keeps a bounded in-memory :class:`PassageEmbeddingCache` by default
-(:data:`DEFAULT_CACHE_ENTRIES` entries, 1.8 KB each for a 384-d model, measured): a text seen
+(``DEFAULT_CACHE_ENTRIES`` entries, 1.8 KB each for a 384-d model, measured): a text seen
 before is not encoded again, and a batch mixing seen and new texts encodes only the new
 ones, in one call, in order. Entries are keyed by the encoder's :attr:`Encoder.identity`
 (a fingerprint of the model: weights, tokenizer and module configuration; plus
@@ -26,20 +26,13 @@ Example:
 
 The parts: :mod:`meteora.embeddings.encoder` (:class:`Encoder`),
 :mod:`meteora.embeddings.cache` (:class:`PassageEmbeddingCache`, :func:`text_key`) and
-:mod:`meteora.embeddings.fingerprint` (:func:`model_fingerprint`); every name is
-importable from here.
+:mod:`meteora.embeddings.fingerprint` (:func:`model_fingerprint`); the classes and
+:func:`model_fingerprint` are importable from here.
 """
 
 from __future__ import annotations
 
-from meteora.embeddings.cache import (
-    DEFAULT_CACHE_ENTRIES,
-    DEFAULT_DISK_ENTRIES,
-    DISK_FILE_NAME,
-    EmbeddingCacheError,
-    PassageEmbeddingCache,
-    text_key,
-)
+from meteora.embeddings.cache import EmbeddingCacheError, PassageEmbeddingCache
 from meteora.embeddings.encoder import Encoder
 from meteora.embeddings.fingerprint import model_fingerprint
 
@@ -47,9 +40,5 @@ __all__ = [
     "Encoder",
     "PassageEmbeddingCache",
     "EmbeddingCacheError",
-    "DEFAULT_CACHE_ENTRIES",
-    "DEFAULT_DISK_ENTRIES",
-    "DISK_FILE_NAME",
     "model_fingerprint",
-    "text_key",
 ]

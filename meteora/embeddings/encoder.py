@@ -27,7 +27,6 @@ from meteora.embeddings.cache import DEFAULT_CACHE_ENTRIES, PassageEmbeddingCach
 from meteora.embeddings.fingerprint import model_fingerprint
 from meteora.errors import InvalidInputError, ModelNotFoundError
 from meteora.models import check_hub_model, resolve_embedding_model
-from meteora.settings import apply_thread_setting
 
 __all__ = ["Encoder"]
 
@@ -64,7 +63,6 @@ class Encoder:
             sentence-transformers decide.
         batch_size: texts per forward pass.
         max_length: truncate inputs to this many tokens (``None`` keeps the model's).
-        num_threads: torch threads (``None``: ``$METEORA_NUM_THREADS`` or torch's default).
         normalize: L2-normalise the outputs.
         cache: embedding cache: ``True`` (default: in memory, :data:`DEFAULT_CACHE_ENTRIES`
             entries), a number of entries, a folder or ``.sqlite`` path (memory plus that
@@ -85,13 +83,11 @@ class Encoder:
         device: str | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
-        num_threads: int | None = None,
         normalize: bool = True,
         cache: Any = True,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        apply_thread_setting(num_threads)
         self.batch_size = batch_size
         self.normalize = normalize
         self.cache: PassageEmbeddingCache | None = _as_cache(cache)

@@ -1,15 +1,19 @@
-"""Evaluation harnesses: adapter perplexity (base vs adapter).
+"""Evaluation harnesses: PubMedQA question answering with the selected evidence as context.
+
+:func:`evaluate_qa` asks a reader model each question with no context, the gold
+abstract, the top ``k`` retrieved chunks or a METEORA selection, and scores the answers
+(:func:`qa_metrics`); the selections come from :mod:`meteora.evaluation.selections`.
+(The adapter perplexity table, base vs adapter, is :func:`meteora.training.evaluate_adapter`.)
 
 Example:
-    >>> from meteora.evaluation import evaluate_adapter, to_markdown  # doctest: +SKIP
-    >>> print(to_markdown(evaluate_adapter("smollm2", "adapters/med", "test.jsonl")))  # doctest: +SKIP
+    >>> from meteora.evaluation import evaluate_qa  # doctest: +SKIP
+    >>> report = evaluate_qa(reader, benchmark, conditions=["none", "gold", "fixed-k"], limit=50)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from meteora.evaluation.adapter import evaluate_adapter, score_responses, to_markdown
-from meteora.evaluation.qa import LoglikScorer, evaluate_qa, parse_answer, qa_metrics
-from meteora.evaluation.qa import to_markdown as qa_to_markdown
+from meteora.evaluation.qa import evaluate_qa
+from meteora.evaluation.reader import parse_answer, qa_metrics
 from meteora.evaluation.selections import (
     build_retriever,
     candidate_pools,
@@ -18,16 +22,11 @@ from meteora.evaluation.selections import (
 )
 
 __all__ = [
-    "evaluate_adapter",
-    "score_responses",
-    "to_markdown",
-    "LoglikScorer",
-    "build_retriever",
-    "candidate_pools",
     "evaluate_qa",
-    "fixed_k_selections",
-    "meteora_selections",
     "parse_answer",
     "qa_metrics",
-    "qa_to_markdown",
+    "build_retriever",
+    "candidate_pools",
+    "fixed_k_selections",
+    "meteora_selections",
 ]

@@ -17,8 +17,7 @@ A *reader* (any object with ``.complete(prompts, ...)``, e.g. a
     ``selections["fixed-k"]`` when given, else retrieved here (:func:`fixed_k_selections`).
 
 The selections are built by :mod:`meteora.evaluation.selections` (:func:`build_retriever`,
-:func:`candidate_pools`, :func:`fixed_k_selections`, :func:`meteora_selections`); those
-names are importable from here too.
+:func:`candidate_pools`, :func:`fixed_k_selections`, :func:`meteora_selections`).
 
 Any other condition name is read from ``selections`` as well, so variants
 (``"meteora-query-only"``, ``"meteora-dpo"``...) sit in the same table.
@@ -76,13 +75,10 @@ import numpy as np
 from meteora.errors import InvalidInputError
 from meteora.evaluation.reader import (
     ANSWER_CUE,
-    LABEL_SPELLINGS,
     LABELS,
-    NEXT_TOKEN_TOP_K,
     PROMPT_FORMATS,
     READER_MAX_CONTEXT_CHARS,
     UNPARSED,
-    LoglikScorer,
     _has_torch_copy,
     _loglik_label_scores,
     _reader_lm,
@@ -90,46 +86,17 @@ from meteora.evaluation.reader import (
     build_qa_message,
     build_reader_prompt,
     cap_contexts,
-    confusion_matrix,
     label_scores,
     next_token_label_scores,
     parse_answer,
     qa_metrics,
-    render_reader_prompt,
 )
 from meteora.evaluation.selections import (
-    _reranker,  # noqa: F401  (re-exported: importable from here as before the split)
-    build_retriever,
-    candidate_pools,
     fixed_k_selections,
-    meteora_selections,
 )
+from meteora.lm.scoring import LoglikScorer
 
-__all__ = [
-    "LABELS",
-    "UNPARSED",
-    "BUILTIN_CONDITIONS",
-    "ANSWER_MODES",
-    "PROMPT_FORMATS",
-    "LABEL_SPELLINGS",
-    "ANSWER_CUE",
-    "NEXT_TOKEN_TOP_K",
-    "parse_answer",
-    "qa_metrics",
-    "confusion_matrix",
-    "build_qa_message",
-    "build_reader_prompt",
-    "render_reader_prompt",
-    "label_scores",
-    "next_token_label_scores",
-    "LoglikScorer",
-    "build_retriever",
-    "candidate_pools",
-    "fixed_k_selections",
-    "meteora_selections",
-    "evaluate_qa",
-    "to_markdown",
-]
+__all__ = ["BUILTIN_CONDITIONS", "ANSWER_MODES", "evaluate_qa"]
 
 logger = logging.getLogger(__name__)
 
@@ -529,39 +496,3 @@ def _reader_name(reader: Any) -> str:
             adapter = getattr(reader, "adapter_id", None)
             return f"{value} + {adapter}" if adapter else value
     return type(reader).__name__
-
-
-def to_markdown(result: Mapping[str, Any]) -> str:
-    """A markdown table of an :func:`evaluate_qa` result, one row per condition.
-
-    Example:
-        >>> print(to_markdown({"split": "test", "n_questions": 2, "answer_mode": "loglik", "reader": "m", "k": 3,
-        ...     "gold_distribution": {"yes": 1, "no": 1, "maybe": 0},
-        ...     "conditions": {"none": {"accuracy": 0.5, "macro_f1": 0.333, "predicted_distribution":
-        ...     {"yes": 2, "no": 0, "maybe": 0, "unparsed": 0}, "unparsed": 0, "n": 2, "mean_contexts": 0.0,
-        ...     "seconds_per_question": 0.1}}}).splitlines()[-1])
-        | none | 0.500 | 0.333 | 2 / 0 / 0 | 0 | 0.0 | – | 2 | 0.10 |
-    """
-    if not isinstance(result, Mapping) or "conditions" not in result:
-        raise InvalidInputError("to_markdown expects the dict returned by evaluate_qa")
-    g = result.get("gold_distribution", {})
-    lines = [
-        f"PubMedQA answer accuracy — reader `{result.get('reader', '?')}`, split `{result.get('split', '?')}`, "
-        f"{result.get('n_questions', '?')} questions, answer mode `{result.get('answer_mode', '?')}`"
-        f"{' (next-token log-probabilities)' if result.get('scoring') == 'next-token' else ''}, "
-        f"fixed-k k={result.get('k', '?')}; gold labels yes/no/maybe = "
-        f"{g.get('yes', 0)} / {g.get('no', 0)} / {g.get('maybe', 0)}.",
-        "",
-        "| condition | accuracy | macro-F1 | predicted yes / no / maybe | unparsed | mean contexts | context tokens | n | s / question |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, m in result["conditions"].items():
-        d = m.get("predicted_distribution", {})
-        tokens = m.get("mean_context_tokens")
-        tok = f"{tokens:.0f}" if isinstance(tokens, (int, float)) else "–"
-        lines.append(
-            f"| {name} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {d.get('yes', 0)} / {d.get('no', 0)} / "
-            f"{d.get('maybe', 0)} | {m.get('unparsed', 0)} | {m.get('mean_contexts', 0.0):.1f} | {tok} | {m.get('n', 0)} | "
-            f"{m.get('seconds_per_question', 0.0):.2f} |"
-        )
-    return "\n".join(lines)

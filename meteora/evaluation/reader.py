@@ -44,7 +44,6 @@ from typing import Any
 import numpy as np
 
 from meteora.errors import InvalidInputError
-from meteora.lm.scoring import LoglikScorer
 
 __all__ = [
     "LABELS",
@@ -58,7 +57,6 @@ __all__ = [
     "build_qa_message",
     "build_reader_prompt",
     "render_reader_prompt",
-    "LoglikScorer",
     "label_scores",
     "next_token_label_scores",
 ]
@@ -372,7 +370,7 @@ def render_reader_prompt(message: str, tokenizer: Any = None, *, chat: bool | No
 
 
 # --------------------------------------------------------------------------- loglik scoring
-# LoglikScorer lives in meteora.lm.scoring (shared with TransformersLM.score); re-exported here.
+# exact scoring itself is meteora.lm.scoring.LoglikScorer (shared with TransformersLM.score)
 
 
 def label_scores(

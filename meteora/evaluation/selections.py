@@ -6,7 +6,6 @@ candidate pool of each query with its embeddings (:func:`candidate_pools`), and 
 ``{qid: [passage_id, ...]}`` selections of the ``fixed-k`` condition
 (:func:`fixed_k_selections`, the retriever's top ``k``) and of the ``meteora``
 conditions (:func:`meteora_selections`, :meth:`meteora.Reranker.search_batch`).
-Every name here is also importable from :mod:`meteora.evaluation.qa`.
 
 Example:
     >>> from meteora.evaluation.selections import build_retriever, fixed_k_selections, meteora_selections  # doctest: +SKIP
@@ -29,7 +28,7 @@ from meteora.errors import InvalidInputError
 from meteora.types import Passage
 
 if TYPE_CHECKING:
-    from meteora.pipeline import SelectorSettings
+    from meteora.selection.selector_settings import SelectorSettings
 
 __all__ = [
     "build_retriever",
@@ -55,7 +54,9 @@ def build_retriever(
     Example:
         >>> r = build_retriever(bench, encoder)  # doctest: +SKIP
     """
-    from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+    from meteora.retrievers.bm25 import BM25Retriever
+    from meteora.retrievers.dense import DenseRetriever
+    from meteora.retrievers.hybrid import HybridRetriever
 
     retriever = HybridRetriever(
         [BM25Retriever(backend=bm25_backend), DenseRetriever(encoder)], candidate_k=candidate_k
@@ -161,12 +162,6 @@ def meteora_selections(
     n_rationales: int | None = None,
     include_query: bool = True,
     settings: SelectorSettings | None = None,
-    pairing: str | None = None,
-    tau: float | None = None,
-    window: int | None = None,
-    use_pairing: bool | None = None,
-    use_pooling: bool | None = None,
-    order: str | None = None,
     batch_size: int = 8,
     generation: Mapping[str, Any] | None = None,
 ) -> dict[str, list[str]]:
@@ -176,9 +171,7 @@ def meteora_selections(
     ``rationales[qid]`` when given, else from ``generator.generate`` (one batched call,
     the generator's cache applies), else the query is the single rationale
     (query-only). ``scorer`` is the evidence scorer (``Reranker``'s ``scorer``; default
-    the packaged one). The selector uses ``settings`` (default ``SelectorSettings()``);
-    ``pairing``/``tau``/``window``/``use_pairing``/``use_pooling``/``order`` replace
-    single fields of it. The dense retriever's stored corpus embeddings are reused, and
+    the packaged one). The selector uses ``settings`` (default ``SelectorSettings()``). The dense retriever's stored corpus embeddings are reused, and
     with ``window > 0`` expansion reaches the candidates' whole abstracts, exactly as
     ``Reranker.search`` and the benchmark do.
 
@@ -198,12 +191,6 @@ def meteora_selections(
         generator=generator if rationales is None else None,
         scorer=scorer,
         settings=settings,
-        pairing=pairing,
-        tau=tau,
-        window=window,
-        use_pairing=use_pairing,
-        use_pooling=use_pooling,
-        order=order,
         n_rationales=n_rationales,
         include_query=include_query,
         batch_size=batch_size,

@@ -3,8 +3,7 @@
 A LoRA adapter only makes sense on the base model it was trained on. These functions
 read ``adapter_config.json`` (local folder or hub id), compare every LoRA matrix's shape
 with the base module it adapts, and wrap the model with PEFT, turning PEFT's errors into
-messages that say which base the adapter belongs to. Also importable from
-:mod:`meteora.lm.loading` and :mod:`meteora.lm.transformers`.
+messages that say which base the adapter belongs to.
 
 Example:
     >>> from meteora.lm.adapters import attach_adapter, read_adapter_config

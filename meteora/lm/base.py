@@ -16,17 +16,21 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError, MeteoraError
+from meteora.types import check_query
 
 __all__ = [
     "Prompt",
     "Message",
     "SamplingParams",
     "CausalLM",
+    "CompleteMixin",
+    "TextCheck",
     "LMError",
     "LMServerError",
     "UnsupportedOperationError",
@@ -41,6 +45,8 @@ logger = logging.getLogger(__name__)
 Message = Mapping[str, str]
 #: a raw completion prompt, or chat messages (a final assistant message is continued)
 Prompt = str | Sequence[Message]
+#: ``check(i, text_so_far) -> bool``: prompt ``i``'s generation may end now
+TextCheck = Callable[[int, str], bool]
 
 
 class LMError(MeteoraError):
@@ -185,10 +191,20 @@ def top_logprobs_of(out: dict[str, Any], who: str) -> dict[str, float]:
 class CausalLM(Protocol):
     """What meteora needs from a causal LM; every backend in :mod:`meteora.lm` has it.
 
+    The rationale generator, the verifier and the QA evaluation talk to a model only
+    through these members, so a backend's differences (rendering, batching, early stops,
+    prompt-prefix caching, context limits) stay inside the backend.
+
     Attributes:
         backend: ``"transformers"``, ``"llamacpp"`` or ``"openai"``.
         model_id: the model's name (hub id, folder, GGUF file name or served name).
+        adapter_id: the adapter's name, or ``None``.
+        tokenizer: the model's transformers tokenizer when one is at hand, else ``None``.
         supports_loglik: :meth:`score` gives exact log-likelihoods.
+        has_chat_template: chat prompts can be rendered (else ``complete`` sends raw text).
+        stops_on_text: :meth:`generate` honours ``until`` (ends a row as soon as its
+            text is enough); a backend without it stops only at EOS, ``max_new_tokens``
+            or ``params.stop``.
 
     Example:
         >>> from meteora.lm import load_lm  # doctest: +SKIP
@@ -199,14 +215,35 @@ class CausalLM(Protocol):
 
     backend: str
     model_id: str
+    adapter_id: str | None
+    tokenizer: Any
     supports_loglik: bool
+    has_chat_template: bool
+    stops_on_text: bool
 
-    def identity(self) -> dict[str, Any]:
-        """What identifies this model's output (backend, model, weights, adapter): for cache keys."""
-        ...
+    def identity(self) -> dict[str, Any]: ...  # backend, model, weights, adapter
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[str]:
-        """The new text for each prompt (a continued assistant prefix is not repeated)."""
+    # what rationale cache keys record about the backend (None: the transformers
+    # backend, whose keys predate backends and stay valid)
+    def cache_identity(self) -> dict[str, Any] | None: ...
+
+    # a generator's prompt limit and prefix-cache choice (backends that have them)
+    def configure_inputs(self, *, max_input_tokens: int, prefix_cache: bool) -> None: ...
+
+    # render(query), the query shortened when the prompt exceeds the input limit
+    def fit_query(self, query: str, render: Callable[[str], Prompt]) -> Prompt: ...
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams | None = None,
+        *,
+        until: TextCheck | None = None,
+        prefix_probes: Sequence[Prompt] | None = None,
+    ) -> list[str]:
+        """The new text per prompt (a continued assistant prefix is not repeated);
+        ``until(i, text)`` may end prompt ``i`` early (:attr:`stops_on_text`), and the
+        shared start of ``prefix_probes`` (two prompts of one template) may be reused."""
         ...
 
     def complete(
@@ -217,34 +254,58 @@ class CausalLM(Protocol):
         chat: bool = True,
         do_sample: bool = False,
         temperature: float = 0.7,
+        top_p: float = 0.95,
         seed: int | None = None,
         stop: Sequence[str] = (),
         batch_size: int = 8,
         show_progress: bool | None = None,
-    ) -> list[str]:
-        """Each prompt as one user message (``chat=True``) or raw text; stripped new text."""
-        ...
+    ) -> list[str]: ...  # each prompt as one user message or raw text; stripped new text
 
-    def score(
-        self, prompts: Sequence[str], continuations: Sequence[str], *, add_special_tokens: bool = False
-    ) -> Any:
-        """``(len(prompts), len(continuations))`` array of summed log-probabilities."""
-        ...
+    # a transformers model with these weights for exact log-likelihoods, or None
+    def loglik_model(self) -> Any: ...
 
-    def next_token_logprobs(
-        self, prompts: Sequence[Prompt], *, top_k: int = 20
-    ) -> list[dict[str, float]]:
-        """The ``top_k`` most likely next tokens (their text) and log-probabilities, per prompt."""
-        ...
+    # (len(prompts), len(continuations)) array of summed log-probabilities
+    def score(self, prompts: Sequence[str], continuations: Sequence[str], *, add_special_tokens: bool = False) -> Any: ...
+
+    # the top_k most likely next tokens (their text) and log-probabilities, per prompt
+    def next_token_logprobs(self, prompts: Sequence[Prompt], *, top_k: int = 20) -> list[dict[str, float]]: ...
 
 
 class CompleteMixin:
-    """``complete()`` on top of ``generate()`` (shared by the backends)."""
+    """The one :meth:`complete` every backend shares, and the protocol's defaults for
+    backends that render, stop and cache nothing themselves (llama.cpp, servers)."""
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[str]:
+    adapter_id: str | None = None
+    tokenizer: Any = None
+    has_chat_template = True
+    stops_on_text = False
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams | None = None,
+        *,
+        until: TextCheck | None = None,
+        prefix_probes: Sequence[Prompt] | None = None,
+    ) -> list[str]:
         raise NotImplementedError
 
-    def complete(
+    def identity(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        return self.identity()
+
+    def configure_inputs(self, *, max_input_tokens: int, prefix_cache: bool) -> None:
+        """Nothing to take: the backend enforces its own context and reuses prefixes itself."""
+
+    def fit_query(self, query: str, render: Callable[[str], Prompt]) -> Prompt:
+        return render(query)
+
+    def loglik_model(self) -> Any:
+        return None
+
+    def completion_inputs(
         self,
         prompts: Sequence[str],
         *,
@@ -252,29 +313,68 @@ class CompleteMixin:
         chat: bool = True,
         do_sample: bool = False,
         temperature: float = 0.7,
+        top_p: float = 0.95,
         seed: int | None = None,
         stop: Sequence[str] = (),
-        batch_size: int = 8,
-        show_progress: bool | None = None,
-    ) -> list[str]:
-        """Raw text completion: each prompt as one user message (``chat=True``) or as it is.
-
-        Returns only the newly generated text per prompt, stripped.
-        """
+    ) -> tuple[list[Prompt], SamplingParams]:
+        """The checked prompts (one user message each with ``chat`` and a chat template,
+        else raw text) and sampling parameters of a completion request."""
         if isinstance(prompts, str) or not isinstance(prompts, Sequence):
             raise InvalidInputError(f"prompts must be a list of str, got {type(prompts).__name__}")
-        for i, p in enumerate(prompts):
-            if not isinstance(p, str) or not p.strip():
-                raise InvalidInputError(f"prompts[{i}] must be a non-empty str")
+        plist = [check_query(p, name=f"prompts[{i}]") for i, p in enumerate(prompts)]
         params = SamplingParams(
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             temperature=temperature,
+            top_p=top_p,
             seed=seed,
             stop=tuple(stop),
         ).validate()
+        use_chat = bool(chat and self.has_chat_template)
+        if chat and not use_chat:
+            logger.debug("the model has no chat template; sending prompts as raw text")
+        return [as_messages(p) if use_chat else p for p in plist], params
+
+    def complete(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 128,
+        chat: bool = True,
+        do_sample: bool = False,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+        batch_size: int = 8,
+        show_progress: bool | None = None,
+    ) -> list[str]:
+        """Raw text completion, the one completion path of every backend: each prompt as
+        one user message (``chat=True`` and a chat template) or as it is, to
+        :meth:`generate` in batches of ``batch_size`` of similar length; ``stop`` strings
+        end a completion. Returns the new text per prompt, stripped (an over-long prompt
+        is cut in the middle with a warning, or refused by a server).
+
+        Example:
+            >>> lm.complete(["Answer yes or no: is the sky blue?"], max_new_tokens=3)  # doctest: +SKIP
+            ['Yes']
+        """
+        wrapped, params = self.completion_inputs(
+            prompts, max_new_tokens=max_new_tokens, chat=chat, do_sample=do_sample, temperature=temperature,
+            top_p=top_p, seed=seed, stop=stop,
+        )
         _positive_int("batch_size", batch_size)
-        if not prompts:
+        if not wrapped:
             return []
-        wrapped: list[Prompt] = [as_messages(p) if chat else p for p in prompts]
-        return [t.strip() for t in self.generate(wrapped, params)]
+        from tqdm.auto import tqdm
+
+        order = sorted(range(len(wrapped)), key=lambda i: len(str(wrapped[i])))
+        outputs = [""] * len(wrapped)
+        show = progress_enabled() if show_progress is None else show_progress
+        with tqdm(total=len(wrapped), desc="completions", unit="prompt", disable=not show) as bar:
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                for i, text in zip(idx, self.generate([wrapped[i] for i in idx], params), strict=True):
+                    outputs[i] = text.strip()
+                bar.update(len(idx))
+        return outputs

@@ -37,6 +37,7 @@ from meteora.lm.base import (
     LMServerError,
     Prompt,
     SamplingParams,
+    TextCheck,
     UnsupportedOperationError,
     check_prompts,
     cut_at_stop,
@@ -203,6 +204,7 @@ class LlamaCppLM(CompleteMixin):
         self._lock = threading.Lock()
         self.tokenizer_path: Path | None = None
         self._tokenizer: Any = None
+        self._scoring_lm: Any = None
         self.url: str | None = str(self._server.listening_address) if listen else None
         logger.info("llama.cpp model %s loaded (%s threads, n_ctx %d)", path.name, n_threads or "default", n_ctx)
 
@@ -246,6 +248,16 @@ class LlamaCppLM(CompleteMixin):
 
             self._tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_path))
         return self._tokenizer
+
+    def loglik_model(self) -> Any:
+        """The transformers copy of these weights for exact log-likelihoods (the offline
+        default's converted folder, with the same adapter; loaded on first call), or ``None``."""
+        if self._scoring_lm is None and self.tokenizer_path is not None:
+            from meteora.lm.transformers import TransformersLM
+
+            logger.info("loading the transformers copy of %s for exact log-likelihoods", self.model_id)
+            self._scoring_lm = TransformersLM.from_pretrained(None, self.adapter_id, device="cpu")
+        return self._scoring_lm.model if self._scoring_lm is not None else None
 
     def identity(self) -> dict[str, Any]:
         """Backend (with the xllamacpp version), model and a stamp of the GGUF file (cache keys)."""
@@ -337,8 +349,19 @@ class LlamaCppLM(CompleteMixin):
             text = strip_prefix(text, prompt[-1]["content"])
         return cut_at_stop(text, params.stop)
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams | None = None,
+        *,
+        until: TextCheck | None = None,
+        prefix_probes: Sequence[Prompt] | None = None,
+    ) -> list[str]:
         """New text per prompt; ``n_parallel`` > 1 decodes that many prompts together.
+
+        llama.cpp reuses shared prompt prefixes by itself (``prefix_probes`` is not
+        needed) and stops only at EOS, ``max_new_tokens`` or ``params.stop`` (``until`` is
+        not consulted: :attr:`stops_on_text` is ``False``).
 
         Example:
             >>> lm.generate(["The capital of France is"], SamplingParams(max_new_tokens=4))  # doctest: +SKIP

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from meteora.errors import InvalidInputError, ModelNotFoundError, require
-from meteora.lm.adapters import attach_adapter, check_adapter_compatibility, read_adapter_config
+from meteora.lm.adapters import attach_adapter, read_adapter_config
 from meteora.lm.load_helpers import _first_line
 from meteora.models import (
     DEFAULT_GENERATOR_MODEL,
@@ -39,9 +39,7 @@ from meteora.models import (
 
 __all__ = [
     "DOUBLE_QUANT",
-    "attach_adapter",
     "bnb_4bit_config",
-    "check_adapter_compatibility",
     "ensure_pad_token",
     "folder_stamp",
     "generation_tokenizer",
@@ -50,7 +48,6 @@ __all__ = [
     "load_for_inference",
     "model_device",
     "precision_setup",
-    "read_adapter_config",
     "resolve_device",
     "resolve_dtype",
     "torch_dtype",

@@ -29,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping, Sequence
 import threading
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from meteora.errors import InvalidInputError, require
@@ -39,6 +39,7 @@ from meteora.lm.base import (
     LMServerError,
     Prompt,
     SamplingParams,
+    TextCheck,
     UnsupportedOperationError,
     check_prompts,
     cut_at_stop,
@@ -325,8 +326,17 @@ class OpenAICompatLM(CompleteMixin):
         )
 
     # -- protocol --------------------------------------------------------------------------
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[str]:
-        """New text per prompt; up to ``concurrency`` requests at once.
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams | None = None,
+        *,
+        until: TextCheck | None = None,
+        prefix_probes: Sequence[Prompt] | None = None,
+    ) -> list[str]:
+        """New text per prompt; up to ``concurrency`` requests at once (the server stops at
+        EOS, ``max_new_tokens`` or ``params.stop``; ``until`` and ``prefix_probes`` are not
+        used over HTTP).
 
         Example:
             >>> lm.generate([[{"role": "user", "content": "Hi"}]])  # doctest: +SKIP
@@ -345,9 +355,9 @@ class OpenAICompatLM(CompleteMixin):
         return await self._gather(self.aclient, plist, params)
 
     async def acomplete(self, prompts: Sequence[str], *, max_new_tokens: int = 128, chat: bool = True, **kwargs: Any) -> list[str]:
-        """Async :meth:`complete`."""
-        params = SamplingParams(max_new_tokens=max_new_tokens, **kwargs).validate()
-        wrapped: list[Prompt] = [[{"role": "user", "content": p}] if chat else p for p in prompts]
+        """Async :meth:`complete` (the same prompts and parameters; all requests at once,
+        ``concurrency`` in flight)."""
+        wrapped, params = self.completion_inputs(prompts, max_new_tokens=max_new_tokens, chat=chat, **kwargs)
         return [t.strip() for t in await self.agenerate(wrapped, params)]
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str], *, add_special_tokens: bool = False) -> Any:

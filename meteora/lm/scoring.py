@@ -1,7 +1,7 @@
 """Exact continuation log-likelihoods under a transformers causal LM.
 
 :class:`LoglikScorer` is the one implementation of exact scoring in meteora: the QA
-harness's loglik answer mode (:mod:`meteora.evaluation.reader`, which re-exports it), the
+harness's loglik answer mode (:mod:`meteora.evaluation.reader`), the
 reader training's evaluation and :meth:`meteora.lm.transformers.TransformersLM.score` /
 ``next_token_logprobs`` all use it. ``scorer(prompts, continuations)`` sums the token
 log-probabilities of each continuation after each prompt; :meth:`LoglikScorer.tail_logprobs`

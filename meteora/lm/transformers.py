@@ -1,7 +1,6 @@
 """The transformers backend: batched generation with a reusable prompt-prefix cache and
 exact log-likelihoods (:class:`~meteora.lm.scoring.LoglikScorer`), on a model loaded by
-:mod:`meteora.lm.loading` (device, dtype, 4-bit NF4, PEFT adapter with a shape check; its
-names are re-exported here).
+:mod:`meteora.lm.loading` (device, dtype, 4-bit NF4, PEFT adapter with a shape check).
 
 It is the backend for adapters with exact scoring and for training; for plain
 generation on a CPU the llama.cpp backend (:mod:`meteora.lm.llamacpp`) is faster.
@@ -31,49 +30,19 @@ from meteora.lm.base import (
     LMError,
     Prompt,
     SamplingParams,
+    TextCheck,
     check_prompts,
     cut_at_stop,
 )
+from meteora.lm.load_helpers import _first_line
 from meteora.lm.loading import (
-    DOUBLE_QUANT,
-    _first_line,
-    attach_adapter,
-    bnb_4bit_config,
-    check_adapter_compatibility,
-    ensure_pad_token,
-    folder_stamp,
     generation_tokenizer,
-    library_versions,
-    load_causal_lm,
     load_for_inference,
     model_device,
-    precision_setup,
-    read_adapter_config,
-    resolve_device,
-    resolve_dtype,
-    torch_dtype,
 )
 from meteora.lm.scoring import LoglikScorer
 
-__all__ = [
-    "DOUBLE_QUANT",
-    "TransformersLM",
-    "attach_adapter",
-    "bnb_4bit_config",
-    "check_adapter_compatibility",
-    "ensure_pad_token",
-    "folder_stamp",
-    "generation_tokenizer",
-    "library_versions",
-    "load_causal_lm",
-    "load_for_inference",
-    "model_device",
-    "precision_setup",
-    "read_adapter_config",
-    "resolve_device",
-    "resolve_dtype",
-    "torch_dtype",
-]
+__all__ = ["TransformersLM"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +73,7 @@ class TransformersLM(CompleteMixin):
 
     backend = "transformers"
     supports_loglik = True
+    stops_on_text = True
 
     def __init__(
         self,
@@ -137,6 +107,7 @@ class TransformersLM(CompleteMixin):
         self.batch_size = batch_size
         self.gen_tokenizer = generation_tokenizer(tokenizer)
         self._prefix_kv_memo: tuple[tuple[int, ...], Any] | None = None
+        self._prefix_ids: dict[tuple[str, ...], list[int] | None] = {}
         self._loglik: LoglikScorer | None = None
 
     @classmethod
@@ -178,6 +149,21 @@ class TransformersLM(CompleteMixin):
             "load_in_4bit": self.load_in_4bit,
         }
 
+    def cache_identity(self) -> None:  # rationale cache keys of this backend predate backends
+        return None
+
+    def configure_inputs(self, *, max_input_tokens: int, prefix_cache: bool) -> None:
+        self.max_input_tokens = max_input_tokens
+        self.prefix_cache = bool(prefix_cache)
+
+    def loglik_model(self) -> Any:  # the model itself gives exact log-likelihoods
+        return self.model
+
+    @property
+    def cached_prefix(self) -> tuple[tuple[int, ...], Any] | None:
+        """``(prefix token ids, key/value cache)`` of the last reused prompt prefix, or ``None``."""
+        return self._prefix_kv_memo
+
     def __repr__(self) -> str:
         adapter = f", adapter={self.adapter_id!r}" if self.adapter_id else ""
         return f"TransformersLM(model={self.model_id!r}{adapter})"
@@ -215,6 +201,21 @@ class TransformersLM(CompleteMixin):
             limit = min(limit, max(16, max_pos - 64))
         return limit
 
+    def fit_query(self, query: str, render: Callable[[str], Prompt]) -> Prompt:
+        """``render(query)``, the query shortened (with a warning) when the prompt is longer
+        than :meth:`input_limit`; the rest (a template's instruction, examples) stays whole."""
+        prompt = render(query)
+        limit = self.input_limit()
+        n_tokens = len(self.gen_tokenizer(self.render(prompt)[0], add_special_tokens=False)["input_ids"])
+        if n_tokens <= limit:
+            return prompt
+        q_ids = self.gen_tokenizer(query, add_special_tokens=False)["input_ids"]
+        keep = max(8, len(q_ids) - (n_tokens - limit) - 8)
+        logger.warning(
+            "query of %d tokens shortened to %d so the prompt fits max_input_tokens=%d", len(q_ids), keep, limit
+        )
+        return render(self.gen_tokenizer.decode(q_ids[:keep], skip_special_tokens=True))
+
     def fit(self, text: str) -> str:
         """``text`` cut in the middle (start and end kept) when it is longer than :meth:`input_limit`."""
         limit = self.input_limit()
@@ -227,8 +228,17 @@ class TransformersLM(CompleteMixin):
         return self.gen_tokenizer.decode(ids[:head]) + self.gen_tokenizer.decode(ids[-tail:])
 
     # -- generation --------------------------------------------------------------------
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[str]:
-        """New text per prompt, in batches of ``batch_size`` of similar length.
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams | None = None,
+        *,
+        until: TextCheck | None = None,
+        prefix_probes: Sequence[Prompt] | None = None,
+    ) -> list[str]:
+        """New text per prompt, in batches of ``batch_size`` of similar length; ``until(i,
+        text)`` ends prompt ``i``'s row as soon as it holds, and with ``prefix_cache`` the
+        key/value cache of the ``prefix_probes``' shared start is reused (same output).
 
         Example:
             >>> lm.generate(["The sky is"], SamplingParams(max_new_tokens=3))  # doctest: +SKIP
@@ -246,11 +256,29 @@ class TransformersLM(CompleteMixin):
         while start < len(order):
             special = rendered[order[start]][1]
             idx = [i for i in order[start : start + self.batch_size] if rendered[i][1] == special]
-            texts = self.generate_batch([rendered[i][0] for i in idx], add_special_tokens=special, params=params)
+
+            def stopper(prompt_len: int, rows: list[int] = idx) -> Any:
+                return _UntilText(until, rows, prompt_len, self.gen_tokenizer)
+
+            texts = self.generate_batch(
+                [rendered[i][0] for i in idx],
+                add_special_tokens=special,
+                params=params,
+                stopper_factory=stopper if until is not None else None,
+                shared_prefix=self._probe_prefix(prefix_probes, special) if prefix_probes else None,
+            )
             for i, t in zip(idx, texts, strict=True):
                 out[i] = cut_at_stop(t, params.stop)
             start += len(idx)
         return out
+
+    def _probe_prefix(self, probes: Sequence[Prompt], add_special_tokens: bool) -> list[int] | None:
+        """The token ids two rendered probe prompts share (memoised), or ``None``."""
+        texts = [self.render(p)[0] for p in probes[:2]]
+        key = (*texts, str(add_special_tokens))
+        if key not in self._prefix_ids:
+            self._prefix_ids[key] = self.shared_prefix(texts, add_special_tokens)
+        return self._prefix_ids[key]
 
     def generate_batch(
         self,
@@ -456,3 +484,23 @@ class TransformersLM(CompleteMixin):
                 row[tok] = float(np.logaddexp(row[tok], v)) if tok in row else float(v)
             out.append(row)
         return out
+
+
+class _UntilText:
+    """Stopping criterion: batch row ``r`` is done once ``until(rows[r], its new text)`` holds."""
+
+    def __init__(self, until: TextCheck, rows: list[int], prompt_len: int, tokenizer: Any) -> None:
+        self.until = until
+        self.rows = rows
+        self.prompt_len = prompt_len
+        self.tokenizer = tokenizer
+        self.done = [False] * len(rows)
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        for r in range(input_ids.shape[0]):
+            if not self.done[r]:
+                text = self.tokenizer.decode(input_ids[r, self.prompt_len :], skip_special_tokens=True)
+                self.done[r] = bool(self.until(self.rows[r], text))
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)

@@ -11,9 +11,11 @@ fails because a model wrote garbage.
 * Batched across queries with left padding; greedy by default (deterministic, what
   benchmarks want), sampling opt-in and reproducible with ``seed``.
 * Generation stops for a row as soon as ``n`` usable rationales have been written
-  (transformers; other backends stop at EOS, a new ``###`` section or
-  ``max_new_tokens``), so a model that never emits EOS (the okoene adapter) costs no
-  more than it must.
+  (on a backend that stops on text, :attr:`meteora.lm.base.CausalLM.stops_on_text`;
+  the others stop at EOS, a new ``###`` section or ``max_new_tokens``), so a model that
+  never emits EOS (the okoene adapter) costs no more than it must. Everything that
+  differs between backends (rendering, early stops, prompt-prefix caching, the input
+  limit) sits behind the :class:`~meteora.lm.base.CausalLM` protocol.
 * Optional persistent cache (:class:`~meteora.rationales.cache.RationaleCache`): hits
   skip the model entirely.
 * Backends (:mod:`meteora.lm`): transformers (any hub id or local folder, PEFT
@@ -24,8 +26,9 @@ fails because a model wrote garbage.
 
 Beside this module: :mod:`~meteora.rationales.rationale_set` (the result type),
 :mod:`~meteora.rationales.loading` (``from_pretrained``, ``from_preset``),
-:mod:`~meteora.rationales.completion` (``complete``), :mod:`~meteora.rationales.stopping`
-(the early stop) and :mod:`~meteora.rationales.checks` (argument checks).
+:mod:`~meteora.rationales.stopping` (the early stop) and
+:mod:`~meteora.rationales.checks` (argument checks); ``complete`` is the LM's own
+(:meth:`meteora.lm.base.CompleteMixin.complete`).
 
 Example:
     >>> gen = RationaleGenerator.from_pretrained()  # offline SmolLM2  # doctest: +SKIP
@@ -46,26 +49,27 @@ from typing import Any
 
 from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError
-from meteora.lm import SamplingParams
+from meteora.lm.base import CausalLM, SamplingParams
 from meteora.lm.transformers import TransformersLM
 from meteora.rationales.cache import RationaleCache
 from meteora.rationales.checks import check_positive_int, check_sampling
-from meteora.rationales.completion import CompletionMixin
 from meteora.rationales.filters import filter_rationales
 from meteora.rationales.loading import FromPretrainedMixin, default_template_for
 from meteora.rationales.parsing import parse_rationales
 from meteora.rationales.rationale_set import RationaleSet
 from meteora.rationales.stopping import SECTION_STOPS, EnoughRationales
 from meteora.rationales.templates import PromptTemplate, get_template
-from meteora.settings import apply_thread_setting
 from meteora.types import check_query
 
-__all__ = ["RationaleSet", "RationaleGenerator", "PIPELINE_VERSION"]
+__all__ = ["RationaleGenerator", "PIPELINE_VERSION"]
 
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever parsing or filtering changes what a cached entry would contain.
 PIPELINE_VERSION = 1
+
+#: two queries whose prompts share exactly the template's fixed part
+_PREFIX_PROBES = ("Alpha beta gamma?", "Zeta eta theta?")
 
 _DEFAULT_FILTER_OPTIONS: dict[str, Any] = {
     "min_words": 3,
@@ -73,14 +77,10 @@ _DEFAULT_FILTER_OPTIONS: dict[str, Any] = {
     "near_duplicate": 0.85,
 }
 
-#: the stopping criterion's former name here (tests import it from this module)
-_EnoughRationales = EnoughRationales
-
-
 # ------------------------------------------------------------------------------------
 # the generator
 # ------------------------------------------------------------------------------------
-class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
+class RationaleGenerator(FromPretrainedMixin):
     """Generate rationales for queries with a causal LM.
 
     Build one with :meth:`from_pretrained` (hub id, folder or GGUF file; a backend:
@@ -100,7 +100,6 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
         adapter_id: adapter name recorded in cache keys.
         cache: ``None``/``False`` for no cache, ``True`` for the default persistent cache
             (``$METEORA_HOME/rationales.sqlite``), a path, or a :class:`RationaleCache`.
-        num_threads: torch threads (``None``: ``$METEORA_NUM_THREADS`` or torch's default).
         max_input_tokens: longest prompt; a longer query is shortened (with a warning;
             transformers backend; llama.cpp and servers enforce their own context size).
         max_new_tokens: default generation cap (``None``: the template's).
@@ -130,7 +129,6 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
         model_id: str | None = None,
         adapter_id: str | None = None,
         cache: RationaleCache | str | os.PathLike[str] | bool | None = None,
-        num_threads: int | None = None,
         max_input_tokens: int = 2048,
         max_new_tokens: int | None = None,
         filter_options: dict[str, Any] | None = None,
@@ -138,11 +136,9 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
         prefix_cache: bool = True,
     ) -> None:
         max_input_tokens = check_positive_int("max_input_tokens", max_input_tokens)
-        if tokenizer is None and isinstance(getattr(model, "backend", None), str) and hasattr(model, "identity"):
+        if tokenizer is None and isinstance(model, CausalLM):
             lm = model
-            if isinstance(lm, TransformersLM):
-                lm.max_input_tokens = max_input_tokens
-                lm.prefix_cache = bool(prefix_cache)
+            lm.configure_inputs(max_input_tokens=max_input_tokens, prefix_cache=bool(prefix_cache))
         else:
             if model is None or not hasattr(model, "generate"):
                 raise InvalidInputError(
@@ -161,21 +157,18 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
             )
         #: the language model behind this generator (a :mod:`meteora.lm` backend)
         self.lm = lm
-        self._model = getattr(lm, "model", None) if lm.backend == "transformers" else None
-        self._scoring_lm: TransformersLM | None = None
         # llama.cpp on the offline default also has one (to render prompts as training data)
-        self.tokenizer = getattr(lm, "tokenizer", None)
+        self.tokenizer = lm.tokenizer
         self.model_id = model_id or lm.model_id
-        self.adapter_id = adapter_id if adapter_id is not None else getattr(lm, "adapter_id", None)
+        self.adapter_id = adapter_id if adapter_id is not None else lm.adapter_id
         self.template = (
             get_template(template)
             if template is not None
-            else default_template_for(self.model_id, self.adapter_id, self.tokenizer, lm.backend)
+            else default_template_for(self.model_id, self.adapter_id, lm.has_chat_template)
         )
+        #: set by :meth:`from_pretrained` when the weights were loaded in 4 bits (cache keys)
+        self.load_in_4bit = False
         self.cache = self._make_cache(cache)
-        if num_threads is not None:
-            check_positive_int("num_threads", num_threads)
-        self.num_threads = num_threads
         self.max_input_tokens = max_input_tokens
         self.max_new_tokens = (
             None
@@ -187,45 +180,20 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
         filter_rationales("probe", [], **options)  # validate the options now
         self.filter_options = options
         self.model_fingerprint = model_fingerprint or lm.identity().get("fingerprint")
-        self._prefix_ids: dict[tuple[str, int, bool], list[int] | None] = {}
-        if lm.backend == "transformers":
-            apply_thread_setting(num_threads)
 
     # -- the backend -------------------------------------------------------------------
     @property
     def model(self) -> Any:
-        """The transformers model (exact log-likelihoods, e.g. the QA reader's scorer).
-
-        On the transformers backend: the model that generates. With llama.cpp on the
-        offline default: the transformers copy of the same weights (the folder ``meteora
-        models pull`` converted from the GGUF, plus the same adapter), loaded on first
-        access. ``None`` when there is none (OpenAI-compatible servers, other GGUFs).
-        """
-        if self._model is None and self._scoring_lm is None and getattr(self.lm, "tokenizer_path", None):
-            logger.info("loading the transformers copy of %s for exact log-likelihoods", self.model_id)
-            self._scoring_lm = TransformersLM.from_pretrained(
-                None, getattr(self.lm, "adapter_id", None), device="cpu"
-            )
-        if self._model is None and self._scoring_lm is not None:
-            return self._scoring_lm.model
-        return self._model
+        """The transformers model for exact log-likelihoods (e.g. the QA reader's scorer):
+        :meth:`meteora.lm.base.CausalLM.loglik_model` of the LM — on the transformers
+        backend the model that generates, with llama.cpp on the offline default the
+        transformers copy of the same weights (loaded on first access), else ``None``."""
+        return self.lm.loglik_model()
 
     @property
     def backend(self) -> str:
         """``"transformers"``, ``"llamacpp"`` or ``"openai"``."""
         return str(self.lm.backend)
-
-    @property
-    def _gen_tokenizer(self) -> Any:
-        return self.lm.gen_tokenizer
-
-    @property
-    def prefix_cache(self) -> bool:
-        return bool(getattr(self.lm, "prefix_cache", False))
-
-    @property
-    def _prefix_kv_memo(self) -> Any:
-        return getattr(self.lm, "_prefix_kv_memo", None)
 
     # -- construction (from_pretrained, from_preset: meteora.rationales.loading) --------
     @staticmethod
@@ -244,9 +212,6 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
 
 
     # -- prompts -----------------------------------------------------------------------
-    def _add_special_tokens(self, chat: bool) -> bool:
-        return not chat
-
     def _prompt(self, query: str, n: int) -> Any:
         """The backend-neutral prompt: chat messages (+ the response prefix to continue) or raw text."""
         if not self.template.use_chat_template:
@@ -255,38 +220,6 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
         if self.template.response_prefix:
             msgs.append({"role": "assistant", "content": self.template.response_prefix})
         return msgs
-
-    def _render(self, query: str, n: int) -> str:
-        """The prompt text for one query (transformers), shortening an over-long query to fit."""
-        prompt = self.template.render(query, n, self.tokenizer)
-        limit = self._input_limit()
-        n_tokens = len(self._gen_tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        if n_tokens <= limit:
-            return prompt
-        q_ids = self._gen_tokenizer(query, add_special_tokens=False)["input_ids"]
-        keep = max(8, len(q_ids) - (n_tokens - limit) - 8)
-        short = self._gen_tokenizer.decode(q_ids[:keep], skip_special_tokens=True)
-        logger.warning(
-            "query of %d tokens shortened to %d so the prompt fits max_input_tokens=%d",
-            len(q_ids),
-            keep,
-            limit,
-        )
-        return self.template.render(short, n, self.tokenizer)
-
-    def _input_limit(self) -> int:
-        return int(self.lm.input_limit())
-
-    def _template_prefix(self, n: int, add_special_tokens: bool) -> list[int] | None:
-        """Token ids shared by every prompt of the current template (``None`` if short)."""
-        key = (self.template.fingerprint(), n, add_special_tokens)
-        if key not in self._prefix_ids:
-            probes = [
-                self.template.render(q, n, self.tokenizer)
-                for q in ("Alpha beta gamma?", "Zeta eta theta?")
-            ]
-            self._prefix_ids[key] = self.lm.shared_prefix(probes, add_special_tokens)
-        return self._prefix_ids[key]
 
     def _progress(self, total: int, show_progress: bool | None, desc: str) -> Any:
         if show_progress is None:
@@ -366,7 +299,7 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
             "model": self.model_id,
             "model_fingerprint": self.model_fingerprint,
             "adapter": self.adapter_id,
-            "load_in_4bit": bool(getattr(self, "load_in_4bit", False)),
+            "load_in_4bit": bool(self.load_in_4bit),
             "template": self.template.name,
             "template_hash": self.template.fingerprint(),
             "n": n,
@@ -378,10 +311,11 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
         }
         if do_sample:
             fields.update(temperature=float(temperature), top_p=float(top_p), seed=seed)
-        if self.backend != "transformers":
-            # different backends give different greedy text for the same weights; the
-            # transformers key stays as it was, so existing caches remain valid
-            fields["backend"] = self.lm.identity()
+        backend = self.lm.cache_identity()
+        if backend is not None:
+            # different backends give different greedy text for the same weights (the
+            # transformers backend records none, so its existing caches remain valid)
+            fields["backend"] = backend
         return fields
 
     def _max_new_tokens(self, value: int | None) -> int:
@@ -437,7 +371,6 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
         check_sampling(do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed)
         if not qlist:
             return []
-        apply_thread_setting(self.num_threads)
 
         use_cache = self.cache is not None and not (do_sample and seed is None)
         fields = self.cache_key_fields(
@@ -462,39 +395,30 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
                         logger.warning("ignoring an unreadable cache entry for %r", q[:80])
         misses = [q for q in unique if q not in results]
         if misses:
-            transformers = self.backend == "transformers"
-            prompts: dict[str, Any] = {
-                q: self._render(q, n) if transformers else self._prompt(q, n) for q in misses
-            }
+            # a query too long for the backend's input limit is shortened (transformers)
+            prompts: dict[str, Any] = {q: self.lm.fit_query(q, lambda text: self._prompt(text, n)) for q in misses}
             # similar lengths together: less padding, faster batches
             order = sorted(misses, key=lambda q: len(str(prompts[q])))
-            chat = self.template.use_chat_template
             params = SamplingParams(
                 max_new_tokens=new_tokens,
                 do_sample=do_sample,
                 temperature=temperature,
                 top_p=top_p,
                 seed=seed,
-                # other backends cannot stop on "n usable rationales": stop at a new section
-                stop=() if transformers else SECTION_STOPS,
+                # a backend that cannot stop on "n usable rationales" stops at a new section
+                stop=() if self.lm.stops_on_text else SECTION_STOPS,
             )
+            # the template's fixed part (instruction, examples) is shared by every prompt
+            probes = [self._prompt(q, n) for q in _PREFIX_PROBES]
             with self._progress(len(misses), show_progress, "rationales") as bar:
                 for start in range(0, len(order), batch_size):
                     batch = order[start : start + batch_size]
-
-                    def factory(prompt_len: int, batch: list[str] = batch) -> EnoughRationales:
-                        return EnoughRationales(self, batch, prompt_len, n, filter)
-
-                    if transformers:
-                        texts = self.lm.generate_batch(
-                            [prompts[q] for q in batch],
-                            add_special_tokens=self._add_special_tokens(chat),
-                            params=params,
-                            stopper_factory=factory,
-                            shared_prefix=self._template_prefix(n, self._add_special_tokens(chat)),
-                        )
-                    else:
-                        texts = self.lm.generate([prompts[q] for q in batch], params)
+                    texts = self.lm.generate(
+                        [prompts[q] for q in batch],
+                        params,
+                        until=EnoughRationales(self, batch, n, filter),
+                        prefix_probes=probes,
+                    )
                     done = [
                         self._postprocess(q, t, n, include_query, filter)
                         for q, t in zip(batch, texts, strict=True)
@@ -509,13 +433,35 @@ class RationaleGenerator(FromPretrainedMixin, CompletionMixin):
         return out[0] if single else out
 
 
-    # complete(): meteora.rationales.completion
+    def complete(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 128,
+        chat: bool = True,
+        do_sample: bool = False,
+        temperature: float = 0.7,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+        batch_size: int = 8,
+        show_progress: bool | None = None,
+    ) -> list[str]:
+        """Raw text completion with this generator's LM (the verifier and the QA evaluation
+        use it): :meth:`meteora.lm.base.CompleteMixin.complete`, the one completion path.
+
+        Example:
+            >>> gen.complete(["Answer yes or no: is the sky blue?"], max_new_tokens=3)  # doctest: +SKIP
+            ['Yes']
+        """
+        return self.lm.complete(
+            prompts, max_new_tokens=max_new_tokens, chat=chat, do_sample=do_sample, temperature=temperature,
+            seed=seed, stop=stop, batch_size=batch_size, show_progress=show_progress,
+        )
 
     def __repr__(self) -> str:
-        backend = f", backend={self.backend!r}" if self.backend != "transformers" else ""
         adapter = f", adapter={self.adapter_id!r}" if self.adapter_id else ""
         cache = f", cache={str(self.cache.path)!r}" if self.cache is not None else ""
         return (
-            f"RationaleGenerator(model={self.model_id!r}{backend}{adapter}, "
+            f"RationaleGenerator(model={self.model_id!r}, backend={self.backend!r}{adapter}, "
             f"template={self.template.name!r}{cache})"
         )

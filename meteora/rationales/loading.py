@@ -8,9 +8,9 @@ load the model (and adapter) and choose the prompt template
 (:func:`default_template_for`) when none is given.
 
 Example:
-    >>> default_template_for("mistralai/Mistral-7B-Instruct-v0.3", "chidiokoene/okoene-med-rationale", None).name
+    >>> default_template_for("mistralai/Mistral-7B-Instruct-v0.3", "chidiokoene/okoene-med-rationale", True).name
     'med-rationale'
-    >>> default_template_for("my-served-model", None, None, backend="openai").name
+    >>> default_template_for("my-served-model", None, has_chat_template=True).name
     'chat'
     >>> from meteora.rationales import RationaleGenerator
     >>> gen = RationaleGenerator.from_preset("smollm2-135m")  # doctest: +SKIP
@@ -28,7 +28,6 @@ from meteora.lm.transformers import TransformersLM
 from meteora.rationales.cache import RationaleCache
 from meteora.rationales.presets import PRESETS, resolve_preset
 from meteora.rationales.templates import PromptTemplate, get_template
-from meteora.settings import apply_thread_setting
 
 __all__ = ["FromPretrainedMixin", "default_template_for"]
 
@@ -38,12 +37,13 @@ _G = TypeVar("_G", bound="FromPretrainedMixin")
 
 
 def default_template_for(
-    model_id: str | None, adapter_id: str | None, tokenizer: Any, backend: str = "transformers"
+    model_id: str | None, adapter_id: str | None, has_chat_template: bool
 ) -> PromptTemplate:
     """The prompt template a model gets when none is named.
 
-    Its preset's template; else ``"chat"`` for a GGUF, a server or a tokenizer with a
-    chat template; else ``"med-rationale"``.
+    Its preset's template; else ``"chat"`` when the model renders chat prompts (a GGUF,
+    a server, a tokenizer with a chat template:
+    :attr:`meteora.lm.base.CausalLM.has_chat_template`); else ``"med-rationale"``.
     """
     for preset in PRESETS.values():
         if (
@@ -52,12 +52,7 @@ def default_template_for(
             and preset.get("adapter") == adapter_id
         ):
             return get_template(preset["template"])
-    if backend != "transformers":
-        # a GGUF carries its chat template; an OpenAI-compatible server applies its own
-        return get_template("chat")
-    if getattr(tokenizer, "chat_template", None):
-        return get_template("chat")
-    return get_template("med-rationale")
+    return get_template("chat" if has_chat_template else "med-rationale")
 
 
 class FromPretrainedMixin:
@@ -110,7 +105,9 @@ class FromPretrainedMixin:
             device: ``"cpu"``, ``"cuda"``…; ``None`` picks CUDA when available (transformers).
             dtype: ``"float32"``, ``"bfloat16"``, ``"float16"``, a torch dtype or
                 ``None``/``"auto"`` (float32 on CPU, bf16/fp16 on CUDA; transformers).
-            num_threads: torch intra-op threads, or llama.cpp threads.
+            num_threads: llama.cpp's threads (``n_threads``). Torch's thread count is
+                process-wide: it is set where the process starts (the CLI's ``--threads``,
+                :func:`meteora.settings.set_num_threads`).
             trust_remote_code: let transformers run code shipped with the model.
             cache, max_input_tokens, max_new_tokens, filter_options, prefix_cache: see
                 the class.
@@ -140,7 +137,6 @@ class FromPretrainedMixin:
                 f"{name!r} (a GGUF is already quantised; a server chooses its own device)"
             )
         if name == "transformers":
-            apply_thread_setting(num_threads)
             lm: Any = TransformersLM.from_pretrained(
                 model,
                 adapter,
@@ -163,14 +159,11 @@ class FromPretrainedMixin:
             lm = load_lm("openai", model, adapter, base_url=base_url, api_key=api_key, **options)
         if template is None:
             preset_model = str(model) if model is not None else None
-            template = default_template_for(
-                preset_model, getattr(lm, "adapter_id", None), getattr(lm, "tokenizer", None), name
-            )
+            template = default_template_for(preset_model, lm.adapter_id, lm.has_chat_template)
         gen = cls(
             lm,
             template=template,
             cache=cache,
-            num_threads=num_threads,
             max_input_tokens=max_input_tokens,
             max_new_tokens=max_new_tokens,
             filter_options=filter_options,

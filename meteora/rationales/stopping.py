@@ -1,10 +1,11 @@
 """When to stop generating rationales for a row, before EOS or ``max_new_tokens``.
 
 A model that never emits EOS (the okoene adapter) would otherwise write until
-``max_new_tokens``. On the transformers backend :class:`EnoughRationales` (a stopping
-criterion) ends a row as soon as its complete lines hold ``n`` usable rationales, or
-the model starts a new ``### ...`` prompt section (which the parser ignores anyway).
-Backends without stopping criteria get :data:`SECTION_STOPS` as stop strings instead.
+``max_new_tokens``. :class:`EnoughRationales` is the text check a backend that stops on
+text (the transformers one) consults as a row grows: it ends the row as soon as its
+complete lines hold ``n`` usable rationales, or the model starts a new ``### ...``
+prompt section (which the parser ignores anyway). Backends that cannot stop on text get
+:data:`SECTION_STOPS` as stop strings instead.
 
 Example:
     >>> bool(SECTION_START.search("1. Mortality.\\n### Query:"))
@@ -22,44 +23,45 @@ __all__ = ["EnoughRationales", "SECTION_START", "SECTION_STOPS", "last_close_tag
 
 
 class EnoughRationales:
-    """Stopping criterion: a row is done once its complete lines hold ``n`` usable rationales.
+    """Text check for :meth:`meteora.lm.base.CausalLM.generate`'s ``until``: row ``i`` is
+    done once its complete lines hold ``n`` usable rationales, or it starts a new
+    ``### ...`` section (which the parser ignores).
 
-    ``generator`` is the :class:`~meteora.rationales.generator.RationaleGenerator`
-    that generates (its ``tokenizer`` decodes the rows, its ``_usable`` counts the
-    rationales that parsing and filtering would keep).
+    ``generator`` is the :class:`~meteora.rationales.generator.RationaleGenerator` that
+    generates (its ``_usable`` counts the rationales that parsing and filtering would
+    keep); ``queries[i]`` is row ``i``'s query.
+
+    Example:
+        >>> class G:
+        ...     def _usable(self, query, text, n, filt):
+        ...         return text.split()
+        >>> stop = EnoughRationales(G(), ["q"], n=2, filt=True)
+        >>> stop(0, "one"), stop(0, "one\\ntwo\\n")
+        (False, True)
     """
 
-    def __init__(
-        self, generator: Any, queries: list[str], prompt_len: int, n: int, filt: bool
-    ) -> None:
+    def __init__(self, generator: Any, queries: list[str], n: int, filt: bool) -> None:
         self.generator = generator
         self.queries = queries
-        self.prompt_len = prompt_len
         self.n = n
         self.filter = filt
         self.done = [False] * len(queries)
         self.checked_upto = [0] * len(queries)
 
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        tok = self.generator.tokenizer
-        for row in range(input_ids.shape[0]):
-            if self.done[row]:
-                continue
-            text = tok.decode(input_ids[row, self.prompt_len :], skip_special_tokens=True)
-            if SECTION_START.search(text):
-                # the model started a new "### ..." section: the parser ignores the rest
-                self.done[row] = True
-                continue
-            cut = max(text.rfind("\n"), last_close_tag_end(text) - 1)
-            if cut <= self.checked_upto[row]:
-                continue
-            self.checked_upto[row] = cut
-            usable = self.generator._usable(self.queries[row], text[: cut + 1], self.n, self.filter)
-            if len(usable) >= self.n:
-                self.done[row] = True
-        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+    def __call__(self, row: int, text: str) -> bool:
+        if self.done[row]:
+            return True
+        if SECTION_START.search(text):
+            # the model started a new "### ..." section: the parser ignores the rest
+            self.done[row] = True
+            return True
+        cut = max(text.rfind("\n"), last_close_tag_end(text) - 1)
+        if cut <= self.checked_upto[row]:
+            return False
+        self.checked_upto[row] = cut
+        usable = self.generator._usable(self.queries[row], text[: cut + 1], self.n, self.filter)
+        self.done[row] = len(usable) >= self.n
+        return self.done[row]
 
 
 SECTION_START = re.compile(r"(?:^|\n)\s*###")

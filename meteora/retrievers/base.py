@@ -45,37 +45,12 @@ from typing import Any, ClassVar, overload
 import numpy as np
 
 from meteora.errors import InvalidInputError
+from meteora.retrievers.index_files import KINDS, REBUILD_HINT, read_manifest
 from meteora.retrievers.passage_store import MemoryPassages, PassageStore
-from meteora.retrievers.storage import (  # noqa: F401  (re-exported: the index format API)
-    INDEX_FORMAT,
-    INDEX_FORMAT_VERSION,
-    KINDS,
-    MANIFEST_NAME,
-    PASSAGES_NAME,
-    REBUILD_HINT,
-    load_index,
-    load_npy,
-    manifest_int,
-    manifest_value,
-    publish_index,
-    read_manifest,
-    read_passages,
-    resolve_index,
-    write_manifest,
-    write_passages,
-)
+from meteora.retrievers.storage import load_index, publish_index, resolve_index
 from meteora.types import Passage, PassageLike, Ranking, check_queries, check_query, to_passages
 
-__all__ = [
-    "Retriever",
-    "load_retriever",
-    "INDEX_FORMAT",
-    "INDEX_FORMAT_VERSION",
-    "MANIFEST_NAME",
-    "PASSAGES_NAME",
-    "topk_indices",
-    "check_k",
-]
+__all__ = ["Retriever", "load_retriever", "topk_indices", "check_k"]
 
 logger = logging.getLogger(__name__)
 

@@ -192,7 +192,7 @@ class DenseRetriever(Retriever):
 
     @staticmethod
     def _as_encoder(encoder: Any) -> Any:
-        from meteora.embeddings import Encoder
+        from meteora.embeddings.encoder import Encoder
 
         if isinstance(encoder, Encoder):
             return encoder

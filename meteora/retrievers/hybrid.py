@@ -348,6 +348,8 @@ class HybridRetriever(Retriever):
                 )
             else:
                 fused = weighted_fuse(lists, weights=self.weights, limit=k, query=q, tie_key=corpus_order)
+            # the members' own scores stay readable (the selector's signals use them)
+            fused.sources = dict(zip(self.members, lists, strict=True))
             out.append(fused)
         return out
 

@@ -10,7 +10,7 @@ lines (:func:`write_passages`, :func:`read_passages`) and arrays as ``.npy`` fil
 without pickle (:func:`load_npy`).
 
 How versions are published, found and cleaned up lives in
-:mod:`meteora.retrievers.storage`, which re-exports every name defined here.
+:mod:`meteora.retrievers.storage`.
 
 Example:
     >>> import tempfile, pathlib

@@ -24,14 +24,14 @@ A saved index folder ``DIR`` looks like this::
   be a plain relative path inside the version folder (no ``..``, no absolute paths, no
   symbolic links leading out), the files a loader needs must be listed, and every listed
   file is hashed before use. The manifest and the other files of one version are read
-  and written in :mod:`meteora.retrievers.index_files`; every name there is re-exported
-  here.
+  and written in :mod:`meteora.retrievers.index_files`.
 
 Folders written by meteora 0.1 (``manifest.json`` at the top, no pointer) are still read,
 and become versioned on the next save.
 
 Example:
     >>> import tempfile, pathlib
+    >>> from meteora.retrievers.index_files import read_manifest, write_manifest
     >>> d = pathlib.Path(tempfile.mkdtemp()) / "idx"
     >>> def write(folder):
     ...     _ = (folder / "passages.jsonl").write_text("")
@@ -61,43 +61,20 @@ from meteora.errors import (
     MeteoraError,
     UnsafeOverwriteError,
 )
-from meteora.retrievers.index_files import (  # noqa: F401  (re-exported: the index file API)
+from meteora.retrievers.index_files import (
     INDEX_FORMAT,
-    INDEX_FORMAT_VERSION,
-    KINDS,
     MANIFEST_NAME,
-    PASSAGES_NAME,
     REBUILD_HINT,
-    _confined,
-    _sha256,
     is_plain_relative,
-    load_npy,
-    manifest_int,
-    manifest_value,
-    read_manifest,
-    read_passages,
-    write_manifest,
-    write_passages,
 )
 
 __all__ = [
-    "INDEX_FORMAT",
-    "INDEX_FORMAT_VERSION",
-    "MANIFEST_NAME",
-    "PASSAGES_NAME",
     "POINTER_NAME",
     "LOCK_NAME",
     "check_index_target",
     "publish_index",
     "resolve_index",
     "load_index",
-    "read_manifest",
-    "write_manifest",
-    "manifest_value",
-    "manifest_int",
-    "read_passages",
-    "write_passages",
-    "load_npy",
 ]
 
 logger = logging.getLogger(__name__)

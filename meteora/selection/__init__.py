@@ -9,8 +9,10 @@ L2-normalised here, so the caller need not), the similarity matrix is
    chunk (the paper's experiments); ``pairing="convergent"`` is a plain argmax with
    duplicates allowed. The *pairing score* of a chunk is the largest similarity among
    the rationales that chose it.
-2. **Pooling + elbow** (global, adaptive k). ``p = mean_j r_j`` (re-normalised),
-   ``s_i = cos(p, c_i)``, sorted descending, and cut by :func:`elbow_cutoff`.
+2. **Pooling + cut** (global, adaptive k). ``p = mean_j r_j`` (re-normalised),
+   ``s_i = cos(p, c_i)``, sorted descending, and cut by :func:`elbow_cutoff`
+   (:class:`ElbowCut`; with a scorer :class:`EvidenceBand`, below; any :class:`Cut`,
+   e.g. a learned one reading :class:`CandidateSignals`, plugs in).
 3. **Union** of the two selections.
 4. **Expansion**. Every selected chunk pulls in its neighbours ``position ± 1..window``
    of the same ``doc_id`` that are among the candidates or in the optional ``context``
@@ -42,21 +44,28 @@ many as are about as good as the best one. Pairing picks only inside the band. S
 stay on the cosine scale; a passage that is its document's only candidate scores its
 plain cosine.
 
-The package, one concept a module:
+The package, one concept a module; :class:`EvidenceSelector` composes the stages:
 
-* :mod:`meteora.selection.selector`: :class:`EvidenceSelector`, the four steps above;
+* :mod:`meteora.selection.selector_settings`: :class:`SelectorSettings`, the knobs, their
+  defaults and their checks;
+* :mod:`meteora.selection.validation`: input checks (:func:`check_inputs`);
+* :mod:`meteora.selection.signals`: :func:`similarities` and :class:`CandidateSignals`,
+  the per-candidate signal table every stage reads;
+* :mod:`meteora.selection.cuts`: the cut stage (:class:`ElbowCut`, :class:`EvidenceBand`,
+  the :class:`Cut` protocol a learned cut implements) and the relevance floor;
 * :mod:`meteora.selection.elbow`: :func:`elbow_cutoff` and its :class:`ElbowInfo`;
+* :mod:`meteora.selection.pairing`: rationale-chunk pairing;
+* :mod:`meteora.selection.expansion`: the union of the stages and neighbour expansion;
+* :mod:`meteora.selection.ordering`: ranking scores and the order of the selection;
 * :mod:`meteora.selection.results`: :class:`SelectionResult` and its parts
   (:class:`ChunkScore`, :class:`SelectionExplanation`, :class:`RationalePair`);
-* :mod:`meteora.selection.selector_settings`: :class:`SelectorSettings`, the selector's
-  knobs as one validated object (also importable from :mod:`meteora.pipeline`);
-* :mod:`meteora.selection.validation`: the argument checks they share.
+* :mod:`meteora.selection.selector`: :class:`EvidenceSelector`.
 
 Example:
     >>> import numpy as np
     >>> from meteora.types import to_passages
     >>> passages = to_passages(["fever", "aspirin", "cats"])
-    >>> sel = EvidenceSelector(window=0)
+    >>> sel = EvidenceSelector(SelectorSettings(window=0))
     >>> res = sel.select(np.array([[1.0, 0.0]]), np.array([[0.9, 0.1], [0.8, 0.6], [0.0, 1.0]]), passages)
     >>> res.selected_ids
     ['0']
@@ -64,9 +73,7 @@ Example:
     ['0', '1', '2']
 """
 
-from meteora.selection.elbow import STD_EPS as STD_EPS
-from meteora.selection.elbow import TIE_EPS as TIE_EPS
-from meteora.selection.elbow import Z_EPS as Z_EPS
+from meteora.selection.cuts import Cut, CutResult, ElbowCut, EvidenceBand
 from meteora.selection.elbow import ElbowInfo, elbow_cutoff
 from meteora.selection.results import (
     ChunkScore,
@@ -74,18 +81,24 @@ from meteora.selection.results import (
     SelectionExplanation,
     SelectionResult,
 )
-from meteora.selection.selector import ORDERS, PAIRING_MODES, EvidenceSelector
-from meteora.selection.selector_settings import SelectorSettings
+from meteora.selection.selector import EvidenceSelector
+from meteora.selection.selector_settings import ORDERS, PAIRING_MODES, SelectorSettings
+from meteora.selection.signals import CandidateSignals
 
 __all__ = [
+    "EvidenceSelector",
+    "SelectorSettings",
+    "PAIRING_MODES",
+    "ORDERS",
+    "CandidateSignals",
+    "Cut",
+    "CutResult",
+    "ElbowCut",
+    "EvidenceBand",
     "ElbowInfo",
     "elbow_cutoff",
     "RationalePair",
     "ChunkScore",
     "SelectionExplanation",
     "SelectionResult",
-    "EvidenceSelector",
-    "SelectorSettings",
-    "PAIRING_MODES",
-    "ORDERS",
 ]

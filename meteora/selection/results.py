@@ -6,9 +6,9 @@ each candidate's :class:`ChunkScore` and a :class:`SelectionExplanation` (the
 
 Example:
     >>> import numpy as np
-    >>> from meteora.selection import EvidenceSelector
+    >>> from meteora.selection.selector import EvidenceSelector
     >>> from meteora.types import to_passages
-    >>> res = EvidenceSelector(window=0).select(np.eye(2)[:1], np.eye(2), to_passages(["fever", "cats"]))
+    >>> res = EvidenceSelector().select(np.eye(2)[:1], np.eye(2), to_passages(["fever", "cats"]))
     >>> res
     SelectionResult(1 of 2 selected: [0])
     >>> res.scores["0"].to_dict()
@@ -216,11 +216,11 @@ class SelectionResult:
         if self.selected:
             lines.append("Selected:")
             for i, p in enumerate(self.selected, 1):
-                sc = self.scores[p.id]
+                sc = self.scores.get(p.id)
+                # a neighbour expansion took from the document context is not a candidate: no score
+                score = f"score {sc.score:.3f}" if sc is not None else "context, unscored"
                 src = ", ".join(sorted(ex.sources.get(p.id, ())))
-                lines.append(
-                    f"  {i}. {p.id} (doc {p.doc_id}, pos {p.position}) score {sc.score:.3f} [{src}] {_short(p.text)!r}"
-                )
+                lines.append(f"  {i}. {p.id} (doc {p.doc_id}, pos {p.position}) {score} [{src}] {_short(p.text)!r}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

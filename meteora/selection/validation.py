@@ -1,4 +1,4 @@
-"""Argument checks shared by the evidence selector and the elbow cutoff.
+"""Argument checks of the selection stages: settings values and the selector's inputs.
 
 Each check turns a caller's value into the type the selection maths needs, or raises
 :class:`~meteora.errors.InvalidInputError` with a message that says what to give instead.
@@ -17,13 +17,15 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from meteora.errors import InvalidInputError
+from meteora.types import Passage
 
-__all__ = ["NORM_EPS", "check_floor", "check_tau", "check_evidence", "as_matrix", "normalise_rows"]
+__all__ = ["NORM_EPS", "check_floor", "check_tau", "check_evidence", "check_inputs", "as_matrix", "normalise_rows"]
 
 #: A vector whose norm is at or below this counts as zero (its direction is undefined).
 NORM_EPS = 1e-12
@@ -83,3 +85,86 @@ def normalise_rows(arr: np.ndarray, name: str) -> np.ndarray:
             "check the encoder output for those texts"
         )
     return arr / norms[:, None]
+
+
+def check_inputs(
+    rationale_embeddings: Any,
+    passage_embeddings: Any,
+    passages: Sequence[Passage],
+    rationales: Sequence[str] | None,
+) -> tuple[np.ndarray, np.ndarray, list[Passage], list[str] | None]:
+    """The selector's inputs checked: unit-normalised ``(R, d)`` rationale and ``(N, d)``
+    candidate embeddings, the passages as a list (unique ids) and the rationale texts.
+
+    Raises:
+        InvalidInputError: shape or dimension mismatch, NaN/inf, non-numeric dtype,
+            zero-norm rows, duplicate ids, ``len(rationales) != R``.
+
+    Example:
+        >>> from meteora.types import to_passages
+        >>> r, c, ps, texts = check_inputs([[3.0, 4.0]], [[1.0, 0.0]], to_passages(["a"]), None)
+        >>> r.tolist(), len(ps), texts
+        ([[0.6, 0.8]], 1, None)
+    """
+    if isinstance(passages, (str, bytes)) or not isinstance(passages, Sequence):
+        raise InvalidInputError(
+            f"passages must be a sequence of meteora.Passage, got {type(passages).__name__}; "
+            "convert inputs with meteora.types.to_passages"
+        )
+    plist = list(passages)
+    for i, p in enumerate(plist):
+        if not isinstance(p, Passage):
+            raise InvalidInputError(
+                f"passages[{i}] is a {type(p).__name__}, not a meteora.Passage; convert with meteora.types.to_passages"
+            )
+    seen: dict[str, int] = {}
+    for i, p in enumerate(plist):
+        if p.id in seen:
+            raise InvalidInputError(f"duplicate passage id {p.id!r} (passages #{seen[p.id]} and #{i}); ids must be unique")
+        seen[p.id] = i
+    r = as_matrix(rationale_embeddings, "rationale_embeddings")
+    if r.ndim != 2:
+        raise InvalidInputError(
+            f"rationale_embeddings must be 2-D (R, d), got shape {r.shape}; for one rationale use x[None, :]"
+        )
+    if r.shape[0] < 1:
+        raise InvalidInputError("rationale_embeddings has no rows; give at least one rationale (e.g. the query)")
+    if r.shape[1] < 1:
+        raise InvalidInputError(f"rationale_embeddings has dimension 0 (shape {r.shape})")
+    if not np.all(np.isfinite(r)):
+        raise InvalidInputError("rationale_embeddings contains NaN or infinite values")
+    n = len(plist)
+    c = as_matrix(passage_embeddings, "passage_embeddings")
+    if n == 0:
+        if c.size != 0:
+            raise InvalidInputError(f"passage_embeddings has shape {c.shape} but there are no passages")
+        c = np.zeros((0, r.shape[1]))
+    else:
+        if c.ndim != 2:
+            raise InvalidInputError(f"passage_embeddings must be 2-D (N, d), got shape {c.shape}")
+        if c.shape[0] != n:
+            raise InvalidInputError(
+                f"passage_embeddings has {c.shape[0]} rows for {n} passages; give one embedding per passage"
+            )
+        if c.shape[1] != r.shape[1]:
+            raise InvalidInputError(
+                f"embedding dimensions differ: rationales {r.shape[1]}, passages {c.shape[1]}; "
+                "encode both with the same model"
+            )
+        if not np.all(np.isfinite(c)):
+            bad = np.flatnonzero(~np.all(np.isfinite(c), axis=1))
+            raise InvalidInputError(
+                f"passage_embeddings contains NaN or infinite values (rows {bad[:5].tolist()})"
+            )
+    texts: list[str] | None = None
+    if rationales is not None:
+        if isinstance(rationales, str) or not isinstance(rationales, Sequence):
+            raise InvalidInputError(f"rationales must be a list of str, got {type(rationales).__name__}")
+        texts = [str(t) for t in rationales]
+        if len(texts) != r.shape[0]:
+            raise InvalidInputError(
+                f"got {len(texts)} rationale texts for {r.shape[0]} rationale embeddings; give one text per row"
+            )
+    return normalise_rows(r, "rationale_embeddings"), (
+        normalise_rows(c, "passage_embeddings") if n else c
+    ), plist, texts

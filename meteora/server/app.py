@@ -54,7 +54,7 @@ from meteora.server.schemas import (
 from meteora.server.settings import ServeSettings
 from meteora.types import Passage, to_passages
 
-__all__ = ["ServeSettings", "create_app"]
+__all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 

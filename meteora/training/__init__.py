@@ -1,4 +1,4 @@
-"""Training rationale adapters: data builders, QLoRA SFT and DPO.
+"""Training rationale adapters: data builders, QLoRA SFT and DPO, adapter perplexity.
 
 Needs the ``train`` extra (``pip install "meteora-rerank[train]"``: peft, trl,
 bitsandbytes, accelerate, datasets). Importing this package is cheap; the heavy
@@ -12,48 +12,32 @@ Example:
 
 from __future__ import annotations
 
-from meteora.training.collate import build_sft_features
-from meteora.training.data import (
-    RationaleExample,
-    RowProblem,
-    SFTDataset,
-    cot_examples,
-    load_preference_pairs,
-    load_rationale_sft,
-    pubmedqa_alpaca_examples,
-    read_jsonl,
-    split_pairs,
-    write_jsonl_atomic,
-)
+from meteora.training.adapter_eval import evaluate_adapter
 from meteora.training.dpo import DPOSettings, train_dpo
-from meteora.training.preferences import (
-    PreferenceBuildResult,
-    build_preference_pairs,
-    hit_score,
-    write_preference_pairs,
-)
-from meteora.training.sft import SFTSettings, TrainingSettings, TrainResult, train_sft
+from meteora.training.dpo_pairs import load_preference_pairs, split_pairs, write_preference_pairs
+from meteora.training.preferences import PreferenceBuildResult, build_preference_pairs
+from meteora.training.pubmedqa_examples import cot_examples, pubmedqa_alpaca_examples
+from meteora.training.rationale_sft import RationaleExample, SFTDataset, load_rationale_sft
+from meteora.training.run import TrainResult
+from meteora.training.settings import TrainingSettings
+from meteora.training.sft import SFTSettings, train_sft
 
 __all__ = [
-    "build_sft_features",
     "RationaleExample",
-    "RowProblem",
     "SFTDataset",
-    "cot_examples",
-    "load_preference_pairs",
     "load_rationale_sft",
     "pubmedqa_alpaca_examples",
-    "read_jsonl",
+    "cot_examples",
+    "load_preference_pairs",
     "split_pairs",
-    "write_jsonl_atomic",
-    "DPOSettings",
     "PreferenceBuildResult",
     "build_preference_pairs",
-    "hit_score",
     "write_preference_pairs",
-    "train_dpo",
-    "SFTSettings",
     "TrainingSettings",
+    "SFTSettings",
     "TrainResult",
     "train_sft",
+    "DPOSettings",
+    "train_dpo",
+    "evaluate_adapter",
 ]

@@ -30,15 +30,15 @@ from typing import Any
 
 from meteora.errors import InvalidInputError, TrainingDataError
 from meteora.training.run import (
-    TrainingSettings,
     TrainResult,
     begin_training,
     load_base,
-    make_log_callback,
+    make_trainer,
     prepare_run,
     train_and_save,
     trainer_args,
 )
+from meteora.training.settings import TrainingSettings
 
 __all__ = ["DPOSettings", "train_dpo"]
 
@@ -92,7 +92,8 @@ class DPOSettings(TrainingSettings):
 def _pairs_from(
     pairs: Any, settings: DPOSettings, tokenizer: Any
 ) -> tuple[list[dict[str, str]], dict[str, Any]]:
-    from meteora.training.data import file_sha256, load_preference_pairs
+    from meteora.training.dpo_pairs import load_preference_pairs
+    from meteora.training.jsonl import file_sha256
 
     info: dict[str, Any] = {}
     if isinstance(pairs, (str, os.PathLike)):
@@ -161,7 +162,6 @@ def train_dpo(
     """
     settings = settings or DPOSettings()
     trl = begin_training(settings, "DPO training")
-    from datasets import Dataset
 
     run = load_base(base_model, pairs, "preference pairs file", out_dir, settings, sft_adapter)
     rows, data_info = _pairs_from(pairs, settings, run.tokenizer)
@@ -170,15 +170,7 @@ def train_dpo(
     )
     args = trainer_args(settings, ckpt_dir, run.use_cuda, run.precision, trl.DPOConfig)
     config = trl.DPOConfig(**args, beta=float(settings.beta), loss_type=[settings.loss_type])
-    trainer = trl.DPOTrainer(
-        model=model,
-        ref_model=None,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=run.tokenizer,
-        peft_config=peft_config,
-        callbacks=[make_log_callback(), *callbacks],
-    )
+    trainer = make_trainer(trl.DPOTrainer, model, config, rows, run, peft_config, callbacks, ref_model=None)
     return train_and_save(
         kind="dpo",
         run=run,

@@ -1,4 +1,5 @@
-"""DPO preference pairs from a JSONL file, and a prompt-grouped train/validation/test split.
+"""DPO preference pairs in JSONL files (read with checks, written atomically), and a
+prompt-grouped train/validation/test split.
 
 Example:
     >>> import json, pathlib, tempfile
@@ -14,17 +15,22 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from meteora._io import atomic_write_text
 from meteora.errors import InvalidInputError, TrainingDataError
 from meteora.rationales.templates import PromptTemplate, get_template
 from meteora.training.jsonl import RowProblem, _iter_jsonl, _problem_message, _require_file
 
-__all__ = ["load_preference_pairs", "split_pairs"]
+__all__ = ["load_preference_pairs", "write_preference_pairs", "split_pairs"]
+
+_PAIR_KEYS = ("prompt", "chosen", "rejected")
 
 logger = logging.getLogger(__name__)
 
@@ -146,3 +152,42 @@ def split_pairs(
         parts[part].extend(groups[key])
         count += len(groups[key])
     return parts
+
+
+def _check_pair(pair: Mapping[str, Any], index: int) -> None:
+    if not isinstance(pair, Mapping):
+        raise InvalidInputError(f"pair #{index} must be a dict, got {type(pair).__name__}")
+    for key in _PAIR_KEYS:
+        value = pair.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInputError(f"pair #{index} needs a non-empty string {key!r}")
+    if pair["chosen"].strip() == pair["rejected"].strip():
+        raise InvalidInputError(f"pair #{index}: 'chosen' and 'rejected' are identical")
+
+
+def write_preference_pairs(
+    path: str | os.PathLike[str], pairs: Sequence[Mapping[str, Any]]
+) -> Path:
+    """Write pairs as JSON Lines (UTF-8, one object per line), atomically.
+
+    Every pair needs non-empty ``prompt``, ``chosen`` and ``rejected`` strings that
+    differ; other keys are kept. The file is written to a temporary sibling and renamed
+    into place, so a reader never sees half a file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "pairs.jsonl"
+        >>> _ = write_preference_pairs(p, [{"prompt": "Q", "chosen": "a", "rejected": "b"}])
+        >>> p.read_text()
+        '{"prompt": "Q", "chosen": "a", "rejected": "b"}\\n'
+    """
+    lines = []
+    for i, pair in enumerate(pairs):
+        _check_pair(pair, i)
+        try:
+            lines.append(json.dumps(dict(pair), ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"pair #{i} is not JSON-serialisable: {exc}") from exc
+    path = Path(path)
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return path

@@ -184,7 +184,6 @@ def train_poison_check(
     benchmark: Any = None,
     data_path: str | None = None,
     logprob: Any = "default",
-    num_threads: int | None = None,
     command: str | None = None,
 ) -> dict[str, Any]:
     """Train the check and write ``model.json`` + ``provenance.json`` to ``out_dir``.
@@ -195,7 +194,6 @@ def train_poison_check(
         benchmark: a built PubMedQA benchmark (default: from ``data_path``).
         logprob: the fluency LM (:class:`~meteora.defences.LogProbScorer`); ``"default"``:
             SmolLM2 on transformers when ``settings.use_lm``.
-        num_threads: torch threads.
         command: the command line recorded in the provenance.
 
     Returns:
@@ -210,7 +208,7 @@ def train_poison_check(
         LM_FEATURES,
         LogProbScorer,
     )
-    from meteora.training.data import file_sha256
+    from meteora.training.jsonl import file_sha256
 
     settings = settings or PoisonCheckSettings()
     t0 = time.perf_counter()
@@ -220,7 +218,7 @@ def train_poison_check(
     qids = bench.query_ids("train")
     _refuse_test(bench, qids)
     if logprob == "default":
-        logprob = LogProbScorer.default(num_threads=num_threads) if settings.use_lm else None
+        logprob = LogProbScorer.default() if settings.use_lm else None
     shuffled = list(qids)
     random.Random(settings.seed).shuffle(shuffled)
     n_dev = int(round(len(shuffled) * settings.dev_fraction))
@@ -267,7 +265,7 @@ def train_poison_check(
     }
     hashes: dict[str, Any] = {"benchmark": bench.name, "note": "built in memory by the caller"}
     if benchmark is None:
-        from meteora.datasets.pubmedqa import _locate
+        from meteora.datasets.pubmedqa_records import _locate
 
         pqa = _locate(data_path, "ori_pqal.json")
         hashes = {"pubmedqa/ori_pqal.json": file_sha256(pqa),
@@ -315,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from meteora.settings import apply_thread_setting
 
     apply_thread_setting(args.threads)
-    train_poison_check(args.out, settings, data_path=args.data, num_threads=args.threads,
+    train_poison_check(args.out, settings, data_path=args.data,
                        command="python -m meteora.training.poison_check " + shlex.join(list(argv or sys.argv[1:])))
     return 0
 

@@ -37,25 +37,25 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from meteora._io import atomic_write_json, atomic_write_text
+from meteora._io import atomic_write_json
 from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError
 from meteora.rationales.parsing import cut_at_section_break
+from meteora.training.dpo_pairs import write_preference_pairs
 
 if TYPE_CHECKING:
-    from meteora.pipeline import SelectorSettings
+    from meteora.selection.selector_settings import SelectorSettings
 
 __all__ = [
     "FALLBACK_SCORE",
@@ -64,7 +64,6 @@ __all__ = [
     "PreferenceBuildResult",
     "hit_score",
     "build_preference_pairs",
-    "write_preference_pairs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,7 +79,6 @@ SKIP_REASONS: tuple[str, ...] = (
     "identical_completions",
     "empty_completion",
 )
-_PAIR_KEYS = ("prompt", "chosen", "rejected")
 
 
 def hit_score(selected: Iterable[str], gold: Collection[str], metric: str = "f1") -> float:
@@ -110,45 +108,6 @@ def hit_score(selected: Iterable[str], gold: Collection[str], metric: str = "f1"
     if metric == "precision":
         return hits / len(sel) if sel else 0.0
     return 2 * hits / (len(sel) + len(g)) if sel or g else 0.0
-
-
-def _check_pair(pair: Mapping[str, Any], index: int) -> None:
-    if not isinstance(pair, Mapping):
-        raise InvalidInputError(f"pair #{index} must be a dict, got {type(pair).__name__}")
-    for key in _PAIR_KEYS:
-        value = pair.get(key)
-        if not isinstance(value, str) or not value.strip():
-            raise InvalidInputError(f"pair #{index} needs a non-empty string {key!r}")
-    if pair["chosen"].strip() == pair["rejected"].strip():
-        raise InvalidInputError(f"pair #{index}: 'chosen' and 'rejected' are identical")
-
-
-def write_preference_pairs(
-    path: str | os.PathLike[str], pairs: Sequence[Mapping[str, Any]]
-) -> Path:
-    """Write pairs as JSON Lines (UTF-8, one object per line), atomically.
-
-    Every pair needs non-empty ``prompt``, ``chosen`` and ``rejected`` strings that
-    differ; other keys are kept. The file is written to a temporary sibling and renamed
-    into place, so a reader never sees half a file.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "pairs.jsonl"
-        >>> _ = write_preference_pairs(p, [{"prompt": "Q", "chosen": "a", "rejected": "b"}])
-        >>> p.read_text()
-        '{"prompt": "Q", "chosen": "a", "rejected": "b"}\\n'
-    """
-    lines = []
-    for i, pair in enumerate(pairs):
-        _check_pair(pair, i)
-        try:
-            lines.append(json.dumps(dict(pair), ensure_ascii=False, allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"pair #{i} is not JSON-serialisable: {exc}") from exc
-    path = Path(path)
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
-    return path
 
 
 @dataclass
@@ -244,7 +203,6 @@ def build_preference_pairs(
     n_samples: int = 4,
     n_rationales: int | None = None,
     candidates: int = 50,
-    window: int | None = None,
     encoder: Any = None,
     retriever: Any = None,
     temperature: float = 0.7,
@@ -256,8 +214,6 @@ def build_preference_pairs(
     max_new_tokens: int | None = None,
     metric: str = "f1",
     include_query: bool = False,
-    pairing: str | None = None,
-    tau: float | None = None,
     settings: SelectorSettings | None = None,
     scorer: Any = None,
     chunk_size: int = 64,
@@ -276,8 +232,6 @@ def build_preference_pairs(
         n_samples: rationale sets sampled per question (≥ 2).
         n_rationales: rationales asked for in the prompt (``None``: the template's).
         candidates: hybrid top-k candidates the selector chooses from.
-        window: shorthand for ``settings.window`` (default 0: the chunks the rationales
-            point at).
         encoder: rationale/passage encoder (``None``: the dense retriever's).
         retriever: a hybrid retriever over ``benchmark.corpus`` with a dense member
             (``None``: built here with :func:`meteora.evaluation.qa.build_retriever`).
@@ -295,9 +249,8 @@ def build_preference_pairs(
             distinct pairing the rationales can only add other chunks, so when the query
             already hits the evidence every sample ties and the preference says nothing
             about the rationales. The completions are the same either way.
-        pairing, tau: shorthands for those fields of ``settings``.
-        settings: the selector's :class:`~meteora.pipeline.SelectorSettings` (default
-            ``SelectorSettings()``). Selection runs through
+        settings: the selector's :class:`~meteora.selection.selector_settings.SelectorSettings` (default
+            ``SelectorSettings()``: window 0, the chunks the rationales point at). Selection runs through
             :meth:`meteora.Reranker.rerank_pools` with the sampled rationale sets, so a
             sample selects exactly what ``Reranker.search`` would with those rationales.
         scorer: the reranker's evidence scorer (default ``None``: the rationales alone
@@ -318,7 +271,7 @@ def build_preference_pairs(
     Example:
         >>> res = build_preference_pairs(gen, bench, limit=50, out="pairs.jsonl")  # doctest: +SKIP
     """
-    from meteora.evaluation.qa import build_retriever
+    from meteora.evaluation.selections import build_retriever
     from meteora.pipeline import dense_member
     from meteora.reranker import Reranker
 
@@ -375,9 +328,7 @@ def build_preference_pairs(
     if encoder is None:
         dense = dense_member(retriever)
         encoder = dense.encoder if dense is not None else None
-    reranker = Reranker(
-        generator=None, encoder=encoder, scorer=scorer, settings=settings, pairing=pairing, tau=tau, window=window
-    )
+    reranker = Reranker(None, encoder, scorer, settings)
     selector_settings = reranker.settings
     pools = reranker.retrieve([benchmark.queries[q] for q in used], retriever, k=candidates)
     pool_of = dict(zip(used, pools, strict=True))

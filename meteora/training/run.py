@@ -8,8 +8,7 @@ TRL, :func:`load_base` loads the base model (through :mod:`meteora.lm.transforme
 ``meteora_training.json``.
 
 The settings live in :mod:`meteora.training.settings` and the run folder (checkpoints,
-resume fingerprint, final swap) in :mod:`meteora.training.run_folder`; their names are
-re-exported here.
+resume fingerprint, final swap) in :mod:`meteora.training.run_folder`.
 
 Example:
     >>> TrainingSettings(lora_r=8).validate()
@@ -24,52 +23,35 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from meteora._io import atomic_write_json
 from meteora.errors import DataNotFoundError, InvalidInputError, ModelNotFoundError, require
-from meteora.lm.loading import (
-    attach_adapter,
-    library_versions,
-    load_causal_lm,
-    precision_setup,
-)
-from meteora.settings import apply_thread_setting
-
-# ``name as name`` imports re-export names of the former single-module run.py.
-from meteora.training.run_folder import CHECKPOINT_DIR as CHECKPOINT_DIR
+from meteora.lm.adapters import attach_adapter
+from meteora.lm.loading import library_versions, load_causal_lm, precision_setup
 from meteora.training.run_folder import (
     METADATA_FILE,
     _finalize_out_dir,
     _fingerprint,
     _prepare_out_dir,
-    read_training_metadata,
 )
-from meteora.training.run_folder import RUN_FILE as RUN_FILE
-from meteora.training.settings import _PRECISIONS as _PRECISIONS
-from meteora.training.settings import _SCHEDULERS as _SCHEDULERS
 from meteora.training.settings import (
-    TARGET_MODULE_PRESETS,
     TrainingSettings,
     resolve_target_modules,
 )
 
 __all__ = [
     "TESTED_TRL",
-    "TARGET_MODULE_PRESETS",
-    "METADATA_FILE",
-    "TrainingSettings",
     "TrainResult",
     "BaseRun",
-    "resolve_target_modules",
-    "read_training_metadata",
     "require_data_file",
     "begin_training",
     "load_base",
     "prepare_run",
+    "make_trainer",
     "train_and_save",
     "trainer_args",
     "make_log_callback",
@@ -381,10 +363,9 @@ class BaseRun:
 
 
 def begin_training(settings: TrainingSettings, purpose: str) -> Any:
-    """Validate ``settings``, check TRL, apply the thread setting; return the ``trl`` module."""
+    """Validate ``settings`` and check TRL; return the ``trl`` module."""
     settings.validate()
     _check_trl_version()
-    apply_thread_setting(settings.num_threads)
     return require("trl", "train", purpose)
 
 
@@ -446,6 +427,25 @@ def prepare_run(
         _check_targets(model, settings)
         peft_config = _lora_config(settings)
     return model, peft_config, ckpt_dir, resume_from
+
+
+def make_trainer(
+    trainer_cls: Any, model: Any, config: Any, rows: list[dict[str, Any]], run: BaseRun, peft_config: Any,
+    callbacks: Sequence[Any] = (), **extra: Any,
+) -> Any:
+    """A TRL trainer (``SFTTrainer``, ``DPOTrainer``) on ``rows`` with the run's tokenizer,
+    the LoRA config and meteora's log callback (``extra``: the trainer's own arguments)."""
+    from datasets import Dataset
+
+    return trainer_cls(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=run.tokenizer,
+        peft_config=peft_config,
+        callbacks=[make_log_callback(), *callbacks],
+        **extra,
+    )
 
 
 def train_and_save(

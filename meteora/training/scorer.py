@@ -186,9 +186,10 @@ def calibrate_selection(
     Returns:
         ``{"evidence_weight", "evidence_band", "objective", "grid": [...]}``.
     """
-    from meteora.metrics import set_metrics
-    from meteora.pipeline import CandidatePool, SelectorSettings
+    from meteora.pipeline import CandidatePool
     from meteora.reranker import Reranker
+    from meteora.selection.selector_settings import SelectorSettings
+    from meteora.set_metrics import set_metrics
 
     qids = list(qids)
     qemb = encoder.encode([benchmark.queries[q] for q in qids])
@@ -245,7 +246,6 @@ def train_scorer(
     base: str | None = None,
     limit: int | None = None,
     overwrite: bool = False,
-    num_threads: int | None = None,
     command: str | None = None,
 ) -> dict[str, Any]:
     """Train the evidence scorer adapter and write it with its provenance to ``out_dir``.
@@ -262,21 +262,18 @@ def train_scorer(
         base: the encoder to start from (default: the packaged all-MiniLM-L6-v2).
         limit: train on the first ``limit`` train questions only (smoke runs).
         overwrite: replace an existing scorer folder.
-        num_threads: torch threads.
         command: the command line recorded in the provenance file.
 
     Returns:
         The provenance dict (also written to ``out_dir/provenance.json``).
     """
     from meteora.datasets.pubmedqa import build_pubmedqa_benchmark
-    from meteora.embeddings import Encoder
+    from meteora.embeddings.encoder import Encoder
     from meteora.models import resolve_embedding_model
     from meteora.scorer import EvidenceScorer
-    from meteora.settings import apply_thread_setting
-    from meteora.training.data import file_sha256
+    from meteora.training.jsonl import file_sha256
 
     settings = settings or ScorerSettings()
-    apply_thread_setting(num_threads)
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise InvalidInputError(f"{out} exists; pass overwrite=True (--overwrite) to replace a scorer folder")
@@ -302,7 +299,7 @@ def train_scorer(
     rng.shuffle(shuffled)
     n_dev = int(round(len(shuffled) * settings.dev_fraction))
     dev, train = sorted(shuffled[:n_dev], key=qids.index), sorted(shuffled[n_dev:], key=qids.index)
-    encoder = Encoder(base, num_threads=num_threads)
+    encoder = Encoder(base)
     corpus_emb = encoder.encode([p.text for p in bench.corpus])
     negatives = _other_doc_negatives(bench, train + dev, settings.hard_negatives, encoder, corpus_emb)
     rows = scorer_examples(bench, train, settings, negatives=negatives)
@@ -360,7 +357,7 @@ def train_scorer(
 
     data_hashes: dict[str, str | None] = {}
     if benchmark is None:
-        from meteora.datasets.pubmedqa import _locate
+        from meteora.datasets.pubmedqa_records import _locate
 
         pqa = _locate(data_path, "ori_pqal.json")
         test_file = pqa.parent / "test_ground_truth.json"

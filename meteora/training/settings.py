@@ -101,7 +101,6 @@ class TrainingSettings:
         gradient_checkpointing: ``None`` = on for CUDA, off on CPU (where memory is not the limit).
         precision: ``"auto"`` (bf16 on CUDA GPUs that support it, else fp16; fp32 on CPU),
             ``"bf16"``, ``"fp16"`` or ``"fp32"``.
-        num_threads: torch CPU threads (``None``: ``$METEORA_NUM_THREADS`` or torch's default).
         progress: show the trainer's progress bar (``None``: only on a terminal, not with
             ``-q``; see :func:`meteora.console.progress_enabled`).
         trust_remote_code: allow model code from the hub (off unless you opt in).
@@ -131,7 +130,6 @@ class TrainingSettings:
     n_rationales: int | str | None = None
     gradient_checkpointing: bool | None = None
     precision: str = "auto"
-    num_threads: int | None = None
     progress: bool | None = None
     trust_remote_code: bool = False
 
@@ -151,7 +149,6 @@ class TrainingSettings:
             pos_int(name)
         pos_int("max_steps", allow_none=True)
         pos_int("save_total_limit", allow_none=True)
-        pos_int("num_threads", allow_none=True)
         if (
             isinstance(self.max_length, bool)
             or not isinstance(self.max_length, int)

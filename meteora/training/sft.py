@@ -47,42 +47,20 @@ from pathlib import Path
 from typing import Any
 
 from meteora.errors import DataNotFoundError, InvalidInputError, TrainingDataError
-from meteora.lm.loading import (
-    attach_adapter,
-    check_adapter_compatibility,
-    ensure_pad_token,
-    load_causal_lm,
-)
 from meteora.training.run import (
-    TARGET_MODULE_PRESETS,
-    TESTED_TRL,
-    TrainingSettings,
     TrainResult,
     begin_training,
     load_base,
-    make_log_callback,
+    make_trainer,
     prepare_run,
-    read_training_metadata,
-    resolve_target_modules,
     train_and_save,
     trainer_args,
 )
+from meteora.training.settings import (
+    TrainingSettings,
+)
 
-__all__ = [
-    "TESTED_TRL",
-    "TARGET_MODULE_PRESETS",
-    "TrainingSettings",
-    "SFTSettings",
-    "TrainResult",
-    "train_sft",
-    "build_sft_dataset",
-    "resolve_target_modules",
-    "ensure_pad_token",
-    "load_causal_lm",
-    "attach_adapter",
-    "check_adapter_compatibility",
-    "read_training_metadata",
-]
+__all__ = ["SFTSettings", "train_sft", "build_sft_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +85,7 @@ def _pairs_from(
     data: Any, settings: TrainingSettings, tokenizer: Any
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Normalise ``data`` into prompt/completion pairs; return them with a data record."""
-    from meteora.training.data import SFTDataset, load_rationale_sft
+    from meteora.training.rationale_sft import SFTDataset, load_rationale_sft
 
     info: dict[str, Any] = {}
     if isinstance(data, (str, os.PathLike)):
@@ -122,10 +100,10 @@ def _pairs_from(
         except json.JSONDecodeError:
             keys = set()
         if {"prompt", "completion"} <= keys:
-            from meteora.training.data import read_jsonl
+            from meteora.training.jsonl import read_jsonl
 
             rows = read_jsonl(path)
-            from meteora.training.data import file_sha256
+            from meteora.training.jsonl import file_sha256
 
             info.update(
                 path=str(path.resolve()), sha256=file_sha256(path), format="prompt-completion"
@@ -249,7 +227,6 @@ def train_sft(
     """
     settings = settings or SFTSettings()
     trl = begin_training(settings, "SFT training")
-    from datasets import Dataset
 
     run = load_base(base_model, data, "training data file", out_dir, settings, adapter)
     pairs, data_info = _pairs_from(data, settings, run.tokenizer)
@@ -264,14 +241,7 @@ def train_sft(
         **trainer_args(settings, ckpt_dir, run.use_cuda, run.precision, trl.SFTConfig),
         completion_only_loss=None,
     )
-    trainer = trl.SFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(features),
-        processing_class=run.tokenizer,
-        peft_config=peft_config,
-        callbacks=[make_log_callback(), *callbacks],
-    )
+    trainer = make_trainer(trl.SFTTrainer, model, config, features, run, peft_config, callbacks)
     return train_and_save(
         kind="sft",
         run=run,

@@ -261,7 +261,7 @@ class Env:
 
     @cached_property
     def encoder(self) -> Any:
-        from meteora.embeddings import Encoder
+        from meteora.embeddings.encoder import Encoder
 
         return Encoder(str(self.encoder_dir), device="cpu")
 
@@ -280,13 +280,13 @@ class Env:
 
     @cached_property
     def bm25(self) -> Any:
-        from meteora.retrievers import BM25Retriever
+        from meteora.retrievers.bm25 import BM25Retriever
 
         return BM25Retriever().index(CORPUS)
 
     @cached_property
     def dense(self) -> Any:
-        from meteora.retrievers import DenseRetriever
+        from meteora.retrievers.dense import DenseRetriever
 
         return DenseRetriever(self.encoder).index(CORPUS)
 
@@ -408,7 +408,7 @@ def _passage(**kwargs: Any) -> Any:
 
 
 def _bm25() -> Any:
-    from meteora.retrievers import BM25Retriever
+    from meteora.retrievers.bm25 import BM25Retriever
 
     return BM25Retriever()
 
@@ -630,11 +630,6 @@ def _settings_cases() -> list[Case]:
         "settings": {"str": "window=2", "dict": {"window": 2}},
         "scorer": {"int": 5, "list": ["a"]},
         "verifier": {"int": 5, "str-ish": 3.5},
-        "window": {"-1": -1, "float": 0.5},
-        "tau": {"nan": float("nan"), "str": "x"},
-        "pairing": {"unknown": "x"},
-        "order": {"unknown": "x"},
-        "min_similarity": {"5": 5.0},
         "generation": {"str": "temperature=0.5", "list": [("seed", 1)]},
         "generator": {"int": 5, "list": ["x"]},
     }
@@ -643,6 +638,19 @@ def _settings_cases() -> list[Case]:
         for label, value in values.items():
             out.append(Case(f"settings/Reranker/{name}={label}", "settings",
                             lambda env, n=name, v=value: env.reranker(**{n: v}), InvalidInputError, name))
+    # selector knobs reach the Reranker inside its settings, built inline
+    knob_bad: dict[str, dict[str, Any]] = {
+        "window": {"-1": -1, "float": 0.5},
+        "tau": {"nan": float("nan"), "str": "x"},
+        "pairing": {"unknown": "x"},
+        "order": {"unknown": "x"},
+        "min_similarity": {"5": 5.0},
+    }
+    for name, values in knob_bad.items():
+        for label, value in values.items():
+            out.append(Case(f"settings/Reranker/{name}={label}", "settings",
+                            lambda env, n=name, v=value: env.reranker(settings=SelectorSettings(**{n: v})),
+                            InvalidInputError, name))
     out.append(Case("settings/Reranker/verifier=True-without-lm", "settings", lambda env: env.reranker(verifier=True),
                     InvalidInputError, "verifier"))
     out.append(Case("settings/Reranker/top_k-ok", "settings", lambda env: env.reranker(top_k=1).rerank(Q, PASSAGES),
@@ -653,7 +661,7 @@ def _settings_cases() -> list[Case]:
 
 
 def _elbow_cases() -> list[Case]:
-    from meteora.selection import elbow_cutoff
+    from meteora.selection.elbow import elbow_cutoff
 
     def n3_always_falls_back(tau: float) -> Callable[[Env], Any]:
         def action(env: Env) -> list[str]:
@@ -729,7 +737,7 @@ def _generator_cases() -> list[Case]:
            for label, (fn, qs, msg) in bad.items()]
 
     def real_set(q: str, rats: Any) -> Any:
-        from meteora.rationales import RationaleSet
+        from meteora.rationales.rationale_set import RationaleSet
 
         return RationaleSet(query=q, rationales=rats)
 
@@ -765,7 +773,7 @@ def _generator_cases() -> list[Case]:
                         "verifier" if "argument" in label else "Verdict"))
 
     def keep_all(q: str, p: Any, accepted: Any) -> Any:
-        from meteora.verifier import Verdict
+        from meteora.verdicts import Verdict
 
         flagged = p.id == "0"
         return Verdict(relevant=True, flagged=flagged, flag_types=["FACTUAL"] if flagged else [], reason="test",
@@ -806,7 +814,9 @@ def _scorer_cases() -> list[Case]:
 
 
 def _retriever_cases() -> list[Case]:
-    from meteora.retrievers import BM25Retriever, HybridRetriever, load_retriever
+    from meteora.retrievers.base import load_retriever
+    from meteora.retrievers.bm25 import BM25Retriever
+    from meteora.retrievers.hybrid import HybridRetriever
 
     out: list[Case] = []
     for label, k in BAD_K.items():
@@ -859,7 +869,7 @@ def _retriever_cases() -> list[Case]:
 
 
 def _dense(env: Env) -> Any:
-    from meteora.retrievers import DenseRetriever
+    from meteora.retrievers.dense import DenseRetriever
 
     return DenseRetriever(env.encoder)
 
@@ -925,7 +935,9 @@ def _corpus_cases() -> list[Case]:
 
 
 def _training_cases() -> list[Case]:
-    from meteora.training.data import load_preference_pairs, load_rationale_sft, read_jsonl
+    from meteora.training.dpo_pairs import load_preference_pairs
+    from meteora.training.jsonl import read_jsonl
+    from meteora.training.rationale_sft import load_rationale_sft
 
     row = {"id": "1", "query": "Does aspirin reduce fever?",
            "rationales": ["Look for trials reporting fever outcomes in children.",
@@ -950,11 +962,11 @@ def _training_cases() -> list[Case]:
 
 
 def _hub_cases() -> list[Case]:
-    from meteora.embeddings import Encoder
+    from meteora.embeddings.encoder import Encoder
 
     def gen(name: str, **kw: Any) -> Callable[[], Any]:
         def load() -> Any:
-            from meteora.rationales import RationaleGenerator
+            from meteora.rationales.generator import RationaleGenerator
 
             return RationaleGenerator.from_pretrained(name, backend="transformers", cache=None, **kw)
 
@@ -1095,7 +1107,7 @@ def _tamper(change: Callable[[dict[str, Any]], None], kind: str = "bm25") -> Cal
     """Save a BM25 (or dense) index, edit its manifest(s) with ``change``, then load it."""
 
     def action(env: Env) -> Any:
-        from meteora.retrievers import load_retriever
+        from meteora.retrievers.base import load_retriever
 
         out = env.fresh("ix") / "index"
         getattr(env, kind).save(out)
@@ -1216,13 +1228,13 @@ def _index_cache_cases() -> list[Case]:
 
 
 def _load_search(env: Env) -> Any:
-    from meteora.retrievers import load_retriever
+    from meteora.retrievers.base import load_retriever
 
     return load_retriever(env.saved_bm25).search(Q, k=1)
 
 
 def _encoder_with_cache(env: Env, path: Path) -> Any:
-    from meteora.embeddings import Encoder
+    from meteora.embeddings.encoder import Encoder
 
     enc = Encoder(str(env.encoder_dir), device="cpu", cache=path)
     return enc.encode(["fever"])
@@ -1244,5 +1256,5 @@ def build_cases() -> list[Case]:
     return cases
 
 
-if __name__ == "__main__":  # pragma: no cover - quick look: python tests/robustness_cases.py
+if __name__ == "__main__":  # pragma: no cover - quick look: python benchmarks/robustness_cases.py
     print(len(build_cases()), "cases;", math.fsum(1 for _ in build_cases()))

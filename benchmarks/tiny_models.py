@@ -1,16 +1,29 @@
 """Tiny random models built at test time: no download, no hub, a few MB each.
 
+The tests and the bad-input matrix (``robustness_cases.py``, beside this file) need
+models that load through the real code paths without the real weights; the benchmark
+imports this module from its own folder, the tests through pytest's ``pythonpath``.
+
 * :func:`make_tokenizer` — a byte-level BPE tokenizer trained on a small medical
   vocabulary, with a ChatML chat template, distinct ``<pad>`` and ``</s>`` tokens.
 * :func:`make_causal_lm` — a 2-layer Llama or Mistral config with random weights,
   saved with that tokenizer into a folder ``from_pretrained`` loads.
 * :func:`make_sentence_transformer` — a 2-layer BERT with mean pooling, saved as a
   sentence-transformers folder.
+
+Example:
+    >>> from tiny_models import make_sentence_transformer
+    >>> from meteora.embeddings.encoder import Encoder
+    >>> enc = Encoder(str(make_sentence_transformer(tmp_path / "st")), device="cpu")  # doctest: +SKIP
+    >>> enc.encode(["fever"]).shape  # doctest: +SKIP
+    (1, 32)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+__all__ = ["make_tokenizer", "make_causal_lm", "make_sentence_transformer"]
 
 CORPUS = [
     "Aspirin reduces the risk of myocardial infarction in adults with cardiovascular disease.",

@@ -34,7 +34,6 @@ from typing import Any
 from meteora.console import progress_enabled
 from meteora.errors import DataNotFoundError, InvalidInputError, ModelNotFoundError
 from meteora.rationales.templates import get_template
-from meteora.settings import apply_thread_setting
 
 __all__ = ["evaluate_adapter", "score_responses", "to_markdown"]
 
@@ -48,7 +47,8 @@ def _load_eval_pairs(
     tokenizer: Any,
     exclude_queries: Iterable[str] | None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from meteora.training.data import file_sha256, load_rationale_sft, read_jsonl
+    from meteora.training.jsonl import file_sha256, read_jsonl
+    from meteora.training.rationale_sft import load_rationale_sft
 
     first = next((ln for ln in data_path.open(encoding="utf-8") if ln.strip()), "")
     try:
@@ -156,7 +156,6 @@ def evaluate_adapter(
     load_in_4bit: bool = False,
     precision: str = "auto",
     exclude_queries: Iterable[str] | None = None,
-    num_threads: int | None = None,
     progress: bool | None = None,
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
@@ -176,7 +175,6 @@ def evaluate_adapter(
         precision: ``"auto"``, ``"bf16"``, ``"fp16"`` or ``"fp32"``.
         exclude_queries: queries to leave out (e.g. the training queries, to avoid
             scoring examples the adapter has seen).
-        num_threads: torch CPU threads.
         progress: progress bars (``None``: on when this logger shows INFO).
 
     Returns:
@@ -190,12 +188,8 @@ def evaluate_adapter(
         ModelNotFoundError: the adapter folder is not a PEFT adapter.
         InvalidInputError: unknown template, bad numbers, or an adapter that does not fit the base.
     """
-    from meteora.lm.loading import (
-        attach_adapter,
-        library_versions,
-        load_causal_lm,
-        precision_setup,
-    )
+    from meteora.lm.adapters import attach_adapter
+    from meteora.lm.loading import library_versions, load_causal_lm, precision_setup
     from meteora.training.collate import build_sft_features
 
     data = Path(data_path).expanduser()
@@ -219,7 +213,6 @@ def evaluate_adapter(
         )
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
         raise InvalidInputError(f"max_length must be an integer >= 8, got {max_length!r}")
-    apply_thread_setting(num_threads)
     show = progress if progress is not None else progress_enabled()
 
     model, tokenizer = load_causal_lm(
