@@ -13,9 +13,9 @@ from ray_cluster import local_ray_cluster
 
 from meteora.errors import InvalidInputError
 from meteora.reranker import Reranker
-from meteora.selection.selector_settings import SelectorSettings
 from meteora.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
 from meteora.retrievers.streaming import build_index
+from meteora.selection.selector_settings import SelectorSettings
 
 pytest.importorskip("ray")
 pytest.importorskip("ray.data")

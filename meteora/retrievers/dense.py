@@ -49,13 +49,14 @@ from meteora.retrievers.ann import (
 )
 from meteora.retrievers.ann import search as ann_search
 from meteora.retrievers.base import Retriever, check_k, importable, topk_indices
-from meteora.retrievers.index_files import (
-    MANIFEST_NAME,
-    load_npy,
-    manifest_int,
-    read_manifest,
-    write_manifest,
+from meteora.retrievers.dense_files import (
+    EMBEDDINGS_NAME,
+    FAISS_NAME,
+    load_embeddings,
+    read_faiss,
+    saved_dense,
 )
+from meteora.retrievers.index_files import MANIFEST_NAME, read_manifest, write_manifest
 from meteora.retrievers.npy_stream import NpyRowReader, save_npy_blocks
 from meteora.retrievers.passage_store import open_passages, save_passages
 from meteora.retrievers.storage import load_index
@@ -66,8 +67,6 @@ __all__ = ["DenseRetriever"]
 logger = logging.getLogger(__name__)
 
 _BACKENDS = ("auto", "faiss", "numpy")
-_EMB_NAME = "embeddings.npy"
-_FAISS_NAME = "index.faiss"
 #: most score-matrix cells (queries × passages) the numpy backend holds at once
 _NUMPY_BLOCK = 1 << 25
 
@@ -478,11 +477,11 @@ class DenseRetriever(Retriever):
         IVF-PQ, ``index.faiss`` (FAISS's own format). A flat index is rebuilt from the
         embeddings on load."""
         save_passages(directory, self._store)
-        save_npy_blocks(directory / _EMB_NAME, self.embeddings)
+        save_npy_blocks(directory / EMBEDDINGS_NAME, self.embeddings)
         if self._faiss_index is not None and self.index_type_used != "flat":
             import faiss
 
-            faiss.write_index(self._faiss_index, str(directory / _FAISS_NAME))
+            faiss.write_index(self._faiss_index, str(directory / FAISS_NAME))
         self._write_manifest(directory, len(self), int(self.embeddings.shape[1]))
 
     def _write_manifest(self, directory: Path, count: int, dim: int) -> None:
@@ -520,68 +519,35 @@ class DenseRetriever(Retriever):
     def _read_index(
         cls, directory: Path, encoder: Any = None, *, backend: str | None = None
     ) -> DenseRetriever:
-        manifest = read_manifest(directory, cls.kind, required=[_EMB_NAME])
-        params = manifest["parameters"]
-        dim = manifest_int(manifest, "counts", "dim", directory, minimum=1)
-        n = manifest_int(manifest, "counts", "passages", directory)
-        enc_info = manifest.get("encoder") or {}
-        if not isinstance(enc_info, dict):
-            raise IndexFormatError(
-                f"{directory / MANIFEST_NAME}: 'encoder' must be a table, got {enc_info!r}; "
-                "rebuild the index and save it again"
-            )
+        manifest = read_manifest(directory, cls.kind, required=[EMBEDDINGS_NAME])
+        saved = saved_dense(directory, manifest)
+        options = dict(saved.options)
+        if backend is not None:
+            options["backend"] = backend
         try:
-            self = cls(
-                encoder=encoder if encoder is not None else enc_info.get("name"),
-                index_type=params["index_type"],
-                backend=backend if backend is not None else params["backend"],
-                batch_size=params["batch_size"],
-                nlist=params.get("nlist"),
-                nprobe=params.get("nprobe"),
-                hnsw_m=params["hnsw_m"],
-                ef_search=params["ef_search"],
-                ef_construction=params["ef_construction"],
-                pq_m=params.get("pq_m"),
-                opq=params.get("opq", False),
-                rerank=params.get("rerank", 200),
-                train_size=params.get("train_size"),
-            )
-        except (KeyError, InvalidInputError) as exc:
+            self = cls(encoder=encoder if encoder is not None else saved.encoder_name, **options)
+        except InvalidInputError as exc:
             raise IndexFormatError(
                 f"{directory / MANIFEST_NAME} has invalid dense-index parameters ({exc}); "
                 "rebuild the index and save it again"
             ) from exc
-        self._expected_dim = int(dim)
+        self._expected_dim = saved.dim
         if self._encoder is not None:
             self._check_encoder_dim(self._encoder)
-            if enc_info.get("name") and enc_info["name"] != self.encoder_name:
+            if saved.encoder_name and saved.encoder_name != self.encoder_name:
                 logger.warning(
                     "index %s was built with encoder %r; searching it with %r",
                     directory,
-                    enc_info["name"],
+                    saved.encoder_name,
                     self.encoder_name,
                 )
-        passages = open_passages(directory, manifest, n)
-        emb = load_embeddings(directory / _EMB_NAME)
-        if emb.shape != (n, dim):
-            raise IndexFormatError(
-                f"{directory} holds embeddings of shape {emb.shape}, but the manifest says "
-                f"{n} × {dim}; rebuild the index and save it again"
-            )
-        self._store = passages
-        self.embeddings = emb
-        self._row_reader = NpyRowReader(directory / _EMB_NAME)
-        self._nlist_used = params.get("nlist_used")
-        self.index_type_used = params.get("index_type_used") or (
-            None if self.index_type == "auto" else self.index_type
-        )
-        faiss_path = directory / _FAISS_NAME
-        if (
-            self.engine == "faiss"
-            and self.ann_spec().index_type != "flat"
-            and _FAISS_NAME in manifest["files"]  # only a file the manifest vouched for
-        ):
-            self._faiss_index = _read_faiss(faiss_path, n, dim)
+        self._store = open_passages(directory, manifest, saved.count)
+        self.embeddings = load_embeddings(directory / EMBEDDINGS_NAME, saved.count, saved.dim)
+        self._row_reader = NpyRowReader(directory / EMBEDDINGS_NAME)
+        self._nlist_used = saved.nlist_used
+        self.index_type_used = saved.index_type_used or (None if self.index_type == "auto" else self.index_type)
+        if self.engine == "faiss" and self.ann_spec().index_type != "flat" and saved.has_faiss_file:
+            self._faiss_index = read_faiss(directory / FAISS_NAME, saved.count, saved.dim)
             self._apply_search_params()
         else:
             self._build_index()
@@ -590,26 +556,3 @@ class DenseRetriever(Retriever):
     def _repr_fields(self) -> str:
         return f"encoder={self.encoder_name!r}, index_type={self.index_type!r}, backend={self.engine!r}, dim={self.dim}"
 
-
-def load_embeddings(path: Path) -> np.ndarray:
-    """Memory-map a float32 ``(N, d)`` embedding matrix saved without pickle (read-only:
-    pages are read on demand and shared by every process serving the index)."""
-    return load_npy(path, dtype=np.float32, ndim=2, mmap=True)
-
-
-def _read_faiss(path: Path, n: int, dim: int) -> Any:
-    import faiss
-
-    try:
-        index = faiss.read_index(str(path))
-    except RuntimeError as exc:
-        raise IndexFormatError(
-            f"{path} is not a readable FAISS index ({str(exc).splitlines()[0] if str(exc) else exc}); "
-            "rebuild the index and save it again"
-        ) from exc
-    if index.ntotal != n or index.d != dim:
-        raise IndexFormatError(
-            f"{path} holds {index.ntotal} vectors of dimension {index.d}, expected {n} × {dim}; "
-            "rebuild the index and save it again"
-        )
-    return index

@@ -51,6 +51,7 @@ from meteora.retrievers.ann import (
 from meteora.retrievers.base import Retriever
 from meteora.retrievers.bm25 import BM25Retriever
 from meteora.retrievers.dense import DenseRetriever
+from meteora.retrievers.dense_files import EMBEDDINGS_NAME, FAISS_NAME
 from meteora.retrievers.hybrid import HybridRetriever
 from meteora.retrievers.npy_stream import NpyAppender
 from meteora.retrievers.passage_store import PASSAGE_STORE_NAME, PassageStoreWriter
@@ -61,8 +62,6 @@ __all__ = ["build_index", "index_writer", "IndexWriter"]
 
 logger = logging.getLogger(__name__)
 
-_EMB_NAME = "embeddings.npy"
-_FAISS_NAME = "index.faiss"
 _TOKENS_NAME = ".tokens.int32"  # dot file: never listed in a manifest, removed before it
 
 #: fills an empty (trained) FAISS index from the memory-mapped embeddings
@@ -129,7 +128,7 @@ class _DenseWriter(_StoreOwner):
         else:
             emb = r._given_embeddings(embeddings, len(passages), self._emb.dim if self._emb else None)
         if self._emb is None:
-            self._emb = NpyAppender(self.folder / _EMB_NAME, emb.shape[1])
+            self._emb = NpyAppender(self.folder / EMBEDDINGS_NAME, emb.shape[1])
         self._add_passages(passages, where)
         self._emb.append(emb)
 
@@ -138,7 +137,7 @@ class _DenseWriter(_StoreOwner):
         assert self._emb is not None
         self._emb.close()
         r = self.retriever
-        emb = np.load(self.folder / _EMB_NAME, mmap_mode="r")
+        emb = np.load(self.folder / EMBEDDINGS_NAME, mmap_mode="r")
         n, d = emb.shape
         spec = r.ann_spec(n)
         r.index_type_used = spec.index_type if r.engine == "faiss" else "flat"
@@ -150,7 +149,7 @@ class _DenseWriter(_StoreOwner):
             index = empty_faiss(spec, d, n, emb)
             self.add_vectors(spec, index, emb)
             apply_search_params(spec, index)
-            faiss.write_index(index, str(self.folder / _FAISS_NAME))
+            faiss.write_index(index, str(self.folder / FAISS_NAME))
             logger.info("built %s over %d vectors in %.1f s", spec.factory(d, n), n, time.perf_counter() - t0)
         del emb
         r._write_manifest(self.folder, n, d)
