@@ -376,6 +376,35 @@ def test_document_context_follows_a_reindexed_retriever():
         assert texts == [c["text"] for c in corpus[:2]]  # ±1 of position 0, by position
 
 
+def test_a_resaved_index_of_the_same_size_is_not_served_stale_neighbours(tmp_path):
+    """An index folder re-written with a same-sized corpus (same ids, doc_ids and
+    positions, new texts) while a retriever loaded from it is still in use: a fresh load
+    expands from the new corpus, the open one keeps its own (old, complete) version, and
+    the pipeline of each selects from its own corpus only."""
+    from meteora.pipeline import retrieve_pools
+    from meteora.retrievers.base import load_retriever
+    from meteora.retrievers.bm25 import BM25Retriever
+
+    old = _chunks("a", ["aspirin stroke trial", "old neighbour one", "old neighbour two", "old tail"])
+    new = _chunks("a", ["aspirin stroke trial", "new neighbour one", "new neighbour two", "new tail"])
+    enc = Encoder(BagOfWordsModel(dim=16))
+    settings = SelectorSettings(window=2)
+    BM25Retriever(backend="numpy").index(old).save(tmp_path / "idx")
+    before = load_retriever(tmp_path / "idx")
+    (pool,) = retrieve_pools(["aspirin stroke"], before, k=1, encoder=enc, settings=settings)
+    assert [p.text for p in pool.context] == [c["text"] for c in old[:3]]
+
+    BM25Retriever(backend="numpy").index(new).save(tmp_path / "idx")
+    after = load_retriever(tmp_path / "idx")
+    assert len(after) == len(before)
+    for retriever, corpus in ((after, new), (before, old), (after, new)):
+        (pool,) = retrieve_pools(["aspirin stroke"], retriever, k=1, encoder=enc, settings=settings)
+        assert [p.text for p in pool.context] == [c["text"] for c in corpus[:3]]
+    rr = Reranker(scorer=None, generator=None, encoder=enc, settings=settings)
+    texts = {p.text for p in rr.search("aspirin stroke", after, k=1).selected}
+    assert "new neighbour one" in texts and not any(t.startswith("old") for t in texts)
+
+
 def test_document_context_comes_from_the_saved_store_by_doc_and_position(tmp_path):
     from meteora.pipeline import retrieve_pools
     from meteora.retrievers import BM25Retriever, load_retriever
