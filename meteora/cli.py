@@ -33,6 +33,7 @@ from meteora.cli_options import (
     _command_line,
     _csv,
     _csv_ints,
+    _positive_float,
     _positive_int,
     add_backend_options,
     add_scorer_option,
@@ -41,7 +42,7 @@ from meteora.cli_options import (
     scorer_from_args,
     selector_settings_from_args,
 )
-from meteora.errors import MeteoraError
+from meteora.errors import InvalidInputError, MeteoraError
 from meteora.settings import apply_thread_setting
 
 __all__ = ["main", "build_parser"]
@@ -150,6 +151,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from meteora.retrievers.hybrid import HybridRetriever
     from meteora.retrievers.storage import check_index_target
 
+    if args.ray is None and (args.workers is not None or args.gpus_per_worker is not None):
+        raise InvalidInputError("--workers and --gpus-per-worker place encoders on a Ray cluster; add --ray ADDRESS "
+                                "('local' starts one here), or leave them out")
     check_index_target(args.out)  # refuse a file or a foreign folder before minutes of encoding
     dense = {"index_type": args.index_type}
     if args.kind == "bm25":
@@ -162,7 +166,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
         from meteora.distributed.build import build_index_on_ray
 
         built = build_index_on_ray(
-            args.corpus, args.out, retriever, address=args.ray, workers=args.workers, batch_size=args.chunk_size
+            args.corpus, args.out, retriever, address=args.ray, workers=args.workers, batch_size=args.chunk_size,
+            gpus_per_worker=args.gpus_per_worker or 0.0,
         )
     else:
         from meteora.retrievers.streaming import build_index
@@ -332,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "host:port / ray://host:10001 (needs the 'distributed' extra)")
     idx.add_argument("--workers", type=_positive_int, default=None,
                      help="encoder actors on the Ray cluster (default: one per CPU, or per GPU with --gpus-per-worker)")
+    idx.add_argument("--gpus-per-worker", type=_positive_float, default=None, metavar="N",
+                     help="GPUs per encoder actor on the Ray cluster (e.g. 1; default: encode on CPU)")
     idx.set_defaults(func=_cmd_index)
 
     se = sub.add_parser("search", help="search an index folder, optionally reranking with METEORA")

@@ -222,6 +222,18 @@ def test_search_missing_index_exits_2(caplog, tmp_path):
     assert caplog.text.strip()
 
 
+def test_index_ray_options_without_ray_exit_2(caplog, corpus_file, tmp_path):
+    caplog.set_level(logging.ERROR, logger="meteora")
+    for extra in (["--gpus-per-worker", "1"], ["--workers", "2"]):
+        assert main(["index", str(corpus_file), "--out", str(tmp_path / "idx"), *extra]) == 2
+        assert "--ray ADDRESS" in caplog.text
+        caplog.clear()
+    assert not (tmp_path / "idx").exists()
+    with pytest.raises(SystemExit) as info:
+        main(["index", str(corpus_file), "--out", str(tmp_path / "idx"), "--ray", "local", "--gpus-per-worker", "0"])
+    assert info.value.code == 2
+
+
 def test_index_bad_corpus_exits_2(caplog, tmp_path):
     f = tmp_path / "dups.jsonl"
     f.write_text('{"id": "x", "text": "a"}\n{"id": "x", "text": "b"}\n', encoding="utf-8")
