@@ -95,6 +95,14 @@ class PeakAnon:
         return round(max(self.peak, _status_mb("RssAnon")), 1)
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (no machine paths in results)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
+
+
 def _dir_bytes(path: Path) -> int:
     from meteora.retrievers.storage import resolve_index
 
@@ -390,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "benchmark": "scale",
         "command": f"nice python benchmarks/scale.py --sizes {args.sizes} --types {args.types} --single {args.single} "
-                   f"--encode-sample {args.encode_sample} --ray-sample {args.ray_sample}",
+                   f"--encode-sample {args.encode_sample} --ray-sample {args.ray_sample}"
+                   + ("" if args.out == OUT else f" --out {_shown(args.out)}"),
         "machine": {"cpus": os.cpu_count(), "load_average_before": load_average(), "note":
                     "2 cores shared with other jobs: compare rows of one run, not absolute speed"},
         "versions": environment_versions(["numpy", "faiss-cpu", "bm25s", "numba", "torch", "sentence-transformers", "ray"]),
