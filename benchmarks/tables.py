@@ -70,8 +70,49 @@ def dpo_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def scale_table(results: dict) -> str:
+    """The scale benchmark, one row per corpus size and index type."""
+    cols = ["chunks", "index", "build s", "disk MB", "build peak RSS MB", "serve peak RSS MB",
+            "QPS batched 1t / 2t", "p50 ms 1t / 2t", "p95 ms 1t / 2t", "recall@10", "NDCG@10"]
+    lines = [_row(cols), _row(["---"] * len(cols))]
+    for n, row in results["sizes"].items():
+        for kind, v in row.items():
+            one, two = v["serve"]["1_thread"], v["serve"]["2_thread"]
+            recall = one.get("recall_at_10")
+            lines.append(_row([
+                f"{int(n):,}", kind, f"{v['build_s']:.1f}", f"{v['bytes_on_disk'] / 2**20:,.0f}",
+                f"{v['build_peak_rss_mb']:,.0f}", f"{max(one['serve_peak_rss_mb'], two['serve_peak_rss_mb']):,.0f}",
+                f"{one['qps_batched']:,.0f} / {two['qps_batched']:,.0f}", f"{one['p50_ms']:.2f} / {two['p50_ms']:.2f}",
+                f"{one['p95_ms']:.2f} / {two['p95_ms']:.2f}", "—" if recall is None else f"{recall:.3f}",
+                f"{one['ndcg_at_10']:.3f}",
+            ]))
+    return "\n".join(lines)
+
+
+def store_table(results: dict) -> str:
+    """Passage stores: lookups a retriever makes, p50 / p95 ms."""
+    cols = ["store", "write s", "disk MB", "100 rows", "100 ids", "±1 neighbours of 50", "memory added MB"]
+    lines = [_row(cols), _row(["---"] * len(cols))]
+    for r in results["results"]:
+        if "skipped" in r:
+            continue
+        def ms(key: str, r: dict = r) -> str:
+            return f"{r[key]['p50_ms']:.2f} / {r[key]['p95_ms']:.2f}"
+        lines.append(_row([r["store"], f"{r['write_s']:.1f}", f"{r['bytes_on_disk'] / 2**20:.0f}",
+                           ms("rows_100"), ms("ids_100"), ms("neighbours_50"), f"{r['rss_added_mb']:.0f}"]))
+    return "\n".join(lines)
+
+
 def main() -> int:
     out = []
+    scale = _load("scale.json")
+    if scale:
+        out.append(f"### Scale (`{scale['command']}`)\n")
+        out.append(scale_table(scale) + "\n")
+    stores = _load("passage_stores.json")
+    if stores:
+        out.append(f"### Passage stores (`{stores['command']}`)\n")
+        out.append(store_table(stores) + "\n")
     allr = _load("pubmedqa_all.json")
     if allr:
         out.append(f"### All 1000 questions, ranking (`{allr['command']}`)\n")

@@ -33,6 +33,7 @@ from meteora.cli_options import (
     _command_line,
     _csv,
     _csv_ints,
+    _positive_float,
     _positive_int,
     add_backend_options,
     add_scorer_option,
@@ -41,7 +42,7 @@ from meteora.cli_options import (
     scorer_from_args,
     selector_settings_from_args,
 )
-from meteora.errors import MeteoraError
+from meteora.errors import InvalidInputError, MeteoraError
 from meteora.settings import apply_thread_setting
 
 __all__ = ["main", "build_parser"]
@@ -147,23 +148,34 @@ def _reranker_from_args(args: argparse.Namespace, encoder=None):
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from meteora.corpus import read_passages
     from meteora.retrievers.bm25 import BM25Retriever
     from meteora.retrievers.dense import DenseRetriever
     from meteora.retrievers.hybrid import HybridRetriever
     from meteora.retrievers.storage import check_index_target
 
+    if args.ray is None and (args.workers is not None or args.gpus_per_worker is not None):
+        raise InvalidInputError("--workers and --gpus-per-worker place encoders on a Ray cluster; add --ray ADDRESS "
+                                "('local' starts one here), or leave them out")
     check_index_target(args.out)  # refuse a file or a foreign folder before minutes of encoding
-    passages = read_passages(args.corpus)
+    dense = {"index_type": args.index_type}
     if args.kind == "bm25":
         retriever = BM25Retriever()
     elif args.kind == "dense":
-        retriever = DenseRetriever(args.embedding_model, index_type=args.index_type)
+        retriever = DenseRetriever(args.embedding_model, **dense)
     else:
-        retriever = HybridRetriever([BM25Retriever(), DenseRetriever(args.embedding_model, index_type=args.index_type)])
-    retriever.index(passages)
-    retriever.save(args.out)
-    print(f"indexed {len(passages)} passages ({args.kind}) into {args.out}")
+        retriever = HybridRetriever([BM25Retriever(), DenseRetriever(args.embedding_model, **dense)])
+    if args.ray is not None:
+        from meteora.distributed.build import build_index_on_ray
+
+        built = build_index_on_ray(
+            args.corpus, args.out, retriever, address=args.ray, workers=args.workers, batch_size=args.chunk_size,
+            gpus_per_worker=args.gpus_per_worker or 0.0,
+        )
+    else:
+        from meteora.retrievers.streaming import build_index
+
+        built = build_index(args.corpus, args.out, retriever, chunk_size=args.chunk_size)
+    print(f"indexed {len(built)} passages ({args.kind}) into {args.out}")
     return 0
 
 
@@ -317,12 +329,22 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--no-install", action="store_true", help="download nothing: only check and convert")
     pull.set_defaults(func=_cmd_models_pull)
 
-    idx = sub.add_parser("index", help="index a passage file (JSONL/JSON/text) into a folder")
-    idx.add_argument("corpus", help="passages: .jsonl (objects with 'text'), .json list, or text (one per line)")
+    idx = sub.add_parser("index", help="index a passage file (JSONL/Parquet/JSON/text) into a folder")
+    idx.add_argument("corpus", help="passages: .jsonl (objects with 'text'), .parquet ('text' column), .json list, "
+                     "or text (one per line); read, encoded and written a chunk at a time")
     idx.add_argument("--out", required=True, help="index folder to write (atomically)")
     idx.add_argument("--kind", choices=["bm25", "dense", "hybrid"], default="hybrid")
-    idx.add_argument("--index-type", choices=["flat", "hnsw", "ivf"], default="flat", help="FAISS index type")
+    idx.add_argument("--index-type", choices=["auto", "flat", "hnsw", "ivf", "ivfpq"], default="auto",
+                     help="FAISS index type (default auto: exact up to 100,000 passages, IVF-PQ above)")
     idx.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
+    idx.add_argument("--chunk-size", type=_positive_int, default=10_000, help="passages per read/encode/write step")
+    idx.add_argument("--ray", metavar="ADDRESS", default=None,
+                     help="encode on a Ray cluster: 'auto' (the running cluster), 'local' (start one here), or "
+                          "host:port / ray://host:10001 (needs the 'distributed' extra)")
+    idx.add_argument("--workers", type=_positive_int, default=None,
+                     help="encoder actors on the Ray cluster (default: one per CPU, or per GPU with --gpus-per-worker)")
+    idx.add_argument("--gpus-per-worker", type=_positive_float, default=None, metavar="N",
+                     help="GPUs per encoder actor on the Ray cluster (e.g. 1; default: encode on CPU)")
     idx.set_defaults(func=_cmd_index)
 
     se = sub.add_parser("search", help="search an index folder, optionally reranking with METEORA")

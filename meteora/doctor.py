@@ -52,6 +52,8 @@ _FEATURES = {
     "pytrec_eval (reference metrics)": ("pytrec_eval", "eval"),
     "matplotlib (bench plots)": ("matplotlib", "plot"),
     "trl (training)": ("trl", "train"),
+    "pyarrow (Parquet corpora)": ("pyarrow", "parquet"),
+    "ray (distributed index builds and reranking)": ("ray", "distributed"),
 }
 
 

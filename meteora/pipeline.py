@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,38 +97,22 @@ def stored_embeddings(retriever: Any, encoder: Any, ids: Sequence[str]) -> np.nd
     return None if dense is None else dense.embeddings_for(list(ids))
 
 
-#: retriever -> (the corpus passages it was built from, doc_id -> chunks in position order)
-_DOC_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def document_context(retriever: Any, passages: Sequence[Passage], window: int) -> list[Passage] | None:
+    """The chunks of the candidates' documents within ``window`` positions of a
+    candidate, from the retriever's passage store (``retriever.neighbours``), or
+    ``None`` for a retriever that cannot look chunks up by document.
 
-
-def _same_corpus(built: Sequence[Passage], corpus: Sequence[Passage]) -> bool:
-    """Whether ``corpus`` is the very passages ``built`` holds (identity, not size: a
-    re-indexed corpus of the same size is new)."""
-    return len(built) == len(corpus) and all(a is b for a, b in zip(built, corpus, strict=True))
-
-
-def document_context(retriever: Any, passages: Sequence[Passage]) -> list[Passage] | None:
-    """The chunks of the candidates' documents in the retriever's corpus, in position order."""
-    corpus = getattr(retriever, "passages", None)
-    if not corpus:
+    Example:
+        >>> from meteora.retrievers.bm25 import BM25Retriever
+        >>> r = BM25Retriever(backend="numpy").index(
+        ...     [{"id": f"d-{i}", "doc_id": "d", "position": i, "text": f"chunk {i}"} for i in range(4)])
+        >>> [p.id for p in document_context(r, [r.get_passage("d-0")], 1)]
+        ['d-0', 'd-1']
+    """
+    neighbours = getattr(retriever, "neighbours", None)
+    if not callable(neighbours) or not passages:
         return None
-    try:
-        index = _DOC_INDEX.get(retriever)
-    except TypeError:  # not weak-referenceable
-        index = None
-    if index is None or not _same_corpus(index[0], corpus):
-        by_doc: dict[str, list[Passage]] = {}
-        for p in corpus:
-            by_doc.setdefault(p.doc_id, []).append(p)
-        for chunks in by_doc.values():
-            chunks.sort(key=lambda p: p.position)
-        index = (tuple(corpus), by_doc)
-        try:
-            _DOC_INDEX[retriever] = index
-        except TypeError:
-            pass
-    docs = dict.fromkeys(p.doc_id for p in passages)
-    return [p for d in docs for p in index[1].get(d, [])]
+    return neighbours(list(passages), window)
 
 
 def retrieve_pools(
@@ -170,7 +153,7 @@ def retrieve_pools(
     for i, (q, ranking) in enumerate(zip(queries, rankings, strict=True)):
         passages = list(ranking.passages)
         emb = stored_embeddings(retriever, encoder, [p.id for p in passages]) if passages else None
-        context = document_context(retriever, passages) if passages and settings.uses_context else None
+        context = document_context(retriever, passages, settings.window) if passages and settings.uses_context else None
         pools.append(
             CandidatePool(
                 q, passages, emb, context, qemb[i] if qemb is not None else None, ranking

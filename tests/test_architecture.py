@@ -244,7 +244,7 @@ LAYERS: list[set[str]] = [
     {"rationales", "scorer", "verifier", "defences", "rerank_result", "model_pull"},
     {"pipeline", "selection_inputs"},
     {"reranker", "reranker_loading", "reranker_async"},
-    {"integrations", "evaluation", "bench"},
+    {"integrations", "evaluation", "bench", "distributed"},
     {"training", "server"},
     {"cli", "cli_options", "cli_eval", "cli_train", "doctor"},
 ]
@@ -289,7 +289,13 @@ def test_evaluation_never_imports_training():
 
 
 #: Where a process starts: the only modules that may set torch's process-wide thread count.
-THREAD_SETTERS = {"meteora.cli", "meteora.training.poison_check"}  # the latter: its ``python -m`` main
+THREAD_SETTERS = {
+    "meteora.cli",
+    "meteora.training.poison_check",  # its ``python -m`` main
+    # a Ray actor's ``__init__`` runs first in its own worker process
+    "meteora.distributed.build",
+    "meteora.distributed.rerank",
+}
 
 
 def test_thread_settings_are_applied_only_where_a_process_starts():

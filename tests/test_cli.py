@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from meteora.cli import build_parser, main
+from meteora.retrievers.storage import resolve_index
 
 CORPUS = [
     {"id": "a1", "doc_id": "A", "position": 0, "text": "Aspirin reduces the risk of myocardial infarction in adults."},
@@ -221,6 +222,18 @@ def test_search_missing_index_exits_2(caplog, tmp_path):
     assert caplog.text.strip()
 
 
+def test_index_ray_options_without_ray_exit_2(caplog, corpus_file, tmp_path):
+    caplog.set_level(logging.ERROR, logger="meteora")
+    for extra in (["--gpus-per-worker", "1"], ["--workers", "2"]):
+        assert main(["index", str(corpus_file), "--out", str(tmp_path / "idx"), *extra]) == 2
+        assert "--ray ADDRESS" in caplog.text
+        caplog.clear()
+    assert not (tmp_path / "idx").exists()
+    with pytest.raises(SystemExit) as info:
+        main(["index", str(corpus_file), "--out", str(tmp_path / "idx"), "--ray", "local", "--gpus-per-worker", "0"])
+    assert info.value.code == 2
+
+
 def test_index_bad_corpus_exits_2(caplog, tmp_path):
     f = tmp_path / "dups.jsonl"
     f.write_text('{"id": "x", "text": "a"}\n{"id": "x", "text": "b"}\n', encoding="utf-8")
@@ -228,6 +241,24 @@ def test_index_bad_corpus_exits_2(caplog, tmp_path):
     assert main(["index", str(f), "--out", str(tmp_path / "idx"), "--kind", "bm25"]) == 2
     assert "duplicate passage id 'x'" in caplog.text
     assert not (tmp_path / "idx").exists()
+
+
+def test_index_parquet_streams_chunks_with_an_ivfpq_index(capsys, tmp_path, tiny_st_dir):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pytest.importorskip("faiss")
+    rows = [{"id": f"p{i}", "text": f"passage {i} on {'fever' if i % 2 else 'stroke'} and dose {i % 7}"} for i in range(400)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "c.parquet", row_group_size=64)
+    out_dir = tmp_path / "pq-idx"
+    code, out, _ = _run(capsys, [
+        "-q", "index", str(tmp_path / "c.parquet"), "--out", str(out_dir), "--kind", "dense", "--index-type", "ivfpq",
+        "--chunk-size", "50", "--embedding-model", str(tiny_st_dir),
+    ])
+    assert code == 0 and "indexed 400 passages (dense)" in out
+    manifest = json.loads((resolve_index(out_dir) / "manifest.json").read_text())
+    assert manifest["parameters"]["index_type_used"] == "ivfpq" and "index.faiss" in manifest["files"]
+    code, out, _ = _run(capsys, ["-q", "search", str(out_dir), "passage 17 on fever", "--json", "-k", "3"])
+    assert code == 0 and len(json.loads(out)) == 3
 
 
 @pytest.mark.slow  # bm25s numba compile, as above

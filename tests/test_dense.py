@@ -277,7 +277,7 @@ def test_zero_and_nan_vectors_are_refused_where_they_enter(tiny_encoder, dense_n
         with pytest.raises(InvalidInputError, match=words):
             dense_np.search_embeddings(bad, k=2)
     from meteora.errors import IndexFormatError
-    from meteora.retrievers.dense import load_embeddings
+    from meteora.retrievers.dense_files import load_embeddings
 
     path = tmp_path / "embeddings.npy"
     np.save(path, np.full((2, 32), np.nan, dtype=np.float32))

@@ -102,6 +102,34 @@ def test_kill_during_save_always_leaves_the_old_or_the_new_index(tmp_path, tiny_
     assert not [p for p in tmp_path.iterdir() if p.name != "idx"]  # nothing beside it
 
 
+def test_kill_during_a_streaming_build_leaves_the_old_or_the_new_index(tmp_path):
+    """build_index writes the passage store, arrays and token files as it goes; a kill at
+    any point still leaves the previous index (or the finished new one)."""
+    import json
+
+    from meteora.retrievers.streaming import build_index
+
+    src = tmp_path / "new.jsonl"
+    src.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in NEW))
+    path = BM25Retriever(backend="numpy").index(OLD).save(tmp_path / "idx")
+    rng = random.Random(99)
+    for _trial in range(8):
+
+        def build_forever():
+            while True:
+                build_index(src, path, BM25Retriever(backend="numpy"), chunk_size=50)
+                BM25Retriever(backend="numpy").index(OLD).save(path)
+
+        pid = _fork(build_forever)
+        time.sleep(rng.uniform(0.0, 0.4))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        ids = [p.id for p in load_retriever(path).passages]
+        assert ids in (OLD_IDS, NEW_IDS)
+    build_index(src, path, BM25Retriever(backend="numpy"))
+    assert not [e for e in os.listdir(path) if e.endswith(".partial")]
+
+
 def test_concurrent_readers_and_writers_on_one_index(tmp_path, tiny_encoder):
     old, new = _retrievers("bm25", tiny_encoder)
     path = old.save(tmp_path / "idx")
@@ -247,7 +275,7 @@ def test_foreign_sqlite_database_is_refused_and_untouched(tmp_path):
     assert tables == [("patients",)]
 
 
-@pytest.mark.parametrize("target", ["passages.jsonl", "manifest.json", "bm25s"])
+@pytest.mark.parametrize("target", ["passages.sqlite", "manifest.json", "bm25s"])
 def test_corrupted_index_files_give_an_index_error(tmp_path, target):
     path = BM25Retriever(backend="numpy").index(OLD).save(tmp_path / "idx")
     version = resolve_index(path)

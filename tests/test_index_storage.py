@@ -231,8 +231,8 @@ def test_empty_files_table_does_not_disable_checksums(version):
 
 
 def test_required_file_must_be_listed(version):
-    _edit_manifest(version, lambda m: m["files"].pop("passages.jsonl"))
-    with pytest.raises(IndexFormatError, match="does not list 'passages.jsonl'"):
+    _edit_manifest(version, lambda m: m["files"].pop("passages.sqlite"))
+    with pytest.raises(IndexFormatError, match="lists no passages"):
         BM25Retriever.load(version)
 
 

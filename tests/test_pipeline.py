@@ -353,6 +353,79 @@ def test_plain_dense_retriever_query_is_encoded_once():
     assert res.selected_ids == other.selected_ids and res.ranked.ids == other.ranked.ids
 
 
+def _chunks(doc: str, texts: list[str]) -> list[dict]:
+    return [{"id": f"{doc}-{i}", "doc_id": doc, "position": i, "text": t} for i, t in enumerate(texts)]
+
+
+def test_document_context_follows_a_reindexed_retriever():
+    """Re-indexing a retriever with a corpus of the same size used to expand from the old
+    corpus (a cache keyed by corpus length); context now comes from the passage store."""
+    from meteora.pipeline import retrieve_pools
+    from meteora.retrievers import BM25Retriever
+
+    old = _chunks("a", ["aspirin stroke trial", "old neighbour one", "old neighbour two"])
+    new = _chunks("a", ["aspirin stroke trial", "new neighbour one", "new neighbour two"])
+    bm25 = BM25Retriever(backend="numpy")
+    enc = Encoder(BagOfWordsModel(dim=16))
+    settings = SelectorSettings(window=1)
+    for corpus in (old, new, old):
+        bm25.index(corpus)
+        (pool,) = retrieve_pools(["aspirin stroke"], bm25, k=1, encoder=enc, settings=settings)
+        texts = [p.text for p in pool.context]
+        assert corpus[1]["text"] in texts and set(texts) <= {c["text"] for c in corpus}
+        assert texts == [c["text"] for c in corpus[:2]]  # ±1 of position 0, by position
+
+
+def test_a_resaved_index_of_the_same_size_is_not_served_stale_neighbours(tmp_path):
+    """An index folder re-written with a same-sized corpus (same ids, doc_ids and
+    positions, new texts) while a retriever loaded from it is still in use: a fresh load
+    expands from the new corpus, the open one keeps its own (old, complete) version, and
+    the pipeline of each selects from its own corpus only."""
+    from meteora.pipeline import retrieve_pools
+    from meteora.retrievers.base import load_retriever
+    from meteora.retrievers.bm25 import BM25Retriever
+
+    old = _chunks("a", ["aspirin stroke trial", "old neighbour one", "old neighbour two", "old tail"])
+    new = _chunks("a", ["aspirin stroke trial", "new neighbour one", "new neighbour two", "new tail"])
+    enc = Encoder(BagOfWordsModel(dim=16))
+    settings = SelectorSettings(window=2)
+    BM25Retriever(backend="numpy").index(old).save(tmp_path / "idx")
+    before = load_retriever(tmp_path / "idx")
+    (pool,) = retrieve_pools(["aspirin stroke"], before, k=1, encoder=enc, settings=settings)
+    assert [p.text for p in pool.context] == [c["text"] for c in old[:3]]
+
+    BM25Retriever(backend="numpy").index(new).save(tmp_path / "idx")
+    after = load_retriever(tmp_path / "idx")
+    assert len(after) == len(before)
+    for retriever, corpus in ((after, new), (before, old), (after, new)):
+        (pool,) = retrieve_pools(["aspirin stroke"], retriever, k=1, encoder=enc, settings=settings)
+        assert [p.text for p in pool.context] == [c["text"] for c in corpus[:3]]
+    rr = Reranker(scorer=None, generator=None, encoder=enc, settings=settings)
+    texts = {p.text for p in rr.search("aspirin stroke", after, k=1).selected}
+    assert "new neighbour one" in texts and not any(t.startswith("old") for t in texts)
+
+
+def test_document_context_comes_from_the_saved_store_by_doc_and_position(tmp_path):
+    from meteora.pipeline import retrieve_pools
+    from meteora.retrievers import BM25Retriever, load_retriever
+    from meteora.retrievers.passage_store import SqlitePassages
+
+    corpus = _chunks("a", [f"chunk {i} filler" for i in range(6)]) + _chunks("b", ["insulin dose", "glucose"])
+    corpus[3]["text"] = "aspirin stroke trial"
+    saved = BM25Retriever(backend="numpy").index(corpus).save(tmp_path / "idx")
+    loaded = load_retriever(saved)
+    assert isinstance(loaded.passage_store, SqlitePassages)
+    enc = Encoder(BagOfWordsModel(dim=16))
+    (pool,) = retrieve_pools(["aspirin stroke"], loaded, k=1, encoder=enc, settings=SelectorSettings(window=2))
+    assert [p.id for p in pool.context] == ["a-1", "a-2", "a-3", "a-4", "a-5"]
+    (none,) = retrieve_pools(["aspirin stroke"], loaded, k=1, encoder=enc, settings=SelectorSettings())
+    assert none.context is None  # window 0: nothing looked up
+    # the whole pipeline selects the same from the loaded index as from the in-memory one
+    rr = Reranker(scorer=None, generator=None, encoder=enc, settings=SelectorSettings(window=2))
+    mem = BM25Retriever(backend="numpy").index(corpus)
+    assert rr.search("aspirin stroke", loaded, k=3).to_dict() == rr.search("aspirin stroke", mem, k=3).to_dict()
+
+
 def test_empty_pools_give_empty_results_and_search_raises():
     from meteora.retrievers.bm25 import BM25Retriever
 
@@ -459,10 +532,10 @@ def test_document_context_follows_a_reindexed_corpus_of_the_same_size():
         return [Passage(id=f"{word}{i}", text=f"{word} chunk {i}", doc_id="d", position=i) for i in range(3)]
 
     retriever = BM25Retriever().index(corpus("aspirin"))
-    assert [p.text for p in document_context(retriever, retriever.passages[:1])] == [
+    assert [p.text for p in document_context(retriever, [retriever.get_passage("aspirin0")], 2)] == [
         "aspirin chunk 0", "aspirin chunk 1", "aspirin chunk 2"
     ]
     retriever.index(corpus("statin"))  # same size, same doc id and positions
-    assert [p.text for p in document_context(retriever, retriever.passages[:1])] == [
+    assert [p.text for p in document_context(retriever, [retriever.get_passage("statin0")], 2)] == [
         "statin chunk 0", "statin chunk 1", "statin chunk 2"
     ]

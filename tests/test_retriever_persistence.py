@@ -163,7 +163,7 @@ def test_manifest_contents(bm25_dir, dense_dir, tiny_encoder):
     assert (m["format"], m["format_version"], m["kind"]) == ("meteora-index", 1, "bm25")
     assert m["counts"]["passages"] == len(CORPUS) and m["counts"]["vocabulary"] > 10
     assert m["parameters"]["method"] == "lucene" and m["parameters"]["stopwords"] == "en"
-    assert "passages.jsonl" in m["files"]
+    assert "passages.sqlite" in m["files"]
     for name, info in m["files"].items():
         assert _sha(bm25_dir / name) == info["sha256"]
     d = json.loads((dense_dir / "manifest.json").read_text())
@@ -172,7 +172,7 @@ def test_manifest_contents(bm25_dir, dense_dir, tiny_encoder):
         "dim": tiny_encoder.dim,
     }
     assert d["encoder"]["name"] == tiny_encoder.name and d["encoder"]["dim"] == tiny_encoder.dim
-    assert set(d["files"]) == {"passages.jsonl", "embeddings.npy"}
+    assert set(d["files"]) == {"passages.sqlite", "embeddings.npy"}
     assert np.load(dense_dir / "embeddings.npy", allow_pickle=False).dtype == np.float32
 
 
@@ -238,8 +238,8 @@ def test_wrong_kind_is_rejected(bm25_dir, dense_dir):
 
 
 def test_missing_file_is_rejected(bm25_dir, tmp_path):
-    (bm25_dir / "passages.jsonl").unlink()
-    with pytest.raises(IndexFormatError, match="passages.jsonl is missing"):
+    (bm25_dir / "passages.sqlite").unlink()
+    with pytest.raises(IndexFormatError, match="passages.sqlite is missing"):
         BM25Retriever.load(bm25_dir)
     with pytest.raises(IndexFormatError, match="not a folder"):
         load_retriever(tmp_path / "does-not-exist")
@@ -249,7 +249,7 @@ def test_missing_file_is_rejected(bm25_dir, tmp_path):
 
 
 def test_checksum_mismatch_is_rejected(bm25_dir):
-    f = bm25_dir / "passages.jsonl"
+    f = bm25_dir / "passages.sqlite"
     data = bytearray(f.read_bytes())
     i = data.index(b"Aspirin")
     data[i : i + 7] = b"Asperin"  # same length, different content
@@ -258,7 +258,58 @@ def test_checksum_mismatch_is_rejected(bm25_dir):
         BM25Retriever.load(bm25_dir)
 
 
+def _as_old_layout(version: Path) -> None:
+    """Turn a saved version into the layout of meteora before the passage store
+    (``passages.jsonl`` instead of ``passages.sqlite``)."""
+    from meteora.retrievers.index_files import write_passages
+    from meteora.retrievers.passage_store import SqlitePassages
+
+    store = version / "passages.sqlite"
+    write_passages(version / "passages.jsonl", list(SqlitePassages(store)))
+    store.unlink()
+    path = version / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["files"]["passages.sqlite"]
+    path.write_text(json.dumps(manifest))
+    _refresh_checksum(version, "passages.jsonl")
+
+
 def test_corrupt_passages_file_with_forged_checksum(bm25_dir):
+    f = bm25_dir / "passages.sqlite"
+    f.write_bytes(b"SQLite format 3\x00" + b"\x01" * 4000)
+    _refresh_checksum(bm25_dir, "passages.sqlite")
+    with pytest.raises(IndexFormatError, match=r"passages\.sqlite is not a readable passage store"):
+        BM25Retriever.load(bm25_dir)
+
+
+def test_foreign_sqlite_file_as_passage_store_is_refused(bm25_dir, tmp_path):
+    import sqlite3
+
+    f = bm25_dir / "passages.sqlite"
+    f.unlink()
+    conn = sqlite3.connect(f)
+    conn.execute("CREATE TABLE passages (row INTEGER PRIMARY KEY, id TEXT)")
+    conn.commit()
+    conn.close()
+    _refresh_checksum(bm25_dir, "passages.sqlite")
+    with pytest.raises(IndexFormatError, match="not a meteora passage store"):
+        BM25Retriever.load(bm25_dir)
+
+
+@pytest.mark.parametrize("kind", ["bm25", "dense"])
+def test_index_saved_with_passages_jsonl_still_loads(tmp_path, tiny_encoder, kind):
+    r = (BM25Retriever(backend="numpy") if kind == "bm25" else DenseRetriever(tiny_encoder, backend="numpy")).index(CORPUS)
+    version = resolve_index(r.save(tmp_path / "old"))
+    _as_old_layout(version)
+    loaded = load_retriever(version, **({"encoder": tiny_encoder} if kind == "dense" else {}))
+    _same_results(r, loaded)
+    assert [p.id for p in loaded.neighbours([CORPUS[0]], window=1)] == ["p0", "p1"]
+    loaded.save(tmp_path / "old")  # saving again writes the store
+    assert (resolve_index(tmp_path / "old") / "passages.sqlite").is_file()
+
+
+def test_corrupt_old_passages_file_with_forged_checksum(bm25_dir):
+    _as_old_layout(bm25_dir)
     f = bm25_dir / "passages.jsonl"
     f.write_text('{"id": "p0", "text": "ok"}\n{not json}\n', encoding="utf-8")
     _refresh_checksum(bm25_dir, "passages.jsonl")

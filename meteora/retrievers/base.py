@@ -13,9 +13,11 @@ Each saved version of an index holds ``manifest.json``::
 
     {"format": "meteora-index", "format_version": 1, "kind": "bm25",
      "counts": {...}, "parameters": {...},
-     "files": {"passages.jsonl": {"sha256": "...", "bytes": 123}, ...}}
+     "files": {"passages.sqlite": {"sha256": "...", "bytes": 123}, ...}}
 
-plus ``passages.jsonl`` and kind-specific data (``.npy`` arrays saved without pickle,
+plus ``passages.sqlite`` (the passage store, :mod:`meteora.retrievers.passage_store`;
+indexes written before it hold ``passages.jsonl``, still read) and kind-specific data
+(``.npy`` arrays saved without pickle,
 FAISS native files, bm25s's own arrays). Versions are published atomically behind a
 pointer file (:mod:`meteora.retrievers.storage`): a reader always finds a complete index,
 a killed save leaves the previous one in place, and a folder meteora did not write is
@@ -43,11 +45,8 @@ from typing import Any, ClassVar, overload
 import numpy as np
 
 from meteora.errors import InvalidInputError
-from meteora.retrievers.index_files import (
-    KINDS,
-    REBUILD_HINT,
-    read_manifest,
-)
+from meteora.retrievers.index_files import KINDS, REBUILD_HINT, read_manifest
+from meteora.retrievers.passage_store import MemoryPassages, PassageStore
 from meteora.retrievers.storage import load_index, publish_index, resolve_index
 from meteora.types import Passage, PassageLike, Ranking, check_queries, check_query, to_passages
 
@@ -118,8 +117,7 @@ class Retriever(ABC):
     kind: ClassVar[str] = ""
 
     def __init__(self) -> None:
-        self._passages: list[Passage] = []
-        self._pos: dict[str, int] = {}
+        self._store: PassageStore = MemoryPassages()
 
     # -- corpus ------------------------------------------------------------------------
     def _set_passages(self, passages: Iterable[PassageLike]) -> list[Passage]:
@@ -131,8 +129,7 @@ class Retriever(ABC):
             raise InvalidInputError(
                 f"cannot index an empty corpus; pass at least one passage to {type(self).__name__}.index()"
             )
-        self._passages = ps
-        self._pos = {p.id: i for i, p in enumerate(ps)}
+        self._store = MemoryPassages(ps)
         return ps
 
     def _new_passages(self, passages: Iterable[PassageLike]) -> list[Passage]:
@@ -143,7 +140,7 @@ class Retriever(ABC):
         """
         if passages is None or isinstance(passages, (str, bytes)):
             raise InvalidInputError("passages must be a list of str, dict or Passage")
-        start = len(self._passages)
+        start = len(self._store)
         items: list[PassageLike] = []
         for i, item in enumerate(passages):
             if isinstance(item, str):
@@ -154,28 +151,34 @@ class Retriever(ABC):
         new = to_passages(items)
         if not new:
             raise InvalidInputError("no passages to add; pass at least one")
-        for p in new:
-            if p.id in self._pos:
+        for p, row in zip(new, self._store.rows_of([p.id for p in new]), strict=True):
+            if row is not None:
                 raise InvalidInputError(
                     f"passage id {p.id!r} is already in the index; ids must be unique (give new passages new ids)"
                 )
         return new
 
     def _extend_passages(self, new: list[Passage]) -> list[Passage]:
-        """Append passages already checked by :meth:`_new_passages`."""
-        start = len(self._passages)
-        self._passages.extend(new)
-        for i, p in enumerate(new):
-            self._pos[p.id] = start + i
+        """Append passages already checked by :meth:`_new_passages` (a loaded index's
+        on-disk passages are read into memory first)."""
+        if not isinstance(self._store, MemoryPassages):
+            self._store = MemoryPassages(list(self._store))
+        self._store.extend(new)
         return new
 
     @property
     def passages(self) -> list[Passage]:
-        """The indexed passages, in corpus order (a copy)."""
-        return list(self._passages)
+        """The indexed passages, in corpus order (a copy; a loaded index reads them all
+        from disk: prefer :meth:`get_passage` and :meth:`neighbours` on large ones)."""
+        return list(self._store)
+
+    @property
+    def passage_store(self) -> PassageStore:
+        """Where the passages live (:mod:`meteora.retrievers.passage_store`)."""
+        return self._store
 
     def __len__(self) -> int:
-        return len(self._passages)
+        return len(self._store)
 
     def get_passage(self, id: str) -> Passage:
         """The indexed passage with this id.
@@ -183,24 +186,34 @@ class Retriever(ABC):
         Raises:
             InvalidInputError: no passage has that id.
         """
-        try:
-            return self._passages[self._pos[id]]
-        except KeyError:
-            raise InvalidInputError(
-                f"no passage with id {id!r} in this index ({len(self)} passages)"
-            ) from None
+        return self._store[self.position_of(id)]
 
     def position_of(self, id: str) -> int:
         """0-based corpus position of the passage with this id."""
-        try:
-            return self._pos[id]
-        except KeyError:
-            raise InvalidInputError(
-                f"no passage with id {id!r} in this index ({len(self)} passages)"
-            ) from None
+        (row,) = self._store.rows_of([id])
+        if row is None:
+            raise InvalidInputError(f"no passage with id {id!r} in this index ({len(self)} passages)")
+        return row
+
+    def neighbours(self, passages: Sequence[Passage], window: int) -> list[Passage]:
+        """The indexed chunks of these passages' documents within ``window`` positions of
+        one of them (the passages themselves included): documents in order of first
+        appearance, chunks by position. Looked up by ``(doc_id, position)`` in the
+        passage store; nothing is copied or cached.
+
+        Example:
+            >>> from meteora.retrievers.bm25 import BM25Retriever
+            >>> r = BM25Retriever(backend="numpy").index(
+            ...     [{"id": f"d-{i}", "doc_id": "d", "position": i, "text": f"chunk {i}"} for i in range(5)])
+            >>> [p.id for p in r.neighbours([r.get_passage("d-2")], window=1)]
+            ['d-1', 'd-2', 'd-3']
+        """
+        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0:
+            raise InvalidInputError(f"window must be a non-negative integer, got {window!r}")
+        return self._store.neighbours(list(passages), int(window))
 
     def _check_indexed(self) -> None:
-        if not self._passages:
+        if not len(self._store):
             raise InvalidInputError(
                 f"{type(self).__name__} has no index yet; call .index(passages) or .load(dir) first"
             )
@@ -253,7 +266,7 @@ class Retriever(ABC):
         """
         self._check_indexed()
         path = publish_index(directory, self._write_index)
-        logger.debug("saved %s index (%d passages) to %s", self.kind, len(self._passages), path)
+        logger.debug("saved %s index (%d passages) to %s", self.kind, len(self), path)
         return path
 
     @abstractmethod

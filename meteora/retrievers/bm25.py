@@ -48,14 +48,8 @@ import numpy as np
 from meteora.console import progress_enabled
 from meteora.errors import IndexFormatError, InvalidInputError, require
 from meteora.retrievers.base import Retriever, importable, topk_indices
-from meteora.retrievers.index_files import (
-    PASSAGES_NAME,
-    manifest_int,
-    read_manifest,
-    read_passages,
-    write_manifest,
-    write_passages,
-)
+from meteora.retrievers.index_files import manifest_int, read_manifest, write_manifest
+from meteora.retrievers.passage_store import PassageStore, open_passages, save_passages
 from meteora.retrievers.storage import load_index
 from meteora.types import Hit, PassageLike, Ranking
 
@@ -235,14 +229,7 @@ class BM25Retriever(Retriever):
             )
             self._empty_vocab = len(tok.vocab) == 0
             if not self._empty_vocab:
-                model = bm25s.BM25(
-                    k1=self.k1,
-                    b=self.b,
-                    delta=self.delta,
-                    method=self.method,
-                    idf_method=self.idf_method,
-                    backend=self.engine,
-                )
+                model = self._bm25s_model()
                 with np.errstate(all="ignore"):
                     model.index(tok, create_empty_token=False, show_progress=show)
                 self._bm25 = model
@@ -257,6 +244,14 @@ class BM25Retriever(Retriever):
             "indexed %d passages (%d terms) with %s", len(ps), len(self._vocab), self.engine
         )
         return self
+
+    def _bm25s_model(self) -> Any:
+        """An empty ``bm25s.BM25`` with this retriever's parameters."""
+        import bm25s
+
+        return bm25s.BM25(
+            k1=self.k1, b=self.b, delta=self.delta, method=self.method, idf_method=self.idf_method, backend=self.engine
+        )
 
     def _build_reference(self, tokens: list[list[str]]) -> Any:
         import rank_bm25
@@ -292,7 +287,7 @@ class BM25Retriever(Retriever):
         return self._scores_for_tokens(tokens)
 
     def _scores_for_tokens(self, tokens: list[str]) -> np.ndarray:
-        n = len(self._passages)
+        n = len(self)
         if not tokens or self._empty_vocab:
             return np.zeros(n, dtype=np.float32)
         if self._ref is not None:
@@ -311,7 +306,7 @@ class BM25Retriever(Retriever):
             for i in active:
                 out[i] = self._search_reference(queries[i], known[i], k)
         elif active:
-            n = len(self._passages)
+            n = len(self)
             kk = min(k + 1, n)  # one extra hit reveals a tie across the cut-off
             res = self._bm25.retrieve(
                 [known[i] for i in active], k=kk, show_progress=False, n_threads=0, sorted=True
@@ -364,11 +359,10 @@ class BM25Retriever(Retriever):
     def _ranking(
         self, query: str, idx: np.ndarray, scores: np.ndarray, keep: np.ndarray
     ) -> Ranking:
-        hits = []
-        for i, s, ok in zip(idx.tolist(), scores.tolist(), keep.tolist(), strict=True):
-            if ok:
-                hits.append(Hit(self._passages[i], float(s), len(hits) + 1))
-        return Ranking(hits, query=query)
+        rows = [i for i, ok in zip(idx.tolist(), keep.tolist(), strict=True) if ok]
+        kept = [float(s) for s, ok in zip(scores.tolist(), keep.tolist(), strict=True) if ok]
+        passages = self._store.take(rows)
+        return Ranking([Hit(p, s, r + 1) for r, (p, s) in enumerate(zip(passages, kept, strict=True))], query=query)
 
     # -- persistence -------------------------------------------------------------------
     def _parameters(self) -> dict[str, Any]:
@@ -397,14 +391,16 @@ class BM25Retriever(Retriever):
             >>> BM25Retriever.load(r.save(d)).search("cough").ids
             ['1']
         """
-        write_passages(directory / PASSAGES_NAME, self._passages)
+        save_passages(directory, self._store)
         if self._bm25 is not None:
             self._bm25.save(str(directory / _BM25S_DIR), show_progress=False, allow_pickle=False)
+        self._write_manifest(directory, len(self), len(self._vocab))
+
+    def _write_manifest(self, directory: Path, count: int, vocabulary: int) -> None:
+        """The manifest of a version folder holding a BM25 index's files (also written
+        by :mod:`meteora.retrievers.streaming`)."""
         write_manifest(
-            directory,
-            self.kind,
-            counts={"passages": len(self._passages), "vocabulary": len(self._vocab)},
-            parameters=self._parameters(),
+            directory, self.kind, counts={"passages": count, "vocabulary": vocabulary}, parameters=self._parameters()
         )
 
     @classmethod
@@ -425,7 +421,7 @@ class BM25Retriever(Retriever):
 
     @classmethod
     def _read_index(cls, directory: Path, *, backend: str | None = None) -> BM25Retriever:
-        manifest = read_manifest(directory, cls.kind, required=[PASSAGES_NAME])
+        manifest = read_manifest(directory, cls.kind)
         params = manifest["parameters"]
         try:
             self = cls(
@@ -441,13 +437,8 @@ class BM25Retriever(Retriever):
             raise IndexFormatError(
                 f"{directory / 'manifest.json'} has invalid BM25 parameters ({exc}); rebuild the index and save it again"
             ) from exc
-        passages = read_passages(directory / PASSAGES_NAME)
         n = manifest_int(manifest, "counts", "passages", directory)
-        if len(passages) != n:
-            raise IndexFormatError(
-                f"{directory / PASSAGES_NAME} holds {len(passages)} passages, the manifest says {n}; "
-                "rebuild the index and save it again"
-            )
+        passages = open_passages(directory, manifest, n)
         sub = directory / _BM25S_DIR
         listed = set(manifest["files"])
         unlisted = sorted(
@@ -466,18 +457,20 @@ class BM25Retriever(Retriever):
             logger.info(
                 "rebuilding the BM25 index from %d saved passages (%s)", len(passages), self.engine
             )
-            return self.index(passages)
+            return self.index(list(passages))
         self._load_bm25s(sub, passages)
         return self
 
-    def _load_bm25s(self, sub: Path, passages: list[Any]) -> None:
+    def _load_bm25s(self, sub: Path, passages: PassageStore) -> None:
+        """Open bm25s's arrays memory-mapped (pages are read on demand, shared between
+        processes serving the same index) and check they fit the passages."""
         import bm25s
 
         try:
             model = bm25s.BM25.load(
                 str(sub),
                 allow_pickle=False,
-                mmap=False,
+                mmap=True,
                 load_corpus=False,
                 show_progress=False,
                 backend=self.engine,
@@ -492,15 +485,14 @@ class BM25Retriever(Retriever):
             scores.get("num_docs") == len(passages)
             and len(scores["indptr"]) == n_vocab + 1
             and len(scores["data"]) == len(scores["indices"]) == int(scores["indptr"][-1])
-            and (len(scores["indices"]) == 0 or int(scores["indices"].max()) < len(passages))
+            and _max_below(scores["indices"], len(passages))
         )
         if not ok:
             raise IndexFormatError(
                 f"the bm25s arrays in {sub} do not fit {len(passages)} passages and {n_vocab} terms; "
                 "rebuild the index and save it again"
             )
-        self._passages = list(passages)
-        self._pos = {p.id: i for i, p in enumerate(self._passages)}
+        self._store = passages
         self._bm25 = model
         self._vocab = model.vocab_dict
         self._empty_vocab = n_vocab == 0
@@ -512,3 +504,8 @@ class BM25Retriever(Retriever):
             else f"<{len(self.stopwords)} words>"
         )
         return f"method={self.method!r}, k1={self.k1}, b={self.b}, stopwords={sw!r}, backend={self.engine!r}"
+
+
+def _max_below(values: np.ndarray, bound: int, block: int = 1 << 24) -> bool:
+    """Every value of a (memory-mapped) array is below ``bound``, read block by block."""
+    return all(int(values[i : i + block].max()) < bound for i in range(0, len(values), block))

@@ -7,15 +7,21 @@ similarity (``-1..1``, higher is better). Search runs on FAISS:
 * ``index_type="flat"`` (default): exact search (``IndexFlatIP``);
 * ``"hnsw"``: approximate graph search (``IndexHNSWFlat``; ``hnsw_m``, ``ef_search``,
   ``ef_construction``);
-* ``"ivf"``: approximate inverted lists (``IVF<nlist>,Flat``; ``nlist``, ``nprobe``).
+* ``"ivf"``: approximate inverted lists (``IVF<nlist>,Flat``; ``nlist``, ``nprobe``);
+* ``"ivfpq"``: compressed inverted lists (IVF-PQ, optionally OPQ; ``pq_m``, ``opq``),
+  the ``rerank`` best candidates re-scored exactly on the stored embeddings;
+* ``"auto"``: exact up to 100,000 passages, IVF-PQ above (see
+  :mod:`meteora.retrievers.ann`).
 
 ``backend="numpy"`` searches exactly with a numpy matrix product (same results as
 ``"flat"``); ``backend="auto"`` uses FAISS when it is importable and numpy otherwise.
 Queries are embedded and searched in batches.
 
 The corpus embeddings stay in :attr:`DenseRetriever.embeddings` (``(N, d)`` float32, in
-corpus order): later stages reuse them through :meth:`DenseRetriever.embeddings_for`
-and :meth:`DenseRetriever.encode_queries` without re-encoding.
+corpus order; memory-mapped from ``embeddings.npy`` once loaded): later stages reuse them
+through :meth:`DenseRetriever.embeddings_for` and :meth:`DenseRetriever.encode_queries`
+without re-encoding. Corpora larger than memory are indexed by
+:func:`meteora.retrievers.streaming.build_index`.
 
 Example:
     >>> r = DenseRetriever().index(["Aspirin lowers fever.", "Statins lower LDL."])  # doctest: +SKIP
@@ -26,7 +32,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,18 +40,26 @@ from typing import Any
 import numpy as np
 
 from meteora._checks import check_embedding_rows
-from meteora._io import atomic_save_npy
 from meteora.errors import IndexFormatError, InvalidInputError, require
-from meteora.retrievers.base import Retriever, check_k, importable, topk_indices
-from meteora.retrievers.index_files import (
-    MANIFEST_NAME,
-    PASSAGES_NAME,
-    manifest_int,
-    read_manifest,
-    read_passages,
-    write_manifest,
-    write_passages,
+from meteora.retrievers.ann import (
+    INDEX_TYPES,
+    AnnSpec,
+    apply_search_params,
+    build_faiss,
+    choose_index_type,
 )
+from meteora.retrievers.ann import search as ann_search
+from meteora.retrievers.base import Retriever, check_k, importable, topk_indices
+from meteora.retrievers.dense_files import (
+    EMBEDDINGS_NAME,
+    FAISS_NAME,
+    load_embeddings,
+    read_faiss,
+    saved_dense,
+)
+from meteora.retrievers.index_files import MANIFEST_NAME, read_manifest, write_manifest
+from meteora.retrievers.npy_stream import NpyRowReader, save_npy_blocks
+from meteora.retrievers.passage_store import open_passages, save_passages
 from meteora.retrievers.storage import load_index
 from meteora.types import Hit, PassageLike, Ranking, check_queries, to_passages
 
@@ -54,10 +67,7 @@ __all__ = ["DenseRetriever"]
 
 logger = logging.getLogger(__name__)
 
-_INDEX_TYPES = ("flat", "hnsw", "ivf")
 _BACKENDS = ("auto", "faiss", "numpy")
-_EMB_NAME = "embeddings.npy"
-_FAISS_NAME = "index.faiss"
 #: most score-matrix cells (queries × passages) the numpy backend holds at once
 _NUMPY_BLOCK = 1 << 25
 
@@ -90,14 +100,19 @@ class DenseRetriever(Retriever):
             ``SentenceTransformer``, ``None`` for the offline default MiniLM (names are
             loaded on first use), or any object with ``encode(texts, batch_size=)``
             returning an ``(n, dim)`` array plus ``dim`` and ``name`` attributes.
-        index_type: ``"flat"`` (exact), ``"hnsw"`` or ``"ivf"`` (approximate).
+        index_type: ``"flat"`` (exact), ``"hnsw"``, ``"ivf"``, ``"ivfpq"`` (approximate)
+            or ``"auto"`` (by corpus size, :func:`~meteora.retrievers.ann.choose_index_type`).
         backend: ``"auto"``, ``"faiss"`` or ``"numpy"`` (exact; flat only).
         batch_size: texts per encoder forward pass.
         nlist: IVF cells (``None``: ``4·sqrt(N)``, at most ``N/39``).
-        nprobe: IVF cells visited per query.
+        nprobe: IVF cells visited per query (``None``: 1/16 of the cells, at least 16).
         hnsw_m: HNSW neighbours per node.
         ef_search: HNSW search breadth.
         ef_construction: HNSW build breadth.
+        pq_m: IVF-PQ bytes per vector (``None``: ``d/8``; must divide ``d``).
+        opq: IVF-PQ with an OPQ rotation.
+        rerank: IVF-PQ candidates re-scored by exact inner product (at least ``k``).
+        train_size: IVF training sample (``None``: 50 vectors per cell, at least 20,000).
 
     Example:
         >>> r = DenseRetriever("path/to/model", backend="numpy")  # doctest: +SKIP
@@ -112,22 +127,33 @@ class DenseRetriever(Retriever):
         backend: str = "auto",
         batch_size: int = 64,
         nlist: int | None = None,
-        nprobe: int = 16,
+        nprobe: int | None = None,
         hnsw_m: int = 32,
         ef_search: int = 64,
         ef_construction: int = 200,
+        *,
+        pq_m: int | None = None,
+        opq: bool = False,
+        rerank: int = 200,
+        train_size: int | None = None,
     ) -> None:
         super().__init__()
-        if index_type not in _INDEX_TYPES:
-            raise InvalidInputError(f"index_type must be one of {_INDEX_TYPES}, got {index_type!r}")
+        if index_type not in INDEX_TYPES:
+            raise InvalidInputError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
         if backend not in _BACKENDS:
             raise InvalidInputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         self.batch_size = _positive_int("batch_size", batch_size)
         self.nlist = _positive_int("nlist", nlist, allow_none=True)
-        self.nprobe = _positive_int("nprobe", nprobe)
+        self.nprobe = _positive_int("nprobe", nprobe, allow_none=True)
         self.hnsw_m = _positive_int("hnsw_m", hnsw_m)
         self.ef_search = _positive_int("ef_search", ef_search)
         self.ef_construction = _positive_int("ef_construction", ef_construction)
+        self.pq_m = _positive_int("pq_m", pq_m, allow_none=True)
+        self.rerank = _positive_int("rerank", rerank)
+        self.train_size = _positive_int("train_size", train_size, allow_none=True)
+        if not isinstance(opq, bool):
+            raise InvalidInputError(f"opq must be True or False, got {opq!r}")
+        self.opq = opq
         self.index_type = index_type
         self.backend = backend
         self.engine = self._resolve_backend(backend, index_type)
@@ -139,6 +165,10 @@ class DenseRetriever(Retriever):
         self.embeddings: np.ndarray = np.zeros((0, 0), dtype=np.float32)
         self._faiss_index: Any = None
         self._nlist_used: int | None = None
+        #: reads scattered rows of a loaded index's embeddings.npy without mapping it
+        self._row_reader: NpyRowReader | None = None
+        #: the index type built ("auto" resolved by corpus size)
+        self.index_type_used: str | None = None
 
     # -- configuration ---------------------------------------------------------------
     @staticmethod
@@ -147,14 +177,14 @@ class DenseRetriever(Retriever):
             require("faiss", "faiss", "the FAISS dense-index backend")
             return "faiss"
         if backend == "numpy":
-            if index_type != "flat":
+            if index_type not in ("flat", "auto"):
                 raise InvalidInputError(
                     f"index_type {index_type!r} needs FAISS; use backend='faiss' (or 'auto') or index_type='flat'"
                 )
             return "numpy"
         if _faiss_available():
             return "faiss"
-        if index_type != "flat":
+        if index_type not in ("flat", "auto"):
             logger.warning(
                 "faiss is not installed: %s index replaced by exact numpy search", index_type
             )
@@ -217,7 +247,7 @@ class DenseRetriever(Retriever):
     # -- encoding ----------------------------------------------------------------------
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         emb = self.encoder.encode(list(texts), batch_size=self.batch_size)
-        return _normalise(emb)
+        return _normalise(np.array(emb, dtype=np.float32))  # a copy: never normalise the caller's array in place
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Embed queries with the index's encoder: ``(len(queries), d)`` float32, L2-normalised.
@@ -243,7 +273,13 @@ class DenseRetriever(Retriever):
                 "embeddings_for() takes a list of ids; wrap a single id in a list"
             )
         self._check_indexed()
-        rows = [self.position_of(i) for i in ids]
+        ids = list(ids)
+        rows = self._store.rows_of(ids)
+        for pid, row in zip(ids, rows, strict=True):
+            if row is None:
+                raise InvalidInputError(f"no passage with id {pid!r} in this index ({len(self)} passages)")
+        if rows and self._row_reader is not None:
+            return self._row_reader.rows(rows)
         return (
             self.embeddings[np.asarray(rows, dtype=np.int64)].copy()
             if rows
@@ -278,6 +314,7 @@ class DenseRetriever(Retriever):
         self._set_passages(ps)
         self._expected_dim = int(emb.shape[1])
         self.embeddings = emb
+        self._row_reader = None
         self._build_index()
         logger.debug(
             "indexed %d passages (%d-d, %s %s)", len(ps), emb.shape[1], self.engine, self.index_type
@@ -303,7 +340,7 @@ class DenseRetriever(Retriever):
             raise InvalidInputError(
                 f"embeddings are {emb.shape[1]}-d but the encoder produces {self._encoder.dim}-d query embeddings"
             )
-        return _normalise(emb)
+        return _normalise(np.array(emb, dtype=np.float32))  # a copy: never normalise the caller's array in place
 
     def add(
         self, passages: Iterable[PassageLike], *, embeddings: np.ndarray | None = None
@@ -321,7 +358,7 @@ class DenseRetriever(Retriever):
         Raises:
             InvalidInputError: an id is already indexed, duplicate or empty input.
         """
-        if not self._passages:
+        if not len(self):
             return self.index(passages, embeddings=embeddings)
         new = self._new_passages(passages)
         if embeddings is None:
@@ -330,48 +367,43 @@ class DenseRetriever(Retriever):
             emb = self._given_embeddings(embeddings, len(new), int(self.embeddings.shape[1]))
         self._extend_passages(new)
         self.embeddings = np.ascontiguousarray(np.vstack([self.embeddings, emb]), dtype=np.float32)
+        self._row_reader = None
         if self._faiss_index is not None:
             self._faiss_index.add(emb)
         return self
 
-    def _default_nlist(self, n: int) -> int:
-        if self.nlist is not None:
-            if self.nlist > n:
-                logger.warning("nlist=%d exceeds the %d passages; using nlist=%d", self.nlist, n, n)
-            return max(1, min(self.nlist, n))
-        return max(1, min(int(4 * math.sqrt(n)), n // 39))
+    def ann_spec(self, n: int | None = None) -> AnnSpec:
+        """How the FAISS index is built and searched (``"auto"`` resolved for ``n``
+        passages, default: the indexed count)."""
+        used = self.index_type_used
+        if used is None or n is not None:
+            used = choose_index_type(len(self) if n is None else n) if self.index_type == "auto" else self.index_type
+        return AnnSpec(
+            used, nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m, ef_search=self.ef_search,
+            ef_construction=self.ef_construction, pq_m=self.pq_m, opq=self.opq, rerank=self.rerank,
+            train_size=self.train_size,
+        )
 
     def _build_index(self) -> None:
         self._faiss_index = None
+        spec = self.ann_spec(len(self.embeddings))
+        self.index_type_used = spec.index_type if self.engine == "faiss" else "flat"
         if self.engine != "faiss":
             return
-        import faiss
+        if spec.index_type in ("ivf", "ivfpq"):
+            from meteora.retrievers.ann import default_nlist
 
-        n, d = self.embeddings.shape
-        if self.index_type == "flat":
-            index = faiss.IndexFlatIP(d)
-        elif self.index_type == "hnsw":
-            index = faiss.IndexHNSWFlat(d, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = self.ef_construction
-        else:
-            self._nlist_used = self._default_nlist(n)
-            index = faiss.index_factory(
-                d, f"IVF{self._nlist_used},Flat", faiss.METRIC_INNER_PRODUCT
-            )
-            index.train(self.embeddings)
-        index.add(self.embeddings)
-        self._faiss_index = index
-        self._apply_search_params()
+            self._nlist_used = default_nlist(len(self.embeddings), self.nlist)
+        self._faiss_index = build_faiss(spec, self.embeddings)
+
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Stored embeddings at these rows (by ``pread`` for a loaded index)."""
+        if self._row_reader is not None:
+            return self._row_reader.rows(rows)
+        return np.asarray(self.embeddings[rows], dtype=np.float32)
 
     def _apply_search_params(self) -> None:
-        if self._faiss_index is None:
-            return
-        if self.index_type == "hnsw":
-            self._faiss_index.hnsw.efSearch = self.ef_search
-        elif self.index_type == "ivf":
-            import faiss
-
-            faiss.extract_index_ivf(self._faiss_index).nprobe = self.nprobe
+        apply_search_params(self.ann_spec(), self._faiss_index)
 
     # -- search ------------------------------------------------------------------------
     def _search_batch(self, queries: list[str], k: int) -> list[Ranking]:
@@ -400,23 +432,10 @@ class DenseRetriever(Retriever):
         return self._rank_vectors(_normalise(vectors), k, queries)
 
     def _rank_vectors(self, q: np.ndarray, k: int, queries: Sequence[str] | None) -> list[Ranking]:
-        n = len(self._passages)
+        n = len(self)
         if self.engine == "faiss":
-            exact = self.index_type == "flat"
-            kk = min(k + 1, n) if exact else min(k, n)
-            scores, idx = self._faiss_index.search(q, kk)
-            rows: list[tuple[np.ndarray, np.ndarray]] = []
-            for r in range(len(q)):
-                s, i = scores[r], idx[r]
-                if exact and kk > k and s[k - 1] == s[k]:  # a tie across the cut-off
-                    full = self.embeddings @ q[r]
-                    top = topk_indices(full, k)
-                    rows.append((top, full[top]))
-                    continue
-                keep = i >= 0
-                s, i = s[keep][:k], i[keep][:k]
-                order = np.lexsort((i, -s))
-                rows.append((i[order], s[order]))
+            self._apply_search_params()  # nprobe / ef_search may have been changed
+            rows = ann_search(self.ann_spec(), self._faiss_index, self.embeddings, q, k, read_rows=self._read_rows)
         else:
             rows = []
             block = max(1, _NUMPY_BLOCK // max(n, 1))
@@ -425,12 +444,10 @@ class DenseRetriever(Retriever):
                 top = topk_indices(sims, k)
                 vals = np.take_along_axis(sims, top, axis=1)
                 rows.extend(zip(top, vals, strict=True))
+        found = iter(self._store.take([j for i, _ in rows for j in i.tolist()]))
         out = []
-        for r, (i, s) in enumerate(rows):
-            hits = [
-                Hit(self._passages[j], float(v), rank + 1)
-                for rank, (j, v) in enumerate(zip(i.tolist(), s.tolist(), strict=True))
-            ]
+        for r, (_, s) in enumerate(rows):
+            hits = [Hit(next(found), float(v), rank + 1) for rank, v in enumerate(s.tolist())]
             out.append(Ranking(hits, query=queries[r] if queries is not None else None))
         return out
 
@@ -447,33 +464,38 @@ class DenseRetriever(Retriever):
             "hnsw_m": self.hnsw_m,
             "ef_search": self.ef_search,
             "ef_construction": self.ef_construction,
+            "pq_m": self.pq_m,
+            "opq": self.opq,
+            "rerank": self.rerank,
+            "train_size": self.train_size,
+            "index_type_used": self.index_type_used,
             "metric": "inner_product",
             "normalized": True,
         }
 
     def _write_index(self, directory: Path) -> None:
         """Layout of a version folder: ``manifest.json`` (with the encoder name and
-        dimension), ``passages.jsonl``, ``embeddings.npy`` (float32, no pickle) and, for
-        HNSW/IVF, ``index.faiss`` (FAISS's own format). A flat index is rebuilt from the
+        dimension), ``passages.sqlite`` (:mod:`meteora.retrievers.passage_store`),
+        ``embeddings.npy`` (float32, no pickle, memory-mapped on load) and, for HNSW/IVF/
+        IVF-PQ, ``index.faiss`` (FAISS's own format). A flat index is rebuilt from the
         embeddings on load."""
-        write_passages(directory / PASSAGES_NAME, self._passages)
-        atomic_save_npy(directory / _EMB_NAME, self.embeddings)
-        if self._faiss_index is not None and self.index_type != "flat":
+        save_passages(directory, self._store)
+        save_npy_blocks(directory / EMBEDDINGS_NAME, self.embeddings)
+        if self._faiss_index is not None and self.index_type_used != "flat":
             import faiss
 
-            faiss.write_index(self._faiss_index, str(directory / _FAISS_NAME))
+            faiss.write_index(self._faiss_index, str(directory / FAISS_NAME))
+        self._write_manifest(directory, len(self), int(self.embeddings.shape[1]))
+
+    def _write_manifest(self, directory: Path, count: int, dim: int) -> None:
+        """The manifest of a version folder holding a dense index's files (also written
+        by :mod:`meteora.retrievers.streaming`)."""
         write_manifest(
             directory,
             self.kind,
-            counts={"passages": len(self._passages), "dim": int(self.embeddings.shape[1])},
+            counts={"passages": count, "dim": dim},
             parameters=self._parameters(),
-            extra={
-                "encoder": {
-                    "name": self.encoder_name,
-                    "dim": int(self.embeddings.shape[1]),
-                    "normalized": True,
-                }
-            },
+            extra={"encoder": {"name": self.encoder_name, "dim": dim, "normalized": True}},
         )
 
     @classmethod
@@ -500,60 +522,35 @@ class DenseRetriever(Retriever):
     def _read_index(
         cls, directory: Path, encoder: Any = None, *, backend: str | None = None
     ) -> DenseRetriever:
-        manifest = read_manifest(directory, cls.kind, required=[PASSAGES_NAME, _EMB_NAME])
-        params = manifest["parameters"]
-        dim = manifest_int(manifest, "counts", "dim", directory, minimum=1)
-        n = manifest_int(manifest, "counts", "passages", directory)
-        enc_info = manifest.get("encoder") or {}
-        if not isinstance(enc_info, dict):
-            raise IndexFormatError(
-                f"{directory / MANIFEST_NAME}: 'encoder' must be a table, got {enc_info!r}; "
-                "rebuild the index and save it again"
-            )
+        manifest = read_manifest(directory, cls.kind, required=[EMBEDDINGS_NAME])
+        saved = saved_dense(directory, manifest)
+        options = dict(saved.options)
+        if backend is not None:
+            options["backend"] = backend
         try:
-            self = cls(
-                encoder=encoder if encoder is not None else enc_info.get("name"),
-                index_type=params["index_type"],
-                backend=backend if backend is not None else params["backend"],
-                batch_size=params["batch_size"],
-                nlist=params.get("nlist"),
-                nprobe=params["nprobe"],
-                hnsw_m=params["hnsw_m"],
-                ef_search=params["ef_search"],
-                ef_construction=params["ef_construction"],
-            )
-        except (KeyError, InvalidInputError) as exc:
+            self = cls(encoder=encoder if encoder is not None else saved.encoder_name, **options)
+        except InvalidInputError as exc:
             raise IndexFormatError(
                 f"{directory / MANIFEST_NAME} has invalid dense-index parameters ({exc}); "
                 "rebuild the index and save it again"
             ) from exc
-        self._expected_dim = int(dim)
+        self._expected_dim = saved.dim
         if self._encoder is not None:
             self._check_encoder_dim(self._encoder)
-            if enc_info.get("name") and enc_info["name"] != self.encoder_name:
+            if saved.encoder_name and saved.encoder_name != self.encoder_name:
                 logger.warning(
                     "index %s was built with encoder %r; searching it with %r",
                     directory,
-                    enc_info["name"],
+                    saved.encoder_name,
                     self.encoder_name,
                 )
-        passages = read_passages(directory / PASSAGES_NAME)
-        emb = load_embeddings(directory / _EMB_NAME)
-        if len(passages) != n or emb.shape != (n, dim):
-            raise IndexFormatError(
-                f"{directory} holds {len(passages)} passages and embeddings of shape {emb.shape}, "
-                f"but the manifest says {n} × {dim}; rebuild the index and save it again"
-            )
-        self._set_passages(passages)
-        self.embeddings = emb
-        self._nlist_used = params.get("nlist_used")
-        faiss_path = directory / _FAISS_NAME
-        if (
-            self.engine == "faiss"
-            and self.index_type != "flat"
-            and _FAISS_NAME in manifest["files"]  # only a file the manifest vouched for
-        ):
-            self._faiss_index = _read_faiss(faiss_path, n, dim)
+        self._store = open_passages(directory, manifest, saved.count)
+        self.embeddings = load_embeddings(directory / EMBEDDINGS_NAME, saved.count, saved.dim)
+        self._row_reader = NpyRowReader(directory / EMBEDDINGS_NAME)
+        self._nlist_used = saved.nlist_used
+        self.index_type_used = saved.index_type_used or (None if self.index_type == "auto" else self.index_type)
+        if self.engine == "faiss" and self.ann_spec().index_type != "flat" and saved.has_faiss_file:
+            self._faiss_index = read_faiss(directory / FAISS_NAME, saved.count, saved.dim)
             self._apply_search_params()
         else:
             self._build_index()
@@ -562,32 +559,3 @@ class DenseRetriever(Retriever):
     def _repr_fields(self) -> str:
         return f"encoder={self.encoder_name!r}, index_type={self.index_type!r}, backend={self.engine!r}, dim={self.dim}"
 
-
-def load_embeddings(path: Path) -> np.ndarray:
-    """Load a float32 ``(N, d)`` embedding matrix saved without pickle."""
-    from meteora.retrievers.index_files import load_npy
-
-    emb = np.ascontiguousarray(load_npy(path, dtype=np.float32, ndim=2))
-    check_embedding_rows(
-        emb, str(path), error=IndexFormatError,
-        hint="the index's stored embeddings are damaged: rebuild it with retriever.index(passages) and save it again",
-    )
-    return emb
-
-
-def _read_faiss(path: Path, n: int, dim: int) -> Any:
-    import faiss
-
-    try:
-        index = faiss.read_index(str(path))
-    except RuntimeError as exc:
-        raise IndexFormatError(
-            f"{path} is not a readable FAISS index ({str(exc).splitlines()[0] if str(exc) else exc}); "
-            "rebuild the index and save it again"
-        ) from exc
-    if index.ntotal != n or index.d != dim:
-        raise IndexFormatError(
-            f"{path} holds {index.ntotal} vectors of dimension {index.d}, expected {n} × {dim}; "
-            "rebuild the index and save it again"
-        )
-    return index

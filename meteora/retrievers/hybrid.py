@@ -43,6 +43,7 @@ from meteora.retrievers.index_files import (
     read_manifest,
     write_manifest,
 )
+from meteora.retrievers.passage_store import same_ids
 from meteora.retrievers.storage import load_index
 from meteora.types import Hit, Passage, PassageLike, Ranking
 
@@ -265,14 +266,12 @@ class HybridRetriever(Retriever):
 
     def _adopt_member_passages(self) -> None:
         """Members that are already indexed on the same passages make this hybrid
-        searchable at once (no re-indexing)."""
-        corpora = [getattr(r, "_passages", None) for r in self.members.values()]
-        if not corpora or any(not c for c in corpora):
+        searchable at once (no re-indexing); it shares the first member's passage store."""
+        stores = [r.passage_store for r in self.members.values()]
+        if any(not len(s) for s in stores):
             return
-        ids = [p.id for p in corpora[0]]
-        if all([p.id for p in c] == ids for c in corpora[1:]):
-            self._passages = list(corpora[0])
-            self._pos = {pid: i for i, pid in enumerate(ids)}
+        if all(same_ids(stores[0], s) for s in stores[1:]):
+            self._store = stores[0]
         else:
             logger.warning("hybrid members are indexed on different passages; call .index(passages) to align them")
 
@@ -332,27 +331,23 @@ class HybridRetriever(Retriever):
     def _search_batch(self, queries: list[str], k: int) -> list[Ranking]:
         ck = max(self.candidate_k, k)
         per_member = [r.search(queries, k=ck) for r in self.members.values()]
-        pos = self._pos
         out = []
+        n = len(self)
         for qi, q in enumerate(queries):
             lists = [member[qi] for member in per_member]
+            ids = list(dict.fromkeys(h.passage.id for ranking in lists for h in ranking))
+            rows = dict(zip(ids, self._store.rows_of(ids), strict=True))
+
+            def corpus_order(p: Passage, rows: dict[str, int | None] = rows) -> int:
+                row = rows.get(p.id)
+                return n if row is None else row
+
             if self.fusion == "rrf":
                 fused = rrf_fuse(
-                    lists,
-                    k=self.rrf_k,
-                    weights=self.weights,
-                    limit=k,
-                    query=q,
-                    tie_key=lambda p: pos.get(p.id, len(pos)),
+                    lists, k=self.rrf_k, weights=self.weights, limit=k, query=q, tie_key=corpus_order
                 )
             else:
-                fused = weighted_fuse(
-                    lists,
-                    weights=self.weights,
-                    limit=k,
-                    query=q,
-                    tie_key=lambda p: pos.get(p.id, len(pos)),
-                )
+                fused = weighted_fuse(lists, weights=self.weights, limit=k, query=q, tie_key=corpus_order)
             # the members' own scores stay readable (the selector's signals use them)
             fused.sources = dict(zip(self.members, lists, strict=True))
             out.append(fused)
@@ -372,11 +367,13 @@ class HybridRetriever(Retriever):
         for name, r in self.members.items():
             (directory / name).mkdir()
             r._write_index(directory / name)
+        self._write_manifest(directory, len(self))
+
+    def _write_manifest(self, directory: Path, count: int) -> None:
+        """The hybrid manifest over its members' folders (also written by
+        :mod:`meteora.retrievers.streaming`)."""
         write_manifest(
-            directory,
-            self.kind,
-            counts={"passages": len(self._passages), "members": len(self.members)},
-            parameters=self._parameters(),
+            directory, self.kind, counts={"passages": count, "members": len(self.members)}, parameters=self._parameters()
         )
 
     @classmethod
@@ -428,9 +425,9 @@ class HybridRetriever(Retriever):
             module_name, cls_name = KINDS[sub_manifest["kind"]].split(":")
             member_cls = getattr(importlib.import_module(module_name), cls_name)
             members[name] = member_cls._read_index(sub, **extra)
-        ids = [p.id for p in members[members_info[0]["name"]].passages]
+        first_store = members[members_info[0]["name"]].passage_store
         for name, r in members.items():
-            if [p.id for p in r.passages] != ids:
+            if not same_ids(first_store, r.passage_store):
                 raise IndexFormatError(
                     f"member {name!r} in {directory} indexes different passages from the others; "
                     "rebuild the hybrid index and save it again"
@@ -447,9 +444,7 @@ class HybridRetriever(Retriever):
             raise IndexFormatError(
                 f"{directory / MANIFEST_NAME} has invalid hybrid parameters ({exc}); rebuild the index and save it again"
             ) from exc
-        first = next(iter(members.values()))
-        self._passages = first.passages
-        self._pos = {p.id: i for i, p in enumerate(self._passages)}
+        self._store = first_store
         return self
 
     def _repr_fields(self) -> str:

@@ -311,10 +311,11 @@ def read_passages(path: Path) -> list[Passage]:
     return out
 
 
-def load_npy(path: Path, *, dtype: Any = None, ndim: int | None = None) -> np.ndarray:
-    """Load a ``.npy`` array without pickle; any problem is an :class:`IndexFormatError`."""
+def load_npy(path: Path, *, dtype: Any = None, ndim: int | None = None, mmap: bool = False) -> np.ndarray:
+    """Load a ``.npy`` array without pickle (``mmap``: memory-mapped read-only); any
+    problem is an :class:`IndexFormatError`."""
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (OSError, ValueError, EOFError) as exc:
         raise IndexFormatError(
             f"{path} is not a readable .npy array ({exc}); {REBUILD_HINT}"
