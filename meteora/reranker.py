@@ -53,13 +53,16 @@ from meteora.protocols import CalibratedScoring, EvidenceScoring, RationaleSourc
 from meteora.rerank_result import RerankResult
 from meteora.selection.selector import EvidenceSelector
 from meteora.selection.selector_settings import SelectorSettings
+from meteora.selection.learned_cut import pipeline_cut
 from meteora.selection_inputs import (
+    PreparedPool,
     candidate_pools,
-    embed_passages,
+    check_pools,
     encode_rationales,
     evidence_logits,
     given_rationales,
-    split_rows,
+    pool_embeddings,
+    query_vectors,
 )
 from meteora.types import Passage, PassageLike, check_queries, check_query
 
@@ -110,6 +113,8 @@ class Reranker:
         batch_size: queries per generation batch.
         generation: extra keyword arguments for ``generator.generate`` (``do_sample``,
             ``temperature``, ``seed``, ``max_new_tokens``).
+        cut: the cut stage instead of ``settings.cut``'s: a folder written by ``meteora
+            train cut`` (its learned models) or any :class:`~meteora.selection.cuts.Cut`.
 
     Example:
         >>> from meteora.selection.selector_settings import SelectorSettings
@@ -129,6 +134,7 @@ class Reranker:
         include_query: bool = True,
         batch_size: int = 8,
         generation: dict[str, Any] | None = None,
+        cut: Any = None,
     ) -> None:
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise InvalidInputError(f"top_k must be a positive integer or None, got {top_k!r}")
@@ -145,10 +151,12 @@ class Reranker:
             )
         self.settings = settings
         self.scorer = self._load_scorer(scorer)
-        calibration = self.scorer.calibration if isinstance(self.scorer, CalibratedScoring) else None
-        self.selector = EvidenceSelector(settings, calibrated=calibration)
         self.encoder = self._load_encoder(encoder)
         self.generator = self._load_generator(generator)
+        calibration = self.scorer.calibration if isinstance(self.scorer, CalibratedScoring) else None
+        self.selector = EvidenceSelector(
+            settings, calibrated=calibration, cut=pipeline_cut(cut, settings, self.generator, include_query=include_query)
+        )
         self.n_rationales = n_rationales
         self.include_query = include_query
         self.top_k = top_k
@@ -302,16 +310,11 @@ class Reranker:
         )
         return check_generated(queries, sets, type(self.generator).__name__)
 
-    def _finish(
-        self, pool: CandidatePool, rationales: list[str], rset: Any, passage_emb: np.ndarray, rat_emb: np.ndarray,
-        evidence: np.ndarray | None,
-    ) -> RerankResult:
-        """Select in one pool, verify the selection, cap it at ``top_k``."""
-        query, passages = pool.query, pool.passages
-        selection = self.selector.select(
-            rat_emb, passage_emb, passages, rationales=rationales, query=query, context=pool.context,
-            evidence=evidence, retrieval=pool.ranking,
-        )
+    def _finish(self, prepared: PreparedPool) -> RerankResult:
+        """Select in one prepared pool, verify the selection, cap it at ``top_k``."""
+        pool, rationales, rset = prepared.pool, prepared.rationales, prepared.rationale_set
+        query = pool.query
+        selection = self.selector.select_signals(prepared.signals, context=pool.context, rationales=rationales)
         selected = list(selection.selected)
         verification = None
         if self.verifier is not None and selected:
@@ -386,28 +389,31 @@ class Reranker:
         return self.rerank_pools(pools, rationales=rationales)
 
     def rerank_pools(self, pools: Sequence[CandidatePool], *, rationales: Sequence[Any] | None = None) -> list[RerankResult]:
-        """Select evidence in prepared :class:`~meteora.pipeline.CandidatePool` objects.
+        """Select evidence in prepared :class:`~meteora.pipeline.CandidatePool` objects:
+        :meth:`prepare_pools`, then selection and verification per pool.
 
-        The one implementation behind :meth:`rerank_batch` and :meth:`search_batch`:
-        rationales for every pool (given, or one batched generation), one batched
-        encode of the rationales, one of the passages without stored embeddings, then
-        selection and verification per pool. A pool without candidates gives an empty
-        result (nothing ranked or selected; the query stands in as the rationale and no
-        rationales are generated for it).
+        The one implementation behind :meth:`rerank_batch` and :meth:`search_batch`. A
+        pool without candidates gives an empty result (nothing ranked or selected; the
+        query stands in as the rationale and no rationales are generated for it).
 
         Example:
             >>> pools = rr.retrieve(["Does aspirin prevent stroke?"], retriever, k=20)  # doctest: +SKIP
             >>> rr.rerank_pools(pools)[0].selected_ids  # doctest: +SKIP
         """
-        pools = list(pools)
-        for i, pool in enumerate(pools):
-            if not isinstance(pool, CandidatePool):
-                raise InvalidInputError(f"pools[{i}] is a {type(pool).__name__}, not a meteora.pipeline.CandidatePool")
-        if rationales is not None and (
-            isinstance(rationales, (str, bytes)) or not hasattr(rationales, "__len__") or len(rationales) != len(pools)
-        ):
-            got = str(len(rationales)) if hasattr(rationales, "__len__") else type(rationales).__name__
-            raise InvalidInputError(f"got {got} rationale lists for {len(pools)} queries")
+        return [self._finish(p) for p in self.prepare_pools(pools, rationales=rationales)]
+
+    def prepare_pools(self, pools: Sequence[CandidatePool], *, rationales: Sequence[Any] | None = None) -> list[PreparedPool]:
+        """Everything the selector reads, for every pool, in batches: rationales (given,
+        or one batched generation), one batched encode of the rationales (and of the
+        passages without stored embeddings), the signal tables, then one batched scorer
+        call for the candidates each pool's cut wants read (the learned cut: stage 1's
+        top 10; NaN for the others).
+
+        Example:
+            >>> prepared = rr.prepare_pools(rr.retrieve(["Does aspirin prevent stroke?"], retriever))  # doctest: +SKIP
+            >>> prepared[0].signals.evidence  # doctest: +SKIP
+        """
+        pools = check_pools(pools, rationales)
         queries = [p.query for p in pools]
         live = [i for i, p in enumerate(pools) if p.passages]
         if len(live) < len(pools):
@@ -422,23 +428,20 @@ class Reranker:
         for i, r in zip(live, resolved, strict=True):
             rats[i] = r
         rat_embs = encode_rationales(self.encoder, queries, rats, [p.query_embedding for p in pools])
-        to_embed = [i for i in live if pools[i].embeddings is None]
-        fresh = split_rows(
-            embed_passages(self.encoder, [p for i in to_embed for p in pools[i].passages]) if to_embed else np.zeros((0, 1)),
-            [len(pools[i].passages) for i in to_embed],
-        )
-        pembs = dict(zip(to_embed, fresh, strict=True))
-        evidence = evidence_logits(self.scorer, queries, [p.passages for p in pools])
-        results = []
-        for i, pool in enumerate(pools):
-            if i in pembs:
-                pemb = pembs[i]
-            elif pool.passages:
-                pemb = embed_passages(self.encoder, pool.passages, pool.embeddings)
-            else:
-                pemb = np.zeros((0, rat_embs[i].shape[1]), dtype=np.float32)
-            results.append(self._finish(pool, rats[i][0], rats[i][1], pemb, rat_embs[i], evidence[i]))
-        return results
+        qembs = query_vectors(self.encoder, queries, rats, rat_embs, [p.query_embedding for p in pools])
+        pembs = pool_embeddings(self.encoder, pools, rat_embs[0].shape[1] if rat_embs else 1)
+        signals = [
+            self.selector.signals(
+                rat_embs[i], pembs[i], pool.passages, rationales=rats[i][0], query=pool.query,
+                query_embedding=qembs[i], retrieval=pool.ranking,
+            )
+            for i, pool in enumerate(pools)
+        ]
+        if self.scorer is not None:
+            wanted = [self.selector.evidence_wanted(sig) for sig in signals]
+            evidence = evidence_logits(self.scorer, queries, [p.passages for p in pools], wanted)
+            signals = [sig.with_evidence(ev) for sig, ev in zip(signals, evidence, strict=True)]
+        return [PreparedPool(pool, rats[i][0], rats[i][1], signals[i]) for i, pool in enumerate(pools)]
 
     def retrieve(self, queries: Sequence[str], retriever: Any, k: int = 50) -> list[CandidatePool]:
         """The top-``k`` candidates of every query, in one batched retriever call.

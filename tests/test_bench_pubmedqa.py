@@ -31,7 +31,7 @@ from meteora.errors import DataNotFoundError, InvalidInputError
         ({"views": "evidence"}, "views must be a non-empty list"),
         ({"ks": [1, 0]}, "every k must be positive"),
         ({"dataset": "nope"}, r"unknown dataset 'nope'; available: \['beir', 'bioasq', 'pubmedqa'\]"),
-        ({"dataset": "bioasq", "split": "train"}, "split must be 'test' or 'all' for bioasq"),
+        ({"dataset": "bioasq", "split": "test"}, "split must be 'dev', 'train' or 'all' for bioasq"),
         ({"selector": {"window": 1}}, "selector must be a meteora.SelectorSettings"),
     ],
 )
