@@ -1,23 +1,26 @@
 """The one object users import: :class:`Reranker`.
 
-``Reranker`` runs METEORA's three stages on a query and its candidate passages:
+``Reranker`` runs METEORA's stages on a query and its candidate passages:
 
 1. a :class:`~meteora.rationales.RationaleGenerator` writes rationales (or, with
    ``generator=None``, the query itself is the only rationale);
-2. an :class:`~meteora.scorer.EvidenceScorer` (a small trained cross-encoder) tells,
-   among the candidates of one document, which chunk holds the finding;
-3. an :class:`~meteora.selection.EvidenceSelector` scores each chunk by its document's
-   similarity to the rationales plus its evidence, keeps the chunks about as good as
-   the best one (a calibrated band; never a chunk below the relevance floor), pairs
-   rationales with chunks, and adds neighbours;
+2. an :class:`~meteora.selection.EvidenceSelector` decides how many candidates to keep
+   and ranks them all: by default the **learned cut**
+   (:mod:`meteora.selection.learned_cut`): a small LightGBM model reads each
+   candidate's standing in the list (its cosine to the query and to the rationales, a
+   BM25 over the candidates, its document's standing), asks the
+   :class:`~meteora.scorer.EvidenceScorer` (a small trained cross-encoder) about its
+   top 10 only, and gives P(relevant); the top ``k`` with the best expected F1 is
+   selected. ``SelectorSettings(cut="band")`` / ``"elbow"`` run the previous cuts;
+3. neighbours are added (``window``);
 4. an optional verifier drops poisoned or contradictory passages.
 
-Scores: ``result.ranked`` holds every candidate, on the cosine scale. With the scorer
-(the default) a hit's score is its document's best cosine to the pooled rationale
-minus a weighted evidence gap (0 for the chunk of its document that reads most like the
-finding); with ``scorer=None`` it is the larger of its cosine to the pooled rationale
-and to the rationale that picked it. Neither is min-max normalised, so thresholds carry
-across queries.
+Scores: ``result.ranked`` holds every candidate. With the learned cut (the default) a
+hit's score is P(relevant): a calibrated probability (trained with a logistic loss on
+train-side questions), comparable across queries and thresholdable. With
+``cut="band"`` it is on the cosine scale (the document's best cosine to the pooled
+rationale minus a weighted evidence gap); with ``cut="elbow"`` the larger of its cosine
+to the pooled rationale and to the rationale that picked it.
 
 Build one from built objects or names (``Reranker(generator, encoder, scorer, settings,
 verifier, top_k)``); :meth:`Reranker.from_pretrained` and :meth:`Reranker.from_preset`
@@ -51,9 +54,9 @@ from meteora.errors import InvalidInputError
 from meteora.pipeline import CandidatePool, retrieve_pools
 from meteora.protocols import CalibratedScoring, EvidenceScoring, RationaleSource
 from meteora.rerank_result import RerankResult
+from meteora.selection.learned_cut import pipeline_cut
 from meteora.selection.selector import EvidenceSelector
 from meteora.selection.selector_settings import SelectorSettings
-from meteora.selection.learned_cut import pipeline_cut
 from meteora.selection_inputs import (
     PreparedPool,
     candidate_pools,
@@ -77,7 +80,7 @@ GENERATOR_OPTIONS = (
 
 
 class Reranker:
-    """METEORA reranker: rationales → evidence selection → optional verification.
+    """METEORA reranker: rationales → evidence selection (the learned cut) → optional verification.
 
     Each collaborator is a built object or a name (names load with the defaults of
     :meth:`from_pretrained`, which also takes loading options).
@@ -93,16 +96,16 @@ class Reranker:
             cross-encoder that tells which chunk of a document holds the finding):
             ``"default"`` (the packaged adapter trained on PubMedQA train questions), a
             folder written by ``meteora train scorer``, a built scorer (anything with
-            ``evidence_logits(queries, passage_lists)``), or ``None`` for embeddings
-            only (the untrained METEORA baseline). With a scorer a chunk is scored by
-            its document's relevance plus its evidence, and the selection keeps the
-            chunks within ``settings.evidence_band`` of the best (see
-            :mod:`meteora.selection`). It only reads passages whose document has
-            several candidates, so independent passages cost nothing extra.
+            ``evidence_logits(queries, passage_lists)``), or ``None``. The learned cut
+            asks it about stage 1's top 10 candidates only (without a scorer the
+            learned cut's stage-1 model decides alone); the band reads the passages
+            whose document has several candidates.
         settings: the selector's
             :class:`~meteora.selection.selector_settings.SelectorSettings` (default
-            ``SelectorSettings()``: distinct pairing, tau 1.0, window 0, the scorer's
-            calibrated evidence knobs).
+            ``SelectorSettings()``: the learned cut, window 0). The learned cut reads the
+            rationales of the generator its model was trained with (the offline SmolLM2
+            default, with the query as anchor); for any other generator it runs its
+            query-only model.
         verifier: ``None``/``False`` (off), ``True`` (an LLM verifier on the generator's
             model), a :class:`~meteora.verifier.Verifier`, or any callable
             ``(query, passage, accepted_so_far) -> Verdict``.

@@ -48,7 +48,13 @@ from meteora._io import ensure_parent
 from meteora.cache import Cache
 from meteora.cache_table import SQLiteTable, TableLayout
 from meteora.console import progress_enabled, quiet_model_loading
-from meteora.errors import InvalidInputError, MeteoraError, ModelNotFoundError, UnsafeOverwriteError, require
+from meteora.errors import (
+    InvalidInputError,
+    MeteoraError,
+    ModelNotFoundError,
+    UnsafeOverwriteError,
+    require,
+)
 from meteora.settings import meteora_home
 
 __all__ = ["EvidenceScorer", "default_scorer_path", "default_logit_cache_path", "DEFAULT_SCORER", "LOGIT_LAYOUT"]
@@ -58,6 +64,8 @@ logger = logging.getLogger(__name__)
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
 #: Name of the packaged default scorer adapter (a folder under ``meteora/weights``).
 DEFAULT_SCORER = "evidence-scorer"
+#: Pairs scored per model call (each block is remembered before the next starts).
+_BLOCK = 1024
 
 
 def default_scorer_path() -> Path | None:
@@ -251,17 +259,21 @@ class EvidenceScorer:
                     todo.append(i)
                 else:
                     out[i] = hit
-            if todo:
+            # in blocks, each remembered as it is done (a long run keeps what it scored)
+            for start in range(0, len(todo), _BLOCK):
+                block = todo[start : start + _BLOCK]
                 fresh = self.model.predict(
-                    [tuple(pairs[i]) for i in todo],
+                    [tuple(pairs[i]) for i in block],
                     batch_size=self.batch_size,
                     activation_fn=_identity(),
-                    show_progress_bar=len(todo) > 20 * self.batch_size and progress_enabled(),
+                    show_progress_bar=len(block) > 20 * self.batch_size and progress_enabled(),
                     convert_to_numpy=True,
                 )
                 fresh = np.asarray(fresh, dtype=np.float32).reshape(-1)
-                out[todo] = fresh
-                self.cache.put_many([(keys[i], float(v)) for i, v in zip(todo, fresh, strict=True)])
+                out[block] = fresh
+                self.cache.put_many([(keys[i], float(v)) for i, v in zip(block, fresh, strict=True)])
+                if len(todo) > _BLOCK:
+                    logger.info("scorer: %d of %d new pairs scored", start + len(block), len(todo))
         return out
 
     @property

@@ -75,7 +75,12 @@ Example:
 
 from meteora.selection.cuts import Cut, CutResult, ElbowCut, EvidenceBand
 from meteora.selection.elbow import ElbowInfo, elbow_cutoff
-from meteora.selection.learned_cut import LearnedCut, expected_f1_cut, learned_cut_for, load_cut_models
+from meteora.selection.learned_cut import (
+    LearnedCut,
+    expected_f1_cut,
+    learned_cut_for,
+    load_cut_models,
+)
 from meteora.selection.results import (
     ChunkScore,
     RationalePair,
