@@ -406,8 +406,9 @@ def test_bench_registry_imports_one_way_in_a_fresh_interpreter():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().split(",") == sorted(
-        ["bm25", "dense", "hybrid", "meteora", "meteora-no-expansion", "meteora-no-scorer", "meteora-pairing",
-         "meteora-pooling", "meteora-query-only", "meteora-query-only-no-scorer"]
+        ["bm25", "dense", "hybrid", "meteora", "meteora-band", "meteora-elbow", "meteora-no-expansion",
+         "meteora-no-scorer", "meteora-pairing", "meteora-pooling", "meteora-query-only", "meteora-query-only-band",
+         "meteora-query-only-no-scorer"]
     )
     code = "import sys\nimport meteora.bench.methods\nprint('meteora.bench.pubmedqa' in sys.modules)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
