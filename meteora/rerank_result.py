@@ -56,6 +56,14 @@ class RerankResult:
         return [p.id for p in self.selected]
 
     @property
+    def score_scale(self) -> str:
+        """The scale of ``ranked``'s scores: ``"probability"`` (the learned cut's
+        P(relevant)) or ``"cosine"`` (the band and the elbow); see
+        :func:`meteora.relevance.relevance_score`."""
+        explanation = getattr(self.selection, "explanation", None)
+        return getattr(explanation, "score_scale", "cosine")
+
+    @property
     def fallback(self) -> bool:
         """True when the generator produced nothing usable and the query stood in."""
         return bool(getattr(self.rationale_set, "fallback", False))
@@ -108,9 +116,9 @@ class RankedDocument:
 
     Attributes:
         index: its position in the list given to ``rank`` (0-based).
-        score: METEORA's ranking score (cosine scale, as ``result.ranked``).
-        relevance_score: ``score`` mapped into [0, 1]
-            (:func:`meteora.relevance.relevance_score`; monotone, not a probability).
+        score: METEORA's ranking score (as ``result.ranked``, on ``result.score_scale``).
+        relevance_score: ``score`` in [0, 1] (:func:`meteora.relevance.relevance_score`:
+            the learned cut's P(relevant) as it is; a cosine-scale score rescaled).
         rank: 1-based rank.
         selected: in METEORA's selected set (the adaptive evidence set of :meth:`rerank`).
         id: the passage id (the index as a string unless the document gave one).
@@ -154,7 +162,7 @@ def ranked_documents(
     hits = list(result.ranked) if top_k is None else list(result.ranked)[:top_k]
     return [
         RankedDocument(
-            index=index[h.id], score=float(h.score), relevance_score=relevance_score(h.score), rank=int(h.rank),
+            index=index[h.id], score=float(h.score), relevance_score=relevance_score(h.score, result.score_scale), rank=int(h.rank),
             selected=h.id in selected, id=h.id, document=h.text if return_documents else None,
         )
         for h in hits

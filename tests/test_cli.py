@@ -169,12 +169,12 @@ def test_rerank_text_output_with_explain_and_top_k(capsys, corpus_file, tiny_st_
     assert out.startswith("selected 1 of 5 for: aspirin stroke")
     assert "  1. [" in out and "  2. [" not in out.split("\n\n")[0]
     assert "rationale 0: aspirin stroke" in out
-    assert "Pooling: evidence band keeps" in out and "Evidence scorer: document relevance" in out
-    code, out, _ = _run(
-        capsys,
-        ["-q", "rerank", "--query", "aspirin stroke", "--passages", str(corpus_file), "--no-lm", "--explain",
-         "--scorer", "none", "--embedding-model", str(tiny_st_dir)],
-    )
+    assert "Cut (learned): keeps the top" in out and "by P(relevant)" in out and "Pooling:" not in out
+    base = ["-q", "rerank", "--query", "aspirin stroke", "--passages", str(corpus_file), "--no-lm", "--explain",
+            "--embedding-model", str(tiny_st_dir)]
+    code, out, _ = _run(capsys, [*base, "--cut", "band"])
+    assert code == 0 and "Pooling: evidence band keeps" in out and "Evidence scorer: document relevance" in out
+    code, out, _ = _run(capsys, [*base, "--cut", "band", "--scorer", "none"])
     assert code == 0 and "Pooling: elbow keeps top" in out and "Evidence scorer" not in out
 
 
@@ -351,6 +351,52 @@ def test_bench_config_gets_the_selector_settings(monkeypatch, capsys):
     assert cfg.dataset == "bioasq" and cfg.selector == SelectorSettings(window=1) and seen["write"] is False
     assert "window" not in cfg.options
     assert seen["command"].startswith("meteora -q bench bioasq")
+
+
+def test_bench_bioasq_reports_on_the_dev_split_unless_told(monkeypatch):
+    from meteora.bench import pubmedqa
+
+    seen = []
+    monkeypatch.setattr(pubmedqa, "run_benchmark", lambda config, **kw: seen.append(config) or {"views": {}})
+    assert main(["-q", "bench", "bioasq", "--methods", "meteora", "--no-write"]) == 0
+    assert main(["-q", "bench", "bioasq", "--split", "train", "--methods", "hybrid", "--no-write"]) == 0
+    assert [c.split for c in seen] == ["dev", "train"]
+    with pytest.raises(SystemExit) as info:  # BioASQ has no "test" split
+        main(["-q", "bench", "bioasq", "--split", "test", "--no-write"])
+    assert info.value.code == 2 and len(seen) == 2
+
+
+# ------------------------------------------------------------------ train cut
+def test_train_cut_passes_its_recipe_and_command_to_train_cut(monkeypatch, capsys, tmp_path):
+    from meteora.training import cut
+
+    seen = {}
+    metrics = {"pubmedqa": {"F1": 0.8, "mean_selected": 1.4, "NDCG@10": 0.85}}
+
+    def fake_train_cut(out, settings, **kw):
+        seen.update(out=out, settings=settings, **kw)
+        return {"seconds": 1.0, "metrics": {"final": metrics, "query_only": metrics, "stage1": metrics}}
+
+    monkeypatch.setattr(cut, "train_cut", fake_train_cut)
+    out = tmp_path / "cut"
+    code, stdout, _ = _run(capsys, ["train", "cut", "--out", str(out), "--n-score", "5", "--rounds", "7", "--folds", "3",
+                                    "--seed", "4", "--limit", "20", "--overwrite"])
+    assert code == 0
+    s = seen["settings"]
+    assert (s.n_score, s.rounds, s.folds, s.seed) == (5, 7, 3, 4)
+    assert s.num_leaves == cut.CutTrainingSettings().num_leaves  # the rest is the shipped recipe
+    assert seen["out"] == str(out) and seen["limit"] == 20 and seen["overwrite"] is True and seen["scorer"] == "default"
+    assert seen["command"].startswith("meteora train cut --out ") and "--n-score 5" in seen["command"]
+    assert "final      train-side CV F1: pubmedqa 0.800 (1.40 chunks, NDCG@10 0.850)" in stdout
+    assert f"learned cut written to {out}" in stdout
+
+
+def test_train_cut_refuses_bad_numbers(capsys, tmp_path):
+    for bad in (["--rounds", "0"], ["--folds", "-1"], ["--limit", "x"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "cut", "--out", str(tmp_path / "c"), *bad])
+        assert exc.value.code == 2
+    assert not (tmp_path / "c").exists()
 
 
 # ------------------------------------------------------------------ train pairs

@@ -42,7 +42,7 @@ def test_select_returns_annotated_copies_and_leaves_the_input_alone():
     for o in out:
         meta = o.metadata
         assert meta["meteora_score"] == pytest.approx(scores[o.page_content])
-        assert meta["relevance_score"] == pytest.approx(relevance_score(scores[o.page_content]))
+        assert meta["relevance_score"] == pytest.approx(relevance_score(scores[o.page_content], direct.score_scale))
         assert 0.0 <= meta["relevance_score"] <= 1.0
         assert meta["meteora_selected"] is True
         assert meta["meteora_reason"].startswith("selected")

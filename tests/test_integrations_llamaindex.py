@@ -43,7 +43,7 @@ def test_postprocess_returns_copies_emits_the_reranking_event_and_keeps_notes_ou
     direct = rr.rerank(QUERY, [c["text"] for c in CORPUS])
     assert [o.node.get_content() for o in out] == [p.text for p in direct.selected]
     first = out[0].node
-    assert out[0].score == pytest.approx(relevance_score(direct.ranked[0].score))
+    assert out[0].score == pytest.approx(relevance_score(direct.ranked[0].score, direct.score_scale))
     assert out[0].score == pytest.approx(first.metadata["relevance_score"]) and 0.0 <= out[0].score <= 1.0
     assert first.metadata["meteora_score"] == pytest.approx(direct.ranked[0].score)
     assert first.metadata["meteora_selected"] and first.metadata["meteora_reason"].startswith("selected")

@@ -112,8 +112,9 @@ def _check_langchain(ns: dict[str, Any], out: str) -> None:
 
 
 def _check_poisoning(ns: dict[str, Any], out: str) -> None:
-    selected = out.split("Selected:", 1)[1]
-    assert "Ignore previous instructions" not in selected  # the injection is dropped
+    final = out.strip().splitlines()[-1]  # "selected (n): ids", after verification
+    assert "verifier dropped b-0: INSTRUCTION" in out  # the injection was selected, then dropped
+    assert final.startswith("selected (") and "a-0" in final and "b-0" not in final
 
 
 CHECKS: dict[str, Callable[[dict[str, Any], str], None]] = {

@@ -39,7 +39,12 @@ def test_rank_is_the_full_ranking_with_indices_into_the_input():
     assert [d.index for d in out] == [int(h.id) for h in direct.ranked] and out[0].index == BEST
     assert [d.rank for d in out] == list(range(1, len(TEXTS) + 1))
     assert [d.score for d in out] == pytest.approx(direct.ranked.scores)
-    assert [d.relevance_score for d in out] == pytest.approx([relevance_score(s) for s in direct.ranked.scores])
+    # the learned cut (the default) ranks by P(relevant): the relevance is that probability
+    assert direct.score_scale == "probability"
+    assert [d.relevance_score for d in out] == pytest.approx(direct.ranked.scores)
+    assert [d.relevance_score for d in out] == pytest.approx(
+        [relevance_score(s, direct.score_scale) for s in direct.ranked.scores]
+    )
     assert all(0.0 <= d.relevance_score <= 1.0 for d in out)
     assert [d.document for d in out] == [TEXTS[d.index] for d in out]
     assert [d.id for d in out if d.selected] == direct.selected_ids
@@ -280,3 +285,19 @@ def test_pickle_weights_are_refused_and_never_unpickled(tmp_path, tiny_llama_dir
         EvidenceScorer(str(adapter), base=str(tiny_st_dir))
     assert not marker.exists()
     assert np.isfinite(Encoder(str(tiny_st_dir)).encode(["a"])).all()  # safetensors folders load as before
+
+
+def test_relevance_score_follows_the_cut_scale():
+    """The learned cut ranks by P(relevant), kept as the relevance; the band's cosine-scale
+    scores are rescaled: either way relevance is monotone in the score and in [0, 1]."""
+    from meteora.selection.selector_settings import SelectorSettings
+
+    learned = keyword_reranker().rerank(QUERY, TEXTS)
+    assert learned.score_scale == "probability"
+    assert learned.selection.explanation.to_dict()["score_scale"] == "probability"
+    band = keyword_reranker(settings=SelectorSettings(cut="band")).rerank(QUERY, TEXTS)
+    assert band.score_scale == "cosine"
+    assert relevance_score(0.4, "probability") == pytest.approx(0.4)
+    assert relevance_score(0.4, "cosine") == pytest.approx(0.7)
+    with pytest.raises(InvalidInputError, match="scale must be one of"):
+        relevance_score(0.4, "logit")

@@ -21,7 +21,7 @@ Example:
     >>> res = RerankResult("q", [ps[0]], ranking, ["q"], None, SelectionResult([ps[0]], ranking, {}, ex))
     >>> notes = passage_notes(res)
     >>> notes["0"].selected, notes["0"].rank, notes["1"].reason
-    (True, 1, 'not selected: outside the evidence band')
+    (True, 1, 'not selected: below the cut')
     >>> [n.passage.id for n in pick(res, mode="rank", top_n=None)]
     ['0', '1']
 """
@@ -55,12 +55,13 @@ class PassageNote:
 
     Attributes:
         passage: the candidate.
-        score: its ranking score (cosine scale; see :class:`~meteora.reranker.Reranker`);
-            :attr:`relevance` is it mapped into [0, 1].
+        score: its ranking score (on ``score_scale``; see :class:`~meteora.reranker.Reranker`);
+            :attr:`relevance` is it in [0, 1].
         rank: 1-based rank in the full ranking.
         selected: in the final selection (after verification and ``top_k``).
         reason: one readable sentence: which stages selected it, or why not.
         chosen_by: the rationales that paired with it (may be empty).
+        score_scale: ``"probability"`` (the learned cut) or ``"cosine"``.
     """
 
     passage: Passage
@@ -69,11 +70,12 @@ class PassageNote:
     selected: bool
     reason: str
     chosen_by: tuple[str, ...] = field(default=())
+    score_scale: str = "cosine"
 
     @property
     def relevance(self) -> float:
         """The score mapped into [0, 1] (:func:`meteora.relevance.relevance_score`)."""
-        return relevance_score(self.score)
+        return relevance_score(self.score, self.score_scale)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (without the passage)."""
@@ -85,6 +87,14 @@ class PassageNote:
             "reason": self.reason,
             "chosen_by": list(self.chosen_by),
         }
+
+
+#: why a candidate no stage kept was left out, by the cut that decided
+_CUT_REASONS = {
+    "learned": "not selected: below the learned cut (its expected-F1 count)",
+    "band": "not selected: outside the evidence band",
+    "elbow": "not selected: below the elbow",
+}
 
 
 def passage_notes(result: Any) -> dict[str, PassageNote]:
@@ -115,9 +125,9 @@ def passage_notes(result: Any) -> dict[str, PassageNote]:
         elif pid in below:
             reason = "not selected: below the relevance floor"
         else:
-            reason = "not selected: outside the evidence band"
+            reason = _CUT_REASONS.get(ex.cut, "not selected: below the cut")
         notes[pid] = PassageNote(hit.passage, float(hit.score), int(hit.rank), pid in selected, reason,
-                                 tuple(chosen.get(pid, ())))
+                                 tuple(chosen.get(pid, ())), result.score_scale)
     return notes
 
 

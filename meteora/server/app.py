@@ -257,7 +257,7 @@ def create_app(reranker: Any, settings: ServeSettings | None = None) -> FastAPI:
             return {"text": doc} if isinstance(doc, str) else doc.model_dump(exclude_none=True)
 
         results = [
-            {"index": int(h.id), "relevance_score": relevance_score(h.score), "score": float(h.score),
+            {"index": int(h.id), "relevance_score": relevance_score(h.score, result.score_scale), "score": float(h.score),
              "selected": h.id in selected, **({"document": sent(int(h.id))} if body.return_documents else {})}
             for h in hits
         ]
@@ -273,7 +273,7 @@ def create_app(reranker: Any, settings: ServeSettings | None = None) -> FastAPI:
     async def rerank_tei(body: TEIRerankRequest) -> list[TEIRank]:
         passages = validate(body, keep_ids=False)
         result = await batcher.submit((body.query, passages))
-        return [TEIRank(index=int(h.id), score=float(h.score) if body.raw_scores else relevance_score(h.score),
+        return [TEIRank(index=int(h.id), score=float(h.score) if body.raw_scores else relevance_score(h.score, result.score_scale),
                         text=h.text if body.return_text else None)
                 for h in result.ranked]
 
@@ -296,7 +296,7 @@ def create_app(reranker: Any, settings: ServeSettings | None = None) -> FastAPI:
                 for p in chosen
             ],
             ranking=[
-                {"index": index[h.id], "id": h.id, "relevance_score": relevance_score(h.score), "score": float(h.score),
+                {"index": index[h.id], "id": h.id, "relevance_score": relevance_score(h.score, result.score_scale), "score": float(h.score),
                  "rank": h.rank,
                  "selected": h.id in chosen_ids, "reason": notes[h.id].reason}
                 for h in result.ranked
