@@ -557,6 +557,8 @@ def _query_cases() -> list[Case]:
 
 
 def _batch_cases() -> list[Case]:
+    from meteora import SelectorSettings
+
     rb = lambda **kw: (lambda env: env.rr.rerank_batch(**kw))  # noqa: E731
     out = [
         Case("batch/queries=str", "batch", rb(queries=Q, candidate_lists=[PASSAGES]), InvalidInputError, "list"),
@@ -599,8 +601,11 @@ def _batch_cases() -> list[Case]:
     out.append(Case("batch/rationales=empty-list-ok", "batch",
                     rb(queries=[Q], candidate_lists=[PASSAGES], rationales=[[]]), None,
                     check=lambda r, e: r[0].rationales == [Q] and r[0].ranked[0].id == "0"))
+    # given rationales drive a rationale-reading cut (the elbow; the learned cut's query-only
+    # and stage-1 models read none and say so in a warning)
     out.append(Case("batch/rationales=given-ok", "batch",
-                    rb(queries=["unrelated words"], candidate_lists=[PASSAGES], rationales=[[Q]]), None,
+                    lambda env: env.reranker(settings=SelectorSettings(cut="elbow")).rerank_batch(
+                        ["unrelated words"], [PASSAGES], rationales=[[Q]]), None,
                     check=lambda r, e: r[0].rationales == [Q] and r[0].ranked[0].id == "0"))
     return out
 

@@ -57,7 +57,7 @@ from meteora.protocols import CalibratedScoring
 from meteora.rerank_result import RankedDocument, RerankResult, ranked_documents
 from meteora.reranker_async import AsyncReranking
 from meteora.reranker_loading import RerankerLoading
-from meteora.selection.learned_cut import pipeline_cut
+from meteora.selection.learned_cut import LearnedCut, pipeline_cut
 from meteora.selection.selector import EvidenceSelector
 from meteora.selection.selector_settings import SelectorSettings
 from meteora.selection_inputs import (
@@ -342,6 +342,14 @@ class Reranker(RerankerLoading, AsyncReranking):
         live_queries = [pools[i].query for i in live]
         if rationales is None:
             return self.rationales_for(live_queries)
+        cut = self.selector.cut
+        if isinstance(cut, LearnedCut) and not (cut.reads_rationales and self.scorer is not None):
+            logger.warning(
+                "the learned cut's %s model does not read rationales: the given ones are recorded in the "
+                "results but select nothing; to select by them use SelectorSettings(cut='band') or "
+                "cut='elbow', or the generator the learned cut was trained with",
+                cut.final if self.scorer is not None else "stage-1",
+            )
         return given_rationales(live_queries, [rationales[i] for i in live])
 
     def _select_pools(

@@ -301,3 +301,23 @@ def test_relevance_score_follows_the_cut_scale():
     assert relevance_score(0.4, "cosine") == pytest.approx(0.7)
     with pytest.raises(InvalidInputError, match="scale must be one of"):
         relevance_score(0.4, "logit")
+
+
+def test_given_rationales_the_learned_cut_cannot_read_are_warned_about(caplog):
+    """The learned cut's query-only and stage-1 models read no rationale features: given
+    rationales are recorded but select nothing, and the reranker says so; the elbow reads them."""
+    import logging
+
+    from meteora.selection.selector_settings import SelectorSettings
+
+    with caplog.at_level(logging.WARNING, logger="meteora.reranker"):
+        (res,) = keyword_reranker().rerank_batch(["unrelated words"], [TEXTS], rationales=[[QUERY]])
+    assert res.rationales == [QUERY]
+    assert any("does not read rationales" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="meteora.reranker"):
+        (elbow,) = keyword_reranker(settings=SelectorSettings(cut="elbow")).rerank_batch(
+            ["unrelated words"], [TEXTS], rationales=[[QUERY]]
+        )
+    assert not any("does not read rationales" in r.getMessage() for r in caplog.records)
+    assert elbow.ranked[0].id == str(BEST)

@@ -219,6 +219,12 @@ class LearnedCut:
                 f"final must be one of {sorted(self.models.finals)} (the models in {self.models.folder}), got {self.final!r}"
             )
 
+    @property
+    def reads_rationales(self) -> bool:
+        """Whether the final model reads rationale features (only ``"final"``, trained on
+        its generator's rationales; stage 1, which decides alone without a scorer, never)."""
+        return self.final == "final"
+
     def __repr__(self) -> str:
         return f"LearnedCut(final={self.final!r}, n_score={self.models.n_score}, folder={self.models.folder.name!r})"
 
