@@ -50,12 +50,15 @@ def _positive_int(value: str) -> int:
 
 
 # ---------------------------------------------------------------- selector settings
-def add_selector_options(parser: argparse.ArgumentParser, *, title: str = "evidence selector") -> None:
+def add_selector_options(
+    parser: argparse.ArgumentParser, *, title: str = "evidence selector", cut: str | None = None
+) -> None:
     """Add the selector knobs (one declaration for every command that selects evidence).
 
     Flags: ``--cut``, ``--pairing``, ``--tau``, ``--window``, ``--no-pairing``,
     ``--no-pooling``, ``--order``, ``--no-document-expansion``, ``--min-similarity``,
-    ``--evidence-weight``, ``--evidence-band``; defaults are ``SelectorSettings()``'s.
+    ``--evidence-weight``, ``--evidence-band``; defaults are ``SelectorSettings()``'s, except
+    ``--cut`` when ``cut`` names another default for the command.
     Build the settings with :func:`selector_settings_from_args`.
 
     Example:
@@ -66,7 +69,7 @@ def add_selector_options(parser: argparse.ArgumentParser, *, title: str = "evide
     """
     from meteora.selection.selector_settings import CUTS, SelectorSettings
 
-    d = SelectorSettings()
+    d = SelectorSettings() if cut is None else SelectorSettings(cut=cut)
     g = parser.add_argument_group(title)
     g.add_argument("--cut", choices=list(CUTS), default=d.cut,
                    help=f"how many chunks to keep: learned (P(relevant), expected-F1 count), band (the evidence "

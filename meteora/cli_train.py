@@ -267,7 +267,8 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     pp.add_argument("--data", default=None, help="folder or ori_pqal.json (default: $METEORA_DATA_DIR or ../shared/data)")
     pp.add_argument("--threads", type=_positive_int, default=None)
     add_backend_options(pp, title="generator backend (--base is the served model name with --base-url)")
-    add_selector_options(pp)
+    # the band reads the sampled rationales; the learned cut's query-only model would not
+    add_selector_options(pp, cut="band")
     pp.set_defaults(func=_cmd_train_pairs)
 
     add_train_reader_parser(tsub)

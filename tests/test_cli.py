@@ -322,14 +322,17 @@ def test_selector_options_are_the_same_everywhere(argv):
     from meteora.selection.selector_settings import SelectorSettings
 
     parser = build_parser()
-    # one default for every command, the bench included: SelectorSettings() (window 0)
-    assert selector_settings_from_args(parser.parse_args(argv)) == SelectorSettings()
+    # one default for every command, the bench included: SelectorSettings() (window 0); preference
+    # pairs select with the band, which reads the sampled rationales
+    expected = SelectorSettings(cut="band") if argv[:2] == ["train", "pairs"] else SelectorSettings()
+    assert selector_settings_from_args(parser.parse_args(argv)) == expected
     args = parser.parse_args(
         [*argv, "--window", "2", "--tau", "0.5", "--pairing", "convergent", "--no-pooling", "--order", "document",
          "--no-document-expansion"]
     )
     assert selector_settings_from_args(args) == SelectorSettings(
-        pairing="convergent", tau=0.5, window=2, use_pooling=False, order="document", expand_from_documents=False
+        pairing="convergent", tau=0.5, window=2, use_pooling=False, order="document", expand_from_documents=False,
+        cut=expected.cut,
     )
     assert selector_settings_from_args(parser.parse_args([*argv, "--no-pairing"])).use_pairing is False
 

@@ -565,8 +565,9 @@ def test_meteora_selections_reuse_dense_embeddings(bench, bow_encoder):
     dense.embeddings_for = spy
     text = {p.id: p.text for p in bench.corpus}
     rats = {"q3": [text["d3-1"]], "q4": [text["d4-2"]]}
-    sel = meteora_selections(
-        bench, ["q3", "q4"], rationales=rats, retriever=retriever, include_query=False, scorer=None
+    sel = meteora_selections(  # the elbow reads the given rationales (the learned cut's query-only model does not)
+        bench, ["q3", "q4"], rationales=rats, retriever=retriever, include_query=False, scorer=None,
+        settings=SelectorSettings(cut="elbow"),
     )
     assert (
         sel["q3"][0] == "d3-1" and sel["q4"][0] == "d4-2"

@@ -250,7 +250,10 @@ def build_preference_pairs(
             already hits the evidence every sample ties and the preference says nothing
             about the rationales. The completions are the same either way.
         settings: the selector's :class:`~meteora.selection.selector_settings.SelectorSettings` (default
-            ``SelectorSettings()``: window 0, the chunks the rationales point at). Selection runs through
+            ``SelectorSettings(cut="band")``: window 0, the chunks the rationales point at — a cut
+            that reads the rationales; the learned cut's query-only model, which a reranker
+            without its trained generator runs, would give every sample the same selection).
+            Selection runs through
             :meth:`meteora.Reranker.rerank_pools` with the sampled rationale sets, so a
             sample selects exactly what ``Reranker.search`` would with those rationales.
         scorer: the reranker's evidence scorer (default ``None``: the rationales alone
@@ -328,6 +331,10 @@ def build_preference_pairs(
     if encoder is None:
         dense = dense_member(retriever)
         encoder = dense.encoder if dense is not None else None
+    if settings is None:
+        from meteora.selection.selector_settings import SelectorSettings
+
+        settings = SelectorSettings(cut="band")
     reranker = Reranker(None, encoder, scorer, settings)
     selector_settings = reranker.settings
     pools = reranker.retrieve([benchmark.queries[q] for q in used], retriever, k=candidates)
