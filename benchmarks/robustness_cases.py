@@ -934,7 +934,7 @@ def _retriever_cases() -> list[Case]:
         Case("retriever/ok-dense", "retriever", lambda env: env.dense.search(Q, k=2), None,
              check=lambda r, e: r[0].id == "d0-0"),
         Case("retriever/ok-Reranker.search", "retriever", lambda env: env.reranker().search(Q, env.dense, k=5), None,
-             check=lambda r, e: r.ranked[0].id == "d0-0"),
+             check=lambda r, e: r.ranked[0].id.startswith("d0-")),  # the aspirin document first
         Case("retriever/ok-load-saved", "retriever", lambda env: load_retriever(env.saved_bm25).search(Q, k=1), None,
              check=lambda r, e: r[0].id == "d0-0"),
     ]

@@ -215,11 +215,18 @@ def test_docs_page_only_when_asked_and_behind_the_key():
 def test_access_log_flag(caplog):
     import logging
 
-    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
-        with BackgroundServer(create_app(keyword_reranker()), access_log=True) as srv:
-            httpx.get(srv.url + "/health")
-        with BackgroundServer(create_app(keyword_reranker())) as quiet:
-            httpx.get(quiet.url + "/v1/models")
+    # uvicorn's own logging config (applied by an earlier server in the same process) stops
+    # "uvicorn.access" from propagating to the root logger caplog listens on: listen on it directly
+    access = logging.getLogger("uvicorn.access")
+    access.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+            with BackgroundServer(create_app(keyword_reranker()), access_log=True) as srv:
+                httpx.get(srv.url + "/health")
+            with BackgroundServer(create_app(keyword_reranker())) as quiet:
+                httpx.get(quiet.url + "/v1/models")
+    finally:
+        access.removeHandler(caplog.handler)
     lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
     assert any("/health" in line and "200" in line for line in lines)
     assert not any("/v1/models" in line for line in lines)
