@@ -45,6 +45,7 @@ __all__ = [
     "dense_member",
     "stored_embeddings",
     "document_context",
+    "document_sizes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class CandidatePool:
         query_embedding: the query's embedding from the reranker's encoder when the
             retriever computed it (so the query is encoded once), or ``None``.
         ranking: the retriever's ranking (``None`` for caller-given candidates).
+        doc_sizes: chunks per candidate document in the retriever's corpus (``None``
+            for caller-given candidates); the poison defence's guard reads it.
     """
 
     query: str
@@ -72,6 +75,7 @@ class CandidatePool:
     context: list[Passage] | None = None
     query_embedding: np.ndarray | None = None
     ranking: Ranking | None = None
+    doc_sizes: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.passages)
@@ -125,6 +129,36 @@ def document_context(retriever: Any, passages: Sequence[Passage]) -> list[Passag
     return [p for d in docs for p in index[1].get(d, [])]
 
 
+_DOC_SIZES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def document_sizes(retriever: Any, passages: Sequence[Passage]) -> dict[str, int] | None:
+    """How many chunks each of the candidates' documents has in the retriever's corpus
+    (``None`` when the retriever exposes no corpus).
+
+    Example:
+        >>> document_sizes(object(), []) is None
+        True
+    """
+    corpus = getattr(retriever, "passages", None)
+    if not corpus:
+        return None
+    try:
+        index = _DOC_SIZES.get(retriever)
+    except TypeError:  # not weak-referenceable
+        index = None
+    if index is None or index[0] != len(corpus):
+        counts: dict[str, int] = {}
+        for p in corpus:
+            counts[p.doc_id] = counts.get(p.doc_id, 0) + 1
+        index = (len(corpus), counts)
+        try:
+            _DOC_SIZES[retriever] = index
+        except TypeError:
+            pass
+    return {p.doc_id: index[1].get(p.doc_id, 1) for p in passages}
+
+
 def retrieve_pools(
     queries: Sequence[str], retriever: Any, *, k: int, encoder: Any, settings: SelectorSettings
 ) -> list[CandidatePool]:
@@ -166,7 +200,8 @@ def retrieve_pools(
         context = document_context(retriever, passages) if passages and settings.uses_context else None
         pools.append(
             CandidatePool(
-                q, passages, emb, context, qemb[i] if qemb is not None else None, ranking
+                q, passages, emb, context, qemb[i] if qemb is not None else None, ranking,
+                document_sizes(retriever, passages) if passages else None,
             )
         )
     return pools

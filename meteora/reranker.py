@@ -10,7 +10,10 @@
    similarity to the rationales plus its evidence, keeps the chunks about as good as
    the best one (a calibrated band; never a chunk below the relevance floor), pairs
    rationales with chunks, and adds neighbours;
-4. an optional verifier drops poisoned or contradictory passages.
+4. a verifier stage: by default the poison defence
+   (:class:`~meteora.pool_defence.PoolDefence`), which sees the candidate pool, drops
+   suspicious added documents, re-selects without them and reports conflicting findings
+   (``result.conflicts``); any other verifier, or none, can replace it.
 
 Scores: ``result.ranked`` holds every candidate, on the cosine scale. With the scorer
 (the default) a hit's score is its document's best cosine to the pooled rationale
@@ -42,11 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from meteora._checks import (
-    check_callable_arity,
-    check_generated,
-    check_generation_options,
-)
+from meteora._checks import check_generated, check_generation_options
 from meteora.errors import InvalidInputError
 from meteora.pipeline import CandidatePool, retrieve_pools
 from meteora.protocols import CalibratedScoring, EvidenceScoring, RationaleSource
@@ -62,6 +61,7 @@ from meteora.selection_inputs import (
     split_rows,
 )
 from meteora.types import Passage, PassageLike, check_queries, check_query
+from meteora.verifier_stage import DEFAULT_VERIFIER, build_verifiers, pool_view, verify_selection
 
 __all__ = ["Reranker", "GENERATOR_OPTIONS"]
 
@@ -100,9 +100,13 @@ class Reranker:
             :class:`~meteora.selection.selector_settings.SelectorSettings` (default
             ``SelectorSettings()``: distinct pairing, tau 1.0, window 0, the scorer's
             calibrated evidence knobs).
-        verifier: ``None``/``False`` (off), ``True`` (an LLM verifier on the generator's
-            model), a :class:`~meteora.verifier.Verifier`, or any callable
-            ``(query, passage, accepted_so_far) -> Verdict``.
+        verifier: ``"default"`` (the poison defence,
+            :class:`~meteora.pool_defence.PoolDefence`: drops suspicious added documents,
+            re-selects without them, reports conflicts; off with ``scorer=None``),
+            ``None``/``False`` (off), ``True`` (an LLM verifier on the generator's model),
+            a :class:`~meteora.verifier.Verifier`, a pool verifier (``verify_pool(view)``),
+            any callable ``(query, passage, accepted_so_far) -> Verdict``, or a list of
+            these (see :mod:`meteora.verifier_stage`).
         top_k: keep at most this many selected passages (``None``: all selected).
         n_rationales: rationales to ask for (``None``: the template's default).
         include_query: keep the query itself as an anchor rationale next to the
@@ -122,7 +126,7 @@ class Reranker:
         encoder: Any = None,
         scorer: Any = "default",
         settings: SelectorSettings | None = None,
-        verifier: Any = None,
+        verifier: Any = DEFAULT_VERIFIER,
         top_k: int | None = None,
         *,
         n_rationales: int | None = None,
@@ -154,7 +158,9 @@ class Reranker:
         self.top_k = top_k
         self.batch_size = batch_size
         self.generation = check_generation_options(generation)
-        self.verifier = self._build_verifier(verifier)
+        self._stages = build_verifiers(verifier, generator=self.generator, scorer=self.scorer)
+        #: the verifier stage: ``None`` (off), one verifier, or a tuple of them (pool verifiers first)
+        self.verifier = None if not self._stages else self._stages[0] if len(self._stages) == 1 else tuple(self._stages)
 
     # ------------------------------------------------------------ names -> models
     @classmethod
@@ -164,7 +170,7 @@ class Reranker:
         encoder: Any = None,
         scorer: Any = "default",
         settings: SelectorSettings | None = None,
-        verifier: Any = None,
+        verifier: Any = DEFAULT_VERIFIER,
         top_k: int | None = None,
         *,
         device: str | None = None,
@@ -268,24 +274,6 @@ class Reranker:
             f"evidence_logits(queries, passage_lists), or None; got {type(scorer).__name__}"
         )
 
-    def _build_verifier(self, verifier: Any):
-        if verifier is None or verifier is False:
-            return None
-        from meteora.verifier import Verifier
-
-        if verifier is True:
-            if self.generator is None:
-                raise InvalidInputError("verifier=True needs an LM: pass a generator, or a Verifier / callable verifier")
-            return Verifier(self.generator)
-        if isinstance(verifier, Verifier):
-            return verifier
-        if callable(verifier):
-            check_callable_arity(verifier, 3, "verifier", "(query, passage, accepted) -> Verdict")
-            return verifier
-        raise InvalidInputError(
-            f"verifier must be None, True, a meteora.Verifier or a callable (query, passage, accepted) -> Verdict; got {type(verifier).__name__}"
-        )
-
     # ------------------------------------------------------------ running
     def rationales_for(self, queries: Sequence[str]) -> list[tuple[list[str], Any]]:
         """Rationales (and the generator's full output) for each query, in one batched call."""
@@ -306,23 +294,22 @@ class Reranker:
         self, pool: CandidatePool, rationales: list[str], rset: Any, passage_emb: np.ndarray, rat_emb: np.ndarray,
         evidence: np.ndarray | None,
     ) -> RerankResult:
-        """Select in one pool, verify the selection, cap it at ``top_k``."""
+        """Select in one pool, verify the selection (the pool verifiers see the whole
+        pool and may re-select), cap it at ``top_k``."""
         query, passages = pool.query, pool.passages
         selection = self.selector.select(
             rat_emb, passage_emb, passages, rationales=rationales, query=query, context=pool.context,
             evidence=evidence, retrieval=pool.ranking,
         )
-        selected = list(selection.selected)
-        verification = None
-        if self.verifier is not None and selected:
-            from meteora.verifier import Verifier, verify_with
 
-            if isinstance(self.verifier, Verifier):
-                flags = getattr(rset, "flags", None)
-                verification = self.verifier.verify(query, selected, flag_instructions=flags)
-            else:
-                verification = verify_with(self.verifier, query, selected)
-            selected = list(verification.accepted)
+        def view() -> Any:
+            return pool_view(pool, selection, selector=self.selector, scorer=self.scorer, encoder=self.encoder,
+                             passage_embeddings=passage_emb, rationale_embeddings=rat_emb, rationales=rationales,
+                             evidence=evidence)
+
+        selected, verification = verify_selection(
+            self._stages, query, selection, flags=getattr(rset, "flags", None), view=view
+        )
         if self.top_k is not None:
             selected = selected[: self.top_k]
         return RerankResult(query, selected, selection.ranking, rationales, rset, selection, verification)

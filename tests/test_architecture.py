@@ -238,9 +238,10 @@ def test_no_import_cycle():
 LAYERS: list[set[str]] = [
     # the root package itself (``__version__``, its lazy table of public names)
     {"meteora", "errors", "types", "_checks", "_io", "settings", "console", "models", "corpus", "metrics", "set_metrics", "protocols"},
-    {"lm", "embeddings", "retrievers", "selection", "verdicts", "datasets", "cache", "cache_table", "model_pull"},
-    {"rationales", "scorer", "verifier", "defences", "rerank_result"},
-    {"pipeline", "selection_inputs"},
+    {"lm", "embeddings", "retrievers", "selection", "verdicts", "datasets", "cache", "cache_table", "model_pull",
+     "findings", "conflicts"},
+    {"rationales", "scorer", "verifier", "defences", "rerank_result", "pool_stage", "suspicion", "pool_defence"},
+    {"pipeline", "selection_inputs", "verifier_stage"},
     {"reranker"},
     {"integrations", "evaluation", "bench"},
     {"training", "server"},
