@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_parser(bsub, "pubmedqa", "retrieval and evidence selection on PubMedQA contexts")
     _add_bench_parser(bsub, "bioasq", "retrieval and evidence selection on BioASQ (abstract chunks)")
     _add_bench_parser(bsub, "beir", "retrieval and evidence selection on a BEIR-format dataset folder")
-    from meteora.bench.poisoning import add_poisoning_parser
+    from meteora.bench.poisoning_cli import add_poisoning_parser
 
     add_poisoning_parser(bsub)
     from meteora.doctor import add_doctor_parser

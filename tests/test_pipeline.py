@@ -187,6 +187,8 @@ EXPECTED_SETTINGS = {
     "meteora-pairing-w2": SelectorSettings(window=2, use_pooling=False),
     "meteora-query-only-w2": SelectorSettings(window=2),
     "meteora-query-only-w0": SelectorSettings(window=0),
+    "meteora-no-defence": SelectorSettings(),
+    "meteora-query-only-no-defence": SelectorSettings(),
 }
 
 
@@ -232,6 +234,7 @@ def test_bench_methods_select_exactly_what_reranker_search_selects(home, tiny_st
             encoder=ctx.encoder(),
             n_rationales=2,
             settings=expected,
+            verifier="default" if variant.defence else None,
         )
         out = outputs[name]
         assert out.extra["selector"] == expected.to_dict() and out.extra["window"] == expected.window, name

@@ -18,7 +18,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from helpers_integrations import BEST, CORPUS, QUERY, keyword_reranker  # noqa: E402
+from helpers_integrations import BEST, CORPUS, QUERY, FlagDogs, keyword_reranker  # noqa: E402
 
 from meteora.errors import InvalidInputError  # noqa: E402
 from meteora.reranker import Reranker  # noqa: E402
@@ -107,6 +107,16 @@ def test_select_gives_the_selection_the_ranking_and_reasons(server):
     assert "Selected" in out["explanation"] and out["selection"]["selected_ids"][0] == f"p{BEST}"
     terse = _post(server, "/v1/select", {"query": QUERY, "documents": TEXTS}).json()
     assert "explanation" not in terse and terse["selected"][0]["text"] == TEXTS[BEST]
+
+
+def test_select_reports_conflicts():
+    with BackgroundServer(create_app(keyword_reranker(verifier=FlagDogs()))) as srv:
+        docs = [{"text": t, "id": f"p{i}"} for i, t in enumerate(TEXTS)]
+        out = _post(srv, "/v1/select", {"query": QUERY, "documents": docs}).json()
+    [conflict] = out["conflicts"]
+    assert conflict["sides"] == {"effect": [f"p{BEST}"], "no effect": ["p1", "p4"]} and conflict["dropped"] == ["p1", "p4"]
+    assert conflict["reason"] == "about dogs"
+    assert [r["reason"] for r in out["ranking"] if r["id"] == "p1"][0].startswith("not selected: the verifier dropped")
 
 
 @pytest.mark.parametrize(

@@ -137,7 +137,7 @@ if _IMPORT_ERROR is None:
             out = []
             for note in pick(result, mode=self.mode, top_n=self.top_n):
                 doc = documents[int(note.passage.id)]
-                meta = {**(doc.metadata or {}), **metadata_for(note, result.rationales)}
+                meta = {**(doc.metadata or {}), **metadata_for(note, result.rationales, result.conflicts)}
                 out.append(doc.model_copy(update={"metadata": meta}, deep=True))
             logger.debug("kept %d of %d documents for %r", len(out), len(documents), query)
             return out

@@ -159,7 +159,7 @@ if _IMPORT_ERROR is None:
                 passages, vectors = self._passages(nodes)
                 result = self._handle.rerank(query, passages, vectors)
                 out = [
-                    self._copy(nodes[int(note.passage.id)], metadata_for(note, result.rationales), note.score)
+                    self._copy(nodes[int(note.passage.id)], metadata_for(note, result.rationales, result.conflicts), note.score)
                     for note in pick(result, mode=self.mode, top_n=self.top_n)
                 ]
                 event.on_end(payload={EventPayload.NODES: out})

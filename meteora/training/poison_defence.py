@@ -1,0 +1,214 @@
+"""Train the poison defence's suspicion model (``meteora train poison-defence``).
+
+Data: PubMedQA *train* questions only (the 500 official test questions are refused),
+attacked by the **trained-on** families of :mod:`meteora.bench.attacks` only
+(``study_restated``, ``study_stats``, ``advisory``, ``authority``; the held-out families
+are never seen). For each family, the first ``attacked`` train questions with gold
+evidence each get one added document; the family's documents join the clean corpus and
+the user path runs on it — dense top-``candidates`` then ``Reranker(generator=None)`` —
+with a recording pool verifier that reads the signals of the ``top`` candidates by
+score (:func:`meteora.suspicion.pool_signals`, the very code the defence runs); the
+clean corpus gives the clean rows of the first ``questions`` train questions.
+
+Model: standardised signals → logistic regression (scikit-learn, balanced classes, L2).
+The threshold drops at most ``gold_fp`` of the gold evidence passages among the rows.
+Writes ``suspicion.json`` (the default model: :data:`meteora.suspicion.SEMANTIC_SIGNALS`)
+and ``suspicion-shape.json`` (the opt-in shape prior: those plus ``lone`` and
+``support``), each with its provenance (command, data sha256, split, families, seed,
+metrics). Small JSON, no pickle.
+
+Example:
+    >>> PoisonDefenceSettings().families
+    ('study_restated', 'study_stats', 'advisory', 'authority')
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meteora._io import atomic_write_json, read_json
+from meteora.bench.attacks import TRAIN_FAMILIES
+from meteora.errors import InvalidInputError, TrainingDataError
+from meteora.pool_stage import PoolVerification, PoolView
+from meteora.suspicion import SEMANTIC_SIGNALS, SHAPE_SIGNALS, SuspicionModel, pool_signals
+
+__all__ = ["PoisonDefenceSettings", "SignalRecorder", "train_poison_defence", "MODEL_FILES"]
+
+logger = logging.getLogger(__name__)
+
+#: the files written, by model
+MODEL_FILES = {"default": "suspicion.json", "shape": "suspicion-shape.json"}
+
+
+@dataclass(frozen=True)
+class PoisonDefenceSettings:
+    """Hyperparameters of :func:`train_poison_defence` (recorded in the provenance).
+
+    Example:
+        >>> PoisonDefenceSettings(gold_fp=0.5)
+        Traceback (most recent call last):
+        ...
+        meteora.errors.InvalidInputError: gold_fp must be in (0, 0.2], got 0.5
+    """
+
+    questions: int = 250
+    attacked: int = 80
+    families: tuple[str, ...] = TRAIN_FAMILIES
+    candidates: int = 20
+    top: int = 5
+    gold_fp: float = 0.01
+    C: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("questions", "attacked", "candidates", "top"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InvalidInputError(f"{name} must be a positive integer, got {v!r}")
+        bad = [f for f in self.families if f not in TRAIN_FAMILIES]
+        if bad or not self.families:
+            raise InvalidInputError(f"train only on the trained-on families {list(TRAIN_FAMILIES)}; got {bad}")
+        if not 0.0 < self.gold_fp <= 0.2:
+            raise InvalidInputError(f"gold_fp must be in (0, 0.2], got {self.gold_fp!r}")
+        if not self.C > 0:
+            raise InvalidInputError(f"C must be positive, got {self.C!r}")
+
+
+class SignalRecorder:
+    """A pool verifier that records the signals of each pool's ``top`` candidates by
+    score and changes nothing (the training rows come from the user path itself).
+
+    Example:
+        >>> SignalRecorder(5).rows
+        []
+    """
+
+    def __init__(self, top: int) -> None:
+        self.top = top
+        self.rows: list[dict[str, Any]] = []
+
+    def verify_pool(self, view: PoolView) -> PoolVerification:
+        idx = [int(i) for i in np.argsort(-view.scores, kind="stable")[: self.top]]
+        for i, row in zip(idx, pool_signals(view, idx), strict=True):
+            self.rows.append({"query": view.query, "id": view.candidates[i].id, **row})
+        return PoolVerification.from_selection(view, view.selection)
+
+
+def _refuse_foreign(path: Path) -> None:
+    if path.exists():
+        try:
+            old = read_json(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is not ours
+            raise InvalidInputError(f"{path} exists and is not a suspicion model; refusing to overwrite it") from exc
+        if not isinstance(old, dict) or "features" not in old or "provenance" not in old:
+            raise InvalidInputError(f"{path} exists and is not a suspicion model; refusing to overwrite it")
+
+
+def _fit(x: np.ndarray, y: np.ndarray, gold: np.ndarray, names: list[str], settings: PoisonDefenceSettings) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    mean, std = x.mean(0), x.std(0) + 1e-9
+    clf = LogisticRegression(C=settings.C, class_weight="balanced", max_iter=2000, random_state=settings.seed)
+    clf.fit((x - mean) / std, y)
+    w = {"features": names, "mean": mean.tolist(), "std": std.tolist(), "coef": clf.coef_[0].tolist(),
+         "intercept": float(clf.intercept_[0]), "threshold": 0.5}
+    p = np.array(SuspicionModel(w).probabilities([dict(zip(names, r, strict=True)) for r in x]))
+    gp = np.sort(p[gold & (y == 0)])
+    thr = float(gp[int(np.ceil((1 - settings.gold_fp) * len(gp))) - 1]) + 1e-6 if len(gp) else 0.5
+    w["threshold"] = min(max(thr, 0.05), 0.99)
+    w["metrics"] = {
+        "rows": int(len(y)), "poison_rows": int(y.sum()), "gold_rows": int(len(gp)),
+        "train_poison_recall_at_threshold": round(float((p[y == 1] >= w["threshold"]).mean()), 4),
+        "train_gold_dropped_at_threshold": round(float((gp >= w["threshold"]).mean()), 4) if len(gp) else None,
+        "train_clean_flagged_at_threshold": round(float((p[y == 0] >= w["threshold"]).mean()), 4),
+        "coef": {n: round(float(c), 3) for n, c in zip(names, clf.coef_[0], strict=True)},
+    }
+    return w
+
+
+def train_poison_defence(
+    out_dir: str | Path, settings: PoisonDefenceSettings | None = None, *, data_path: str | None = None,
+    num_threads: int | None = None, command: str | None = None,
+) -> dict[str, Any]:
+    """Build the rows on the train side, fit both models and write them to ``out_dir``.
+
+    Returns:
+        ``{model name: its weights dict (with provenance)}``.
+
+    Raises:
+        TrainingDataError: no official test split (train questions unknown).
+        InvalidInputError: an output file exists that is not a suspicion model.
+    """
+    from meteora.bench.config import BenchmarkConfig
+    from meteora.bench.context import BenchmarkContext
+    from meteora.bench.poisoning_docs import attack_documents, attack_records, corpus_retriever
+    from meteora.bench.report import environment_versions
+    from meteora.datasets.pubmedqa_records import _locate
+    from meteora.reranker import Reranker
+    from meteora.training.jsonl import file_sha256
+
+    settings = settings or PoisonDefenceSettings()
+    out = Path(out_dir)
+    for f in MODEL_FILES.values():
+        _refuse_foreign(out / f)
+    t0 = time.perf_counter()
+    ctx = BenchmarkContext(BenchmarkConfig(methods=["dense"], split="train", data_path=data_path,
+                                           num_threads=num_threads))
+    bench = ctx.data
+    test = set(bench.splits.get("test", []))
+    if not test:
+        raise TrainingDataError("the PubMedQA data has no official test split file, so train questions are unknown")
+    evidence = bench.qrels.get("evidence", {})
+    qids = [q for q in bench.query_ids("train") if q not in test and evidence.get(q)][: settings.questions]
+    attacked = qids[: settings.attacked]
+    enc, emb, scorer = ctx.encoder(), ctx.corpus_embeddings(), ctx.scorer()
+    row = {p.id: i for i, p in enumerate(bench.corpus)}
+    gold = {pid for q in qids for pid in evidence[q]}
+    records = attack_records(bench, attacked)
+    rows: list[dict[str, Any]] = []
+    runs = {"clean": (list(bench.corpus), qids)}
+    for fam in settings.families:
+        runs[fam] = (list(bench.corpus) + attack_documents(fam, records, seed=settings.seed), attacked)
+    for name, (corpus, qs) in runs.items():
+        recorder = SignalRecorder(settings.top)
+        rr = Reranker(generator=None, encoder=enc, scorer=scorer, verifier=recorder)
+        retriever = corpus_retriever("dense", corpus, enc, emb, row)
+        rr.rerank_pools(rr.retrieve([bench.queries[q] for q in qs], retriever, k=settings.candidates))
+        rows += [dict(r, run=name) for r in recorder.rows]
+        logger.info("%s: %d rows", name, len(recorder.rows))
+    y = np.array([r["id"].startswith("poison-") for r in rows], dtype=int)
+    is_gold = np.array([r["id"] in gold for r in rows])
+    pqa = _locate(data_path, "ori_pqal.json")
+    provenance = {
+        "command": command or "meteora train poison-defence",
+        "data": {"pubmedqa/ori_pqal.json": file_sha256(pqa),
+                 "pubmedqa/test_ground_truth.json": file_sha256(pqa.parent / "test_ground_truth.json")},
+        "split": "PubMedQA train side only (the 500 non-test questions); 0 test questions used",
+        "families": list(settings.families),
+        "questions": {"clean": len(qids), "attacked_per_family": len(attacked)},
+        "pipeline": f"dense top-{settings.candidates} -> Reranker(generator=None, scorer=default), signals of the "
+                    f"top {settings.top} candidates by score (meteora.suspicion.pool_signals)",
+        "settings": asdict(settings),
+        "seed": settings.seed,
+        "versions": environment_versions(),
+        "threshold_rule": f"drops at most {settings.gold_fp:.0%} of the gold evidence rows",
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    models = {}
+    for name, names in (("default", list(SEMANTIC_SIGNALS)), ("shape", list(SEMANTIC_SIGNALS + SHAPE_SIGNALS))):
+        x = np.array([[float(r[n]) for n in names] for r in rows], dtype=np.float64)
+        w = _fit(x, y, is_gold, names, settings)
+        w["provenance"] = {**provenance, "metrics": w.pop("metrics"),
+                           "what": "the default suspicion model" if name == "default" else
+                           "the opt-in shape-prior model (never the default: it drops honest one-passage documents)"}
+        atomic_write_json(out / MODEL_FILES[name], w)
+        models[name] = w
+        logger.info("%s model: threshold %.3f, %s", name, w["threshold"], w["provenance"]["metrics"])
+    return models
