@@ -266,7 +266,10 @@ def add_train_poison_defence_parser(subparsers: Any) -> Any:
     p.add_argument("--gold-fp", type=float, default=d.gold_fp, help="share of gold evidence rows the threshold drops")
     p.add_argument("--C", type=float, default=d.C, help="inverse L2 strength of the logistic regression")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--free-signs", action="store_true",
+                   help="unconstrained coefficients (default: monotone, each in its signal's suspicious direction)")
     p.add_argument("--data", default=None, help="folder of pubmedqa/ (default: $METEORA_DATA_DIR or ../shared/data)")
+    p.add_argument("--rows-out", default=None, help="also write the training rows (signals, ids) as JSON lines")
     p.add_argument("--threads", type=_positive_int, default=None)
     p.set_defaults(func=_cmd_train_poison_defence)
     return p
@@ -278,10 +281,11 @@ def _cmd_train_poison_defence(args: Any) -> int:
     from meteora.training.poison_defence import PoisonDefenceSettings, train_poison_defence
 
     settings = PoisonDefenceSettings(questions=args.questions, attacked=args.attacked, candidates=args.candidates,
-                                     top=args.top, gold_fp=args.gold_fp, C=args.C, seed=args.seed)
+                                     top=args.top, gold_fp=args.gold_fp, C=args.C, seed=args.seed,
+                                     monotone=not args.free_signs)
     argv = getattr(args, "_argv", None) or sys.argv[1:]
     models = train_poison_defence(args.out, settings, data_path=args.data, num_threads=args.threads,
-                                  command="meteora " + " ".join(shlex.quote(a) for a in argv))
+                                  command="meteora " + " ".join(shlex.quote(a) for a in argv), rows_out=args.rows_out)
     for name, w in models.items():
         m = w["provenance"]["metrics"]
         print(f"{name}: threshold {w['threshold']:.3f}; train poison recall {m['train_poison_recall_at_threshold']}, "

@@ -46,6 +46,7 @@ __all__ = [
     "SIGNALS",
     "SEMANTIC_SIGNALS",
     "SHAPE_SIGNALS",
+    "SIGNAL_SIGNS",
     "SuspicionModel",
     "PoolSignals",
     "echo_features",
@@ -65,6 +66,10 @@ SEMANTIC_SIGNALS = ("cos", "cos_gap", "echo", "span", "logit", "conflict")
 #: the opt-in shape prior's extra signals
 SHAPE_SIGNALS = ("lone", "support")
 SIGNALS = SEMANTIC_SIGNALS + SHAPE_SIGNALS
+#: the direction in which each signal makes a candidate *more* suspicious (the sign a
+#: monotone model's coefficient may take: an added document stands out, restates the
+#: question, reads like a finding, disagrees; a document with more support is less suspect)
+SIGNAL_SIGNS = {"cos": 1, "cos_gap": 1, "echo": 1, "span": 1, "logit": 1, "conflict": 1, "lone": 1, "support": -1}
 #: candidates (best by score) a conflict is looked for among
 CONFLICT_TOP = 8
 

@@ -619,3 +619,16 @@ def test_eval_qa_with_a_reader_on_a_server(capsys, tmp_path, monkeypatch, ration
     assert "sekrit" not in out.read_text() and "sekrit" not in stdout + err
     assert all(body["logprobs"] and body["top_logprobs"] == 20 for _, _, body in rationale_server.requests)
     assert {auth for _, auth, _ in rationale_server.requests} == {"Bearer sekrit"}
+
+
+def test_rerank_runs_the_poison_defence_unless_told_not_to(tiny_st_dir):
+    from meteora.cli import _reranker_from_args
+    from meteora.errors import InvalidInputError
+    from meteora.pool_defence import PoolDefence
+
+    base = ["rerank", "--query", "q", "--passages", "f", "--no-lm", "--embedding-model", str(tiny_st_dir)]
+    assert isinstance(_reranker_from_args(build_parser().parse_args(base)).verifier, PoolDefence)
+    assert _reranker_from_args(build_parser().parse_args([*base, "--no-defence"])).verifier is None
+    assert _reranker_from_args(build_parser().parse_args([*base, "--scorer", "none"])).verifier is None  # needs logits
+    with pytest.raises(InvalidInputError, match="needs an LM"):  # --verify is added to the defence, not instead
+        _reranker_from_args(build_parser().parse_args([*base, "--verify"]))

@@ -10,8 +10,16 @@ with a recording pool verifier that reads the signals of the ``top`` candidates 
 score (:func:`meteora.suspicion.pool_signals`, the very code the defence runs); the
 clean corpus gives the clean rows of the first ``questions`` train questions.
 
-Model: standardised signals → logistic regression (scikit-learn, balanced classes, L2).
-The threshold drops at most ``gold_fp`` of the gold evidence passages among the rows.
+Model: standardised signals → logistic regression (balanced classes, L2), **monotone**
+by default: each coefficient may only point in its signal's suspicious direction
+(:data:`meteora.suspicion.SIGNAL_SIGNS`; a bounded L-BFGS fit with scipy), so the model
+cannot learn that e.g. standing out of the pool makes a passage *less* suspect because
+the trained-on families happen to stand out less than another signal says. The choice
+was made on the train side alone: leave-one-family-out over the trained-on families
+(fit on three, threshold on their rows, recall on the fourth) — recorded in the
+provenance (``cross_family``). ``monotone=False`` fits scikit-learn's unconstrained
+``LogisticRegression``. The threshold drops at most ``gold_fp`` of the gold evidence
+passages among the rows.
 Writes ``suspicion.json`` (the default model: :data:`meteora.suspicion.SEMANTIC_SIGNALS`)
 and ``suspicion-shape.json`` (the opt-in shape prior: those plus ``lone`` and
 ``support``), each with its provenance (command, data sha256, split, families, seed,
@@ -24,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -36,7 +45,13 @@ from meteora._io import atomic_write_json, read_json
 from meteora.bench.attacks import TRAIN_FAMILIES
 from meteora.errors import InvalidInputError, TrainingDataError
 from meteora.pool_stage import PoolVerification, PoolView
-from meteora.suspicion import SEMANTIC_SIGNALS, SHAPE_SIGNALS, SuspicionModel, pool_signals
+from meteora.suspicion import (
+    SEMANTIC_SIGNALS,
+    SHAPE_SIGNALS,
+    SIGNAL_SIGNS,
+    SuspicionModel,
+    pool_signals,
+)
 
 __all__ = ["PoisonDefenceSettings", "SignalRecorder", "train_poison_defence", "MODEL_FILES"]
 
@@ -65,6 +80,7 @@ class PoisonDefenceSettings:
     gold_fp: float = 0.01
     C: float = 1.0
     seed: int = 0
+    monotone: bool = True
 
     def __post_init__(self) -> None:
         for name in ("questions", "attacked", "candidates", "top"):
@@ -110,33 +126,87 @@ def _refuse_foreign(path: Path) -> None:
             raise InvalidInputError(f"{path} exists and is not a suspicion model; refusing to overwrite it")
 
 
-def _fit(x: np.ndarray, y: np.ndarray, gold: np.ndarray, names: list[str], settings: PoisonDefenceSettings) -> dict:
-    from sklearn.linear_model import LogisticRegression
+def _coefficients(z: np.ndarray, y: np.ndarray, names: list[str], settings: PoisonDefenceSettings) -> tuple[np.ndarray, float]:
+    """Balanced, L2-penalised logistic regression on standardised rows ``z``: sign-bounded
+    (monotone) with scipy's L-BFGS-B, or scikit-learn's unconstrained fit."""
+    if not settings.monotone:
+        from sklearn.linear_model import LogisticRegression
 
+        clf = LogisticRegression(C=settings.C, class_weight="balanced", max_iter=2000, random_state=settings.seed)
+        clf.fit(z, y)
+        return clf.coef_[0], float(clf.intercept_[0])
+    from scipy.optimize import minimize
+
+    weight = np.where(y == 1, len(y) / (2.0 * max(y.sum(), 1)), len(y) / (2.0 * max(len(y) - y.sum(), 1)))
+    d = z.shape[1]
+
+    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = params[:d], params[d]
+        logit = z @ w + b
+        err = weight * (1.0 / (1.0 + np.exp(-logit)) - y)
+        value = float(np.sum(weight * (np.logaddexp(0.0, logit) - y * logit)) + 0.5 / settings.C * w @ w)
+        return value, np.append(z.T @ err + w / settings.C, err.sum())
+
+    bounds = [(0.0, None) if SIGNAL_SIGNS[n] > 0 else (None, 0.0) for n in names] + [(None, None)]
+    fit = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B", bounds=bounds)
+    return fit.x[:d], float(fit.x[d])
+
+
+def _threshold(p: np.ndarray, gold_clean: np.ndarray, gold_fp: float) -> float:
+    gp = np.sort(p[gold_clean])
+    thr = float(gp[int(np.ceil((1 - gold_fp) * len(gp))) - 1]) + 1e-6 if len(gp) else 0.5
+    return min(max(thr, 0.05), 0.99)
+
+
+def _fit(x: np.ndarray, y: np.ndarray, gold: np.ndarray, names: list[str], settings: PoisonDefenceSettings) -> dict:
     mean, std = x.mean(0), x.std(0) + 1e-9
-    clf = LogisticRegression(C=settings.C, class_weight="balanced", max_iter=2000, random_state=settings.seed)
-    clf.fit((x - mean) / std, y)
-    w = {"features": names, "mean": mean.tolist(), "std": std.tolist(), "coef": clf.coef_[0].tolist(),
-         "intercept": float(clf.intercept_[0]), "threshold": 0.5}
+    coef, intercept = _coefficients((x - mean) / std, y, names, settings)
+    w = {"features": names, "mean": mean.tolist(), "std": std.tolist(), "coef": [float(c) for c in coef],
+         "intercept": intercept, "threshold": 0.5}
     p = np.array(SuspicionModel(w).probabilities([dict(zip(names, r, strict=True)) for r in x]))
-    gp = np.sort(p[gold & (y == 0)])
-    thr = float(gp[int(np.ceil((1 - settings.gold_fp) * len(gp))) - 1]) + 1e-6 if len(gp) else 0.5
-    w["threshold"] = min(max(thr, 0.05), 0.99)
+    w["threshold"] = _threshold(p, gold & (y == 0), settings.gold_fp)
+    gp = p[gold & (y == 0)]
     w["metrics"] = {
         "rows": int(len(y)), "poison_rows": int(y.sum()), "gold_rows": int(len(gp)),
         "train_poison_recall_at_threshold": round(float((p[y == 1] >= w["threshold"]).mean()), 4),
         "train_gold_dropped_at_threshold": round(float((gp >= w["threshold"]).mean()), 4) if len(gp) else None,
         "train_clean_flagged_at_threshold": round(float((p[y == 0] >= w["threshold"]).mean()), 4),
-        "coef": {n: round(float(c), 3) for n, c in zip(names, clf.coef_[0], strict=True)},
+        "coef": {n: round(float(c), 3) for n, c in zip(names, coef, strict=True)},
     }
     return w
 
 
+def _cross_family(x: np.ndarray, y: np.ndarray, gold: np.ndarray, runs: np.ndarray, names: list[str],
+                  settings: PoisonDefenceSettings) -> dict[str, Any]:
+    """Leave one trained-on family out: fit on the others (and the clean rows), threshold
+    on their gold rows, then the held family's poison recall and gold dropped."""
+    out: dict[str, Any] = {}
+    for held in settings.families:
+        fit_rows = runs != held
+        mean, std = x[fit_rows].mean(0), x[fit_rows].std(0) + 1e-9
+        z = (x - mean) / std
+        coef, intercept = _coefficients(z[fit_rows], y[fit_rows], names, settings)
+        p = 1.0 / (1.0 + np.exp(-np.clip(z @ coef + intercept, -60, 60)))
+        thr = _threshold(p, fit_rows & gold & (y == 0), settings.gold_fp)
+        rows = runs == held
+        out[held] = {"poison_recall": _share(p[rows & (y == 1)] >= thr),
+                     "gold_dropped": _share(p[rows & gold & (y == 0)] >= thr)}
+    recalls = [v["poison_recall"] for v in out.values() if v["poison_recall"] is not None]
+    out["mean_poison_recall"] = round(float(np.mean(recalls)), 4) if recalls else None
+    return out
+
+
+def _share(hits: np.ndarray) -> float | None:
+    """The share of ``True`` in ``hits``, rounded; ``None`` when there are no rows."""
+    return round(float(hits.mean()), 4) if len(hits) else None
+
+
 def train_poison_defence(
     out_dir: str | Path, settings: PoisonDefenceSettings | None = None, *, data_path: str | None = None,
-    num_threads: int | None = None, command: str | None = None,
+    num_threads: int | None = None, command: str | None = None, rows_out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Build the rows on the train side, fit both models and write them to ``out_dir``.
+    """Build the rows on the train side, fit both models and write them to ``out_dir``
+    (and the rows, as JSON lines, to ``rows_out`` when given).
 
     Returns:
         ``{model name: its weights dict (with provenance)}``.
@@ -182,7 +252,16 @@ def train_poison_defence(
         rr.rerank_pools(rr.retrieve([bench.queries[q] for q in qs], retriever, k=settings.candidates))
         rows += [dict(r, run=name) for r in recorder.rows]
         logger.info("%s: %d rows", name, len(recorder.rows))
+    if rows_out is not None:
+        from meteora._io import atomic_write_text
+
+        atomic_write_text(rows_out, "".join(json.dumps(r) + "\n" for r in rows))
     y = np.array([r["id"].startswith("poison-") for r in rows], dtype=int)
+    if not y.any() or y.all():
+        raise TrainingDataError(
+            f"{int(y.sum())} of {len(y)} rows are poisoned candidates: the fit needs both; raise --candidates or --top "
+            "so the added documents reach the rows, or --questions for clean rows"
+        )
     is_gold = np.array([r["id"] in gold for r in rows])
     pqa = _locate(data_path, "ori_pqal.json")
     provenance = {
@@ -205,7 +284,9 @@ def train_poison_defence(
     for name, names in (("default", list(SEMANTIC_SIGNALS)), ("shape", list(SEMANTIC_SIGNALS + SHAPE_SIGNALS))):
         x = np.array([[float(r[n]) for n in names] for r in rows], dtype=np.float64)
         w = _fit(x, y, is_gold, names, settings)
-        w["provenance"] = {**provenance, "metrics": w.pop("metrics"),
+        metrics = w.pop("metrics")
+        metrics["cross_family"] = _cross_family(x, y, is_gold, np.array([r["run"] for r in rows]), names, settings)
+        w["provenance"] = {**provenance, "metrics": metrics,
                            "what": "the default suspicion model" if name == "default" else
                            "the opt-in shape-prior model (never the default: it drops honest one-passage documents)"}
         atomic_write_json(out / MODEL_FILES[name], w)
