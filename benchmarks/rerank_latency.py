@@ -46,6 +46,15 @@ evidence scorer's cross-encoder, whose pair memory is emptied with the passage c
 embedding lookups). ``passages_encoded`` counts the candidates the encoder actually ran on
 (cache misses), from which ``ms_per_passage_encoded`` is derived.
 
+With ``--compare-cut band`` (the committed run), one more block, ``cut_comparison``: the
+default ``Reranker()`` (the learned cut: the scorer reads stage 1's top 10) against the
+same pipeline with ``SelectorSettings(cut="band")`` (the previous default: the scorer
+reads every candidate that shares its document), both on the ``stored_embeddings``
+path at the first ``--threads`` value, rationales cached, the scorer's pair memory and
+the passage cache emptied before every call, the two interleaved per question (the
+order alternating) so that load drift on a shared machine hits both alike; the ratio of
+the mean times is the comparison.
+
 The JSON result (``benchmarks/results/rerank_latency.json`` by default, written
 atomically) holds the command, configuration, package versions, machine facts (CPU
 count, load average at start and end: other processes may share the CPU), a compact
@@ -124,6 +133,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder of the on-disk embedding cache for the corpus (default $METEORA_HOME/passage-embeddings; "
         "'none' encodes the corpus without keeping it)",
     )
+    p.add_argument("--compare-cut", default=None, choices=["band", "elbow"],
+                   help="also time the default against this cut, interleaved per question (cut_comparison)")
     p.add_argument("--online", action="store_true", help="allow model hub access (default: HF_HUB_OFFLINE=1)")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON result path (default {DEFAULT_OUTPUT})")
     args = p.parse_args(argv)
@@ -332,6 +343,56 @@ def prime_passage_cache(encoder: Any, dense: Any, items: list[tuple[str, str, li
         encoder.encode(rationale_texts)
 
 
+def compare_cuts(
+    reranker: Any, other_cut: str, items: list[tuple[str, str, list[Any]]], dense: Any, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """The default ``reranker`` against the same pipeline with ``cut=other_cut`` on the
+    stored-embeddings path, interleaved per question (see the module doc)."""
+    from meteora import Reranker
+
+    other = Reranker(reranker.generator, reranker.encoder, reranker.scorer, reranker.settings.replace(cut=other_cut))
+    runs = {"default": reranker, other_cut: other}
+    pairs = {"n": 0}
+    if reranker.scorer is not None:
+        inner = reranker.scorer.evidence_logits
+
+        def counting(queries: Any, lists: Any) -> Any:
+            pairs["n"] += sum(len(x) for x in lists)
+            return inner(queries, lists)
+
+        reranker.scorer.evidence_logits = counting
+    for _, q, ps in items:  # rationales into the cache; kernels warm
+        reranker.rerank(q, ps, passage_embeddings=dense.embeddings_for([p.id for p in ps]))
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    for i, (qid, q, ps) in enumerate(items):
+        for name in (list(runs) if i % 2 == 0 else list(runs)[::-1]):
+            rr = runs[name]
+            rr.encoder.cache.clear()
+            if rr.scorer is not None:
+                rr.scorer.clear_cache()
+            pairs["n"] = 0
+            t0 = time.perf_counter()
+            res = rr.rerank(q, ps, passage_embeddings=dense.embeddings_for([p.id for p in ps]))
+            rows[name].append({"qid": qid, "seconds": round(time.perf_counter() - t0, 4), "scorer_pairs": pairs["n"],
+                               "selected": len(res.selected), "cut": res.selection.explanation.cut})
+    out: dict[str, Any] = {"condition": "stored_embeddings, rationales cached, scorer memory emptied per call",
+                           "interleaved": True}
+    for name, r in rows.items():
+        out[name] = {
+            "cut": r[0]["cut"],
+            "seconds_per_query": stats([x["seconds"] for x in r]),
+            "scorer_pairs_per_query": round(float(np.mean([x["scorer_pairs"] for x in r])), 2),
+            "mean_selected": round(float(np.mean([x["selected"] for x in r])), 2),
+        }
+    out["ratio_default_over_" + other_cut] = round(
+        out["default"]["seconds_per_query"]["mean"] / out[other_cut]["seconds_per_query"]["mean"], 3
+    )
+    log(f"  cut comparison: default {out['default']['seconds_per_query']['mean']:.3f} s/query "
+        f"({out['default']['scorer_pairs_per_query']} pairs), {other_cut} {out[other_cut]['seconds_per_query']['mean']:.3f} "
+        f"({out[other_cut]['scorer_pairs_per_query']} pairs): ratio {out['ratio_default_over_' + other_cut]}")
+    return out
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
@@ -363,6 +424,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "threads": args.threads,
             "modes": args.modes,
             "window": args.window if args.window is not None else "Reranker default",
+            "cut": "Reranker default (learned)",
+            "compare_cut": args.compare_cut,
             "generator": args.generator,
             "template": args.template,
             "n_rationales": args.n_rationales,
@@ -457,6 +520,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "stored_embeddings", rr, measured, watch, clear_cache=True, dense=dense, log=log
                 )
                 results[key_t][mode] = out
+
+        if args.compare_cut:
+            set_num_threads(args.threads[0])
+            full = Reranker.from_pretrained(
+                args.generator, encoder, settings=settings, template=args.template, n_rationales=args.n_rationales,
+                num_threads=args.threads[0], cache=Path(tmp) / "rationales-cut-comparison.sqlite",
+            )
+            report["cut_comparison"] = {
+                "threads": args.threads[0],
+                **compare_cuts(full, args.compare_cut, measured, dense, log),
+            }
 
     # ------------------------------------------------------------------ summary and checks
     summary: dict[str, Any] = {}

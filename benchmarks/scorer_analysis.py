@@ -124,7 +124,7 @@ def main() -> int:
         "scorer": repr(scorer),
         "versions": environment_versions(),
         "pubmedqa_held_out_train": analyse(pubmedqa, held_out_train(pubmedqa), scorer, encoder, args.candidates),
-        "bioasq_dev": analyse(bioasq, bioasq.query_ids("test")[: args.bioasq], scorer, encoder, args.candidates),
+        "bioasq_dev": analyse(bioasq, bioasq.query_ids("dev")[: args.bioasq], scorer, encoder, args.candidates),
     }
     write_results_json(args.out, result)
     print(json.dumps(result, indent=1))

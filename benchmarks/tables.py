@@ -1,8 +1,12 @@
 """Print the README's benchmark tables (markdown) from the committed results JSON.
 
-Every number in the README's benchmark section comes from this script:
+Every number in the README's Benchmarks section comes from this script:
 
     .venv/bin/python benchmarks/tables.py
+
+It reads ``pubmedqa_test.json`` and ``bioasq_dev.json`` (the default pipeline and its
+ablations, both datasets side by side, the paired bootstraps and the relevant-count
+buckets) and ``pubmedqa_all.json`` (retrieval on all 1000 PubMedQA questions).
 """
 
 from __future__ import annotations
@@ -12,6 +16,26 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+#: (row label, method) of the side-by-side table; "best" is each view's best fixed k
+SIDE_BY_SIDE = [
+    ("best fixed k", "best"),
+    ("hybrid (ranking only)", "hybrid"),
+    ("**`Reranker()`** (default: SmolLM2 rationales + learned cut)", "meteora"),
+    ("`Reranker(generator=None)`", "meteora-query-only"),
+    ("`Reranker(scorer=None)` (stage-1 model)", "meteora-no-scorer"),
+    ("`Reranker(generator=None, scorer=None)`", "meteora-query-only-no-scorer"),
+    ("`cut=\"band\"` (the previous default)", "meteora-band"),
+    ("`cut=\"band\"`, `generator=None`", "meteora-query-only-band"),
+    ("`cut=\"elbow\"`, no scorer", "meteora-elbow"),
+]
+BOOTSTRAPS = [
+    ("default − best fixed k", "meteora:best"),
+    ("default − query-only (`generator=None`)", "meteora:meteora-query-only"),
+    ("default − hybrid (its input ranking)", "meteora:hybrid"),
+    ("default − `cut=\"band\"` (previous default)", "meteora:meteora-band"),
+    ("query-only − best fixed k", "meteora-query-only:best"),
+]
 
 
 def _load(name: str) -> dict | None:
@@ -23,87 +47,95 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def ranking_table(results: dict, view: str, methods: list[str]) -> str:
+def _f(value: float | None, fmt: str = ".3f") -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _set_cells(view: dict, method: str) -> list[str]:
+    name = view["best_fixed_k"] if method == "best" else method
+    m = view["methods"].get(name, {})
+    cells = [_f(m.get("precision")), _f(m.get("recall")), _f(m.get("F1")), _f(m.get("mean_chunks"), ".2f"),
+             _f(m.get("NDCG@10"))]
+    return [f"{c} ({name})" if method == "best" and i == 2 else c for i, c in enumerate(cells)]
+
+
+def side_by_side(bioasq: dict, pubmedqa: dict) -> str:
+    b, p = bioasq["views"]["evidence"], pubmedqa["views"]["evidence"]
+    head = ["method", *(f"{d} {c}" for d in ("BioASQ", "PubMedQA") for c in ("P", "R", "F1", "chunks", "NDCG@10"))]
+    lines = [_row(head), _row(["---"] * len(head))]
+    for label, method in SIDE_BY_SIDE:
+        lines.append(_row([label, *_set_cells(b, method), *_set_cells(p, method)]))
+    return "\n".join(lines)
+
+
+def _boot(view: dict, pair: str, kind: str) -> str:
+    b = view.get(f"paired_bootstrap_{kind}", {}).get(pair)
+    return "—" if b is None else f"{b['difference']:+.3f} [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}]"
+
+
+def bootstraps(bioasq: dict, pubmedqa: dict) -> str:
+    b, p = bioasq["views"]["evidence"], pubmedqa["views"]["evidence"]
+    head = ["paired bootstrap (95 % CI)", "BioASQ F1", "BioASQ NDCG@10", "PubMedQA F1", "PubMedQA NDCG@10"]
+    lines = [_row(head), _row(["---"] * len(head))]
+    for label, pair in BOOTSTRAPS:
+        lines.append(_row([label, _boot(b, pair, "F1"), _boot(b, pair, "NDCG@10"), _boot(p, pair, "F1"),
+                           _boot(p, pair, "NDCG@10")]))
+    return "\n".join(lines)
+
+
+def buckets(bioasq: dict, pubmedqa: dict) -> str:
+    head = ["dataset", "relevant", "questions", "mean relevant", "default F1 (selected)", "query-only F1 (selected)",
+            "best fixed k overall", "best fixed k in the bucket"]
+    lines = [_row(head), _row(["---"] * len(head))]
+    for label, results in (("BioASQ dev", bioasq), ("PubMedQA test", pubmedqa)):
+        view = results["views"]["evidence"]
+        rows, best = view["buckets"]["rows"], view["buckets"]["best_fixed_k"]
+        for bucket, r in rows.items():
+            d, q, g = r["meteora"], r["meteora-query-only"], r[best]
+            own = r["best_fixed_k_in_bucket"]
+            lines.append(_row([
+                label, bucket, str(r["questions"]), f"{r['mean_relevant']:.2f}",
+                f"{d['F1']:.3f} ({d['mean_selected']:.2f})", f"{q['F1']:.3f} ({q['mean_selected']:.2f})",
+                f"{g['F1']:.3f} ({best})", f"{own['F1']:.3f} ({own['method']})",
+            ]))
+    return "\n".join(lines)
+
+
+def abstract_window2(pubmedqa: dict) -> str:
+    view = pubmedqa["views"]["abstract"]
+    head = ["method (abstract view)", "precision", "recall", "F1", "chunks", "NDCG@10"]
+    lines = [_row(head), _row(["---"] * len(head))]
+    for method in ("meteora-w2", "meteora-query-only-w2", "meteora-band-w2", "meteora", "dense@3", "dense@5", "dense@10"):
+        m = view["methods"].get(method)
+        if m:
+            lines.append(_row([method, _f(m["precision"]), _f(m["recall"]), _f(m["F1"]), _f(m["mean_chunks"], ".2f"),
+                               _f(m.get("NDCG@10"))]))
+    return "\n".join(lines)
+
+
+def retrieval(allr: dict) -> str:
     cols = ["NDCG@10", "Recall@10", "Recall@50", "MRR@10", "MAP"]
-    lines = [_row(["method", *cols]), _row(["---"] * (len(cols) + 1))]
-    data = results["views"][view]["methods"]
-    for m in methods:
-        if m in data and "NDCG@10" in data[m]:
-            lines.append(_row([m, *(f"{data[m][c]:.3f}" for c in cols)]))
-    return "\n".join(lines)
-
-
-def set_table(results: dict, view: str, methods: list[str]) -> str:
-    cols = ["precision", "recall", "F1", "mean_chunks"]
-    lines = [_row(["method", *cols]), _row(["---"] * (len(cols) + 1))]
-    data = results["views"][view]["methods"]
-    for m in methods:
-        if m in data and "precision" in data[m]:
-            lines.append(_row([m, *(f"{data[m][c]:.3f}" if c != "mean_chunks" else f"{data[m][c]:.2f}" for c in cols)]))
-    return "\n".join(lines)
-
-
-QA_LABELS = {
-    "none": "none",
-    "gold": "gold abstract",
-    "meteora": "METEORA (SmolLM2 rationales, w=0)",
-    "meteora-query-only": "METEORA query-only (w=0)",
-    "fixed-k": "hybrid top-{k}",
-}
-
-
-def qa_table(results: dict) -> str:
-    lines = [_row(["context", "accuracy", "macro-F1", "predicted yes / no / maybe"]), _row(["---"] * 4)]
-    for cond, m in results["conditions"].items():
-        dist = m["predicted_distribution"]
-        label = QA_LABELS.get(cond, cond).format(k=results.get("k", ""))
-        lines.append(_row([label, f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}", f"{dist['yes']} / {dist['no']} / {dist['maybe']}"]))
-    return "\n".join(lines)
-
-
-def dpo_table(results: dict) -> str:
-    lines = [_row(["rationales (window 0)", "evidence precision", "recall", "F1", "chunks", "fallback"]), _row(["---"] * 6)]
-    for label, row in results["pubmedqa_test_w0"].items():
-        ev = row["evidence"]
-        fb = ev.get("fallback_rate")
-        lines.append(_row([label, f"{ev['precision']:.3f}", f"{ev['recall']:.3f}", f"{ev['F1']:.3f}", f"{ev['mean_chunks']:.2f}", "—" if fb is None else f"{100 * fb:.0f} %"]))
+    lines = [_row(["view", "method", *cols]), _row(["---"] * (len(cols) + 2))]
+    for view in ("abstract", "evidence"):
+        data = allr["views"][view]["methods"]
+        for m in ("bm25", "dense", "hybrid"):
+            lines.append(_row([view, m, *(f"{data[m][c]:.3f}" for c in cols)]))
     return "\n".join(lines)
 
 
 def main() -> int:
     out = []
+    bioasq, pubmedqa = _load("bioasq_dev.json"), _load("pubmedqa_test.json")
+    if bioasq and pubmedqa:
+        out.append(f"`{bioasq['command']}`\n\n`{pubmedqa['command']}`\n")
+        out.append(side_by_side(bioasq, pubmedqa) + "\n")
+        out.append(bootstraps(bioasq, pubmedqa) + "\n")
+        out.append(buckets(bioasq, pubmedqa) + "\n")
+        out.append(abstract_window2(pubmedqa) + "\n")
     allr = _load("pubmedqa_all.json")
     if allr:
-        out.append(f"### All 1000 questions, ranking (`{allr['command']}`)\n")
-        for view in ("abstract", "evidence"):
-            n = allr["views"][view]["n_queries"]
-            out.append(f"**{view} view** ({n} questions)\n")
-            out.append(ranking_table(allr, view, ["bm25", "dense", "hybrid"]) + "\n")
-        out.append("Query-only selection (hybrid top-50 candidates, the query as the only rationale, elbow τ=1.0, expansion window w):\n")
-        for view in ("abstract", "evidence"):
-            out.append(f"**{view} view**\n")
-            out.append(set_table(allr, view, ["meteora-query-only-w0", "meteora-query-only-w1", "meteora-query-only-w2", "dense@1", "dense@3", "dense@5"]) + "\n")
-    test = _load("pubmedqa_test.json")
-    if test:
-        out.append(f"### 500 test questions (`{test['command']}`)\n")
-        methods = ["meteora", "meteora-no-expansion", "meteora-pairing", "meteora-pooling", "meteora-query-only", "meteora-query-only-w0", "meteora-query-only-w2"]
-        baselines = ["bm25@3", "hybrid@3", *(f"dense@{k}" for k in (1, 2, 3, 5, 8))]
-        for view in ("abstract", "evidence"):
-            n = test["views"][view]["n_queries"]
-            out.append(f"**{view} view** ({n} questions): ranking\n")
-            out.append(ranking_table(test, view, ["bm25", "dense", "hybrid", "meteora", "meteora-query-only"]) + "\n")
-            out.append(f"**{view} view**: selected sets\n")
-            out.append(set_table(test, view, methods + baselines) + "\n")
-    for name in ("pubmedqa_qa_smollm2.json", "pubmedqa_qa_smollm2_n100.json"):
-        qa = _load(name)
-        if qa:
-            gold = qa.get("gold_distribution", {})
-            out.append(f"### PubMedQA answer accuracy, {qa['n_questions']} test questions (`{qa['command']}`; gold labels {gold})\n")
-            out.append(qa_table(qa) + "\n")
-    dpo = _load("dpo_smollm2.json")
-    if dpo:
-        out.append(f"### DPO (`{dpo['command']}`)\n")
-        out.append(dpo_table(dpo) + "\n")
+        out.append(f"`{allr['command']}`\n")
+        out.append(retrieval(allr) + "\n")
     print("\n".join(out))
     return 0
 

@@ -257,7 +257,10 @@ def _add_bench_parser(bsub, dataset: str, help_text: str) -> None:
     pq.add_argument("--methods", type=_csv, default=["bm25", "dense", "hybrid"],
                     help=f"comma-separated methods (available: {','.join(available_methods())}; "
                     "METEORA ones also as NAME-wN for window N)")
-    pq.add_argument("--split", choices=splits or None, default="test", help="question split (default: test)")
+    default_split = splits[0] if splits else "test"
+    pq.add_argument("--split", choices=splits or None, default=default_split,
+                    help=f"question split (default: {default_split})"
+                    + ("; train = 7B (2019), dev = 8B (2020)" if dataset == "bioasq" else ""))
     pq.add_argument("--limit", type=_positive_int, default=None, help="only the first N questions of the split")
     pq.add_argument("--views", type=_csv, default=None, help="qrels views to score (default: all of the dataset's)")
     pq.add_argument("--ks", type=_csv_ints, default=[1, 2, 3, 4, 5, 8, 16, 32], help="fixed-k baselines")

@@ -53,8 +53,9 @@ def _positive_int(value: str) -> int:
 def add_selector_options(parser: argparse.ArgumentParser, *, title: str = "evidence selector") -> None:
     """Add the selector knobs (one declaration for every command that selects evidence).
 
-    Flags: ``--pairing``, ``--tau``, ``--window``, ``--no-pairing``, ``--no-pooling``,
-    ``--order``, ``--no-document-expansion``; defaults are ``SelectorSettings()``'s.
+    Flags: ``--cut``, ``--pairing``, ``--tau``, ``--window``, ``--no-pairing``,
+    ``--no-pooling``, ``--order``, ``--no-document-expansion``, ``--min-similarity``,
+    ``--evidence-weight``, ``--evidence-band``; defaults are ``SelectorSettings()``'s.
     Build the settings with :func:`selector_settings_from_args`.
 
     Example:
@@ -63,10 +64,13 @@ def add_selector_options(parser: argparse.ArgumentParser, *, title: str = "evide
         >>> selector_settings_from_args(p.parse_args(["--window", "2"])).window
         2
     """
-    from meteora.selection.selector_settings import SelectorSettings
+    from meteora.selection.selector_settings import CUTS, SelectorSettings
 
     d = SelectorSettings()
     g = parser.add_argument_group(title)
+    g.add_argument("--cut", choices=list(CUTS), default=d.cut,
+                   help=f"how many chunks to keep: learned (P(relevant), expected-F1 count), band (the evidence "
+                        f"band; the elbow without a scorer) or elbow (default {d.cut})")
     g.add_argument("--pairing", choices=["distinct", "convergent"], default=d.pairing,
                    help=f"rationale-chunk pairing (default {d.pairing})")
     g.add_argument("--tau", type=float, default=d.tau, help=f"elbow z-score threshold (default {d.tau})")
@@ -108,6 +112,7 @@ def selector_settings_from_args(args: argparse.Namespace):
         min_similarity=args.min_similarity,
         evidence_weight=args.evidence_weight,
         evidence_band=args.evidence_band,
+        cut=args.cut,
     )
 
 

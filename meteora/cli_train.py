@@ -1,5 +1,5 @@
 """The ``meteora train`` commands: fine-tune rationale adapters (QLoRA SFT, DPO), build DPO
-preference pairs, train the evidence scorer and the yes/no/maybe reader
+preference pairs, train the evidence scorer, the learned cut and the yes/no/maybe reader
 (:mod:`meteora.training.reader`). :func:`add_train_parser` hangs them on the command line's
 sub-parsers; :mod:`meteora.cli` calls it.
 
@@ -99,6 +99,23 @@ def _cmd_train_scorer(args: argparse.Namespace) -> int:
     print(f"scorer written to {args.out} in {prov['seconds']:.0f} s; evidence_weight {cal.get('evidence_weight')}, "
           f"evidence_band {cal.get('evidence_band')}; held-out train F1 evidence "
           f"{m.get('dev_F1_evidence', float('nan')):.3f}, abstract {m.get('dev_F1_abstract', float('nan')):.3f}")
+    return 0
+
+
+def _cmd_train_cut(args: argparse.Namespace) -> int:
+    from meteora.training.cut import CutTrainingSettings, train_cut
+
+    settings = CutTrainingSettings(n_score=args.n_score, rounds=args.rounds, seed=args.seed, folds=args.folds)
+    command = "meteora " + " ".join(shlex.quote(a) for a in args._argv)
+    prov = train_cut(
+        args.out, settings, scorer=args.scorer, pubmedqa_path=args.pubmedqa, bioasq_path=args.bioasq,
+        limit=args.limit, overwrite=args.overwrite, command=command,
+    )
+    for name in ("final", "query_only", "stage1"):
+        m = prov["metrics"][name]
+        print(f"{name:10s} train-side CV F1: " + ", ".join(
+            f"{ds} {v['F1']:.3f} ({v['mean_selected']:.2f} chunks, NDCG@10 {v['NDCG@10']:.3f})" for ds, v in m.items()))
+    print(f"learned cut written to {args.out} in {prov['seconds']:.0f} s")
     return 0
 
 
@@ -210,6 +227,25 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     ts.add_argument("--data", default=None, help="folder or ori_pqal.json (default: $METEORA_DATA_DIR or ../shared/data)")
     ts.add_argument("--threads", type=_positive_int, default=None)
     ts.set_defaults(func=_cmd_train_scorer)
+
+    from meteora.training.cut import CutTrainingSettings
+
+    cd = CutTrainingSettings()
+    tc = tsub.add_parser(
+        "cut", help="train the learned cut (LightGBM) on PubMedQA train + BioASQ 7B questions (test/dev refused)"
+    )
+    tc.add_argument("--out", required=True, help="folder to write (stage1.txt, final.txt, query_only.txt, provenance.json)")
+    tc.add_argument("--overwrite", action="store_true", help="replace an existing learned-cut folder")
+    tc.add_argument("--n-score", type=int, default=cd.n_score, help="candidates (stage 1's top) the scorer reads")
+    tc.add_argument("--rounds", type=_positive_int, default=cd.rounds, help="boosting rounds")
+    tc.add_argument("--folds", type=_positive_int, default=cd.folds, help="cross-validation folds (by question)")
+    tc.add_argument("--seed", type=int, default=cd.seed)
+    tc.add_argument("--scorer", default="default", help="evidence scorer: 'default' or a `meteora train scorer` folder")
+    tc.add_argument("--pubmedqa", default=None, help="PubMedQA folder (default: $METEORA_DATA_DIR/pubmedqa)")
+    tc.add_argument("--bioasq", default=None, help="BioASQ golden files folder (default: $METEORA_DATA_DIR/bioasq-dev)")
+    tc.add_argument("--limit", type=_positive_int, default=None, help="only the first N train questions of each (smoke runs)")
+    tc.add_argument("--threads", type=_positive_int, default=None)
+    tc.set_defaults(func=_cmd_train_cut)
 
     pp = tsub.add_parser(
         "pairs", help="build DPO preference pairs on PubMedQA train questions (gold hits of the selection)"

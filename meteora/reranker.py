@@ -1,26 +1,29 @@
 """The one object users import: :class:`Reranker`.
 
-``Reranker`` runs METEORA's three stages on a query and its candidate passages:
+``Reranker`` runs METEORA's stages on a query and its candidate passages:
 
 1. a :class:`~meteora.rationales.RationaleGenerator` writes rationales (or, with
    ``generator=None``, the query itself is the only rationale);
-2. an :class:`~meteora.scorer.EvidenceScorer` (a small trained cross-encoder) tells,
-   among the candidates of one document, which chunk holds the finding;
-3. an :class:`~meteora.selection.EvidenceSelector` scores each chunk by its document's
-   similarity to the rationales plus its evidence, keeps the chunks about as good as
-   the best one (a calibrated band; never a chunk below the relevance floor), pairs
-   rationales with chunks, and adds neighbours;
+2. an :class:`~meteora.selection.EvidenceSelector` decides how many candidates to keep
+   and ranks them all: by default the **learned cut**
+   (:mod:`meteora.selection.learned_cut`): a small LightGBM model reads each
+   candidate's standing in the list (its cosine to the query and to the rationales, a
+   BM25 over the candidates, its document's standing), asks the
+   :class:`~meteora.scorer.EvidenceScorer` (a small trained cross-encoder) about its
+   top 10 only, and gives P(relevant); the top ``k`` with the best expected F1 is
+   selected. ``SelectorSettings(cut="band")`` / ``"elbow"`` run the previous cuts;
+3. neighbours are added (``window``);
 4. a verifier stage: by default the poison defence
    (:class:`~meteora.pool_defence.PoolDefence`), which sees the candidate pool, drops
-   suspicious added documents, re-selects without them and reports conflicting findings
-   (``result.conflicts``); any other verifier, or none, can replace it.
+   suspicious added documents, re-selects without them through the same cut and reports
+   conflicting findings (``result.conflicts``); any other verifier, or none, can replace it.
 
-Scores: ``result.ranked`` holds every candidate, on the cosine scale. With the scorer
-(the default) a hit's score is its document's best cosine to the pooled rationale
-minus a weighted evidence gap (0 for the chunk of its document that reads most like the
-finding); with ``scorer=None`` it is the larger of its cosine to the pooled rationale
-and to the rationale that picked it. Neither is min-max normalised, so thresholds carry
-across queries.
+Scores: ``result.ranked`` holds every candidate. With the learned cut (the default) a
+hit's score is P(relevant): a calibrated probability (trained with a logistic loss on
+train-side questions), comparable across queries and thresholdable. With
+``cut="band"`` it is on the cosine scale (the document's best cosine to the pooled
+rationale minus a weighted evidence gap); with ``cut="elbow"`` the larger of its cosine
+to the pooled rationale and to the rationale that picked it.
 
 Build one from built objects or names (``Reranker(generator, encoder, scorer, settings,
 verifier, top_k)``); :meth:`Reranker.from_pretrained` and :meth:`Reranker.from_preset`
@@ -50,15 +53,18 @@ from meteora.errors import InvalidInputError
 from meteora.pipeline import CandidatePool, retrieve_pools
 from meteora.protocols import CalibratedScoring, EvidenceScoring, RationaleSource
 from meteora.rerank_result import RerankResult
+from meteora.selection.learned_cut import pipeline_cut
 from meteora.selection.selector import EvidenceSelector
 from meteora.selection.selector_settings import SelectorSettings
 from meteora.selection_inputs import (
+    PreparedPool,
     candidate_pools,
-    embed_passages,
+    check_pools,
     encode_rationales,
     evidence_logits,
     given_rationales,
-    split_rows,
+    pool_embeddings,
+    query_vectors,
 )
 from meteora.types import Passage, PassageLike, check_queries, check_query
 from meteora.verifier_stage import DEFAULT_VERIFIER, build_verifiers, pool_view, verify_selection
@@ -74,7 +80,7 @@ GENERATOR_OPTIONS = (
 
 
 class Reranker:
-    """METEORA reranker: rationales → evidence selection → optional verification.
+    """METEORA reranker: rationales → evidence selection (the learned cut) → optional verification.
 
     Each collaborator is a built object or a name (names load with the defaults of
     :meth:`from_pretrained`, which also takes loading options).
@@ -90,16 +96,16 @@ class Reranker:
             cross-encoder that tells which chunk of a document holds the finding):
             ``"default"`` (the packaged adapter trained on PubMedQA train questions), a
             folder written by ``meteora train scorer``, a built scorer (anything with
-            ``evidence_logits(queries, passage_lists)``), or ``None`` for embeddings
-            only (the untrained METEORA baseline). With a scorer a chunk is scored by
-            its document's relevance plus its evidence, and the selection keeps the
-            chunks within ``settings.evidence_band`` of the best (see
-            :mod:`meteora.selection`). It only reads passages whose document has
-            several candidates, so independent passages cost nothing extra.
+            ``evidence_logits(queries, passage_lists)``), or ``None``. The learned cut
+            asks it about stage 1's top 10 candidates only (without a scorer the
+            learned cut's stage-1 model decides alone); the band reads the passages
+            whose document has several candidates.
         settings: the selector's
             :class:`~meteora.selection.selector_settings.SelectorSettings` (default
-            ``SelectorSettings()``: distinct pairing, tau 1.0, window 0, the scorer's
-            calibrated evidence knobs).
+            ``SelectorSettings()``: the learned cut, window 0). The learned cut reads the
+            rationales of the generator its model was trained with (the offline SmolLM2
+            default, with the query as anchor); for any other generator it runs its
+            query-only model.
         verifier: ``"default"`` (the poison defence,
             :class:`~meteora.pool_defence.PoolDefence`: drops suspicious added documents,
             re-selects without them, reports conflicts; off with ``scorer=None``),
@@ -114,6 +120,8 @@ class Reranker:
         batch_size: queries per generation batch.
         generation: extra keyword arguments for ``generator.generate`` (``do_sample``,
             ``temperature``, ``seed``, ``max_new_tokens``).
+        cut: the cut stage instead of ``settings.cut``'s: a folder written by ``meteora
+            train cut`` (its learned models) or any :class:`~meteora.selection.cuts.Cut`.
 
     Example:
         >>> from meteora.selection.selector_settings import SelectorSettings
@@ -133,6 +141,7 @@ class Reranker:
         include_query: bool = True,
         batch_size: int = 8,
         generation: dict[str, Any] | None = None,
+        cut: Any = None,
     ) -> None:
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise InvalidInputError(f"top_k must be a positive integer or None, got {top_k!r}")
@@ -149,10 +158,12 @@ class Reranker:
             )
         self.settings = settings
         self.scorer = self._load_scorer(scorer)
-        calibration = self.scorer.calibration if isinstance(self.scorer, CalibratedScoring) else None
-        self.selector = EvidenceSelector(settings, calibrated=calibration)
         self.encoder = self._load_encoder(encoder)
         self.generator = self._load_generator(generator)
+        calibration = self.scorer.calibration if isinstance(self.scorer, CalibratedScoring) else None
+        self.selector = EvidenceSelector(
+            settings, calibrated=calibration, cut=pipeline_cut(cut, settings, self.generator, include_query=include_query)
+        )
         self.n_rationales = n_rationales
         self.include_query = include_query
         self.top_k = top_k
@@ -290,22 +301,16 @@ class Reranker:
         )
         return check_generated(queries, sets, type(self.generator).__name__)
 
-    def _finish(
-        self, pool: CandidatePool, rationales: list[str], rset: Any, passage_emb: np.ndarray, rat_emb: np.ndarray,
-        evidence: np.ndarray | None,
-    ) -> RerankResult:
-        """Select in one pool, verify the selection (the pool verifiers see the whole
-        pool and may re-select), cap it at ``top_k``."""
-        query, passages = pool.query, pool.passages
-        selection = self.selector.select(
-            rat_emb, passage_emb, passages, rationales=rationales, query=query, context=pool.context,
-            evidence=evidence, retrieval=pool.ranking,
-        )
+    def _finish(self, prepared: PreparedPool) -> RerankResult:
+        """Select in one prepared pool, verify the selection (the pool verifiers see the
+        whole pool and may re-select through the same cut), cap it at ``top_k``."""
+        pool, rationales, rset = prepared.pool, prepared.rationales, prepared.rationale_set
+        query = pool.query
+        selection = self.selector.select_signals(prepared.signals, context=pool.context, rationales=rationales)
 
         def view() -> Any:
-            return pool_view(pool, selection, selector=self.selector, scorer=self.scorer, encoder=self.encoder,
-                             passage_embeddings=passage_emb, rationale_embeddings=rat_emb, rationales=rationales,
-                             evidence=evidence)
+            return pool_view(pool, selection, prepared.signals, selector=self.selector, scorer=self.scorer,
+                             rationales=rationales)
 
         selected, verification = verify_selection(
             self._stages, query, selection, flags=getattr(rset, "flags", None), view=view
@@ -373,28 +378,31 @@ class Reranker:
         return self.rerank_pools(pools, rationales=rationales)
 
     def rerank_pools(self, pools: Sequence[CandidatePool], *, rationales: Sequence[Any] | None = None) -> list[RerankResult]:
-        """Select evidence in prepared :class:`~meteora.pipeline.CandidatePool` objects.
+        """Select evidence in prepared :class:`~meteora.pipeline.CandidatePool` objects:
+        :meth:`prepare_pools`, then selection and verification per pool.
 
-        The one implementation behind :meth:`rerank_batch` and :meth:`search_batch`:
-        rationales for every pool (given, or one batched generation), one batched
-        encode of the rationales, one of the passages without stored embeddings, then
-        selection and verification per pool. A pool without candidates gives an empty
-        result (nothing ranked or selected; the query stands in as the rationale and no
-        rationales are generated for it).
+        The one implementation behind :meth:`rerank_batch` and :meth:`search_batch`. A
+        pool without candidates gives an empty result (nothing ranked or selected; the
+        query stands in as the rationale and no rationales are generated for it).
 
         Example:
             >>> pools = rr.retrieve(["Does aspirin prevent stroke?"], retriever, k=20)  # doctest: +SKIP
             >>> rr.rerank_pools(pools)[0].selected_ids  # doctest: +SKIP
         """
-        pools = list(pools)
-        for i, pool in enumerate(pools):
-            if not isinstance(pool, CandidatePool):
-                raise InvalidInputError(f"pools[{i}] is a {type(pool).__name__}, not a meteora.pipeline.CandidatePool")
-        if rationales is not None and (
-            isinstance(rationales, (str, bytes)) or not hasattr(rationales, "__len__") or len(rationales) != len(pools)
-        ):
-            got = str(len(rationales)) if hasattr(rationales, "__len__") else type(rationales).__name__
-            raise InvalidInputError(f"got {got} rationale lists for {len(pools)} queries")
+        return [self._finish(p) for p in self.prepare_pools(pools, rationales=rationales)]
+
+    def prepare_pools(self, pools: Sequence[CandidatePool], *, rationales: Sequence[Any] | None = None) -> list[PreparedPool]:
+        """Everything the selector reads, for every pool, in batches: rationales (given,
+        or one batched generation), one batched encode of the rationales (and of the
+        passages without stored embeddings), the signal tables, then one batched scorer
+        call for the candidates each pool's cut wants read (the learned cut: stage 1's
+        top 10; NaN for the others).
+
+        Example:
+            >>> prepared = rr.prepare_pools(rr.retrieve(["Does aspirin prevent stroke?"], retriever))  # doctest: +SKIP
+            >>> prepared[0].signals.evidence  # doctest: +SKIP
+        """
+        pools = check_pools(pools, rationales)
         queries = [p.query for p in pools]
         live = [i for i, p in enumerate(pools) if p.passages]
         if len(live) < len(pools):
@@ -409,23 +417,20 @@ class Reranker:
         for i, r in zip(live, resolved, strict=True):
             rats[i] = r
         rat_embs = encode_rationales(self.encoder, queries, rats, [p.query_embedding for p in pools])
-        to_embed = [i for i in live if pools[i].embeddings is None]
-        fresh = split_rows(
-            embed_passages(self.encoder, [p for i in to_embed for p in pools[i].passages]) if to_embed else np.zeros((0, 1)),
-            [len(pools[i].passages) for i in to_embed],
-        )
-        pembs = dict(zip(to_embed, fresh, strict=True))
-        evidence = evidence_logits(self.scorer, queries, [p.passages for p in pools])
-        results = []
-        for i, pool in enumerate(pools):
-            if i in pembs:
-                pemb = pembs[i]
-            elif pool.passages:
-                pemb = embed_passages(self.encoder, pool.passages, pool.embeddings)
-            else:
-                pemb = np.zeros((0, rat_embs[i].shape[1]), dtype=np.float32)
-            results.append(self._finish(pool, rats[i][0], rats[i][1], pemb, rat_embs[i], evidence[i]))
-        return results
+        qembs = query_vectors(self.encoder, queries, rats, rat_embs, [p.query_embedding for p in pools])
+        pembs = pool_embeddings(self.encoder, pools, rat_embs[0].shape[1] if rat_embs else 1)
+        signals = [
+            self.selector.signals(
+                rat_embs[i], pembs[i], pool.passages, rationales=rats[i][0], query=pool.query,
+                query_embedding=qembs[i], retrieval=pool.ranking,
+            )
+            for i, pool in enumerate(pools)
+        ]
+        if self.scorer is not None:
+            wanted = [self.selector.evidence_wanted(sig) for sig in signals]
+            evidence = evidence_logits(self.scorer, queries, [p.passages for p in pools], wanted)
+            signals = [sig.with_evidence(ev) for sig, ev in zip(signals, evidence, strict=True)]
+        return [PreparedPool(pool, rats[i][0], rats[i][1], signals[i]) for i, pool in enumerate(pools)]
 
     def retrieve(self, queries: Sequence[str], retriever: Any, k: int = 50) -> list[CandidatePool]:
         """The top-``k`` candidates of every query, in one batched retriever call.

@@ -18,6 +18,11 @@ The default scorer is the packaged all-MiniLM-L6-v2 weights plus a small LoRA ad
 adapter ships inside the package (``meteora/weights/evidence-scorer/``) with a
 provenance file holding the exact command, data sha256, split, seed and metrics.
 
+Logits are remembered in memory (a bounded LRU) and, with ``cache_path=``, in an SQLite
+file keyed by the scorer's :attr:`~EvidenceScorer.identity` (base model, adapter
+content, ``max_length``) and the pair, so benchmarks and training runs never score a
+pair twice (``default_logit_cache_path()``: ``$METEORA_HOME/scorer_logits.sqlite``).
+
 Example:
     >>> from meteora.scorer import EvidenceScorer
     >>> scorer = EvidenceScorer()                                   # doctest: +SKIP
@@ -39,23 +44,85 @@ from typing import Any
 
 import numpy as np
 
+from meteora._io import ensure_parent
 from meteora.cache import Cache
+from meteora.cache_table import SQLiteTable, TableLayout
 from meteora.console import progress_enabled, quiet_model_loading
-from meteora.errors import InvalidInputError, ModelNotFoundError, require
+from meteora.errors import (
+    InvalidInputError,
+    MeteoraError,
+    ModelNotFoundError,
+    UnsafeOverwriteError,
+    require,
+)
+from meteora.settings import meteora_home
 
-__all__ = ["EvidenceScorer", "default_scorer_path", "DEFAULT_SCORER"]
+__all__ = ["EvidenceScorer", "default_scorer_path", "default_logit_cache_path", "DEFAULT_SCORER", "LOGIT_LAYOUT"]
 
 logger = logging.getLogger(__name__)
 
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
 #: Name of the packaged default scorer adapter (a folder under ``meteora/weights``).
 DEFAULT_SCORER = "evidence-scorer"
+#: Pairs scored per model call (each block is remembered before the next starts).
+_BLOCK = 1024
 
 
 def default_scorer_path() -> Path | None:
     """Folder of the packaged scorer adapter, or ``None`` when it is not there."""
     path = _WEIGHTS / DEFAULT_SCORER
     return path if (path / "adapter_config.json").is_file() else None
+
+
+def default_logit_cache_path() -> Path:
+    """``$METEORA_HOME/scorer_logits.sqlite``: the file ``cache_path=True`` means."""
+    return meteora_home() / "scorer_logits.sqlite"
+
+
+def _logit_row(row: tuple) -> float | None:
+    (value,) = row
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+#: One row per (scorer identity, pair digest): the logit.
+LOGIT_LAYOUT = TableLayout(
+    label="scorer-logit cache",
+    table="logits",
+    ddl=(
+        "CREATE TABLE IF NOT EXISTS logits (scorer TEXT NOT NULL, key BLOB NOT NULL, logit REAL NOT NULL,"
+        " PRIMARY KEY (scorer, key)) WITHOUT ROWID",
+    ),
+    meta={"format": "meteora-scorer-logit-cache", "schema_version": "1"},
+    key_columns=("scorer", "key"),
+    value_columns=("logit",),
+    insert="INSERT OR REPLACE INTO logits (scorer, key, logit) VALUES (?, ?, ?)",
+    to_row=lambda key, value, now: (key[0], key[1], float(value)),
+    from_row=_logit_row,
+    owns=lambda tables, meta: meta.get("format") == "meteora-scorer-logit-cache",
+    refuse_non_sqlite=lambda path: UnsafeOverwriteError(
+        f"{path} is not an SQLite database, so not a meteora scorer-logit cache; it was left untouched: "
+        "pass another cache_path"
+    ),
+    refuse_foreign=lambda path, tables: UnsafeOverwriteError(
+        f"{path} is an SQLite database of another program (tables: {', '.join(tables[:5])}); it was left "
+        "untouched: pass another cache_path"
+    ),
+    unusable=lambda path, exc: MeteoraError(
+        f"scorer-logit cache {path} could not be used ({exc}); pass another cache_path (or none)"
+    ),
+    quarantine_non_sqlite=lambda path: path.resolve() == default_logit_cache_path().resolve(),
+    logger=logger,
+)
+
+
+def _scorer_identity(base: str, adapter: Path | None, max_length: int) -> str:
+    """A digest of what determines a logit: the base model, the adapter's files, max_length."""
+    h = hashlib.sha256(f"{base}\0{max_length}".encode())
+    if adapter is not None:
+        for f in sorted(adapter.iterdir()):
+            if f.is_file() and f.name != "provenance.json":
+                h.update(b"\0" + f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:32]
 
 
 def _read_calibration(adapter: Path | None) -> dict[str, float]:
@@ -92,11 +159,16 @@ class EvidenceScorer:
             :class:`~meteora.cache.Cache`, least recently used forgotten first; a RAG
             pipeline sees the same pairs again, and benchmark variants share them);
             ``0`` turns the memory off.
+        cache_path: also keep the logits in this SQLite file (``True``:
+            :func:`default_logit_cache_path`; ``None``: memory only). Shared by processes;
+            a file that is not a meteora scorer-logit cache is refused untouched.
 
     Attributes:
         calibration: ``{"evidence_weight": w, "evidence_band": b}`` as calibrated on
             held-out *train* questions when the adapter was trained (empty when the
             adapter records none; the selector then uses its defaults).
+        identity: a digest of the base model name, the adapter's files and
+            ``max_length``: the key of its logits in a cache file.
     """
 
     def __init__(
@@ -108,6 +180,7 @@ class EvidenceScorer:
         batch_size: int = 32,
         device: str | None = None,
         cache_size: int = 100_000,
+        cache_path: str | os.PathLike[str] | bool | None = None,
     ) -> None:
         from meteora.models import resolve_embedding_model
 
@@ -117,8 +190,6 @@ class EvidenceScorer:
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise InvalidInputError(f"cache_size must be a non-negative integer, got {cache_size!r}")
         self.cache_size = cache_size
-        #: the remembered (query, passage) logits, by the pair's digest (meteora's one cache)
-        self.cache = Cache(max_entries=cache_size)
         st = require("sentence_transformers", "core", "the evidence scorer")
         self.batch_size = batch_size
         self.max_length = max_length
@@ -159,6 +230,15 @@ class EvidenceScorer:
         model.eval()
         self.model = model
         self.calibration = _read_calibration(adapter_path)
+        self.identity = _scorer_identity(str(self.base), adapter_path, max_length)
+        table = None
+        if cache_path is not None and cache_path is not False:
+            path = default_logit_cache_path() if cache_path is True else Path(cache_path).expanduser()
+            if path.is_dir():
+                raise InvalidInputError(f"cache_path {path} is a folder; pass a file path (e.g. scorer_logits.sqlite)")
+            table = SQLiteTable(ensure_parent(path), LOGIT_LAYOUT)
+        #: the remembered logits by (identity, pair digest): memory, and the file when given
+        self.cache = Cache(max_entries=cache_size, table=table)
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Raw cross-encoder logits for ``(query, passage)`` pairs."""
@@ -167,7 +247,10 @@ class EvidenceScorer:
         for i, pair in enumerate(pairs):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
                 raise InvalidInputError(f"pairs[{i}] must be a (query, passage) pair of strings")
-        keys = [hashlib.sha1(q.encode() + b"\0" + p.encode(), usedforsecurity=False).digest() for q, p in pairs]
+        keys = [
+            (self.identity, hashlib.sha1(q.encode() + b"\0" + p.encode(), usedforsecurity=False).digest())
+            for q, p in pairs
+        ]
         out = np.empty(len(pairs), dtype=np.float32)
         with self._lock:
             todo = []
@@ -176,17 +259,21 @@ class EvidenceScorer:
                     todo.append(i)
                 else:
                     out[i] = hit
-            if todo:
+            # in blocks, each remembered as it is done (a long run keeps what it scored)
+            for start in range(0, len(todo), _BLOCK):
+                block = todo[start : start + _BLOCK]
                 fresh = self.model.predict(
-                    [tuple(pairs[i]) for i in todo],
+                    [tuple(pairs[i]) for i in block],
                     batch_size=self.batch_size,
                     activation_fn=_identity(),
-                    show_progress_bar=len(todo) > 20 * self.batch_size and progress_enabled(),
+                    show_progress_bar=len(block) > 20 * self.batch_size and progress_enabled(),
                     convert_to_numpy=True,
                 )
                 fresh = np.asarray(fresh, dtype=np.float32).reshape(-1)
-                out[todo] = fresh
-                self.cache.put_many([(keys[i], float(v)) for i, v in zip(todo, fresh, strict=True)])
+                out[block] = fresh
+                self.cache.put_many([(keys[i], float(v)) for i, v in zip(block, fresh, strict=True)])
+                if len(todo) > _BLOCK:
+                    logger.info("scorer: %d of %d new pairs scored", start + len(block), len(todo))
         return out
 
     @property
@@ -195,10 +282,11 @@ class EvidenceScorer:
         counts = self.cache.stats()
         return {"hits": counts["hits"], "misses": counts["misses"]}
 
-    def clear_cache(self) -> None:
-        """Forget the remembered (query, passage) logits (and reset the hit counters)."""
+    def clear_cache(self, *, disk: bool = False) -> None:
+        """Forget the remembered (query, passage) logits in memory, and in the cache file
+        with ``disk=True`` (other processes may share it); reset the hit counters."""
         with self._lock:
-            self.cache.clear()
+            self.cache.clear(disk=disk)
             self.cache.reset_stats()
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:

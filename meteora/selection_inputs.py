@@ -5,13 +5,18 @@ selector runs, every pool needs its rationale texts, their embeddings, its passa
 embeddings and (with a scorer) evidence logits. Each is one batched call for all pools:
 
 * :func:`candidate_pools` — caller-given candidates (and their embeddings, context), checked;
+  :func:`check_pools` — prepared pools and their per-query rationales, checked;
 * :func:`given_rationales` — caller-given rationales (texts or rationale sets), checked;
 * :func:`encode_rationales` — one encoder call for every rationale of every pool (a
   rationale that is the query reuses the query embedding the retriever computed);
 * :func:`embed_passages` — caller-given passage embeddings checked, or the passages
-  encoded (over-long texts truncated for embedding only);
-* :func:`evidence_logits` — one scorer call for every passage that shares its document
-  with another candidate (a logit matters only against the rest of its document).
+  encoded (over-long texts truncated for embedding only); :func:`pool_embeddings` —
+  every pool's passage embeddings, one batched encode for those without stored ones;
+* :func:`query_vectors` — each query's own embedding (the rationale that is the
+  query, the retriever's, or one batched encode of the rest), for the cut's query cosine;
+* :func:`evidence_logits` — one scorer call for the candidates each pool's cut wants
+  read (:meth:`~meteora.selection.selector.EvidenceSelector.evidence_wanted`), NaN for
+  the others.
 
 Example:
     >>> given_rationales(["q1", "q2"], [["look for trials"], []])
@@ -21,6 +26,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,12 +35,16 @@ from meteora._checks import is_blank, real_matrix
 from meteora.errors import InvalidInputError
 from meteora.pipeline import CandidatePool
 from meteora.protocols import RationaleOutput
+from meteora.selection.signals import CandidateSignals
 from meteora.types import Passage, check_queries, to_passages
 
 __all__ = [
     "MAX_EMBED_CHARS",
+    "PreparedPool",
     "candidate_pools",
-    "given_rationales", "encode_rationales", "embed_passages", "evidence_logits", "split_rows"]
+    "check_pools",
+    "pool_embeddings",
+    "given_rationales", "encode_rationales", "embed_passages", "query_vectors", "evidence_logits", "split_rows"]
 
 #: Largest passage embedded, in characters (longer ones are truncated for embedding
 #: only; the passage itself is returned untouched).
@@ -43,6 +53,57 @@ MAX_EMBED_CHARS = 20_000
 #: Per query: its rationale texts (the query alone when there are none) and the
 #: generator's full output (a RationaleSet) or ``None``.
 Rationales = list[tuple[list[str], Any]]
+
+
+@dataclass(frozen=True)
+class PreparedPool:
+    """One query ready for selection: its pool, its rationale texts (the query alone
+    when there are none), the generator's full output (or ``None``) and the signal
+    table with the evidence logits the cut wanted."""
+
+    pool: CandidatePool
+    rationales: list[str]
+    rationale_set: Any
+    signals: CandidateSignals
+
+
+def check_pools(pools: Sequence[Any], rationales: Any) -> list[CandidatePool]:
+    """``pools`` as a list of :class:`~meteora.pipeline.CandidatePool`, and ``rationales``
+    (``None`` or one entry per pool) checked.
+
+    Raises:
+        InvalidInputError: an item that is not a pool, or not one rationale entry per pool.
+    """
+    pools = list(pools)
+    for i, pool in enumerate(pools):
+        if not isinstance(pool, CandidatePool):
+            raise InvalidInputError(f"pools[{i}] is a {type(pool).__name__}, not a meteora.pipeline.CandidatePool")
+    if rationales is not None and (
+        isinstance(rationales, (str, bytes)) or not hasattr(rationales, "__len__") or len(rationales) != len(pools)
+    ):
+        got = str(len(rationales)) if hasattr(rationales, "__len__") else type(rationales).__name__
+        raise InvalidInputError(f"got {got} rationale lists for {len(pools)} queries")
+    return pools
+
+
+def pool_embeddings(encoder: Any, pools: Sequence[CandidatePool], dim: int) -> list[np.ndarray]:
+    """Every pool's ``(N, d)`` passage embeddings: the stored ones checked, the others
+    from one batched encode (a pool without candidates gets ``(0, dim)``)."""
+    to_embed = [i for i, p in enumerate(pools) if p.passages and p.embeddings is None]
+    fresh = split_rows(
+        embed_passages(encoder, [p for i in to_embed for p in pools[i].passages]) if to_embed else np.zeros((0, 1)),
+        [len(pools[i].passages) for i in to_embed],
+    )
+    done = dict(zip(to_embed, fresh, strict=True))
+    out = []
+    for i, pool in enumerate(pools):
+        if i in done:
+            out.append(done[i])
+        elif pool.passages:
+            out.append(embed_passages(encoder, pool.passages, pool.embeddings))
+        else:
+            out.append(np.zeros((0, dim), dtype=np.float32))
+    return out
 
 
 def given_rationales(queries: Sequence[str], rationales: Any) -> Rationales:
@@ -109,24 +170,56 @@ def embed_passages(encoder: Any, passages: Sequence[Passage], embeddings: Any = 
     return encoder.encode(texts)
 
 
-def evidence_logits(scorer: Any, queries: Sequence[str], pools: Sequence[Sequence[Passage]]) -> list[np.ndarray | None]:
-    """The scorer's evidence logits for every pool (``None`` each without a scorer).
+def query_vectors(
+    encoder: Any,
+    queries: Sequence[str],
+    rats: Rationales,
+    rationale_embeddings: Sequence[np.ndarray],
+    given: Sequence[np.ndarray | None],
+) -> list[np.ndarray]:
+    """Each query's own embedding: the row of its rationales that is the query itself,
+    else the one the retriever computed (``given``), else one batched encode of the rest.
 
-    Only passages that share their document with another candidate are read (the logit
-    matters only relative to the rest of its document); the others get 0. One batched
+    Example:
+        >>> query_vectors(None, ["q"], [(["q"], None)], [np.ones((1, 2))], [None])[0].tolist()
+        [1.0, 1.0]
+    """
+    out: list[np.ndarray | None] = []
+    for q, (texts, _), remb, qemb in zip(queries, rats, rationale_embeddings, given, strict=True):
+        if q in texts:
+            out.append(np.asarray(remb[texts.index(q)], dtype=np.float32))
+        else:
+            out.append(np.asarray(qemb, dtype=np.float32) if qemb is not None else None)
+    todo = [i for i, e in enumerate(out) if e is None]
+    if todo:
+        fresh = np.asarray(encoder.encode([queries[i] for i in todo]), dtype=np.float32)
+        for i, row in zip(todo, fresh, strict=True):
+            out[i] = row
+    return out  # type: ignore[return-value]
+
+
+def evidence_logits(
+    scorer: Any, queries: Sequence[str], pools: Sequence[Sequence[Passage]], wanted: Sequence[Sequence[int]]
+) -> list[np.ndarray | None]:
+    """The scorer's evidence logits of the ``wanted`` candidates of every pool (``None``
+    each without a scorer), NaN for the candidates not read: one batched
     ``scorer.evidence_logits`` call for every pool.
 
     Raises:
-        InvalidInputError: the scorer returned the wrong number of lists or logits.
+        InvalidInputError: the scorer returned the wrong number of lists or logits, or
+            a logit that is not a finite number.
+
+    Example:
+        >>> class Length:
+        ...     def evidence_logits(self, queries, lists):
+        ...         return [[float(len(t)) for t in ps] for ps in lists]
+        >>> from meteora.types import to_passages
+        >>> evidence_logits(Length(), ["q"], [to_passages(["ab", "abc"])], [[1]])[0].tolist()
+        [nan, 3.0]
     """
     if scorer is None:
         return [None] * len(pools)
-    wanted: list[list[int]] = []
-    for pool in pools:
-        counts: dict[str, int] = {}
-        for p in pool:
-            counts[p.doc_id] = counts.get(p.doc_id, 0) + 1
-        wanted.append([i for i, p in enumerate(pool) if counts[p.doc_id] > 1])
+    wanted = [list(w) for w in wanted]
     live = [k for k, w in enumerate(wanted) if w]
     logits = (
         scorer.evidence_logits([queries[k] for k in live], [[pools[k][i].text for i in wanted[k]] for k in live])
@@ -139,7 +232,7 @@ def evidence_logits(scorer: Any, queries: Sequence[str], pools: Sequence[Sequenc
             f"the scorer ({type(scorer).__name__}) returned {got} logit lists for {len(live)} queries; "
             "evidence_logits must return one list of logits per query"
         )
-    out: list[np.ndarray | None] = [np.zeros(len(pool)) for pool in pools]
+    out: list[np.ndarray | None] = [np.full(len(pool), np.nan) for pool in pools]
     for k, lg in zip(live, logits, strict=True):
         arr = real_matrix(lg, f"the scorer's evidence logits for query #{k}", ndim=1)
         if arr.shape[0] != len(wanted[k]):

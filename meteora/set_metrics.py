@@ -21,7 +21,7 @@ import numpy as np
 from meteora.errors import InvalidInputError
 from meteora.metrics import Qrels, Run, check_qrels, check_run, rank_run
 
-__all__ = ["fixed_k_selections", "per_query_set_metrics", "set_metrics", "paired_bootstrap_f1"]
+__all__ = ["fixed_k_selections", "per_query_set_metrics", "set_metrics", "paired_bootstrap_f1", "paired_bootstrap_mean"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +168,36 @@ def paired_bootstrap_f1(
     diff = f1(pa[idx], ra[idx]) - f1(pb[idx], rb[idx])
     return {
         "difference": round(float(f1(pa, ra) - f1(pb, rb)), 4),
+        "ci95": [round(float(np.percentile(diff, 2.5)), 4), round(float(np.percentile(diff, 97.5)), 4)],
+        "share_not_better": round(float(np.mean(diff <= 0)), 4),
+        "n_queries": len(qids),
+        "resamples": resamples,
+        "seed": seed,
+    }
+
+
+def paired_bootstrap_mean(
+    a: Mapping[str, float], b: Mapping[str, float], *, resamples: int = 10_000, seed: int = 0
+) -> dict[str, Any]:
+    """Paired bootstrap of ``mean(a) - mean(b)`` over the queries of ``a`` (a per-query
+    metric such as NDCG@10; a query missing from ``b`` counts 0), drawn as
+    :func:`paired_bootstrap_f1` draws them.
+
+    Example:
+        >>> r = paired_bootstrap_mean({"q1": 1.0, "q2": 0.5}, {"q1": 0.5, "q2": 0.5}, resamples=200)
+        >>> r["difference"], r["n_queries"]
+        (0.25, 2)
+    """
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise InvalidInputError(f"resamples must be a positive integer, got {resamples!r}")
+    qids = list(a)
+    if not qids:
+        raise InvalidInputError("no query to compare")
+    x = np.array([float(a[q]) - float(b.get(q, 0.0)) for q in qids])
+    idx = np.random.default_rng(seed).integers(0, len(qids), size=(resamples, len(qids)))
+    diff = x[idx].mean(axis=1)
+    return {
+        "difference": round(float(x.mean()), 4),
         "ci95": [round(float(np.percentile(diff, 2.5)), 4), round(float(np.percentile(diff, 97.5)), 4)],
         "share_not_better": round(float(np.mean(diff <= 0)), 4),
         "n_queries": len(qids),

@@ -33,6 +33,7 @@ from meteora.pipeline import CandidatePool
 from meteora.pool_stage import PoolVerification, PoolVerifier, PoolView
 from meteora.selection.results import SelectionResult
 from meteora.selection.selector import EvidenceSelector
+from meteora.selection.signals import CandidateSignals
 from meteora.types import Passage
 from meteora.verdicts import VerificationResult
 
@@ -94,46 +95,40 @@ def build_verifiers(spec: Any, *, generator: Any, scorer: Any) -> list[Any]:
 def pool_view(
     pool: CandidatePool,
     selection: SelectionResult,
+    signals: CandidateSignals,
     *,
     selector: EvidenceSelector,
     scorer: Any,
-    encoder: Any,
-    passage_embeddings: np.ndarray,
-    rationale_embeddings: np.ndarray,
     rationales: Sequence[str],
-    evidence: np.ndarray | None,
 ) -> PoolView:
-    """The :class:`~meteora.pool_stage.PoolView` of one selected pool: re-selection runs
-    ``selector.select`` on the same inputs minus the excluded passages."""
+    """The :class:`~meteora.pool_stage.PoolView` of one selected pool, from the signal
+    table the selection read. Re-selection runs the selector's own cut (whatever it is:
+    the learned cut, the band, the elbow) on the same signals minus the excluded
+    passages; the logits its cut then wants and the pipeline did not read (the learned
+    cut's top 10 moves up) come from the scorer in one call."""
     query, passages = pool.query, pool.passages
-    if query in rationales:
-        qv = np.asarray(rationale_embeddings[list(rationales).index(query)], dtype=np.float64)
-    elif pool.query_embedding is not None:
-        qv = np.asarray(pool.query_embedding, dtype=np.float64)
-    else:
-        qv = np.asarray(encoder.encode([query]), dtype=np.float64)[0]
-    emb = np.asarray(passage_embeddings, dtype=np.float64)
-    cos = (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)) @ (qv / max(np.linalg.norm(qv), 1e-12))
-    known = None
-    if evidence is not None:  # the pipeline read a logit only where a document has several candidates
-        counts: dict[str, int] = {}
-        for p in passages:
-            counts[p.doc_id] = counts.get(p.doc_id, 0) + 1
-        known = np.where([counts[p.doc_id] > 1 for p in passages], evidence, np.nan)
+    qcos = signals.query_cosine
+    cos = np.asarray(qcos if qcos is not None else signals.pooled, dtype=np.float64)
 
     def reselect(excluded: Collection[str]) -> SelectionResult:
-        keep = [i for i, p in enumerate(passages) if p.id not in excluded]
+        sub = signals.subset([i for i, p in enumerate(passages) if p.id not in excluded])
+        if scorer is not None and sub.evidence is not None:
+            ev = np.array(sub.evidence, dtype=np.float64)
+            missing = [i for i in selector.evidence_wanted(sub) if np.isnan(ev[i])]
+            if missing:
+                got = np.asarray(score_logits([sub.passages[i].text for i in missing]), dtype=np.float64).reshape(-1)
+                if got.shape != (len(missing),) or not np.all(np.isfinite(got)):
+                    raise InvalidInputError(f"the evidence scorer returned {got.shape[0]} logits for {len(missing)} "
+                                            "passages; evidence_logits must return one finite logit per passage")
+                ev[missing] = got
+                sub = sub.with_evidence(ev)
         context = [p for p in pool.context if p.id not in excluded] if pool.context is not None else None
-        return selector.select(
-            rationale_embeddings, passage_embeddings[keep], [passages[i] for i in keep], rationales=rationales,
-            query=query, context=context, evidence=evidence[keep] if evidence is not None else None,
-            retrieval=pool.ranking,
-        )
+        return selector.select_signals(sub, context=context, rationales=rationales)
 
     def score_logits(texts: list[str]) -> Any:
         return scorer.evidence_logits([query], [texts])[0]
 
-    return PoolView(query, passages, selection, cos, reselect, known_logits=known,
+    return PoolView(query, passages, selection, cos, reselect, known_logits=signals.evidence,
                     score_logits=score_logits if scorer is not None else None, doc_sizes=pool.doc_sizes)
 
 

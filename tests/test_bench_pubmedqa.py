@@ -11,8 +11,9 @@ import pytest
 
 from meteora.bench.config import BenchmarkConfig
 from meteora.bench.methods import get_runner
-from meteora.bench.pubmedqa import RANKING_METRICS, SET_METRICS, format_results, run_benchmark
+from meteora.bench.pubmedqa import format_results, run_benchmark
 from meteora.bench.report import environment_versions, format_table, plot_recall_vs_chunks
+from meteora.bench.view_scores import RANKING_METRICS, SET_METRICS
 from meteora.errors import DataNotFoundError, InvalidInputError
 
 
@@ -31,7 +32,7 @@ from meteora.errors import DataNotFoundError, InvalidInputError
         ({"views": "evidence"}, "views must be a non-empty list"),
         ({"ks": [1, 0]}, "every k must be positive"),
         ({"dataset": "nope"}, r"unknown dataset 'nope'; available: \['beir', 'bioasq', 'pubmedqa'\]"),
-        ({"dataset": "bioasq", "split": "train"}, "split must be 'test' or 'all' for bioasq"),
+        ({"dataset": "bioasq", "split": "test"}, "split must be 'dev', 'train' or 'all' for bioasq"),
         ({"selector": {"window": 1}}, "selector must be a meteora.SelectorSettings"),
     ],
 )
@@ -156,6 +157,7 @@ def test_run_benchmark_small(tmp_path, monkeypatch, tiny_st_dir):
         out_dir=str(out_dir),
         embedding_model=str(tiny_st_dir),
         ks=[1, 3],
+        compare=["meteora-query-only-no-scorer:best", "meteora-query-only-no-scorer:bm25"],
     )
     try:
         results = run_benchmark(cfg, command="meteora bench pubmedqa --limit 15")
@@ -195,6 +197,20 @@ def test_run_benchmark_small(tmp_path, monkeypatch, tiny_st_dir):
     assert "selection_seconds" in methods["meteora-query-only-no-scorer"]
     table = format_results(results)
     assert "bm25" in table and "meteora-query-only" in table
+    # bootstraps: F1 against the view's best fixed k (named), NDCG@10 when both rank
+    best = abstract["best_fixed_k"]
+    assert best in ("bm25@1", "bm25@3") and methods[best]["F1"] == max(methods["bm25@1"]["F1"], methods["bm25@3"]["F1"])
+    boot = abstract["paired_bootstrap_F1"]["meteora-query-only-no-scorer:best"]
+    assert boot["B"] == best and boot["ci95"][0] <= boot["difference"] <= boot["ci95"][1]
+    ndcg = abstract["paired_bootstrap_NDCG@10"]["meteora-query-only-no-scorer:bm25"]
+    assert ndcg["difference"] == pytest.approx(methods["meteora-query-only-no-scorer"]["NDCG@10"] - methods["bm25"]["NDCG@10"], abs=1e-3)
+    assert "meteora-query-only-no-scorer:best" not in abstract.get("paired_bootstrap_NDCG@10", {})
+    # buckets by relevant passages: they partition the questions
+    rows = abstract["buckets"]["rows"]
+    assert sum(r["questions"] for label, r in rows.items() if label != "all") == rows["all"]["questions"] == 15
+    assert rows["all"]["meteora-query-only-no-scorer"]["F1"] == pytest.approx(methods["meteora-query-only-no-scorer"]["F1"], abs=1e-4)
+    assert "best_fixed_k_in_bucket" in rows["all"] and best in rows["all"]
+    assert "by relevant passages per question" in table
 
 
 @pytest.mark.slow

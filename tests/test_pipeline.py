@@ -41,7 +41,7 @@ def test_settings_defaults_match_the_reranker_and_selector():
     assert s.to_dict() == {
         "pairing": "distinct", "tau": 1.0, "window": 0, "use_pairing": True, "use_pooling": True,
         "order": "score", "expand_from_documents": True, "min_similarity": 0.2, "evidence_weight": "calibrated",
-        "evidence_band": "calibrated",
+        "evidence_band": "calibrated", "cut": "learned",
     }
     assert meteora.SelectorSettings is SelectorSettings
     assert Reranker(scorer=None, generator=None, encoder=Encoder(BagOfWordsModel(dim=16))).settings == s
@@ -289,10 +289,10 @@ def test_dataset_registry_and_embedding_cache_key(home, tiny_st_dir):
         BenchmarkConfig(dataset="nope").validate()
     with pytest.raises(InvalidInputError, match=r"unknown dataset 'nope'"):
         build_benchmark("nope")
-    with pytest.raises(InvalidInputError, match=r"split must be 'test' or 'all' for bioasq, got 'train'"):
-        BenchmarkConfig(dataset="bioasq", split="train").validate()
-    BenchmarkConfig(dataset="bioasq", split="test", methods=["meteora"]).validate()
-    assert BenchmarkConfig(dataset="bioasq", limit=5, tag="x").results_stem() == "bioasq_test_n5_x"
+    with pytest.raises(InvalidInputError, match=r"split must be 'dev', 'train' or 'all' for bioasq, got 'test'"):
+        BenchmarkConfig(dataset="bioasq", split="test").validate()
+    BenchmarkConfig(dataset="bioasq", split="dev", methods=["meteora"]).validate()
+    assert BenchmarkConfig(dataset="bioasq", split="dev", limit=5, tag="x").results_stem() == "bioasq_dev_n5_x"
     # the same corpus under two dataset names: two cache files
     for name in ("toy", "toy2"):
         ctx = BenchmarkContext(BenchmarkConfig(embedding_model=str(tiny_st_dir)), benchmark=make_benchmark(name))
@@ -328,8 +328,9 @@ def test_search_batch_is_one_retrieval_and_equals_search(home, tiny_st_dir):
         assert single.selected_ids == res.selected_ids and single.ranked.to_run() == res.ranked.to_run()
         assert res.rationales[0] == q
     # supplied rationales skip the generator
+    rr = Reranker(FakeGenerator(), ctx.encoder(), None, SelectorSettings(window=1, cut="elbow"), include_query=True)
+    last = list(rr.search(ctx.queries[0], hybrid, k=4).ranked)[-1]  # the weakest: a rationale quoting it picks it first
     n_calls = len(rr.generator.calls)
-    last = list(batch[0].ranked)[-1]  # the weakest candidate: a rationale quoting it picks it first
     given = rr.search_batch(ctx.queries[:2], hybrid, k=4, rationales=[[last.text], []])
     assert len(rr.generator.calls) == n_calls
     assert given[0].selected_ids[0] == last.id and given[1].rationales == [ctx.queries[1]]
@@ -409,7 +410,8 @@ def test_bench_registry_imports_one_way_in_a_fresh_interpreter():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().split(",") == sorted(
         ["bm25", "dense", "hybrid", "meteora", "meteora-no-expansion", "meteora-no-scorer", "meteora-pairing",
-         "meteora-pooling", "meteora-query-only", "meteora-query-only-no-scorer"]
+         "meteora-pooling", "meteora-query-only", "meteora-query-only-no-scorer", "meteora-no-defence",
+         "meteora-query-only-no-defence", "meteora-band", "meteora-elbow", "meteora-query-only-band"]
     )
     code = "import sys\nimport meteora.bench.methods\nprint('meteora.bench.pubmedqa' in sys.modules)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -18,6 +18,7 @@ from meteora.pool_stage import PoolVerification, PoolView
 from meteora.reranker import Reranker
 from meteora.retrievers.dense import DenseRetriever
 from meteora.selection.cuts import EvidenceBand
+from meteora.selection.selector_settings import SelectorSettings
 from meteora.suspicion import SuspicionModel, echo_features
 from meteora.types import Passage, to_passages
 
@@ -98,25 +99,44 @@ def test_re_selection_runs_the_selectors_own_cut_on_the_pool_without_the_dropped
 
 
 def test_logits_the_pipeline_skipped_are_computed_lazily_for_the_judged_passages_only(encoder):
-    rr = _reranker(encoder)
+    rr = _reranker(encoder, settings=SelectorSettings(cut="band"))
     rr.rerank(QUERY, [POISON, *REAL, *OTHER])
-    # the pipeline reads only the document with several candidates; the defence then asks
+    # the band reads only the document with several candidates; the defence then asks
     # for the one passage it judges that had no logit (the lone added document)
     assert rr.scorer.calls[0] == [p["text"] for p in REAL]
     assert rr.scorer.calls[1:] == [[POISON["text"]]]
 
 
+def test_re_selection_runs_the_learned_cut_and_scores_what_moves_into_its_top_ten(encoder):
+    fillers = [{"text": f"Aspirin and stroke {w} in older adults.", "id": f"f{k}-0", "doc_id": f"f{k}", "position": 0}
+               for k, w in enumerate(["registry", "cohort", "costs", "survey", "audit", "guideline", "trends",
+                                      "imaging", "rehabilitation", "nursing"])]
+    rr = _reranker(encoder)
+    assert rr.selector.settings.cut == "learned"
+    res = rr.rerank(QUERY, [POISON, *REAL, *OTHER, *fillers])
+    first = set(rr.scorer.calls[0])
+    assert len(first) == 10 and POISON["text"] in first  # the learned cut reads stage 1's top 10 only
+    assert "fake-0" in res.verification.rejected_ids and "fake-0" not in res.selected_ids
+    assert res.verification.selection.explanation.cut == "learned"
+    # without the added document an 11th candidate joins the top 10: its logit is read then
+    later = {t for call in rr.scorer.calls[1:] for t in call}
+    assert later and not later & first and POISON["text"] not in later
+
+
 def test_the_guard_adds_the_next_document_when_one_lone_document_holds_the_selection(encoder):
     blind = {"features": ["cos"], "mean": [0.0], "std": [1.0], "coef": [0.0], "intercept": -5.0, "threshold": 0.9}
     quiet = dict(POISON, text="In older adults aspirin did not prevent stroke.")  # fake-0 0.83, real-2 0.40
+    band = SelectorSettings(cut="band")  # ranking scores on the cosine scale, as the margins above
     guarded = PoolDefence(blind, conflict_gate=False, guard_margin=0.5)
-    res = _reranker(encoder, verifier=guarded).rerank(QUERY, [quiet, *REAL, *OTHER])
+    res = _reranker(encoder, verifier=guarded, settings=band).rerank(QUERY, [quiet, *REAL, *OTHER])
     assert res.selected_ids == ["fake-0", "real-2"] and res.verification.restored == ["real-2"]
-    near = _reranker(encoder, verifier=PoolDefence(blind, guard_margin=0.1)).rerank(QUERY, [quiet, *REAL, *OTHER])
+    near = _reranker(encoder, verifier=PoolDefence(blind, guard_margin=0.1), settings=band).rerank(
+        QUERY, [quiet, *REAL, *OTHER])
     assert near.selected_ids == ["fake-0"]  # the next document is too far below to be added
     # a one-chunk document among one-chunk documents is not lone: the guard does not speak
     flat = [dict(p, doc_id=p["id"]) for p in REAL]
-    assert _reranker(encoder, verifier=guarded).rerank(QUERY, [quiet, *flat, *OTHER]).selected_ids == ["fake-0"]
+    assert _reranker(encoder, verifier=guarded, settings=band).rerank(
+        QUERY, [quiet, *flat, *OTHER]).selected_ids == ["fake-0"]
 
 
 def test_a_source_trust_prior_lowers_suspicion_and_bad_values_are_refused(encoder):

@@ -141,9 +141,15 @@ def test_query_only_mode_tiny_encoder(tiny_encoder):
     assert res.rationales == [QUERY]
     assert res.rationale_set is None and res.fallback is False
     _check_result_invariants(res, ["0", "1", "2", "3"])
+    # the learned cut (default): a score is P(relevant), the selection the top of the ranking
+    assert all(0.0 <= h.score <= 1.0 for h in res.ranked)
+    assert res.selected_ids == res.ranked.ids[: len(res.selected)]
+    assert res.selection.explanation.cut == "learned"
+    # the elbow: a score is the cosine between the query and the passage (documented meaning)
+    elbow = Reranker(scorer=None, generator=None, encoder=tiny_encoder, settings=SelectorSettings(cut="elbow"))
+    res = elbow.rerank(QUERY, texts)
     # one rationale: pairing takes its best match, which is the top of the ranking
     assert res.selected[0].id == res.ranked[0].id
-    # a score is the cosine between the query and the passage (documented meaning)
     q = tiny_encoder.encode([QUERY])[0]
     p = tiny_encoder.encode(texts)
     expected = {str(i): float(q @ p[i]) for i in range(len(texts))}
@@ -153,10 +159,16 @@ def test_query_only_mode_tiny_encoder(tiny_encoder):
 
 
 def test_query_only_selects_the_matching_passage(kw_encoder):
+    # the learned cut without a scorer ranks documents: it keeps the matching document's
+    # chunks and nothing of the others
     rr = Reranker(scorer=None, generator=None, encoder=kw_encoder)
     res = rr.rerank("aspirin stroke", _doc_passages())
-    assert res.selected_ids[0] == "A1"
-    assert res.ranked[0].id == "A1"
+    assert "A1" in res.selected_ids and {p.doc_id for p in res.selected} == {"A"}
+    assert {h.passage.doc_id for h in res.ranked[:3]} == {"A"}
+    # the elbow keeps the matching chunk itself
+    elbow = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=SelectorSettings(cut="elbow"))
+    res = elbow.rerank("aspirin stroke", _doc_passages())
+    assert res.selected_ids[0] == "A1" and res.ranked[0].id == "A1"
     assert "B0" not in res.selected_ids
 
 
@@ -179,13 +191,16 @@ def test_inputs_str_dict_passage_and_ids(kw_encoder):
 
 
 def test_top_k_and_fixed_k_view(kw_encoder):
-    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, top_k=2, settings=SelectorSettings(window=2))
+    settings = SelectorSettings(window=2, cut="elbow")
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, top_k=2, settings=settings)
     res = rr.rerank("aspirin stroke", _doc_passages())
     assert len(res.selected) == 2
     assert res.selected_ids[0] == "A1"
     assert res.top_k(3).ids == res.ranked.ids[:3]
-    full = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=SelectorSettings(window=2)).rerank("aspirin stroke", _doc_passages())
+    full = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=settings).rerank("aspirin stroke", _doc_passages())
     assert len(full.selected) > 2  # window 2 adds A0 and A2: top_k really cut
+    learned = Reranker(scorer=None, generator=None, encoder=kw_encoder, top_k=2).rerank("aspirin stroke", _doc_passages())
+    assert learned.selected_ids == learned.ranked.ids[:2]
 
 
 def test_order_document(kw_encoder):
@@ -205,7 +220,7 @@ def test_order_document(kw_encoder):
 
 
 def test_explain_and_to_dict_with_given_rationales(kw_encoder):
-    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=SelectorSettings(window=1))
+    rr = Reranker(scorer=None, generator=None, encoder=kw_encoder, settings=SelectorSettings(window=1, cut="elbow"))
     rats = ["Look for aspirin and stroke outcomes.", "Kidney disease in dogs."]
     (res,) = rr.rerank_batch([QUERY], [_doc_passages()], rationales=[rats])
     assert res.rationales == rats
@@ -246,7 +261,8 @@ def test_garbage_lm_falls_back_to_the_query(tiny_llama_dir, kw_encoder, junk):
     res = rr.rerank("aspirin stroke?", _doc_passages())
     assert res.fallback is True
     assert res.rationales == ["aspirin stroke?"]
-    assert res.selected_ids[0] == "A1"  # same as query-only
+    query_only = Reranker(scorer=None, generator=None, encoder=kw_encoder).rerank("aspirin stroke?", _doc_passages())
+    assert res.selected_ids == query_only.selected_ids
     assert "none usable from the generator" in res.explain()
     assert res.to_dict()["fallback"] is True
     assert gen.model.calls == 1
@@ -606,9 +622,13 @@ def test_readme_quick_start_selects_only_the_aspirin_passage():
         assert [p.text for p in res.selected] == ["Aspirin reduced recurrent stroke by 20% (HR 0.80)."], rr
         assert res.ranked.ids[0] == "0"
     scored = Reranker(generator=None).rerank(*QUICK_START)
-    assert scored.selection.scores["b"].score < 0.2 < scored.selection.scores["0"].score
-    assert "Relevance floor: cosine >= 0.2" in scored.explain()
-    assert "dropped" not in scored.explain() or "b" in scored.explain()
+    # the score is P(relevant)
+    assert scored.selection.scores["b"].score < 0.5 < scored.selection.scores["0"].score
+    assert "Cut (learned)" in scored.explain()
+    band = Reranker(generator=None, settings=SelectorSettings(cut="band")).rerank(*QUICK_START)
+    assert band.selected_ids == ["0"]
+    assert band.selection.scores["b"].score < 0.2 < band.selection.scores["0"].score
+    assert "Relevance floor: cosine >= 0.2" in band.explain()
 
 
 @pytest.mark.integration

@@ -175,3 +175,27 @@ def test_scorer_remembers_pairs(tiny_st_dir):
     off = EvidenceScorer(None, base=str(tiny_st_dir), cache_size=0)
     off.logits([("q", "a")]), off.logits([("q", "a")])
     assert off.stats["hits"] == 0
+
+
+def test_scorer_logits_persist_in_a_cache_file_keyed_by_the_scorer(tiny_st_dir, tmp_path):
+    from meteora.errors import UnsafeOverwriteError
+    from meteora.scorer import EvidenceScorer
+
+    path = tmp_path / "logits.sqlite"
+    first = EvidenceScorer(None, base=str(tiny_st_dir), cache_path=path)
+    lg = first.logits([("q", "a"), ("q", "b")])
+    again = EvidenceScorer(None, base=str(tiny_st_dir), cache_path=path)  # a new process, the same file
+    np.testing.assert_array_equal(again.logits([("q", "b"), ("q", "a")]), lg[[1, 0]])
+    assert again.stats == {"hits": 2, "misses": 0}
+    other = EvidenceScorer(None, base=str(tiny_st_dir), max_length=16, cache_path=path)  # another scorer identity
+    assert other.identity != first.identity
+    other.logits([("q", "a")])
+    assert other.stats == {"hits": 0, "misses": 1}
+    again.clear_cache()  # memory only: the file keeps them
+    again.logits([("q", "a")])
+    assert again.stats == {"hits": 1, "misses": 0}
+    user_file = tmp_path / "notes.sqlite"
+    user_file.write_text("not a database")
+    with pytest.raises(UnsafeOverwriteError):
+        EvidenceScorer(None, base=str(tiny_st_dir), cache_path=user_file)
+    assert user_file.read_text() == "not a database"

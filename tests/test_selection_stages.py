@@ -210,7 +210,7 @@ def test_a_custom_cut_plugs_into_the_selector():
 def test_the_explanation_is_assembled_from_the_stage_reports():
     ps = docs(("a", 0), ("a", 1), ("b", 0))
     context = docs(("a", 2))
-    res = EvidenceSelector(SelectorSettings(window=1)).select(
+    res = EvidenceSelector(SelectorSettings(window=1, cut="elbow")).select(
         np.array([[1.0, 0.0]]), angle([0.9, 0.3, 0.25]), ps, rationales=["q"], query="q", context=ps + context
     )
     ex = res.explanation

@@ -44,8 +44,9 @@ class BenchmarkConfig:
     the ablation variants change fields of it). ``options`` holds the
     generator's settings: ``generator``, ``adapter``, ``template``, ``n``,
     ``include_query``, ``batch_size``, ``max_new_tokens``. ``compare`` lists
-    ``"A:B"`` pairs (``B`` may be a fixed-k baseline ``NAME@k``) whose F1 difference is
-    tested with a paired bootstrap over the questions, per view. ``views=None`` scores
+    ``"A:B"`` pairs (``B`` may be a fixed-k baseline ``NAME@k``, or ``best``: the view's
+    best fixed-k baseline) whose F1 difference (and NDCG@10 difference, when both rank)
+    is tested with a paired bootstrap over the questions, per view. ``views=None`` scores
     every view the dataset has. ``out_dir`` is the results folder, or the results JSON
     file itself when it ends in ``.json`` (the plot goes beside it). ``num_threads`` is
     recorded and given to the llama.cpp generator; torch's thread count is process-wide
@@ -112,13 +113,13 @@ class BenchmarkConfig:
             raise InvalidInputError(f"every k must be positive, got {self.ks}")
         for pair in self.compare:
             a, sep, b = str(pair).partition(":")
-            names = [a.partition("@")[0], b.partition("@")[0]]
+            names = [a.partition("@")[0]] + ([] if b == "best" else [b.partition("@")[0]])
             if not sep or not a or not b or any(n not in self.methods for n in names):
                 raise InvalidInputError(
                     f"compare entries are 'A:B' with A and B among the methods run (B may be NAME@k, e.g. "
-                    f"'meteora:dense@3'); got {pair!r}"
+                    f"'meteora:dense@3', or 'best', the best fixed k); got {pair!r}"
                 )
-            for side in (a, b):
+            for side in (a, b) if b != "best" else (a,):
                 k = side.partition("@")[2]
                 if k and not (k.isdigit() and int(k) >= 1):
                     raise InvalidInputError(f"in {pair!r}, the k of {side!r} must be a positive integer")

@@ -136,8 +136,10 @@ class BenchmarkContext:
 
     def scorer(self):
         """The evidence scorer of the METEORA methods that use one (built once; its
-        pair memory is shared by every method of the run): ``options["scorer"]`` is
-        ``"default"`` (the packaged adapter, the default), an adapter folder, or ``"none"``."""
+        pair memory is shared by every method of the run, and its logits are kept in
+        ``$METEORA_HOME/scorer_logits.sqlite`` so reruns score nothing twice):
+        ``options["scorer"]`` is ``"default"`` (the packaged adapter, the default), an
+        adapter folder, or ``"none"``."""
 
         def build():
             from meteora.scorer import EvidenceScorer
@@ -147,7 +149,7 @@ class BenchmarkContext:
             choice = self.config.options.get("scorer") or "default"
             if str(choice).lower() == "none":
                 return None
-            return EvidenceScorer(choice)
+            return EvidenceScorer(choice, cache_path=True)
 
         return self.shared("scorer", build)
 

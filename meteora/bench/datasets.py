@@ -10,7 +10,7 @@ Example:
     >>> sorted(DATASETS)
     ['beir', 'bioasq', 'pubmedqa']
     >>> DATASET_SPLITS["bioasq"], DATASET_TITLES["pubmedqa"]
-    (('test', 'all'), 'PubMedQA PQA-L')
+    (('dev', 'train', 'all'), 'PubMedQA PQA-L')
     >>> build_benchmark("pubmedqa")  # doctest: +SKIP
     RetrievalBenchmark(name='pubmedqa', passages=3358, ...)
 """
@@ -30,10 +30,11 @@ DATASETS: dict[str, str] = {
     "bioasq": "meteora.datasets.bioasq:build_bioasq_benchmark",
     "beir": "meteora.datasets.beir:build_beir_benchmark",
 }
-#: the splits each registered dataset has (empty: the data decides, e.g. BEIR's qrels files)
+#: the splits each registered dataset has, its default (evaluation) split first (empty:
+#: the data decides, e.g. BEIR's qrels files)
 DATASET_SPLITS: dict[str, tuple[str, ...]] = {
     "pubmedqa": ("test", "train", "all"),
-    "bioasq": ("test", "all"),
+    "bioasq": ("dev", "train", "all"),
     "beir": (),
 }
 #: names shown in results files and plots

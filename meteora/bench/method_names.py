@@ -49,6 +49,7 @@ class MeteoraVariant:
     use_pairing: bool | None = None
     use_pooling: bool | None = None
     window: int | None = None
+    cut: str | None = None
 
     def settings(self, base: SelectorSettings, window: int | None = None) -> SelectorSettings:
         """``base`` with this variant's fields (and a ``-wN`` window) applied."""
@@ -57,6 +58,8 @@ class MeteoraVariant:
             changes["use_pairing"] = self.use_pairing
         if self.use_pooling is not None:
             changes["use_pooling"] = self.use_pooling
+        if self.cut is not None:
+            changes["cut"] = self.cut
         w = window if window is not None else self.window
         if w is not None:
             changes["window"] = w
@@ -74,6 +77,10 @@ METEORA_VARIANTS: Mapping[str, MeteoraVariant] = types.MappingProxyType(
         "meteora-query-only-no-scorer": MeteoraVariant(uses_lm=False, uses_scorer=False),
         "meteora-no-defence": MeteoraVariant(uses_lm=True, defence=False),
         "meteora-query-only-no-defence": MeteoraVariant(uses_lm=False, defence=False),
+        # the previous cuts, for ablation: the evidence band (the last release's default) and the elbow
+        "meteora-band": MeteoraVariant(uses_lm=True, cut="band"),
+        "meteora-elbow": MeteoraVariant(uses_lm=True, uses_scorer=False, cut="elbow"),
+        "meteora-query-only-band": MeteoraVariant(uses_lm=False, cut="band"),
     }
 )
 _WINDOW_SUFFIX = re.compile(r"^(?P<base>meteora[a-z-]*?)-w(?P<w>\d+)$")

@@ -8,16 +8,19 @@ the dense retriever's stored corpus embeddings, so nothing is re-encoded:
 
 ``meteora``                full pipeline, as ``Reranker()``: LM rationales (+ the query
                            as anchor unless ``options["include_query"]`` is False), the
-                           evidence scorer, pairing + elbow, the run's selector settings
+                           evidence scorer, the learned cut, the run's selector settings
                            (``config.selector``; default ``SelectorSettings()``, window 0)
-``meteora-no-scorer``      the same without the evidence scorer (embeddings only: the
-                           untrained METEORA baseline, ``Reranker(scorer=None)``)
+``meteora-no-scorer``      the same without the evidence scorer (``Reranker(scorer=None)``:
+                           the learned cut's stage-1 model)
 ``meteora-no-expansion``   ``meteora`` with window 0
 ``meteora-pairing``        pairing only (no elbow)
 ``meteora-pooling``        elbow only (no pairing)
 ``meteora-query-only``     no LM: the query is the single rationale (with the scorer,
                            ``Reranker(generator=None)``)
 ``meteora-query-only-no-scorer``  no LM and no scorer (embeddings only)
+``meteora-band``           ``meteora`` with the evidence band (``cut="band"``: the previous
+                           default); ``meteora-query-only-band`` the same without the LM
+``meteora-elbow``          rationales, METEORA's pooled elbow (``cut="elbow"``), no scorer
 ``meteora-no-defence``, ``meteora-query-only-no-defence``  ``meteora`` / ``meteora-query-only``
                            without the default poison defence (``verifier=None``): its
                            clean cost is the difference

@@ -19,7 +19,9 @@ method ever sees them.
 
 Every method is run on the same queries over the same corpus. Ranking methods report
 NDCG@10, Recall@k, MRR@10 and MAP; every method also gets set metrics — a fixed-k
-baseline ``name@k`` keeps its top k, a selection method keeps what it selects.
+baseline ``name@k`` keeps its top k, a selection method keeps what it selects — and
+each view gets the configured paired bootstraps and the relevant-count buckets
+(:mod:`meteora.bench.view_scores`).
 
 Example:
     >>> cfg = BenchmarkConfig(methods=["bm25"], split="test", limit=20)
@@ -45,66 +47,12 @@ from meteora.bench.context import BenchmarkContext, MethodOutput
 from meteora.bench.datasets import DATASET_TITLES
 from meteora.bench.methods import get_runner
 from meteora.bench.report import environment_versions, format_table, plot_recall_vs_chunks
+from meteora.bench.view_scores import score_view
 from meteora.errors import InvalidInputError
 
-__all__ = ["run_benchmark", "format_results", "RANKING_METRICS", "SET_METRICS"]
+__all__ = ["run_benchmark", "format_results"]
 
 logger = logging.getLogger(__name__)
-
-RANKING_METRICS = ("NDCG@10", "Recall@1", "Recall@5", "Recall@10", "Recall@20", "Recall@50", "MRR@10", "MAP")
-SET_METRICS = ("precision", "recall", "F1", "mean_chunks")
-
-
-def _score_view(view: str, ctx: BenchmarkContext, outputs: dict[str, MethodOutput]) -> dict[str, Any]:
-    from meteora.metrics import evaluate_ranking
-    from meteora.set_metrics import fixed_k_selections, paired_bootstrap_f1, set_metrics
-
-    qrels = ctx.data.qrels_for(view, ctx.qids)
-    methods: dict[str, dict[str, Any]] = {}
-    for name, out in outputs.items():
-        entry: dict[str, Any] = {}
-        if out.run is not None:
-            run = {q: out.run.get(q, {}) for q in qrels}
-            entry.update(evaluate_ranking(qrels, run, RANKING_METRICS))
-        if out.selections is not None:
-            sel = {q: out.selections.get(q, []) for q in qrels}
-            entry.update({k: v for k, v in set_metrics(qrels, sel).items() if k != "n_queries"})
-        entry["seconds"] = out.seconds
-        entry.update(out.extra)
-        methods[name] = entry
-        if out.run is not None and out.fixed_k:
-            run = {q: out.run.get(q, {}) for q in qrels}
-            for k in ctx.config.ks:
-                m = set_metrics(qrels, fixed_k_selections(run, k))
-                methods[f"{name}@{k}"] = {key: m[key] for key in (*SET_METRICS, "F1_macro", "median_chunks") if key in m}
-    comparisons = {}
-    for pair in ctx.config.compare:
-        a, b = pair.split(":")
-        comparisons[pair] = paired_bootstrap_f1(
-            qrels, _selections_of(a, outputs, qrels), _selections_of(b, outputs, qrels)
-        )
-    out: dict[str, Any] = {"n_queries": len(qrels), "methods": methods}
-    if comparisons:
-        out["paired_bootstrap_F1"] = comparisons
-    return out
-
-
-def _selections_of(name: str, outputs: dict[str, MethodOutput], qrels: dict[str, Any]) -> dict[str, list[str]]:
-    """What method ``name`` selects per query: a selection method's own selection, or
-    the top k of a ranking method for ``NAME@k``."""
-    from meteora.set_metrics import fixed_k_selections
-
-    base, _, k = name.partition("@")
-    out = outputs.get(base)
-    if out is None:
-        raise InvalidInputError(f"--compare names {name!r}, but {base!r} is not among the methods run")
-    if k:
-        if out.run is None:
-            raise InvalidInputError(f"{base!r} ranks nothing, so {name!r} has no top-k selection")
-        return fixed_k_selections({q: out.run.get(q, {}) for q in qrels}, int(k))
-    if out.selections is None:
-        raise InvalidInputError(f"{name!r} selects nothing; compare a selection method or NAME@k")
-    return {q: out.selections.get(q, []) for q in qrels}
 
 
 def run_benchmark(
@@ -154,7 +102,7 @@ def run_benchmark(
         runner = get_runner(name)
         assert runner is not None
         outputs[name] = runner(ctx)
-    views = {view: _score_view(view, ctx, outputs) for view in config.views}
+    views = {view: score_view(view, ctx, outputs) for view in config.views}
     results: dict[str, Any] = {
         "command": command or "meteora " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "config": asdict(config),
@@ -199,10 +147,37 @@ def format_results(results: dict[str, Any], *, ks_shown: Sequence[int] = (1, 3, 
             lines.append(f"\n== {view} view — sets (precision/recall over chunk ids) ==")
             lines.append(format_table(sets, ["precision", "recall", "F1", "mean_chunks"]))
         verdicts.extend(wins_and_losses(view, data))
+        lines.extend(_bucket_lines(view, data))
+        for kind in ("F1", "NDCG@10"):
+            for pair, b in data.get(f"paired_bootstrap_{kind}", {}).items():
+                lines.append(f"paired bootstrap {kind} {pair.replace('best', b['B'])}: {b['difference']:+.4f} "
+                             f"[{b['ci95'][0]:+.4f}, {b['ci95'][1]:+.4f}]")
     if verdicts:
         lines.append("\n== where it wins / where it loses ==")
         lines.extend(verdicts)
     return "\n".join(lines)
+
+
+def _bucket_lines(view: str, data: dict[str, Any]) -> list[str]:
+    """The relevant-count bucket table of a view: F1 (mean selected) per method."""
+    buckets = data.get("buckets")
+    if not buckets or not buckets.get("rows"):
+        return []
+    rows = buckets["rows"]
+    first = next(iter(rows.values()))
+    names = [n for n, v in first.items() if isinstance(v, dict) and "mean_selected" in v]
+    table = {}
+    for label, row in rows.items():
+        entry: dict[str, Any] = {"questions": row["questions"], "relevant": row["mean_relevant"]}
+        for n in names:
+            if n in row:
+                entry[n] = f"{row[n]['F1']:.3f} ({row[n]['mean_selected']:.1f})"
+        own = row.get("best_fixed_k_in_bucket")
+        if own:
+            entry["best k here"] = f"{own['F1']:.3f} ({own['method']})"
+        table[label] = entry
+    return [f"\n== {view} view — by relevant passages per question: F1 (mean selected) ==",
+            format_table(table, ["questions", "relevant", *names, "best k here"])]
 
 
 def _verdict(ours: float, theirs: float) -> str:
@@ -241,7 +216,7 @@ def wins_and_losses(view: str, data: dict[str, Any]) -> list[str]:
                 f"{verdict} on F1 ({m['F1']:.3f} with {m['mean_chunks']:.1f} chunks vs {b['F1']:.3f} for {best_k} "
                 f"with {b['mean_chunks']:.1f})"
             )
-            boot = boots.get(f"{name}:{best_k}")
+            boot = boots.get(f"{name}:{best_k}") or boots.get(f"{name}:best")
             if boot:
                 parts[-1] += f", 95% CI of the difference [{boot['ci95'][0]:+.3f}, {boot['ci95'][1]:+.3f}]"
         if best_r is not None and "NDCG@10" in m:

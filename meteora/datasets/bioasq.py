@@ -1,7 +1,6 @@
 """BioASQ Task B gold snippets as an evidence-selection benchmark.
 
-A second, differently built evidence benchmark beside PubMedQA, used to check that
-what is trained on PubMedQA generalises (never train on it). Input: the BioASQ
+A second, differently built evidence benchmark beside PubMedQA. Input: the BioASQ
 "golden" JSON files (``{"questions": [{"id", "body", "type", "snippets": [...]}]}``),
 e.g. the 2019–2020 development batches ``7B1_golden.json`` … ``8B5_golden.json``.
 
@@ -9,8 +8,11 @@ Corpus: every distinct gold snippet of every question (distinct = same PubMed id
 the same text up to white space), grouped by PubMed id (the last
 part of the snippet's ``document`` URL) and ordered by section (title before abstract)
 and offset, so ``doc_id`` = PMID and ``position`` = that order. Relevant (view
-``"evidence"``): the question's own snippets. Splits: ``"all"`` and ``"test"`` (the
-same questions: the whole set is for evaluation only).
+``"evidence"``): the question's own snippets. Splits, by the file a question first
+occurs in: ``"train"`` — the 7B files (2019), training and calibration data; ``"dev"``
+— every other file (the 8B files, 2020): report on it, never train or choose
+settings on it; ``"all"``. The corpus always holds the snippets of every file (only
+the questions are split).
 
 Example:
     >>> bench = build_bioasq_benchmark()                 # doctest: +SKIP
@@ -31,12 +33,16 @@ from meteora.errors import DataNotFoundError, InvalidInputError
 from meteora.settings import data_dir
 from meteora.types import Passage
 
-__all__ = ["build_bioasq_benchmark", "BIOASQ_SUBDIR"]
+__all__ = ["build_bioasq_benchmark", "BIOASQ_SUBDIR", "TRAIN_FILE_PREFIX", "BIOASQ_SPLITS"]
 
 logger = logging.getLogger(__name__)
 
 #: Sub-folder of the data folder that holds the development files.
 BIOASQ_SUBDIR = "bioasq-dev"
+#: Golden files whose name starts with this hold the training questions (BioASQ 7B, 2019).
+TRAIN_FILE_PREFIX = "7B"
+#: The question splits: dev (the default evaluation split), train, all.
+BIOASQ_SPLITS = ("dev", "train", "all")
 _SECTION_ORDER = {"title": 0, "abstract": 1}
 
 
@@ -86,8 +92,9 @@ def build_bioasq_benchmark(path: str | os.PathLike[str] | None = None) -> Retrie
 
     Returns:
         A :class:`~meteora.datasets.pubmedqa.RetrievalBenchmark` named ``"bioasq"`` with the
-        view ``"evidence"`` and splits ``"test"`` and ``"all"`` (identical). A question
-        asked in several files is kept once (its first occurrence).
+        view ``"evidence"`` and splits ``"dev"``, ``"train"`` and ``"all"`` (see the
+        module doc). A question asked in several files is kept once (its first
+        occurrence, which also decides its split).
 
     Raises:
         DataNotFoundError: no files found. InvalidInputError: a file is not in the
@@ -99,6 +106,7 @@ def build_bioasq_benchmark(path: str | os.PathLike[str] | None = None) -> Retrie
     queries: dict[str, str] = {}
     own: dict[str, list[tuple[str, str]]] = {}
     answers: dict[str, dict[str, Any]] = {}
+    train: set[str] = set()
     for file in _golden_files(path):
         for qi, q in enumerate(_load(file)):
             where = f"{file.name}: question #{qi}"
@@ -125,6 +133,8 @@ def build_bioasq_benchmark(path: str | os.PathLike[str] | None = None) -> Retrie
                 continue
             queries[qid] = q["body"].strip()
             own[qid] = keys
+            if file.name.startswith(TRAIN_FILE_PREFIX):
+                train.add(qid)
             answers[qid] = {"type": q.get("type"), "ideal_answer": q.get("ideal_answer")}
 
     corpus: list[Passage] = []
@@ -144,7 +154,11 @@ def build_bioasq_benchmark(path: str | os.PathLike[str] | None = None) -> Retrie
         corpus=corpus,
         queries=queries,
         qrels={"evidence": qrels},
-        splits={"test": qids, "all": list(qids)},
+        splits={
+            "dev": [q for q in qids if q not in train],
+            "train": [q for q in qids if q in train],
+            "all": list(qids),
+        },
         answers=answers,
     )
     logger.info("built %r", bench)

@@ -2,7 +2,13 @@
 
 A cut reads a query's :class:`~meteora.selection.signals.CandidateSignals` and returns a
 :class:`CutResult`: the candidates it keeps, the order it ranked them in, and — when it
-scores candidates itself — the score every candidate is ranked by. Two cuts ship:
+scores candidates itself — the score every candidate is ranked by. A cut also says which
+candidates the evidence scorer should read (:func:`evidence_wanted`): the reranker calls
+the scorer once, batched over its queries, for exactly those. Three cuts ship:
+
+* :class:`~meteora.selection.learned_cut.LearnedCut` (the default): P(relevant) per
+  candidate from two LightGBM models, the scorer reading stage 1's top 10, cut at the
+  expected-F1 count;
 
 * :class:`ElbowCut` (no evidence scorer): METEORA's adaptive elbow
   (:func:`~meteora.selection.elbow.elbow_cutoff`) over the pooled cosines, then the
@@ -12,10 +18,8 @@ scores candidates itself — the score every candidate is ranked by. Two cuts sh
   the floor. Pairing picks only inside the band (``CutResult.eligible``) and the
   document-evidence score is the ranking score.
 
-Anything with the :class:`Cut` shape plugs in (``EvidenceSelector(settings, cut=...)``),
-e.g. a learned model predicting P(relevant) per candidate from
-:meth:`~meteora.selection.signals.CandidateSignals.features`, keeping the prefix that
-maximises expected F1 and returning its probabilities as ``scores``.
+Anything with the :class:`Cut` shape plugs in (``EvidenceSelector(settings, cut=...)``);
+one without a ``wanted_evidence`` method gets the logits the band reads.
 
 Example:
     >>> import numpy as np
@@ -45,6 +49,8 @@ __all__ = [
     "ElbowCut",
     "EvidenceBand",
     "document_evidence_score",
+    "evidence_wanted",
+    "shared_document_candidates",
     "relevance_floor",
     "ranked",
 ]
@@ -69,6 +75,7 @@ class CutResult:
         elbow: the elbow decision (:class:`ElbowCut`), else ``None``.
         below_floor: indices the elbow kept that the relevance floor dropped.
         evidence_weight / evidence_band: the knobs of :class:`EvidenceBand`, else ``None``.
+        name: which cut decided (``"learned"``, ``"band"``, ``"elbow"``; ``"custom"``).
     """
 
     kept: list[int]
@@ -80,6 +87,7 @@ class CutResult:
     below_floor: list[int] = field(default_factory=list)
     evidence_weight: float | None = None
     evidence_band: float | None = None
+    name: str = "custom"
 
 
 @runtime_checkable
@@ -87,6 +95,30 @@ class Cut(Protocol):
     """A cut stage: the query's signals in, a :class:`CutResult` out."""
 
     def __call__(self, signals: CandidateSignals) -> CutResult: ...
+
+
+def shared_document_candidates(signals: CandidateSignals) -> list[int]:
+    """The candidates that share their document with another candidate (an evidence
+    logit only matters against the rest of its document).
+
+    Example:
+        >>> from meteora.types import Passage
+        >>> ps = [Passage("x", id=f"p{i}", doc_id=d) for i, d in enumerate("aab")]
+        >>> s = CandidateSignals.build(np.eye(3)[:1], np.eye(3), ps)
+        >>> shared_document_candidates(s)
+        [0, 1]
+    """
+    sizes = signals.doc_sizes
+    return [i for i in range(signals.n) if sizes[i] > 1]
+
+
+def evidence_wanted(cut: Cut, signals: CandidateSignals) -> list[int]:
+    """The candidates whose evidence logits ``cut`` reads: its ``wanted_evidence(signals)``,
+    or, for a cut without one, those :class:`EvidenceBand` reads."""
+    wanted = getattr(cut, "wanted_evidence", None)
+    if wanted is None:
+        return shared_document_candidates(signals)
+    return sorted({int(i) for i in wanted(signals)})
 
 
 def ranked(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +171,10 @@ class ElbowCut:
     tau: float = 1.0
     min_similarity: float | None = 0.2
 
+    def wanted_evidence(self, signals: CandidateSignals) -> list[int]:
+        """None: the elbow reads no evidence logits."""
+        return []
+
     def __call__(self, signals: CandidateSignals) -> CutResult:
         order, order_scores = ranked(signals.pooled)
         elbow = elbow_cutoff(order_scores, self.tau)
@@ -150,6 +186,7 @@ class ElbowCut:
             order_scores=order_scores,
             elbow=elbow,
             below_floor=[i for i in head if not ok[i]],
+            name="elbow",
         )
 
 
@@ -158,16 +195,23 @@ class EvidenceBand:
     """With an evidence scorer: score each chunk by its document's relevance plus its
     weighted evidence gap (:func:`document_evidence_score`) and keep every chunk within
     ``band`` of the best score and at or above ``min_similarity``; pairing may take only
-    those, and the result is ranked by that score."""
+    those, and the result is ranked by that score. It reads the logits of the chunks
+    that share their document with another candidate (a chunk alone in its document
+    scores its document's relevance whatever its logit)."""
 
     weight: float
     band: float
     min_similarity: float | None = 0.2
 
+    def wanted_evidence(self, signals: CandidateSignals) -> list[int]:
+        """The chunks that share their document with another candidate."""
+        return shared_document_candidates(signals)
+
     def __call__(self, signals: CandidateSignals) -> CutResult:
         if signals.evidence is None:
             raise InvalidInputError("EvidenceBand needs the evidence scorer's logits (signals.evidence)")
-        score = document_evidence_score(signals.pooled, signals.evidence, signals.doc_ids, self.weight)
+        logits = np.nan_to_num(signals.evidence, nan=0.0)  # NaN: not read, a chunk alone in its document
+        score = document_evidence_score(signals.pooled, logits, signals.doc_ids, self.weight)
         ok = relevance_floor(score, self.min_similarity)
         if signals.n:
             ok = ok & (score >= score.max() - self.band - BAND_EPS)
@@ -180,4 +224,5 @@ class EvidenceBand:
             eligible=ok,
             evidence_weight=self.weight,
             evidence_band=self.band,
+            name="band",
         )

@@ -8,7 +8,8 @@ Example:
     >>> import numpy as np
     >>> from meteora.selection.selector import EvidenceSelector
     >>> from meteora.types import to_passages
-    >>> res = EvidenceSelector().select(np.eye(2)[:1], np.eye(2), to_passages(["fever", "cats"]))
+    >>> from meteora.selection.selector_settings import SelectorSettings
+    >>> res = EvidenceSelector(SelectorSettings(cut="elbow")).select(np.eye(2)[:1], np.eye(2), to_passages(["fever", "cats"]))
     >>> res
     SelectionResult(1 of 2 selected: [0])
     >>> res.scores["0"].to_dict()
@@ -54,9 +55,11 @@ class ChunkScore:
         pooled: cosine similarity to the pooled (mean) rationale, in ``[-1, 1]``.
         pairing: largest cosine similarity among the rationales that chose this chunk
             in pairing, or ``None`` when no rationale chose it.
-        score: the ranking score: ``max(pooled, pairing)``, or with a scorer the
-            document relevance plus the weighted evidence-logit gap (see the module doc).
-        evidence: the evidence scorer's logit, or ``None`` without a scorer.
+        score: the ranking score: with the learned cut (default) P(relevant), else
+            ``max(pooled, pairing)``, or with the band the document relevance plus the
+            weighted evidence-logit gap (see :mod:`meteora.selection`).
+        evidence: the evidence scorer's logit, or ``None`` when the scorer did not read
+            this candidate (or there is none).
     """
 
     pooled: float
@@ -87,6 +90,9 @@ class SelectionExplanation:
             (``"pairing"``, ``"pooling"``, ``"expansion"``).
         expansion_added: ids that only expansion added, in the order they were added.
         pairing_mode, window, tau, order: the selector settings used.
+        cut: the cut that decided (``"learned"``, ``"band"``, ``"elbow"``, ``"custom"``);
+            with the learned cut ``pooled_order`` / ``pooled_scores`` are the candidates by
+            P(relevant).
     """
 
     pairs: list[RationalePair]
@@ -104,9 +110,11 @@ class SelectionExplanation:
     evidence_band: float | None = None
     evidence_weight: float | None = None
     below_floor: list[str] = field(default_factory=list)
+    cut: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "cut": self.cut,
             "min_similarity": self.min_similarity,
             "evidence_band": self.evidence_band,
             "evidence_weight": self.evidence_weight,
@@ -179,7 +187,14 @@ class SelectionResult:
                 lines.append(f"  rationale {j} chose nothing (every candidate taken or below the relevance floor)")
         else:
             lines.append("Pairing: off")
-        if ex.elbow is not None:
+        if ex.cut == "learned":
+            kept_ids = [pid for pid in ex.pooled_order if "pooling" in ex.sources.get(pid, ())]
+            lines.append(
+                f"Cut (learned): keeps the top {len(kept_ids)} by P(relevant), the count with the best expected F1: "
+                + ", ".join(f"{pid} (P {s:.3f})" for pid, s in zip(ex.pooled_order, ex.pooled_scores, strict=False)
+                            if pid in kept_ids)
+            )
+        elif ex.elbow is not None:
             e = ex.elbow
             kept = ex.pooled_order[: e.keep]
             if e.rule == "all":
@@ -204,7 +219,7 @@ class SelectionResult:
                 f"Evidence scorer: document relevance + {ex.evidence_weight:g} x evidence-logit gap; "
                 f"kept the chunks within {ex.evidence_band:g} of the best score"
             )
-        if ex.min_similarity is not None:
+        if ex.min_similarity is not None and ex.cut != "learned":
             lines.append(f"Relevance floor: cosine >= {ex.min_similarity:g}")
         if ex.below_floor:
             lines.append("  dropped below the floor: " + ", ".join(ex.below_floor))

@@ -5,21 +5,28 @@ its own module:
 
 1. :func:`~meteora.selection.validation.check_inputs` — validate, unit-normalise;
 2. :class:`~meteora.selection.signals.CandidateSignals` — the per-candidate signal
-   table (cosines, evidence logits, documents, retriever scores);
-3. the cut (:mod:`meteora.selection.cuts`) — :class:`~meteora.selection.cuts.ElbowCut`
-   without an evidence scorer, :class:`~meteora.selection.cuts.EvidenceBand` with one,
-   or one given to the selector;
+   table (cosines, evidence logits, documents, retriever scores, the query);
+3. the cut (:mod:`meteora.selection.cuts`) — ``settings.cut``:
+   :class:`~meteora.selection.learned_cut.LearnedCut` (default; the packaged query-only
+   model unless one is given), :class:`~meteora.selection.cuts.EvidenceBand` with
+   evidence logits, :class:`~meteora.selection.cuts.ElbowCut` without; or one given to
+   the selector;
 4. :mod:`~meteora.selection.pairing` — each rationale takes a chunk;
 5. :mod:`~meteora.selection.expansion` — the union of the stages, then neighbours;
 6. :mod:`~meteora.selection.ordering` — ranking scores and the order of the selection;
 
 and assembles the :class:`~meteora.selection.results.SelectionResult` from what each
-stage reports.
+stage reports. :meth:`EvidenceSelector.select` runs them all on arrays; a caller that
+scores evidence itself (:class:`~meteora.Reranker`) builds the signals
+(:meth:`~EvidenceSelector.signals`), asks which candidates the cut wants scored
+(:meth:`~EvidenceSelector.evidence_wanted`), adds the logits and selects
+(:meth:`~EvidenceSelector.select_signals`).
 
 Example:
     >>> import numpy as np
     >>> from meteora.types import to_passages
-    >>> res = EvidenceSelector().select(np.array([[1.0, 0.0]]), np.eye(2), to_passages(["fever", "cats"]))
+    >>> sel = EvidenceSelector(SelectorSettings(cut="elbow"))
+    >>> res = sel.select(np.array([[1.0, 0.0]]), np.eye(2), to_passages(["fever", "cats"]))
     >>> res.selected_ids, sorted(res.explanation.sources["0"])
     (['0'], ['pairing', 'pooling'])
 """
@@ -33,14 +40,15 @@ from typing import Any
 import numpy as np
 
 from meteora.errors import InvalidInputError
-from meteora.selection.cuts import Cut, CutResult, ElbowCut, EvidenceBand
+from meteora.selection.cuts import Cut, CutResult, ElbowCut, EvidenceBand, evidence_wanted
 from meteora.selection.expansion import expand, union_of, with_context
+from meteora.selection.learned_cut import learned_cut_for
 from meteora.selection.ordering import final_scores, order_selection
 from meteora.selection.pairing import Pairing, pair_rationales, pairing_allowed
 from meteora.selection.results import ChunkScore, SelectionExplanation, SelectionResult
 from meteora.selection.selector_settings import SelectorSettings
 from meteora.selection.signals import CandidateSignals
-from meteora.selection.validation import check_evidence, check_inputs
+from meteora.selection.validation import as_matrix, check_evidence, check_inputs, normalise_rows
 from meteora.types import Passage, Ranking
 
 __all__ = ["EvidenceSelector"]
@@ -58,8 +66,11 @@ class EvidenceSelector:
             ``evidence_band``) that ``"calibrated"`` settings stand for; the defaults
             when absent (see :meth:`SelectorSettings.resolve`).
         cut: the cut stage, any :class:`~meteora.selection.cuts.Cut`; ``None`` (default)
-            uses :class:`~meteora.selection.cuts.EvidenceBand` when ``select`` gets
-            evidence logits and :class:`~meteora.selection.cuts.ElbowCut` otherwise.
+            follows ``settings.cut``: the packaged
+            :class:`~meteora.selection.learned_cut.LearnedCut` (query-only model; it needs
+            the query, else the band runs), or
+            :class:`~meteora.selection.cuts.EvidenceBand` when ``select`` gets evidence
+            logits and :class:`~meteora.selection.cuts.ElbowCut` otherwise.
 
     Raises:
         InvalidInputError: ``settings`` is not a ``SelectorSettings`` or ``cut`` is not
@@ -67,7 +78,7 @@ class EvidenceSelector:
 
     Example:
         >>> EvidenceSelector(SelectorSettings(pairing="convergent", window=1, order="document"))
-        EvidenceSelector(SelectorSettings(pairing='convergent', tau=1.0, window=1, use_pairing=True, use_pooling=True, order='document', expand_from_documents=True, min_similarity=0.2, evidence_weight=0.03, evidence_band=0.06))
+        EvidenceSelector(SelectorSettings(pairing='convergent', tau=1.0, window=1, use_pairing=True, use_pooling=True, order='document', expand_from_documents=True, min_similarity=0.2, evidence_weight=0.03, evidence_band=0.06, cut='learned'))
     """
 
     def __init__(
@@ -94,15 +105,56 @@ class EvidenceSelector:
         cut = "" if self.cut is None else f", cut={self.cut!r}"
         return f"EvidenceSelector({self.settings!r}{cut})"
 
-    def cut_for(self, signals: CandidateSignals) -> Cut:
-        """The cut stage for this query: the given one, else the evidence band with
-        evidence logits, the elbow without."""
+    def cut_for(self, signals: CandidateSignals, *, scored: bool | None = None) -> Cut:
+        """The cut stage for this query: the given one; else, by ``settings.cut``, the
+        packaged learned cut when the signals carry the query, the evidence band when
+        the candidates are ``scored`` (default: the signals hold evidence logits), the
+        elbow otherwise."""
         if self.cut is not None:
             return self.cut
         s = self.settings
-        if signals.evidence is not None:
+        if s.cut == "learned" and signals.query is not None and signals.query_cosine is not None:
+            return learned_cut_for(None)
+        scored = signals.evidence is not None if scored is None else scored
+        if s.cut != "elbow" and scored:
             return EvidenceBand(float(s.evidence_weight), float(s.evidence_band), s.min_similarity)
         return ElbowCut(s.tau, s.min_similarity)
+
+    def evidence_wanted(self, signals: CandidateSignals) -> list[int]:
+        """The candidates whose evidence logits the cut would read (sorted indices):
+        stage 1's top ``n_score`` for the learned cut, the chunks that share a document
+        for the band, none for the elbow."""
+        return evidence_wanted(self.cut_for(signals, scored=True), signals)
+
+    def signals(
+        self,
+        rationale_embeddings: np.ndarray,
+        passage_embeddings: np.ndarray,
+        passages: Sequence[Passage],
+        *,
+        rationales: Sequence[str] | None = None,
+        query: str | None = None,
+        query_embedding: Any = None,
+        evidence: Any = None,
+        retrieval: Ranking | None = None,
+    ) -> CandidateSignals:
+        """The checked inputs as the signal table the stages read (see :meth:`select`).
+
+        Raises:
+            InvalidInputError: as :meth:`select`, or a query embedding of the wrong shape.
+        """
+        r, c, plist, texts = check_inputs(rationale_embeddings, passage_embeddings, passages, rationales)
+        query_row = texts.index(query) if texts is not None and query is not None and query in texts else None
+        qemb = None
+        if query_embedding is not None:
+            q = as_matrix(query_embedding, "query_embedding").reshape(1, -1)
+            if q.shape[1] != r.shape[1] or not np.all(np.isfinite(q)):
+                raise InvalidInputError(f"query_embedding must be one finite ({r.shape[1]},) vector, got shape {q.shape}")
+            qemb = normalise_rows(q, "query_embedding")[0]
+        return CandidateSignals.build(
+            r, c, plist, evidence=check_evidence(evidence, len(plist)), query_row=query_row, retrieval=retrieval,
+            query=query, query_embedding=qemb,
+        )
 
     def select(
         self,
@@ -115,6 +167,7 @@ class EvidenceSelector:
         context: Sequence[Passage] | None = None,
         evidence: Any = None,
         retrieval: Ranking | None = None,
+        query_embedding: Any = None,
     ) -> SelectionResult:
         """Select evidence chunks and rank all candidates.
 
@@ -138,6 +191,8 @@ class EvidenceSelector:
                 pooled cut a band below the best score (see :mod:`meteora.selection`).
             retrieval: optional ranking the candidates came from (its scores and ranks
                 join the signals a cut may read).
+            query_embedding: optional ``(d,)`` embedding of ``query`` (for the learned
+                cut when no rationale is the query itself).
 
         Returns:
             A :class:`SelectionResult`; ``N = 0`` gives an empty one.
@@ -153,12 +208,25 @@ class EvidenceSelector:
             >>> res.selected_ids, res.explanation.expansion_added
             (['d1-0', 'd1-1'], ['d1-1'])
         """
-        s = self.settings
-        r, c, plist, texts = check_inputs(rationale_embeddings, passage_embeddings, passages, rationales)
-        query_row = texts.index(query) if texts is not None and query is not None and query in texts else None
-        signals = CandidateSignals.build(
-            r, c, plist, evidence=check_evidence(evidence, len(plist)), query_row=query_row, retrieval=retrieval
+        signals = self.signals(
+            rationale_embeddings, passage_embeddings, passages, rationales=rationales, query=query,
+            evidence=evidence, retrieval=retrieval, query_embedding=query_embedding,
         )
+        return self.select_signals(signals, context=context, rationales=rationales)
+
+    def select_signals(
+        self,
+        signals: CandidateSignals,
+        *,
+        context: Sequence[Passage] | None = None,
+        rationales: Sequence[str] | None = None,
+    ) -> SelectionResult:
+        """Select in a prepared signal table (:meth:`signals`, then
+        :meth:`CandidateSignals.with_evidence <meteora.selection.signals.CandidateSignals.with_evidence>`
+        for the logits :meth:`evidence_wanted` names; NaN for the others)."""
+        s = self.settings
+        plist = signals.passages
+        texts = list(rationales) if rationales is not None else None
         cut = self.cut_for(signals)(signals)
         pairing = Pairing.empty()
         if s.use_pairing and signals.n:
@@ -174,7 +242,7 @@ class EvidenceSelector:
         logger.debug("selection: %d of %d candidates (%d from expansion)", len(chosen), signals.n, len(expanded))
         return SelectionResult(
             [candidates_and_context[i] for i in chosen],
-            Ranking.from_scores(plist, [float(x) for x in final], query=query),
+            Ranking.from_scores(plist, [float(x) for x in final], query=signals.query),
             _chunk_scores(signals, pairing, final),
             self._explanation(signals, cut, pairing, sources, [candidates_and_context[i].id for i in expanded]),
         )
@@ -201,6 +269,7 @@ class EvidenceSelector:
             evidence_band=cut.evidence_band,
             evidence_weight=cut.evidence_weight,
             below_floor=[ids[i] for i in cut.below_floor] if s.use_pooling else [],
+            cut=cut.name,
         )
 
 
@@ -211,7 +280,7 @@ def _chunk_scores(signals: CandidateSignals, pairing: Pairing, final: np.ndarray
             pooled=float(signals.pooled[i]),
             pairing=float(pairing.best[i]) if i in pairing.best else None,
             score=float(final[i]),
-            evidence=float(ev[i]) if ev is not None else None,
+            evidence=float(ev[i]) if ev is not None and not np.isnan(ev[i]) else None,
         )
         for i, p in enumerate(signals.passages)
     }

@@ -1,8 +1,8 @@
 """The evidence selector's settings: :class:`SelectorSettings`, the one home of its knobs.
 
-One frozen, validated, typed object holds the selector knobs (pairing, tau, window,
-stage switches, order, relevance floor, evidence-scorer knobs, and whether expansion
-may reach the candidates' whole documents), their defaults and their checks. It is what
+One frozen, validated, typed object holds the selector knobs (the cut, pairing, tau,
+window, stage switches, order, relevance floor, evidence-scorer knobs, and whether
+expansion may reach the candidates' whole documents), their defaults and their checks. It is what
 :class:`~meteora.Reranker`, the benchmark, the QA evaluation and the CLI pass around;
 :class:`~meteora.selection.selector.EvidenceSelector` takes it.
 
@@ -37,6 +37,7 @@ from meteora.selection.validation import check_floor, check_tau
 
 __all__ = [
     "SelectorSettings",
+    "CUTS",
     "PAIRING_MODES",
     "ORDERS",
     "CALIBRATED",
@@ -44,6 +45,9 @@ __all__ = [
     "DEFAULT_EVIDENCE_BAND",
 ]
 
+#: The cuts (:mod:`meteora.selection.cuts`): the learned one (default), the evidence band
+#: (the elbow without a scorer) and METEORA's elbow.
+CUTS = ("learned", "band", "elbow")
 PAIRING_MODES = ("distinct", "convergent")
 ORDERS = ("score", "document")
 #: An evidence knob's value meaning "the scorer's calibrated value".
@@ -90,6 +94,14 @@ class SelectorSettings:
             how far below the best score a chunk may be and still be selected (see
             :mod:`meteora.selection`). ``"calibrated"`` (default) takes the values
             calibrated on held-out train questions when the scorer was trained.
+        cut: how many candidates the selection keeps. ``"learned"`` (default): the
+            learned cut (:mod:`meteora.selection.learned_cut`): P(relevant) per candidate,
+            the top ``k`` that maximises the expected F1, ranking by P; the selection is
+            exactly that top ``k`` (pairing only inside it, ``min_similarity`` and the
+            evidence knobs unused). It reads the query: the array-level selector given
+            no ``query`` (or no query embedding) runs the band instead.
+            ``"band"``: the evidence band with a scorer, the elbow without one (the
+            previous default). ``"elbow"``: METEORA's pooled elbow, scorer unused.
 
     Raises:
         InvalidInputError: a value the selector cannot use; the message says which and
@@ -97,7 +109,7 @@ class SelectorSettings:
 
     Example:
         >>> SelectorSettings(tau=0.5, order="document").replace(window=2)
-        SelectorSettings(pairing='distinct', tau=0.5, window=2, use_pairing=True, use_pooling=True, order='document', expand_from_documents=True, min_similarity=0.2, evidence_weight='calibrated', evidence_band='calibrated')
+        SelectorSettings(pairing='distinct', tau=0.5, window=2, use_pairing=True, use_pooling=True, order='document', expand_from_documents=True, min_similarity=0.2, evidence_weight='calibrated', evidence_band='calibrated', cut='learned')
     """
 
     pairing: str = "distinct"
@@ -110,8 +122,11 @@ class SelectorSettings:
     min_similarity: float | None = 0.2
     evidence_weight: float | str = CALIBRATED
     evidence_band: float | str = CALIBRATED
+    cut: str = "learned"
 
     def __post_init__(self) -> None:
+        if self.cut not in CUTS:
+            raise InvalidInputError(f"unknown cut {self.cut!r}; choose one of {list(CUTS)}")
         if self.pairing not in PAIRING_MODES:
             raise InvalidInputError(f"unknown pairing {self.pairing!r}; choose one of {list(PAIRING_MODES)}")
         if self.order not in ORDERS:
@@ -173,7 +188,7 @@ class SelectorSettings:
 
         Example:
             >>> SelectorSettings(evidence_band=0.1).resolve({"evidence_band": 0.04, "evidence_weight": 0.02})
-            SelectorSettings(pairing='distinct', tau=1.0, window=0, use_pairing=True, use_pooling=True, order='score', expand_from_documents=True, min_similarity=0.2, evidence_weight=0.02, evidence_band=0.1)
+            SelectorSettings(pairing='distinct', tau=1.0, window=0, use_pairing=True, use_pooling=True, order='score', expand_from_documents=True, min_similarity=0.2, evidence_weight=0.02, evidence_band=0.1, cut='learned')
         """
         values = {
             name: (calibrated or {}).get(name, default)
