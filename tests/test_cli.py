@@ -322,6 +322,52 @@ def test_bench_config_gets_the_selector_settings(monkeypatch, capsys):
     assert seen["command"].startswith("meteora -q bench bioasq")
 
 
+def test_bench_bioasq_reports_on_the_dev_split_unless_told(monkeypatch):
+    from meteora.bench import pubmedqa
+
+    seen = []
+    monkeypatch.setattr(pubmedqa, "run_benchmark", lambda config, **kw: seen.append(config) or {"views": {}})
+    assert main(["-q", "bench", "bioasq", "--methods", "meteora", "--no-write"]) == 0
+    assert main(["-q", "bench", "bioasq", "--split", "train", "--methods", "hybrid", "--no-write"]) == 0
+    assert [c.split for c in seen] == ["dev", "train"]
+    with pytest.raises(SystemExit) as info:  # BioASQ has no "test" split
+        main(["-q", "bench", "bioasq", "--split", "test", "--no-write"])
+    assert info.value.code == 2 and len(seen) == 2
+
+
+# ------------------------------------------------------------------ train cut
+def test_train_cut_passes_its_recipe_and_command_to_train_cut(monkeypatch, capsys, tmp_path):
+    from meteora.training import cut
+
+    seen = {}
+    metrics = {"pubmedqa": {"F1": 0.8, "mean_selected": 1.4, "NDCG@10": 0.85}}
+
+    def fake_train_cut(out, settings, **kw):
+        seen.update(out=out, settings=settings, **kw)
+        return {"seconds": 1.0, "metrics": {"final": metrics, "query_only": metrics, "stage1": metrics}}
+
+    monkeypatch.setattr(cut, "train_cut", fake_train_cut)
+    out = tmp_path / "cut"
+    code, stdout, _ = _run(capsys, ["train", "cut", "--out", str(out), "--n-score", "5", "--rounds", "7", "--folds", "3",
+                                    "--seed", "4", "--limit", "20", "--overwrite"])
+    assert code == 0
+    s = seen["settings"]
+    assert (s.n_score, s.rounds, s.folds, s.seed) == (5, 7, 3, 4)
+    assert s.num_leaves == cut.CutTrainingSettings().num_leaves  # the rest is the shipped recipe
+    assert seen["out"] == str(out) and seen["limit"] == 20 and seen["overwrite"] is True and seen["scorer"] == "default"
+    assert seen["command"].startswith("meteora train cut --out ") and "--n-score 5" in seen["command"]
+    assert "final      train-side CV F1: pubmedqa 0.800 (1.40 chunks, NDCG@10 0.850)" in stdout
+    assert f"learned cut written to {out}" in stdout
+
+
+def test_train_cut_refuses_bad_numbers(capsys, tmp_path):
+    for bad in (["--rounds", "0"], ["--folds", "-1"], ["--limit", "x"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "cut", "--out", str(tmp_path / "c"), *bad])
+        assert exc.value.code == 2
+    assert not (tmp_path / "c").exists()
+
+
 # ------------------------------------------------------------------ train pairs
 def _tiny_pubmedqa(folder, n_train: int = 3, n_test: int = 2):
     from meteora.settings import data_dir
