@@ -168,11 +168,17 @@ def test_rerank_text_output_with_explain_and_top_k(capsys, corpus_file, tiny_st_
     assert out.startswith("selected 1 of 5 for: aspirin stroke")
     assert "  1. [" in out and "  2. [" not in out.split("\n\n")[0]
     assert "rationale 0: aspirin stroke" in out
-    assert "Pooling: evidence band keeps" in out and "Evidence scorer: document relevance" in out
+    assert "Cut (learned): keeps the top" in out and "Evidence scorer" not in out  # the default cut
     code, out, _ = _run(
         capsys,
         ["-q", "rerank", "--query", "aspirin stroke", "--passages", str(corpus_file), "--no-lm", "--explain",
-         "--scorer", "none", "--embedding-model", str(tiny_st_dir)],
+         "--cut", "band", "--embedding-model", str(tiny_st_dir)],
+    )
+    assert code == 0 and "Pooling: evidence band keeps" in out and "Evidence scorer: document relevance" in out
+    code, out, _ = _run(
+        capsys,
+        ["-q", "rerank", "--query", "aspirin stroke", "--passages", str(corpus_file), "--no-lm", "--explain",
+         "--scorer", "none", "--cut", "elbow", "--embedding-model", str(tiny_st_dir)],
     )
     assert code == 0 and "Pooling: elbow keeps top" in out and "Evidence scorer" not in out
 
