@@ -290,8 +290,8 @@ def add_train_poison_defence_parser(subparsers: Any) -> Any:
     d = PoisonDefenceSettings()
     p = subparsers.add_parser(
         "poison-defence",
-        help="train the poison defence's suspicion models on PubMedQA train questions and the trained-on attack "
-             "families",
+        help="train the poison defence's suspicion models on PubMedQA train questions (optionally BioASQ 7B "
+             "ones) and the trained-on attack families",
     )
     p.add_argument("--out", default="meteora/weights/poison-defence",
                    help="folder for suspicion.json and suspicion-shape.json (only such files are replaced)")
@@ -305,6 +305,16 @@ def add_train_poison_defence_parser(subparsers: Any) -> Any:
     p.add_argument("--free-signs", action="store_true",
                    help="unconstrained coefficients (default: monotone, each in its signal's suspicious direction)")
     p.add_argument("--data", default=None, help="folder of pubmedqa/ (default: $METEORA_DATA_DIR or ../shared/data)")
+    p.add_argument("--bioasq-questions", type=int, default=d.bioasq_questions,
+                   help="BioASQ 7B (train) questions for clean rows and calibration (default 0: PubMedQA only, "
+                        "the packaged model)")
+    p.add_argument("--bioasq-attacked", type=int, default=d.bioasq_attacked,
+                   help="BioASQ 7B questions each family attacks")
+    p.add_argument("--bioasq-gold-fp", type=float, default=d.bioasq_gold_fp,
+                   help="share of BioASQ 7B clean gold rows the threshold may flag")
+    p.add_argument("--bioasq-data", default=None,
+                   help="folder of the BioASQ *_golden.json files (default: the data folder's bioasq-dev/); "
+                        "only the 7B (2019) questions are used")
     p.add_argument("--rows-out", default=None, help="also write the training rows (signals, ids) as JSON lines")
     p.add_argument("--threads", type=_positive_int, default=None)
     p.set_defaults(func=_cmd_train_poison_defence)
@@ -318,10 +328,12 @@ def _cmd_train_poison_defence(args: Any) -> int:
 
     settings = PoisonDefenceSettings(questions=args.questions, attacked=args.attacked, candidates=args.candidates,
                                      top=args.top, gold_fp=args.gold_fp, C=args.C, seed=args.seed,
-                                     monotone=not args.free_signs)
+                                     monotone=not args.free_signs, bioasq_questions=args.bioasq_questions,
+                                     bioasq_attacked=args.bioasq_attacked, bioasq_gold_fp=args.bioasq_gold_fp)
     argv = getattr(args, "_argv", None) or sys.argv[1:]
     models = train_poison_defence(args.out, settings, data_path=args.data, num_threads=args.threads,
-                                  command="meteora " + " ".join(shlex.quote(a) for a in argv), rows_out=args.rows_out)
+                                  command="meteora " + " ".join(shlex.quote(a) for a in argv), rows_out=args.rows_out,
+                                  bioasq_path=args.bioasq_data)
     for name, w in models.items():
         m = w["provenance"]["metrics"]
         print(f"{name}: threshold {w['threshold']:.3f}; train poison recall {m['train_poison_recall_at_threshold']}, "

@@ -56,6 +56,7 @@ __all__ = [
     "DEFENCES",
     "NewDocumentConfig",
     "attack_records",
+    "evidence_attack_records",
     "attack_documents",
     "corpus_retriever",
     "family_metrics",
@@ -141,6 +142,22 @@ def attack_records(bench: Any, qids: Sequence[str]) -> list[AttackRecord]:
         answer = bench.answers.get(q) or {}
         out.append(AttackRecord(q, bench.queries[q], str(answer.get("final_decision", "yes")),
                                 [p.text for p in bench.doc_passages(q)], str(answer.get("long_answer") or "")))
+    return out
+
+
+def evidence_attack_records(bench: Any, qids: Sequence[str], *, max_chunks: int = 6) -> list[AttackRecord]:
+    """What the attacker knows about each question of a corpus where the question is not
+    a document (BioASQ): its relevant passages (first ``max_chunks``, in the order of the
+    evidence judgments), its ideal answer as the conclusion, and no yes/no decision (the
+    pushed stance is drawn per question, seeded)."""
+    by_id = {p.id: p for p in bench.corpus}
+    evidence = bench.qrels.get("evidence", {})
+    out = []
+    for q in qids:
+        chunks = [by_id[i].text for i in evidence.get(q, ()) if i in by_id][:max_chunks]
+        ideal = (bench.answers.get(q) or {}).get("ideal_answer")
+        ideal = ideal[0] if isinstance(ideal, list) and ideal else ideal
+        out.append(AttackRecord(q, bench.queries[q], "", chunks, str(ideal or "")))
     return out
 
 

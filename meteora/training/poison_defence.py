@@ -19,7 +19,20 @@ was made on the train side alone: leave-one-family-out over the trained-on famil
 (fit on three, threshold on their rows, recall on the fourth) — recorded in the
 provenance (``cross_family``). ``monotone=False`` fits scikit-learn's unconstrained
 ``LogisticRegression``. The threshold drops at most ``gold_fp`` of the gold evidence
-passages among the rows.
+passages among the PubMedQA rows.
+
+BioASQ 7B (opt-in: ``bioasq_questions > 0``; the 2019 files, training/calibration data —
+the 8B dev files' questions are never used): its short snippets restate the question and
+read as findings, which a model fit on PubMedQA alone takes for added documents. The first
+``bioasq_questions`` 7B questions with evidence give clean rows — over a corpus of the 7B
+questions' snippets only — and the first ``bioasq_attacked`` of them are attacked by the
+same trained-on families (the attacker knows the question's relevant snippets,
+:func:`meteora.bench.poisoning_docs.evidence_attack_records`); those rows join the fit,
+and the threshold also keeps the share of BioASQ 7B *clean* gold rows it flags at most
+``bioasq_gold_fp`` (the larger of the two thresholds wins). It is not the packaged
+model's recipe: tried with ``--bioasq-questions 250``, it lowered the BioASQ clean cost a
+little but let the held-out attack families through slightly more often, so the packaged
+weights stay PubMedQA-only (their provenance command has no BioASQ option).
 Writes ``suspicion.json`` (the default model: :data:`meteora.suspicion.SEMANTIC_SIGNALS`)
 and ``suspicion-shape.json`` (the opt-in shape prior: those plus ``lone`` and
 ``support``), each with its provenance (command, data sha256, split, families, seed,
@@ -35,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +95,9 @@ class PoisonDefenceSettings:
     C: float = 1.0
     seed: int = 0
     monotone: bool = True
+    bioasq_questions: int = 0
+    bioasq_attacked: int = 80
+    bioasq_gold_fp: float = 0.03
 
     def __post_init__(self) -> None:
         for name in ("questions", "attacked", "candidates", "top"):
@@ -90,8 +107,13 @@ class PoisonDefenceSettings:
         bad = [f for f in self.families if f not in TRAIN_FAMILIES]
         if bad or not self.families:
             raise InvalidInputError(f"train only on the trained-on families {list(TRAIN_FAMILIES)}; got {bad}")
-        if not 0.0 < self.gold_fp <= 0.2:
-            raise InvalidInputError(f"gold_fp must be in (0, 0.2], got {self.gold_fp!r}")
+        for name in ("bioasq_questions", "bioasq_attacked"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise InvalidInputError(f"{name} must be a non-negative integer (0: PubMedQA only), got {v!r}")
+        for name in ("gold_fp", "bioasq_gold_fp"):
+            if not 0.0 < getattr(self, name) <= 0.2:
+                raise InvalidInputError(f"{name} must be in (0, 0.2], got {getattr(self, name)!r}")
         if not self.C > 0:
             raise InvalidInputError(f"C must be positive, got {self.C!r}")
 
@@ -152,19 +174,31 @@ def _coefficients(z: np.ndarray, y: np.ndarray, names: list[str], settings: Pois
     return fit.x[:d], float(fit.x[d])
 
 
-def _threshold(p: np.ndarray, gold_clean: np.ndarray, gold_fp: float) -> float:
-    gp = np.sort(p[gold_clean])
-    thr = float(gp[int(np.ceil((1 - gold_fp) * len(gp))) - 1]) + 1e-6 if len(gp) else 0.5
-    return min(max(thr, 0.05), 0.99)
+def _threshold(p: np.ndarray, calibration: list[tuple[np.ndarray, float]]) -> float:
+    """The smallest threshold that flags at most ``fp`` of each ``(rows mask, fp)`` set's rows
+    (0.5 when no set has rows)."""
+    found = []
+    for mask, fp in calibration:
+        gp = np.sort(p[mask])
+        if len(gp):
+            found.append(float(gp[int(np.ceil((1 - fp) * len(gp))) - 1]) + 1e-6)
+    return min(max(max(found, default=0.5), 0.05), 0.99)
 
 
-def _fit(x: np.ndarray, y: np.ndarray, gold: np.ndarray, names: list[str], settings: PoisonDefenceSettings) -> dict:
+def _calibration(gold: np.ndarray, y: np.ndarray, bio_clean_gold: np.ndarray, is_bio: np.ndarray,
+                 settings: PoisonDefenceSettings) -> list[tuple[np.ndarray, float]]:
+    """PubMedQA gold rows (every run) at ``gold_fp``; BioASQ 7B clean-run gold rows at ``bioasq_gold_fp``."""
+    return [(gold & (y == 0) & ~is_bio, settings.gold_fp), (bio_clean_gold, settings.bioasq_gold_fp)]
+
+
+def _fit(x: np.ndarray, y: np.ndarray, gold: np.ndarray, names: list[str], settings: PoisonDefenceSettings,
+         calibration: list[tuple[np.ndarray, float]]) -> dict:
     mean, std = x.mean(0), x.std(0) + 1e-9
     coef, intercept = _coefficients((x - mean) / std, y, names, settings)
     w = {"features": names, "mean": mean.tolist(), "std": std.tolist(), "coef": [float(c) for c in coef],
          "intercept": intercept, "threshold": 0.5}
     p = np.array(SuspicionModel(w).probabilities([dict(zip(names, r, strict=True)) for r in x]))
-    w["threshold"] = _threshold(p, gold & (y == 0), settings.gold_fp)
+    w["threshold"] = _threshold(p, calibration)
     gp = p[gold & (y == 0)]
     w["metrics"] = {
         "rows": int(len(y)), "poison_rows": int(y.sum()), "gold_rows": int(len(gp)),
@@ -173,13 +207,17 @@ def _fit(x: np.ndarray, y: np.ndarray, gold: np.ndarray, names: list[str], setti
         "train_clean_flagged_at_threshold": round(float((p[y == 0] >= w["threshold"]).mean()), 4),
         "coef": {n: round(float(c), 3) for n, c in zip(names, coef, strict=True)},
     }
+    bio = calibration[1][0]
+    if bio.any():
+        w["metrics"]["bioasq_clean_gold_flagged_at_threshold"] = _share(p[bio] >= w["threshold"])
     return w
 
 
 def _cross_family(x: np.ndarray, y: np.ndarray, gold: np.ndarray, runs: np.ndarray, names: list[str],
-                  settings: PoisonDefenceSettings) -> dict[str, Any]:
-    """Leave one trained-on family out: fit on the others (and the clean rows), threshold
-    on their gold rows, then the held family's poison recall and gold dropped."""
+                  settings: PoisonDefenceSettings, calibration: list[tuple[np.ndarray, float]]) -> dict[str, Any]:
+    """Leave one trained-on family out (on both datasets): fit on the others (and the clean
+    rows), threshold on their calibration rows, then the held family's poison recall and
+    gold dropped."""
     out: dict[str, Any] = {}
     for held in settings.families:
         fit_rows = runs != held
@@ -187,7 +225,7 @@ def _cross_family(x: np.ndarray, y: np.ndarray, gold: np.ndarray, runs: np.ndarr
         z = (x - mean) / std
         coef, intercept = _coefficients(z[fit_rows], y[fit_rows], names, settings)
         p = 1.0 / (1.0 + np.exp(-np.clip(z @ coef + intercept, -60, 60)))
-        thr = _threshold(p, fit_rows & gold & (y == 0), settings.gold_fp)
+        thr = _threshold(p, [(mask & fit_rows, fp) for mask, fp in calibration])
         rows = runs == held
         out[held] = {"poison_recall": _share(p[rows & (y == 1)] >= thr),
                      "gold_dropped": _share(p[rows & gold & (y == 0)] >= thr)}
@@ -201,26 +239,85 @@ def _share(hits: np.ndarray) -> float | None:
     return round(float(hits.mean()), 4) if len(hits) else None
 
 
+def _signal_rows(corpus: list[Any], emb: np.ndarray, queries: Mapping[str, str], qids: list[str],
+                 attacked: list[str], records: list[Any], enc: Any, scorer: Any, settings: PoisonDefenceSettings,
+                 dataset: str) -> list[dict[str, Any]]:
+    """The recorded rows of the clean run (``qids``) and of each family's run (``attacked``)
+    over ``corpus`` (whose stored embeddings are ``emb``), through the user path."""
+    from meteora.bench.poisoning_docs import attack_documents, corpus_retriever
+    from meteora.reranker import Reranker
+
+    row = {p.id: i for i, p in enumerate(corpus)}
+    runs = {"clean": (corpus, qids)}
+    for fam in settings.families:
+        runs[fam] = (corpus + attack_documents(fam, records, seed=settings.seed), attacked)
+    rows: list[dict[str, Any]] = []
+    for name, (docs, qs) in runs.items():
+        if not qs:
+            continue
+        recorder = SignalRecorder(settings.top)
+        rr = Reranker(generator=None, encoder=enc, scorer=scorer, verifier=recorder)
+        retriever = corpus_retriever("dense", docs, enc, emb, row)
+        rr.rerank_pools(rr.retrieve([queries[q] for q in qs], retriever, k=settings.candidates))
+        rows += [dict(r, run=name, dataset=dataset) for r in recorder.rows]
+        logger.info("%s %s: %d rows", dataset, name, len(recorder.rows))
+    return rows
+
+
+def _bioasq_rows(settings: PoisonDefenceSettings, data_path: str | None, num_threads: int | None, enc: Any,
+                 scorer: Any) -> tuple[list[dict[str, Any]], set[str], dict[str, str]]:
+    """BioASQ 7B rows (the ``train`` split only; corpus: the 7B questions' snippets), the
+    gold ids of the clean questions, and the sha256 of the 7B files read."""
+    from meteora.bench.config import BenchmarkConfig
+    from meteora.bench.context import BenchmarkContext
+    from meteora.bench.poisoning_docs import evidence_attack_records
+    from meteora.datasets.bioasq import TRAIN_FILE_PREFIX
+    from meteora.settings import data_dir
+    from meteora.training.jsonl import file_sha256
+
+    ctx = BenchmarkContext(BenchmarkConfig(methods=["dense"], dataset="bioasq", split="train", data_path=data_path,
+                                           num_threads=num_threads))
+    bench = ctx.data
+    evidence = bench.qrels.get("evidence", {})
+    train = [q for q in bench.splits.get("train", []) if evidence.get(q)]
+    if not train:
+        raise TrainingDataError("the BioASQ data has no 7B (train) questions with evidence; pass --bioasq-questions 0")
+    keep = {pid for q in train for pid in evidence[q]}
+    idx = [i for i, p in enumerate(bench.corpus) if p.id in keep]
+    corpus = [bench.corpus[i] for i in idx]
+    emb = np.asarray(ctx.corpus_embeddings())[idx]
+    qids = train[: settings.bioasq_questions]
+    attacked = qids[: settings.bioasq_attacked]
+    rows = _signal_rows(corpus, emb, bench.queries, qids, attacked, evidence_attack_records(bench, attacked), enc,
+                        scorer, settings, "bioasq-7B")
+    root = Path(data_path) if data_path else data_dir("bioasq-dev")
+    files = sorted(root.glob(f"{TRAIN_FILE_PREFIX}*_golden.json")) if root.is_dir() else [root]
+    return rows, {pid for q in qids for pid in evidence[q]}, {f"bioasq-dev/{f.name}": file_sha256(f) for f in files}
+
+
 def train_poison_defence(
     out_dir: str | Path, settings: PoisonDefenceSettings | None = None, *, data_path: str | None = None,
     num_threads: int | None = None, command: str | None = None, rows_out: str | Path | None = None,
+    bioasq_path: str | None = None,
 ) -> dict[str, Any]:
     """Build the rows on the train side, fit both models and write them to ``out_dir``
     (and the rows, as JSON lines, to ``rows_out`` when given).
+
+    ``bioasq_path``: the BioASQ golden files' folder (default: the data folder's ``bioasq-dev/``).
 
     Returns:
         ``{model name: its weights dict (with provenance)}``.
 
     Raises:
-        TrainingDataError: no official test split (train questions unknown).
+        TrainingDataError: no official test split (train questions unknown), or no BioASQ
+            7B questions when ``bioasq_questions > 0``.
         InvalidInputError: an output file exists that is not a suspicion model.
     """
     from meteora.bench.config import BenchmarkConfig
     from meteora.bench.context import BenchmarkContext
-    from meteora.bench.poisoning_docs import attack_documents, attack_records, corpus_retriever
+    from meteora.bench.poisoning_docs import attack_records
     from meteora.bench.report import environment_versions
     from meteora.datasets.pubmedqa_records import _locate
-    from meteora.reranker import Reranker
     from meteora.training.jsonl import file_sha256
 
     settings = settings or PoisonDefenceSettings()
@@ -238,20 +335,14 @@ def train_poison_defence(
     qids = [q for q in bench.query_ids("train") if q not in test and evidence.get(q)][: settings.questions]
     attacked = qids[: settings.attacked]
     enc, emb, scorer = ctx.encoder(), ctx.corpus_embeddings(), ctx.scorer()
-    row = {p.id: i for i, p in enumerate(bench.corpus)}
     gold = {pid for q in qids for pid in evidence[q]}
-    records = attack_records(bench, attacked)
-    rows: list[dict[str, Any]] = []
-    runs = {"clean": (list(bench.corpus), qids)}
-    for fam in settings.families:
-        runs[fam] = (list(bench.corpus) + attack_documents(fam, records, seed=settings.seed), attacked)
-    for name, (corpus, qs) in runs.items():
-        recorder = SignalRecorder(settings.top)
-        rr = Reranker(generator=None, encoder=enc, scorer=scorer, verifier=recorder)
-        retriever = corpus_retriever("dense", corpus, enc, emb, row)
-        rr.rerank_pools(rr.retrieve([bench.queries[q] for q in qs], retriever, k=settings.candidates))
-        rows += [dict(r, run=name) for r in recorder.rows]
-        logger.info("%s: %d rows", name, len(recorder.rows))
+    rows = _signal_rows(list(bench.corpus), emb, bench.queries, qids, attacked, attack_records(bench, attacked),
+                        enc, scorer, settings, "pubmedqa")
+    bio_gold: set[str] = set()
+    bio_data: dict[str, str] = {}
+    if settings.bioasq_questions:
+        bio_rows, bio_gold, bio_data = _bioasq_rows(settings, bioasq_path, num_threads, enc, scorer)
+        rows += bio_rows
     if rows_out is not None:
         from meteora._io import atomic_write_text
 
@@ -262,30 +353,41 @@ def train_poison_defence(
             f"{int(y.sum())} of {len(y)} rows are poisoned candidates: the fit needs both; raise --candidates or --top "
             "so the added documents reach the rows, or --questions for clean rows"
         )
-    is_gold = np.array([r["id"] in gold for r in rows])
+    is_bio = np.array([r["dataset"] != "pubmedqa" for r in rows])
+    is_gold = np.array([r["id"] in (bio_gold if b else gold) for r, b in zip(rows, is_bio, strict=True)])
+    bio_clean_gold = is_bio & is_gold & (y == 0) & np.array([r["run"] == "clean" for r in rows])
+    calibration = _calibration(is_gold, y, bio_clean_gold, is_bio, settings)
     pqa = _locate(data_path, "ori_pqal.json")
+    n_bio = min(settings.bioasq_questions, len({r["query"] for r in rows if r["dataset"] != "pubmedqa"}))
     provenance = {
         "command": command or "meteora train poison-defence",
         "data": {"pubmedqa/ori_pqal.json": file_sha256(pqa),
-                 "pubmedqa/test_ground_truth.json": file_sha256(pqa.parent / "test_ground_truth.json")},
-        "split": "PubMedQA train side only (the 500 non-test questions); 0 test questions used",
+                 "pubmedqa/test_ground_truth.json": file_sha256(pqa.parent / "test_ground_truth.json"), **bio_data},
+        "split": "PubMedQA train side only (the 500 non-test questions); 0 test questions used"
+                 + ("; BioASQ 7B (2019) questions only, corpus of their snippets; 0 dev (8B) questions used"
+                    if settings.bioasq_questions else ""),
         "families": list(settings.families),
-        "questions": {"clean": len(qids), "attacked_per_family": len(attacked)},
+        "questions": {"clean": len(qids), "attacked_per_family": len(attacked),
+                      **({"bioasq_7B_clean": n_bio, "bioasq_7B_attacked_per_family": min(n_bio, settings.bioasq_attacked)}
+                         if settings.bioasq_questions else {})},
         "pipeline": f"dense top-{settings.candidates} -> Reranker(generator=None, scorer=default), signals of the "
                     f"top {settings.top} candidates by score (meteora.suspicion.pool_signals)",
         "settings": asdict(settings),
         "seed": settings.seed,
         "versions": environment_versions(),
-        "threshold_rule": f"drops at most {settings.gold_fp:.0%} of the gold evidence rows",
+        "threshold_rule": (f"drops at most {settings.gold_fp:.1%} of the PubMedQA gold evidence rows and at most "
+                           f"{settings.bioasq_gold_fp:.1%} of the BioASQ 7B clean gold rows" if settings.bioasq_questions
+                           else f"drops at most {settings.gold_fp:.0%} of the gold evidence rows"),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     out.mkdir(parents=True, exist_ok=True)
     models = {}
     for name, names in (("default", list(SEMANTIC_SIGNALS)), ("shape", list(SEMANTIC_SIGNALS + SHAPE_SIGNALS))):
         x = np.array([[float(r[n]) for n in names] for r in rows], dtype=np.float64)
-        w = _fit(x, y, is_gold, names, settings)
+        w = _fit(x, y, is_gold, names, settings, calibration)
         metrics = w.pop("metrics")
-        metrics["cross_family"] = _cross_family(x, y, is_gold, np.array([r["run"] for r in rows]), names, settings)
+        metrics["cross_family"] = _cross_family(x, y, is_gold, np.array([r["run"] for r in rows]), names, settings,
+                                                    calibration)
         w["provenance"] = {**provenance, "metrics": metrics,
                            "what": "the default suspicion model" if name == "default" else
                            "the opt-in shape-prior model (never the default: it drops honest one-passage documents)"}
