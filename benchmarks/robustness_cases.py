@@ -874,7 +874,9 @@ def _scorer_cases() -> list[Case]:
                 {"id": "b", "doc_id": "d", "position": 1, "text": "Dogs and cats with renal failure were given fluids."}]
 
     def run(fn: Callable[..., Any]) -> Callable[[Env], Any]:
-        return lambda env: env.reranker(scorer=FakeScorer(fn)).rerank(Q, same_doc)
+        # verifier=None: the scorer's own path (the default poison defence would take a
+        # one-document pool whose chunk restates the question for an added document)
+        return lambda env: env.reranker(scorer=FakeScorer(fn), verifier=None).rerank(Q, same_doc)
 
     bad = {"none": lambda q, p: None, "str": lambda q, p: "ab", "too-few": lambda q, p: [],
            "wrong-length": lambda q, p: [[1.0, 2.0, 3.0]], "nan": lambda q, p: [[float("nan"), 1.0]],

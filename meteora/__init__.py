@@ -3,7 +3,8 @@
 A METEORA-style reranker: BM25 + dense retrieval gathers candidates, a causal LM writes
 rationales (what evidence a correct passage must contain), passages are selected by
 embedding similarity to the rationales with an adaptive elbow cutoff, neighbours are
-added, and an optional verifier drops poisoned or contradictory passages.
+added, and a verifier stage — by default the poison defence, which sees the whole
+candidate pool — drops suspicious added documents and reports conflicting findings.
 
 Research software, not medical advice.
 
@@ -45,6 +46,7 @@ _LAZY = {
     "SelectorSettings": "meteora.selection.selector_settings",
     "Verifier": "meteora.verifier",
     "Verdict": "meteora.verdicts",
+    "PoolDefence": "meteora.pool_defence",
     "Reranker": "meteora.reranker",
     "RerankResult": "meteora.rerank_result",
     "RankedDocument": "meteora.rerank_result",

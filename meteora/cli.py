@@ -142,7 +142,7 @@ def _reranker_from_args(args: argparse.Namespace, encoder=None):
         scorer=scorer_from_args(args),
         n_rationales=args.n_rationales,
         settings=selector_settings_from_args(args),
-        verifier=True if args.verify else None,
+        verifier=[*(() if args.no_defence else ("default",)), *((True,) if args.verify else ())],
         top_k=args.top_k,
     )
 
@@ -252,7 +252,9 @@ def _add_reranker_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--generator", default=None, help="rationale LM: hub id or folder (default: offline SmolLM2)")
     g.add_argument("--template", default=None, help="prompt template name")
     g.add_argument("--n-rationales", type=_positive_int, default=None)
-    g.add_argument("--verify", action="store_true", help="run the LLM verifier on the selection")
+    g.add_argument("--verify", action="store_true", help="also run the LLM verifier on the selection")
+    g.add_argument("--no-defence", action="store_true",
+                   help="turn off the default poison defence (drops suspicious added documents, reports conflicts)")
     g.add_argument("--top-k", type=_positive_int, default=None, help="keep at most K selected passages")
     g.add_argument("--embedding-model", default=None, help="hub id or folder (default: packaged all-MiniLM-L6-v2)")
     g.add_argument("--threads", type=_positive_int, default=None)
@@ -385,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_parser(bsub, "pubmedqa", "retrieval and evidence selection on PubMedQA contexts")
     _add_bench_parser(bsub, "bioasq", "retrieval and evidence selection on BioASQ (abstract chunks)")
     _add_bench_parser(bsub, "beir", "retrieval and evidence selection on a BEIR-format dataset folder")
-    from meteora.bench.poisoning import add_poisoning_parser
+    from meteora.bench.poisoning_cli import add_poisoning_parser
 
     add_poisoning_parser(bsub)
     from meteora.doctor import add_doctor_parser

@@ -187,7 +187,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_train_parser(sub: Any) -> argparse.ArgumentParser:
-    """Register ``meteora train`` (sft, dpo, scorer, pairs, reader) on the command line's sub-parsers."""
+    """Register ``meteora train`` (sft, dpo, scorer, pairs, reader, poison-defence) on the command line's sub-parsers."""
     train = sub.add_parser("train", help="fine-tune rationale adapters (needs the 'train' extra)")
     tsub = train.add_subparsers(dest="train_command", required=True, metavar="METHOD")
     sft = tsub.add_parser("sft", help="QLoRA supervised fine-tuning on med-rationale JSONL")
@@ -272,7 +272,74 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     pp.set_defaults(func=_cmd_train_pairs)
 
     add_train_reader_parser(tsub)
+    add_train_poison_defence_parser(tsub)
     return train
+
+
+def add_train_poison_defence_parser(subparsers: Any) -> Any:
+    """Register ``meteora train poison-defence`` on the ``train`` subparsers.
+
+    Example:
+        >>> import argparse
+        >>> p = argparse.ArgumentParser(); sub = p.add_subparsers()
+        >>> _ = add_train_poison_defence_parser(sub)
+        >>> p.parse_args(["poison-defence"]).out
+        'meteora/weights/poison-defence'
+    """
+    from meteora.training.poison_defence import PoisonDefenceSettings
+
+    d = PoisonDefenceSettings()
+    p = subparsers.add_parser(
+        "poison-defence",
+        help="train the poison defence's suspicion models on PubMedQA train questions (optionally BioASQ 7B "
+             "ones) and the trained-on attack families",
+    )
+    p.add_argument("--out", default="meteora/weights/poison-defence",
+                   help="folder for suspicion.json and suspicion-shape.json (only such files are replaced)")
+    p.add_argument("--questions", type=_positive_int, default=d.questions, help="clean train questions")
+    p.add_argument("--attacked", type=_positive_int, default=d.attacked, help="train questions each family attacks")
+    p.add_argument("--candidates", type=_positive_int, default=d.candidates, help="dense candidates per question")
+    p.add_argument("--top", type=_positive_int, default=d.top, help="rows per pool: the best candidates by score")
+    p.add_argument("--gold-fp", type=float, default=d.gold_fp, help="share of gold evidence rows the threshold drops")
+    p.add_argument("--C", type=float, default=d.C, help="inverse L2 strength of the logistic regression")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--free-signs", action="store_true",
+                   help="unconstrained coefficients (default: monotone, each in its signal's suspicious direction)")
+    p.add_argument("--data", default=None, help="folder of pubmedqa/ (default: $METEORA_DATA_DIR or ../shared/data)")
+    p.add_argument("--bioasq-questions", type=int, default=d.bioasq_questions,
+                   help="BioASQ 7B (train) questions for clean rows and calibration (default 0: PubMedQA only, "
+                        "the packaged model)")
+    p.add_argument("--bioasq-attacked", type=int, default=d.bioasq_attacked,
+                   help="BioASQ 7B questions each family attacks")
+    p.add_argument("--bioasq-gold-fp", type=float, default=d.bioasq_gold_fp,
+                   help="share of BioASQ 7B clean gold rows the threshold may flag")
+    p.add_argument("--bioasq-data", default=None,
+                   help="folder of the BioASQ *_golden.json files (default: the data folder's bioasq-dev/); "
+                        "only the 7B (2019) questions are used")
+    p.add_argument("--rows-out", default=None, help="also write the training rows (signals, ids) as JSON lines")
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.set_defaults(func=_cmd_train_poison_defence)
+    return p
+
+
+def _cmd_train_poison_defence(args: Any) -> int:
+    import sys
+
+    from meteora.training.poison_defence import PoisonDefenceSettings, train_poison_defence
+
+    settings = PoisonDefenceSettings(questions=args.questions, attacked=args.attacked, candidates=args.candidates,
+                                     top=args.top, gold_fp=args.gold_fp, C=args.C, seed=args.seed,
+                                     monotone=not args.free_signs, bioasq_questions=args.bioasq_questions,
+                                     bioasq_attacked=args.bioasq_attacked, bioasq_gold_fp=args.bioasq_gold_fp)
+    argv = getattr(args, "_argv", None) or sys.argv[1:]
+    models = train_poison_defence(args.out, settings, data_path=args.data, num_threads=args.threads,
+                                  command="meteora " + " ".join(shlex.quote(a) for a in argv), rows_out=args.rows_out,
+                                  bioasq_path=args.bioasq_data)
+    for name, w in models.items():
+        m = w["provenance"]["metrics"]
+        print(f"{name}: threshold {w['threshold']:.3f}; train poison recall {m['train_poison_recall_at_threshold']}, "
+              f"gold dropped {m['train_gold_dropped_at_threshold']} ({m['rows']} rows, {m['poison_rows']} poison)")
+    return 0
 
 
 def add_train_reader_parser(subparsers: Any) -> Any:

@@ -44,6 +44,7 @@ __all__ = [
     "dense_member",
     "stored_embeddings",
     "document_context",
+    "document_sizes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class CandidatePool:
         query_embedding: the query's embedding from the reranker's encoder when the
             retriever computed it (so the query is encoded once), or ``None``.
         ranking: the retriever's ranking (``None`` for caller-given candidates).
+        doc_sizes: chunks per candidate document in the retriever's corpus (``None``
+            for caller-given candidates); the poison defence's guard reads it.
     """
 
     query: str
@@ -71,6 +74,7 @@ class CandidatePool:
     context: list[Passage] | None = None
     query_embedding: np.ndarray | None = None
     ranking: Ranking | None = None
+    doc_sizes: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.passages)
@@ -115,6 +119,22 @@ def document_context(retriever: Any, passages: Sequence[Passage], window: int) -
     return neighbours(list(passages), window)
 
 
+def document_sizes(retriever: Any, passages: Sequence[Passage]) -> dict[str, int] | None:
+    """How many chunks each of the candidates' documents has in the retriever's corpus,
+    counted in its passage store (``retriever.document_sizes``; at least 1: the candidate
+    itself), or ``None`` for a retriever that cannot count them.
+
+    Example:
+        >>> document_sizes(object(), []) is None
+        True
+    """
+    sizes = getattr(retriever, "document_sizes", None)
+    if not callable(sizes) or not passages:
+        return None
+    counts = sizes([p.doc_id for p in passages])
+    return {p.doc_id: max(1, int(counts.get(p.doc_id, 0))) for p in passages}
+
+
 def retrieve_pools(
     queries: Sequence[str], retriever: Any, *, k: int, encoder: Any, settings: SelectorSettings
 ) -> list[CandidatePool]:
@@ -156,7 +176,8 @@ def retrieve_pools(
         context = document_context(retriever, passages, settings.window) if passages and settings.uses_context else None
         pools.append(
             CandidatePool(
-                q, passages, emb, context, qemb[i] if qemb is not None else None, ranking
+                q, passages, emb, context, qemb[i] if qemb is not None else None, ranking,
+                document_sizes(retriever, passages) if passages else None,
             )
         )
     return pools

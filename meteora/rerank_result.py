@@ -39,7 +39,11 @@ class RerankResult:
         rationale_set: the generator's full output (raw text, dropped rationales,
             ``fallback`` flag), or ``None`` in query-only mode.
         selection: the selector's :class:`~meteora.selection.SelectionResult`.
-        verification: the verifier's result, or ``None`` when it is off.
+        verification: the verifier's result, or ``None`` when it is off (with the default
+            poison defence a :class:`~meteora.pool_stage.PoolVerification`).
+        conflicts: passages of different documents whose findings disagree, each side
+            named with what was kept and dropped and why
+            (:class:`~meteora.conflicts.Conflict`; empty without a pool verifier).
     """
 
     def __init__(self, query, selected, ranked, rationales, rationale_set, selection, verification=None) -> None:
@@ -64,6 +68,11 @@ class RerankResult:
         return getattr(explanation, "score_scale", "cosine")
 
     @property
+    def conflicts(self) -> list[Any]:
+        """The :class:`~meteora.conflicts.Conflict` objects the verifier reported."""
+        return list(getattr(self.verification, "conflicts", None) or [])
+
+    @property
     def fallback(self) -> bool:
         """True when the generator produced nothing usable and the query stood in."""
         return bool(getattr(self.rationale_set, "fallback", False))
@@ -84,6 +93,10 @@ class RerankResult:
         if self.verification is not None:
             for p, verdict in self.verification.rejected:
                 lines.append(f"  verifier dropped {p.id}: {', '.join(verdict.flag_types) or 'flagged'} — {verdict.reason}")
+            for pid in getattr(self.verification, "restored", None) or []:
+                lines.append(f"  verifier restored {pid} (re-selected without the dropped documents)")
+        for c in self.conflicts:
+            lines.append(f"  {c.describe()}")
         lines.append(f"selected ({len(self.selected)}): {', '.join(self.selected_ids)}")
         return "\n".join(lines)
 
@@ -101,6 +114,7 @@ class RerankResult:
             out["rejected"] = [
                 {"id": p.id, "flag_types": v.flag_types, "reason": v.reason} for p, v in self.verification.rejected
             ]
+            out["conflicts"] = [c.to_dict() for c in self.conflicts]
         return out
 
     def __repr__(self) -> str:

@@ -13,7 +13,10 @@
    top 10 only, and gives P(relevant); the top ``k`` with the best expected F1 is
    selected. ``SelectorSettings(cut="band")`` / ``"elbow"`` run the previous cuts;
 3. neighbours are added (``window``);
-4. an optional verifier drops poisoned or contradictory passages.
+4. a verifier stage: by default the poison defence
+   (:class:`~meteora.pool_defence.PoolDefence`), which sees the candidate pool, drops
+   suspicious added documents, re-selects without them through the same cut and reports
+   conflicting findings (``result.conflicts``); any other verifier, or none, can replace it.
 
 Scores: ``result.ranked`` holds every candidate. With the learned cut (the default) a
 hit's score is P(relevant): a calibrated probability (trained with a logistic loss on
@@ -45,12 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from meteora._checks import (
-    check_callable_arity,
-    check_generate_signature,
-    check_generated,
-    check_generation_options,
-)
+from meteora._checks import check_generate_signature, check_generated, check_generation_options
 from meteora.errors import InvalidInputError
 from meteora.pipeline import CandidatePool, retrieve_pools
 from meteora.protocols import CalibratedScoring
@@ -71,6 +69,7 @@ from meteora.selection_inputs import (
     query_vectors,
 )
 from meteora.types import Passage, PassageLike, check_queries, check_query, to_passages
+from meteora.verifier_stage import DEFAULT_VERIFIER, build_verifiers, pool_view, verify_selection
 
 __all__ = ["Reranker"]
 
@@ -103,9 +102,13 @@ class Reranker(RerankerLoading, AsyncReranking):
             rationales of the generator its model was trained with (the offline SmolLM2
             default, with the query as anchor); for any other generator it runs its
             query-only model.
-        verifier: ``None``/``False`` (off), ``True`` (an LLM verifier on the generator's
-            model), a :class:`~meteora.verifier.Verifier`, or any callable
-            ``(query, passage, accepted_so_far) -> Verdict``.
+        verifier: ``"default"`` (the poison defence,
+            :class:`~meteora.pool_defence.PoolDefence`: drops suspicious added documents,
+            re-selects without them, reports conflicts; off with ``scorer=None``),
+            ``None``/``False`` (off), ``True`` (an LLM verifier on the generator's model),
+            a :class:`~meteora.verifier.Verifier`, a pool verifier (``verify_pool(view)``),
+            any callable ``(query, passage, accepted_so_far) -> Verdict``, or a list of
+            these (see :mod:`meteora.verifier_stage`).
         top_k: keep at most this many selected passages (``None``: all selected).
         n_rationales: rationales to ask for (``None``: the template's default).
         include_query: keep the query itself as an anchor rationale next to the
@@ -139,7 +142,7 @@ class Reranker(RerankerLoading, AsyncReranking):
         encoder: Any = None,
         scorer: Any = "default",
         settings: SelectorSettings | None = None,
-        verifier: Any = None,
+        verifier: Any = DEFAULT_VERIFIER,
         top_k: int | None = None,
         *,
         n_rationales: int | None = None,
@@ -183,25 +186,9 @@ class Reranker(RerankerLoading, AsyncReranking):
         self.generation = check_generation_options(generation)
         if self.generator is not None:
             check_generate_signature(self.generator, self.generation)
-        self.verifier = self._build_verifier(verifier)
-
-    def _build_verifier(self, verifier: Any):
-        if verifier is None or verifier is False:
-            return None
-        from meteora.verifier import Verifier
-
-        if verifier is True:
-            if self.generator is None:
-                raise InvalidInputError("verifier=True needs an LM: pass a generator, or a Verifier / callable verifier")
-            return Verifier(self.generator)
-        if isinstance(verifier, Verifier):
-            return verifier
-        if callable(verifier):
-            check_callable_arity(verifier, 3, "verifier", "(query, passage, accepted) -> Verdict")
-            return verifier
-        raise InvalidInputError(
-            f"verifier must be None, True, a meteora.Verifier or a callable (query, passage, accepted) -> Verdict; got {type(verifier).__name__}"
-        )
+        self._stages = build_verifiers(verifier, generator=self.generator, scorer=self.scorer)
+        #: the verifier stage: ``None`` (off), one verifier, or a tuple of them (pool verifiers first)
+        self.verifier = None if not self._stages else self._stages[0] if len(self._stages) == 1 else tuple(self._stages)
 
     # ------------------------------------------------------------ running
     def rationales_for(self, queries: Sequence[str]) -> list[tuple[list[str], Any]]:
@@ -220,21 +207,19 @@ class Reranker(RerankerLoading, AsyncReranking):
         return check_generated(queries, sets, type(self.generator).__name__)
 
     def _finish(self, prepared: PreparedPool) -> RerankResult:
-        """Select in one prepared pool, verify the selection, cap it at ``top_k``."""
+        """Select in one prepared pool, verify the selection (the pool verifiers see the
+        whole pool and may re-select through the same cut), cap it at ``top_k``."""
         pool, rationales, rset = prepared.pool, prepared.rationales, prepared.rationale_set
         query = pool.query
         selection = self.selector.select_signals(prepared.signals, context=pool.context, rationales=rationales)
-        selected = list(selection.selected)
-        verification = None
-        if self.verifier is not None and selected:
-            from meteora.verifier import Verifier, verify_with
 
-            if isinstance(self.verifier, Verifier):
-                flags = getattr(rset, "flags", None)
-                verification = self.verifier.verify(query, selected, flag_instructions=flags)
-            else:
-                verification = verify_with(self.verifier, query, selected)
-            selected = list(verification.accepted)
+        def view() -> Any:
+            return pool_view(pool, selection, prepared.signals, selector=self.selector, scorer=self.scorer,
+                             rationales=rationales)
+
+        selected, verification = verify_selection(
+            self._stages, query, selection, flags=getattr(rset, "flags", None), view=view
+        )
         if self.top_k is not None:
             selected = selected[: self.top_k]
         return RerankResult(query, selected, selection.ranking, rationales, rset, selection, verification)

@@ -17,6 +17,7 @@ from typing import Any
 from meteora.errors import InvalidInputError
 from meteora.protocols import EvidenceScoring, RationaleSource
 from meteora.selection.selector_settings import SelectorSettings
+from meteora.verifier_stage import DEFAULT_VERIFIER
 
 __all__ = ["RerankerLoading", "GENERATOR_OPTIONS"]
 
@@ -38,7 +39,7 @@ class RerankerLoading:
         encoder: Any = None,
         scorer: Any = "default",
         settings: SelectorSettings | None = None,
-        verifier: Any = None,
+        verifier: Any = DEFAULT_VERIFIER,
         top_k: int | None = None,
         *,
         device: str | None = None,

@@ -51,3 +51,20 @@ def keyword_reranker(**kwargs):
     from meteora.reranker import Reranker
 
     return Reranker(generator=None, scorer=None, encoder=Encoder(KeywordModel(), cache=None), **kwargs)
+
+
+class FlagDogs:
+    """A pool verifier stand-in: drops the passages about dogs, re-selects without them,
+    and reports a conflict between the best passage and the dropped ones."""
+
+    def verify_pool(self, view):
+        from meteora.conflicts import Conflict
+        from meteora.pool_stage import PoolVerification
+
+        dogs = [p for p in view.candidates if "dog" in p.text.lower()]
+        best = view.candidates[int(view.scores.argmax())]
+        conflict = Conflict({"effect": [best.id], "no effect": [p.id for p in dogs]},
+                            {"effect": [best.doc_id], "no effect": sorted({p.doc_id for p in dogs})},
+                            kept=[best.id], dropped=[p.id for p in dogs], reason="about dogs")
+        return PoolVerification.from_selection(view, view.reselect([p.id for p in dogs]),
+                                               {p.id: "about dogs" for p in dogs}, conflicts=[conflict])

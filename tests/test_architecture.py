@@ -239,10 +239,12 @@ LAYERS: list[set[str]] = [
     # the root package itself (``__version__``, its lazy table of public names)
     {"meteora", "errors", "types", "_checks", "_io", "settings", "console", "models", "model_files", "corpus", "metrics",
      "set_metrics", "protocols", "relevance"},
-    {"lm", "embeddings", "inference", "retrievers", "selection", "verdicts", "datasets", "cache", "cache_table"},
+    {"lm", "embeddings", "inference", "retrievers", "selection", "verdicts", "datasets", "cache", "cache_table",
+     "findings", "conflicts"},
     # model_pull exports the default scorer to ONNX
-    {"rationales", "scorer", "verifier", "defences", "rerank_result", "model_pull"},
-    {"pipeline", "selection_inputs"},
+    {"rationales", "scorer", "verifier", "defences", "rerank_result", "model_pull", "pool_stage", "suspicion",
+     "pool_defence"},
+    {"pipeline", "selection_inputs", "verifier_stage"},
     {"reranker", "reranker_loading", "reranker_async"},
     {"integrations", "evaluation", "bench", "distributed"},
     {"training", "server"},

@@ -765,3 +765,16 @@ def test_serve_flags_for_docs_and_the_access_log():
     assert args.access_log is True and settings_from_args(args).docs is True
     plain = build_parser().parse_args(["serve", "--no-lm"])
     assert plain.access_log is False and settings_from_args(plain).docs is False
+
+
+def test_rerank_runs_the_poison_defence_unless_told_not_to(tiny_st_dir):
+    from meteora.cli import _reranker_from_args
+    from meteora.errors import InvalidInputError
+    from meteora.pool_defence import PoolDefence
+
+    base = ["rerank", "--query", "q", "--passages", "f", "--no-lm", "--embedding-model", str(tiny_st_dir)]
+    assert isinstance(_reranker_from_args(build_parser().parse_args(base)).verifier, PoolDefence)
+    assert _reranker_from_args(build_parser().parse_args([*base, "--no-defence"])).verifier is None
+    assert _reranker_from_args(build_parser().parse_args([*base, "--scorer", "none"])).verifier is None  # needs logits
+    with pytest.raises(InvalidInputError, match="needs an LM"):  # --verify is added to the defence, not instead
+        _reranker_from_args(build_parser().parse_args([*base, "--verify"]))

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("langchain_core")
 
-from helpers_integrations import BEST, CORPUS, QUERY, keyword_reranker  # noqa: E402
+from helpers_integrations import BEST, CORPUS, QUERY, FlagDogs, keyword_reranker  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
 
 from meteora.errors import InvalidInputError  # noqa: E402
@@ -49,6 +49,14 @@ def test_select_returns_annotated_copies_and_leaves_the_input_alone():
         assert meta["meteora_rationales"] == [QUERY]  # query-only: the query is the rationale
         assert meta["source"].startswith("s")  # the caller's metadata is kept
     assert "Dogs with kidney disease were treated with fluids." not in [o.page_content for o in out]
+
+
+def test_conflicts_are_in_the_metadata_of_the_documents_they_name():
+    out = MeteoraCompressor(reranker=keyword_reranker(verifier=FlagDogs())).compress_documents(_docs(), QUERY)
+    best = next(o for o in out if o.page_content == CORPUS[BEST]["text"])
+    [conflict] = best.metadata["meteora_conflicts"]
+    assert conflict["sides"] == {"effect": [str(BEST)], "no effect": ["1", "4"]} and conflict["dropped"] == ["1", "4"]
+    assert all(o.metadata["meteora_conflicts"] == [] for o in out if o is not best)
 
 
 def test_rank_mode_returns_every_document_best_first_capped_by_top_n():

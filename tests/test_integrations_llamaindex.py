@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
-from helpers_integrations import BEST, CORPUS, QUERY, keyword_reranker  # noqa: E402
+from helpers_integrations import BEST, CORPUS, QUERY, FlagDogs, keyword_reranker  # noqa: E402
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, LlamaDebugHandler  # noqa: E402
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
 
@@ -57,6 +57,14 @@ def test_postprocess_returns_copies_emits_the_reranking_event_and_keeps_notes_ou
     start, end = pairs[0]
     assert start.payload[EventPayload.QUERY_STR] == QUERY and len(start.payload[EventPayload.NODES]) == len(CORPUS)
     assert [n.node.node_id for n in end.payload[EventPayload.NODES]] == [o.node.node_id for o in out]
+
+
+def test_conflicts_are_in_the_metadata_and_out_of_the_prompt():
+    out = MeteoraPostprocessor(reranker=keyword_reranker(verifier=FlagDogs())).postprocess_nodes(_nodes(), query_str=QUERY)
+    first = out[0].node
+    [conflict] = first.metadata["meteora_conflicts"]
+    assert conflict["sides"] == {"effect": [str(BEST)], "no effect": ["1", "4"]} and conflict["reason"] == "about dogs"
+    assert "meteora_conflicts" in METADATA_KEYS and "about dogs" not in first.get_content(metadata_mode=MetadataMode.LLM)
 
 
 def test_rank_mode_and_top_n():

@@ -144,3 +144,18 @@ def test_loaded_index_reads_on_demand_and_survives_later_saves(tmp_path, tiny_en
     assert np.array_equal(dense.embeddings_for(ids), mem.embeddings_for(ids))
     dense.add([Passage("a brand new chunk", id="new-1", doc_id="d0", position=99)])  # read into memory, then extended
     assert len(dense) == len(corpus) + 1 and dense.search("a brand new chunk", k=1).ids == ["new-1"]
+
+
+def test_document_sizes_are_counted_in_the_store_in_memory_and_on_disk(tmp_path):
+    """The poison defence asks how many chunks a candidate's document has: the in-memory
+    and the SQLite store count the same, a re-index counts the new corpus, nothing is cached
+    beside the store."""
+    corpus = [Passage(f"chunk {i} of {d}", id=f"{d}-{i}", doc_id=d, position=i)
+              for d, n in (("a", 3), ("b", 1), ("c", 600)) for i in range(n)]
+    r = BM25Retriever(backend="numpy").index(corpus)
+    want = {"a": 3, "b": 1, "c": 600, "zz": 0}
+    assert r.document_sizes(list(want)) == want
+    r.save(tmp_path / "idx")
+    assert load_retriever(tmp_path / "idx").document_sizes(list(want)) == want
+    r.index([Passage("x", id="a-0", doc_id="a", position=0)])
+    assert r.document_sizes(["a", "c"]) == {"a": 1, "c": 0}

@@ -187,6 +187,8 @@ EXPECTED_SETTINGS = {
     "meteora-pairing-w2": SelectorSettings(window=2, use_pooling=False),
     "meteora-query-only-w2": SelectorSettings(window=2),
     "meteora-query-only-w0": SelectorSettings(window=0),
+    "meteora-no-defence": SelectorSettings(),
+    "meteora-query-only-no-defence": SelectorSettings(),
 }
 
 
@@ -232,6 +234,7 @@ def test_bench_methods_select_exactly_what_reranker_search_selects(home, tiny_st
             encoder=ctx.encoder(),
             n_rationales=2,
             settings=expected,
+            verifier="default" if variant.defence else None,
         )
         out = outputs[name]
         assert out.extra["selector"] == expected.to_dict() and out.extra["window"] == expected.window, name
@@ -479,9 +482,9 @@ def test_bench_registry_imports_one_way_in_a_fresh_interpreter():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().split(",") == sorted(
-        ["bm25", "dense", "hybrid", "meteora", "meteora-band", "meteora-elbow", "meteora-no-expansion",
-         "meteora-no-scorer", "meteora-pairing", "meteora-pooling", "meteora-query-only", "meteora-query-only-band",
-         "meteora-query-only-no-scorer"]
+        ["bm25", "dense", "hybrid", "meteora", "meteora-no-expansion", "meteora-no-scorer", "meteora-pairing",
+         "meteora-pooling", "meteora-query-only", "meteora-query-only-no-scorer", "meteora-no-defence",
+         "meteora-query-only-no-defence", "meteora-band", "meteora-elbow", "meteora-query-only-band"]
     )
     code = "import sys\nimport meteora.bench.methods\nprint('meteora.bench.pubmedqa' in sys.modules)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -234,7 +234,8 @@ def test_cli_runs_every_defence_on_a_tiny_corpus(tmp_path, monkeypatch, tiny_st_
     data = tmp_path / "data" / "pubmedqa"
     _write_pubmedqa(data)
     out = tmp_path / "res" / "poisoning.json"
-    rc = main(["-q", "bench", "poisoning", "--data", str(data), "--embedding-model", str(tiny_st_dir),
+    rc = main(["-q", "bench", "poisoning", "--attack", "same-document", "--data", str(data),
+               "--embedding-model", str(tiny_st_dir),
                "--scorer", "none", "--lm", str(tiny_llama_dir), "--verifier-model", str(tiny_llama_dir),
                "--backend", "transformers", "--llm-limit", "2", "--candidates", "5", "--out", str(out),
                "--fraction", "0.5"])
@@ -243,7 +244,7 @@ def test_cli_runs_every_defence_on_a_tiny_corpus(tmp_path, monkeypatch, tiny_st_
     assert res["protocol"]["poisoned_questions"] == 3 and len(res["poison"]) == 3
     assert set(res["runs"]) >= {"clean", "poisoned", "perplexity", "learned", "llm"}
     assert res["runs"]["llm"]["questions"] == 2 and res["defences"]["llm"]["questions"] == 2
-    assert "poisoning" in res["command"]
+    assert "poisoning" in res["command"] and res["attack"] == "same-document"
     for run in res["runs"].values():
         assert 0.0 <= run["selection_evidence"]["F1"] <= 1.0
     assert "sel F1" in capsys.readouterr().out

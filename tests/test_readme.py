@@ -117,13 +117,21 @@ def _check_poisoning(ns: dict[str, Any], out: str) -> None:
     assert final.startswith("selected (") and "a-0" in final and "b-0" not in final
 
 
+def _check_added_document(ns: dict[str, Any], out: str) -> None:
+    res = ns["res"]
+    assert "added-0" not in res.selected_ids and "trial-2" in res.selected_ids  # dropped; the evidence is back
+    [conflict] = res.conflicts
+    assert conflict.dropped == ["added-0"] and "trial-2" in conflict.kept
+
+
 CHECKS: dict[str, Callable[[dict[str, Any], str], None]] = {
     "Quick start: select evidence": _check_quick_start,
     "Quick start: select evidence, Coming from a cross-encoder reranker": _check_rank,
     "Retrieval": _check_retrieval,
     "LangChain": _check_langchain,
     "LlamaIndex": _check_langchain,
-    "Poisoning benchmark: the verifier stage": _check_poisoning,
+    "Poisoning by added documents: the default defence": _check_added_document,
+    "Poisoning inside the abstract: the paper's protocol (`--attack same-document`)": _check_poisoning,
 }
 
 

@@ -399,7 +399,7 @@ def test_given_passage_embeddings_skip_encoding(kw_encoder, monkeypatch):
         ({"batch_size": 0}, "batch_size must be a positive integer"),
         ({"n_rationales": 0}, "n_rationales must be a positive integer"),
         ({"settings": {"window": 1}}, "settings must be a meteora.SelectorSettings"),
-        ({"verifier": "yes please"}, "verifier must be None, True"),
+        ({"verifier": "yes please"}, "verifier must be .default. .the poison defence., None, True"),
         ({"verifier": True}, "verifier=True needs an LM"),
     ],
 )

@@ -20,7 +20,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from helpers_integrations import BEST, CORPUS, QUERY, keyword_reranker  # noqa: E402
+from helpers_integrations import BEST, CORPUS, QUERY, FlagDogs, keyword_reranker  # noqa: E402
 
 from meteora.errors import InvalidInputError  # noqa: E402
 from meteora.relevance import relevance_score  # noqa: E402
@@ -142,6 +142,16 @@ def test_select_gives_the_selection_the_ranking_and_reasons(server):
     assert "explanation" not in terse and terse["selected"][0]["text"] == TEXTS[BEST]
 
 
+def test_select_reports_conflicts():
+    with BackgroundServer(create_app(keyword_reranker(verifier=FlagDogs()))) as srv:
+        docs = [{"text": t, "id": f"p{i}"} for i, t in enumerate(TEXTS)]
+        out = _post(srv, "/v1/select", {"query": QUERY, "documents": docs}).json()
+    [conflict] = out["conflicts"]
+    assert conflict["sides"] == {"effect": [f"p{BEST}"], "no effect": ["p1", "p4"]} and conflict["dropped"] == ["p1", "p4"]
+    assert conflict["reason"] == "about dogs"
+    assert [r["reason"] for r in out["ranking"] if r["id"] == "p1"][0].startswith("not selected: the verifier dropped")
+
+
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
@@ -212,24 +222,32 @@ def test_docs_page_only_when_asked_and_behind_the_key():
         assert httpx.get(srv.url + "/docs").status_code == 404
 
 
-def test_access_log_flag(caplog):
+def test_access_log_flag():
     import logging
 
-    # uvicorn's own logging config (applied by an earlier server in the same process) stops
-    # "uvicorn.access" from propagating to the root logger caplog listens on: listen on it directly
+    class Lines(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    # listen on uvicorn.access itself: whether its records reach the root logger depends on
+    # what earlier servers and CLI runs in this process set on the "uvicorn" loggers
     access = logging.getLogger("uvicorn.access")
-    access.addHandler(caplog.handler)
+    lines, level = Lines(), access.level
+    access.addHandler(lines)
     try:
-        with caplog.at_level(logging.INFO, logger="uvicorn.access"):
-            with BackgroundServer(create_app(keyword_reranker()), access_log=True) as srv:
-                httpx.get(srv.url + "/health")
-            with BackgroundServer(create_app(keyword_reranker())) as quiet:
-                httpx.get(quiet.url + "/v1/models")
+        with BackgroundServer(create_app(keyword_reranker()), access_log=True) as srv:
+            httpx.get(srv.url + "/health")
+        with BackgroundServer(create_app(keyword_reranker())) as quiet:
+            httpx.get(quiet.url + "/v1/models")
     finally:
-        access.removeHandler(caplog.handler)
-    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
-    assert any("/health" in line and "200" in line for line in lines)
-    assert not any("/v1/models" in line for line in lines)
+        access.removeHandler(lines)
+        access.setLevel(level)
+    assert any("/health" in line and "200" in line for line in lines.lines)
+    assert not any("/v1/models" in line for line in lines.lines)
 
 
 class _Picky(Reranker):

@@ -39,11 +39,13 @@ RETRIEVAL_METHODS = ("bm25", "dense", "hybrid")
 
 @dataclass(frozen=True)
 class MeteoraVariant:
-    """A METEORA benchmark method: whether it uses the LM, and which selector fields
+    """A METEORA benchmark method: whether it uses the LM, the evidence scorer and the
+    default poison defence (``Reranker``'s default verifier), and which selector fields
     it fixes (``None``: taken from the run's settings)."""
 
     uses_lm: bool
     uses_scorer: bool = True
+    defence: bool = True
     use_pairing: bool | None = None
     use_pooling: bool | None = None
     window: int | None = None
@@ -73,6 +75,8 @@ METEORA_VARIANTS: Mapping[str, MeteoraVariant] = types.MappingProxyType(
         "meteora-pooling": MeteoraVariant(uses_lm=True, use_pairing=False, use_pooling=True),
         "meteora-query-only": MeteoraVariant(uses_lm=False),
         "meteora-query-only-no-scorer": MeteoraVariant(uses_lm=False, uses_scorer=False),
+        "meteora-no-defence": MeteoraVariant(uses_lm=True, defence=False),
+        "meteora-query-only-no-defence": MeteoraVariant(uses_lm=False, defence=False),
         # the previous cuts, for ablation: the evidence band (the last release's default) and the elbow
         "meteora-band": MeteoraVariant(uses_lm=True, cut="band"),
         "meteora-elbow": MeteoraVariant(uses_lm=True, uses_scorer=False, cut="elbow"),

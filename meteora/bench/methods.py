@@ -17,10 +17,16 @@ the dense retriever's stored corpus embeddings, so nothing is re-encoded:
 ``meteora-pooling``        elbow only (no pairing)
 ``meteora-query-only``     no LM: the query is the single rationale (with the scorer,
                            ``Reranker(generator=None)``)
-``meteora-query-only-no-scorer``  no LM and no scorer
+``meteora-query-only-no-scorer``  no LM and no scorer (embeddings only)
 ``meteora-band``           ``meteora`` with the evidence band (``cut="band"``: the previous
                            default); ``meteora-query-only-band`` the same without the LM
 ``meteora-elbow``          rationales, METEORA's pooled elbow (``cut="elbow"``), no scorer
+``meteora-no-defence``, ``meteora-query-only-no-defence``  ``meteora`` / ``meteora-query-only``
+                           without the default poison defence (``verifier=None``): its
+                           clean cost is the difference
+
+Every METEORA method runs ``Reranker``'s default verifier, the poison defence (off
+without a scorer), unless its name says ``no-defence``.
 
 Any of these with a ``-wN`` suffix (e.g. ``meteora-query-only-w2``) uses window N. The names
 and variants are defined in :mod:`meteora.bench.method_names`.
@@ -83,6 +89,7 @@ def meteora_reranker(ctx: BenchmarkContext, name: str) -> Any:
         encoder=ctx.encoder(),
         scorer=ctx.scorer() if variant.uses_scorer else None,
         settings=settings,
+        verifier="default" if variant.defence else None,
         n_rationales=opts.get("n"),
         include_query=bool(opts.get("include_query", True)),
         batch_size=int(opts.get("batch_size", 8)),

@@ -28,7 +28,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,7 @@ def passage_notes(result: Any) -> dict[str, PassageNote]:
     if result.verification is not None:
         for p, verdict in result.verification.rejected:
             rejected[p.id] = ", ".join(verdict.flag_types) or verdict.reason or "flagged"
+    restored = set(getattr(result.verification, "restored", None) or ())
     chosen: dict[str, list[str]] = {}
     for pair in ex.pairs:
         text = pair.rationale
@@ -116,7 +117,9 @@ def passage_notes(result: Any) -> dict[str, PassageNote]:
     for hit in result.ranked:
         pid = hit.id
         stages = ex.sources.get(pid, set())
-        if pid in selected:
+        if pid in restored:
+            reason = "selected: restored by the verifier after it dropped a suspicious document"
+        elif pid in selected:
             reason = "selected: " + "; ".join(_STAGE_WORDS.get(s, s) for s in sorted(stages)) if stages else "selected"
         elif pid in rejected:
             reason = f"not selected: the verifier dropped it ({rejected[pid]})"
@@ -156,14 +159,17 @@ def pick(result: Any, *, mode: str, top_n: int | None) -> list[PassageNote]:
     return out[:top_n] if top_n is not None else out
 
 
-def metadata_for(note: PassageNote, rationales: list[str]) -> Mapping[str, Any]:
+def metadata_for(note: PassageNote, rationales: list[str], conflicts: Sequence[Any] = ()) -> Mapping[str, Any]:
     """The metadata keys the integrations add to a returned document.
 
     ``relevance_score`` (the name LangChain's and LlamaIndex's rerankers use; in [0, 1],
     :func:`meteora.relevance.relevance_score`), ``meteora_score`` (the raw ranking score,
-    cosine scale), ``meteora_rank``, ``meteora_selected``, ``meteora_reason``,
-    ``meteora_chosen_by`` (rationales that paired with it) and ``meteora_rationales``
-    (all the query's).
+    on the result's ``score_scale``), ``meteora_rank``, ``meteora_selected``,
+    ``meteora_reason``, ``meteora_chosen_by`` (rationales that paired with it),
+    ``meteora_rationales`` (all the query's) and ``meteora_conflicts``: the result's
+    conflicts (:class:`~meteora.conflicts.Conflict` dicts: the ids on each side — the
+    integrations' ids are the documents' indices in the list given — what was kept and
+    dropped, and why) that name this document.
     """
     return {
         "relevance_score": note.relevance,
@@ -173,6 +179,8 @@ def metadata_for(note: PassageNote, rationales: list[str]) -> Mapping[str, Any]:
         "meteora_reason": note.reason,
         "meteora_chosen_by": list(note.chosen_by),
         "meteora_rationales": list(rationales),
+        "meteora_conflicts": [c.to_dict() for c in conflicts
+                              if any(note.passage.id in ids for ids in c.sides.values())],
     }
 
 

@@ -154,7 +154,7 @@ if _IMPORT_ERROR is None:
             for note in pick(result, mode=self.mode, top_n=self.top_n):
                 doc = documents[int(note.passage.id)]
                 meta = {k: v for k, v in (doc.metadata or {}).items() if k != self.embedding_key}
-                meta.update(metadata_for(note, result.rationales))
+                meta.update(metadata_for(note, result.rationales, result.conflicts))
                 out.append(doc.model_copy(update={"metadata": meta}, deep=True))
             logger.debug("kept %d of %d documents for %r", len(out), len(documents), query)
             return out

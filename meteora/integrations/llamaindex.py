@@ -172,7 +172,8 @@ if _IMPORT_ERROR is None:
                 passages, vectors = self._passages(nodes)
                 result = self._handle.rerank(query, passages, vectors)
                 out = [
-                    self._copy(nodes[int(note.passage.id)], metadata_for(note, result.rationales), note.relevance)
+                    self._copy(nodes[int(note.passage.id)], metadata_for(note, result.rationales, result.conflicts),
+                               note.relevance)
                     for note in pick(result, mode=self.mode, top_n=self.top_n)
                 ]
                 event.on_end(payload={EventPayload.NODES: out})

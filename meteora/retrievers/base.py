@@ -212,6 +212,20 @@ class Retriever(ABC):
             raise InvalidInputError(f"window must be a non-negative integer, got {window!r}")
         return self._store.neighbours(list(passages), int(window))
 
+    def document_sizes(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        """How many chunks each of these documents has in the index (0 for one it does not
+        hold), counted in the passage store.
+
+        Example:
+            >>> from meteora.retrievers.bm25 import BM25Retriever
+            >>> r = BM25Retriever(backend="numpy").index(
+            ...     [{"id": f"d-{i}", "doc_id": "d", "position": i, "text": f"chunk {i}"} for i in range(3)])
+            >>> r.document_sizes(["d", "x"])
+            {'d': 3, 'x': 0}
+        """
+        self._check_indexed()
+        return self._store.document_sizes(list(doc_ids))
+
     def _check_indexed(self) -> None:
         if not len(self._store):
             raise InvalidInputError(

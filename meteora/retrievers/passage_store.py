@@ -85,6 +85,10 @@ class PassageStore(Protocol):
         """Chunks of the passages' documents within ``window`` positions of one of them."""
         ...
 
+    def document_sizes(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        """How many chunks each of these documents has (0 for a document not stored)."""
+        ...
+
 
 def _ranges(positions: Iterable[int], window: int) -> list[tuple[int, int]]:
     """Merged ``[p - window, p + window]`` intervals, in order."""
@@ -146,7 +150,8 @@ class MemoryPassages:
             self._pos[p.id] = start + i
         self._by_doc = None  # rebuilt on the next neighbour lookup
 
-    def neighbours(self, passages: Sequence[Passage], window: int) -> list[Passage]:
+    def _documents(self) -> dict[str, list[tuple[int, int]]]:
+        """doc_id -> its chunks' (position, row), by position (built on first use)."""
         if self._by_doc is None:
             by_doc: dict[str, list[tuple[int, int]]] = {}
             for row, p in enumerate(self._list):
@@ -154,9 +159,17 @@ class MemoryPassages:
             for chunks in by_doc.values():
                 chunks.sort()
             self._by_doc = by_doc
+        return self._by_doc
+
+    def document_sizes(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        docs = self._documents()
+        return {d: len(docs.get(d, ())) for d in doc_ids}
+
+    def neighbours(self, passages: Sequence[Passage], window: int) -> list[Passage]:
+        docs = self._documents()
         out = []
         for doc, ranges in _docs_and_ranges(passages, window):
-            for position, row in self._by_doc.get(doc, ()):
+            for position, row in docs.get(doc, ()):
                 if any(lo <= position <= hi for lo, hi in ranges):
                     out.append(self._list[row])
         return out
@@ -292,6 +305,15 @@ class SqlitePassages:
                     )
                 )
         return self.take(rows)
+
+    def document_sizes(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        wanted = list(dict.fromkeys(doc_ids))
+        for start in range(0, len(wanted), _IN_CHUNK):
+            part = wanted[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(part))
+            found.update(self._query(f"SELECT doc_id, count(*) FROM passages WHERE doc_id IN ({marks}) GROUP BY doc_id", part))
+        return {d: int(found.get(d, 0)) for d in doc_ids}
 
     def close(self) -> None:
         """Close the file (the store is unusable afterwards)."""

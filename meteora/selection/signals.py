@@ -155,6 +155,34 @@ class CandidateSignals:
             out.__dict__["lexical"] = self.__dict__["lexical"]
         return out
 
+    def subset(self, keep: Sequence[int]) -> CandidateSignals:
+        """These signals of candidates ``keep`` only, in that order (the candidate BM25 is
+        recomputed over the smaller list, as for a list retrieved without the others).
+
+        Example:
+            >>> from meteora.types import to_passages
+            >>> s = CandidateSignals.build(np.eye(2)[:1], np.eye(2), to_passages(["fever", "cats"]))
+            >>> s.subset([1]).ids, s.subset([1]).pooled.tolist()
+            (['1'], [0.0])
+        """
+        idx = np.asarray(list(keep), dtype=np.int64)
+
+        def cut(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else np.asarray(a)[idx]
+
+        return dataclasses.replace(
+            self,
+            passages=[self.passages[i] for i in idx],
+            rationale_cosines=self.rationale_cosines[:, idx],
+            pooled=self.pooled[idx],
+            evidence=cut(self.evidence),
+            retrieval_scores=cut(self.retrieval_scores),
+            retrieval_ranks=cut(self.retrieval_ranks),
+            member_scores={k: v[idx] for k, v in self.member_scores.items()},
+            member_ranks={k: v[idx] for k, v in self.member_ranks.items()},
+            query_cosines=cut(self.query_cosines),
+        )
+
     @property
     def n(self) -> int:
         """The number of candidates."""

@@ -304,6 +304,7 @@ def create_app(reranker: Any, settings: ServeSettings | None = None) -> FastAPI:
             rationales=result.rationales, fallback=result.fallback,
             explanation=result.explain() if body.explain else None,
             selection=result.selection.to_dict() if body.explain else None,
+            conflicts=[c.to_dict() for c in result.conflicts],
         )
 
     return app

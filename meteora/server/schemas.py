@@ -170,3 +170,8 @@ class SelectResponse(BaseModel):
     fallback: bool = Field(description="the generator gave nothing usable; the query stood in")
     explanation: str | None = None
     selection: dict[str, Any] | None = None
+    conflicts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="passages of different documents whose findings disagree: the ids on each side, what was kept "
+                    "and dropped, and why (meteora.conflicts.Conflict.to_dict)",
+    )
