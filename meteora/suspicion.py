@@ -25,7 +25,7 @@ poison-defence`` on PubMedQA *train* questions and the train attack families onl
 
 Example:
     >>> echo_features("Does aspirin prevent stroke in adults?", "Aspirin did not prevent stroke in adults.")
-    (1.0, 0.5)
+    (1.0, 0.6666666666666666)
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ class SuspicionModel:
         >>> m = SuspicionModel({"features": ["span"], "mean": [0.2], "std": [0.2], "coef": [3.0],
         ...                     "intercept": -2.0, "threshold": 0.5})
         >>> [round(p, 2) for p in m.probabilities([{"span": 0.1}, {"span": 0.9}])]
-        [0.02, 1.0]
+        [0.03, 1.0]
     """
 
     def __init__(self, weights: Mapping[str, Any], *, where: str = "weights") -> None:

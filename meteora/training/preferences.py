@@ -335,7 +335,7 @@ def build_preference_pairs(
         from meteora.selection.selector_settings import SelectorSettings
 
         settings = SelectorSettings(cut="band")
-    reranker = Reranker(None, encoder, scorer, settings)
+    reranker = Reranker(None, encoder, scorer, settings, verifier=None)  # the preference is about the rationales
     selector_settings = reranker.settings
     pools = reranker.retrieve([benchmark.queries[q] for q in used], retriever, k=candidates)
     pool_of = dict(zip(used, pools, strict=True))

@@ -206,8 +206,9 @@ def calibrate_selection(
     best: tuple[float, float, float] | None = None
     for w in WEIGHT_GRID:
         for b in BAND_GRID:
-            settings = SelectorSettings(use_pairing=False, evidence_weight=w, evidence_band=b)
-            reranker = Reranker(generator=None, encoder=encoder, scorer=scorer, settings=settings)
+            # the band is what these knobs set; no verifier stage: the grid measures the selection
+            settings = SelectorSettings(cut="band", use_pairing=False, evidence_weight=w, evidence_band=b)
+            reranker = Reranker(generator=None, encoder=encoder, scorer=scorer, settings=settings, verifier=None)
             results = reranker.rerank_pools(pools)
             chosen = {q: res.selected_ids for q, res in zip(qids, results, strict=True)}
             f1 = {v: set_metrics(rels, chosen)["F1"] for v, rels in qrels.items()}
