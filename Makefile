@@ -34,8 +34,8 @@ demo: models
 # 8B); the "all" split holds the learned cut's and the scorer's training questions, so it
 # runs only retrieval and the untrained elbow.
 BENCH_KS := 1,2,3,4,5,6,7,8,10,16,32
-BENCH_METHODS := bm25,dense,hybrid,meteora,meteora-query-only,meteora-no-scorer,meteora-query-only-no-scorer,meteora-band,meteora-query-only-band,meteora-elbow
-BENCH_COMPARE := meteora:best,meteora:meteora-query-only,meteora:hybrid,meteora:meteora-band,meteora-query-only:best
+BENCH_METHODS := bm25,dense,hybrid,meteora,meteora-query-only,meteora-no-scorer,meteora-query-only-no-scorer,meteora-band,meteora-query-only-band,meteora-elbow,meteora-no-defence,meteora-query-only-no-defence
+BENCH_COMPARE := meteora:best,meteora:meteora-query-only,meteora:hybrid,meteora:meteora-band,meteora-query-only:best,meteora:meteora-no-defence
 bench: models
 	$(METEORA) bench pubmedqa --split all --threads 1 --cut elbow --methods bm25,dense,hybrid,meteora-query-only-no-scorer-w0,meteora-query-only-no-scorer-w1,meteora-query-only-no-scorer-w2
 	$(METEORA) bench pubmedqa --split test --threads 2 --ks $(BENCH_KS) --methods $(BENCH_METHODS),meteora-w2,meteora-query-only-w2,meteora-band-w2 --compare $(BENCH_COMPARE),meteora-w2:meteora-query-only-w2,meteora-w2:meteora-band-w2

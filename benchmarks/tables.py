@@ -21,7 +21,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SIDE_BY_SIDE = [
     ("best fixed k", "best"),
     ("hybrid (ranking only)", "hybrid"),
-    ("**`Reranker()`** (default: SmolLM2 rationales + learned cut)", "meteora"),
+    ("**`Reranker()`** (default: SmolLM2 rationales + learned cut + poison defence)", "meteora"),
+    ("`Reranker(verifier=None)` (the selection alone, no defence)", "meteora-no-defence"),
     ("`Reranker(generator=None)`", "meteora-query-only"),
     ("`Reranker(scorer=None)` (stage-1 model)", "meteora-no-scorer"),
     ("`Reranker(generator=None, scorer=None)`", "meteora-query-only-no-scorer"),
@@ -35,6 +36,7 @@ BOOTSTRAPS = [
     ("default − hybrid (its input ranking)", "meteora:hybrid"),
     ("default − `cut=\"band\"` (previous default)", "meteora:meteora-band"),
     ("query-only − best fixed k", "meteora-query-only:best"),
+    ("default − `verifier=None` (the poison defence's clean cost)", "meteora:meteora-no-defence"),
 ]
 
 
