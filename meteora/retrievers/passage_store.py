@@ -235,6 +235,15 @@ class SqlitePassages:
         except sqlite3.DatabaseError as exc:
             raise IndexFormatError(f"cannot read {self.path} ({exc}); {REBUILD_HINT}") from exc
 
+    def _query_in(self, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """``sql``'s ``IN ({marks})`` run over ``values`` a chunk at a time (SQLite limits
+        the parameters of one statement)."""
+        out: list[tuple[Any, ...]] = []
+        for start in range(0, len(values), _IN_CHUNK):
+            part = list(values[start : start + _IN_CHUNK])
+            out.extend(self._query(sql.format(marks=",".join("?" * len(part))), part))
+        return out
+
     def _count(self) -> int:
         rows = self._query("SELECT count(*), coalesce(min(row), 0), coalesce(max(row), -1) FROM passages")
         n, lo, hi = rows[0]
@@ -261,24 +270,15 @@ class SqlitePassages:
     def take(self, rows: Sequence[int]) -> list[Passage]:
         rows = [int(r) for r in rows]
         found: dict[int, Passage] = {}
-        wanted = sorted(set(rows))
-        for start in range(0, len(wanted), _IN_CHUNK):
-            part = wanted[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(part))
-            for row in self._query(f"SELECT {_COLUMNS} FROM passages WHERE row IN ({marks})", part):
-                found[row[0]] = _passage_from_row(row, self.path)
+        for row in self._query_in(f"SELECT {_COLUMNS} FROM passages WHERE row IN ({{marks}})", sorted(set(rows))):
+            found[row[0]] = _passage_from_row(row, self.path)
         missing = [r for r in rows if r not in found]
         if missing:
             raise IndexError(f"rows {missing[:5]} are not in {self.path} ({self._len} passages)")
         return [found[r] for r in rows]
 
     def rows_of(self, ids: Sequence[str]) -> list[int | None]:
-        found: dict[str, int] = {}
-        wanted = list(dict.fromkeys(ids))
-        for start in range(0, len(wanted), _IN_CHUNK):
-            part = wanted[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(part))
-            found.update(self._query(f"SELECT id, row FROM passages WHERE id IN ({marks})", part))
+        found = dict(self._query_in("SELECT id, row FROM passages WHERE id IN ({marks})", list(dict.fromkeys(ids))))
         return [found.get(i) for i in ids]
 
     def __iter__(self) -> Iterator[Passage]:
@@ -307,12 +307,9 @@ class SqlitePassages:
         return self.take(rows)
 
     def document_sizes(self, doc_ids: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        wanted = list(dict.fromkeys(doc_ids))
-        for start in range(0, len(wanted), _IN_CHUNK):
-            part = wanted[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(part))
-            found.update(self._query(f"SELECT doc_id, count(*) FROM passages WHERE doc_id IN ({marks}) GROUP BY doc_id", part))
+        found = dict(self._query_in(
+            "SELECT doc_id, count(*) FROM passages WHERE doc_id IN ({marks}) GROUP BY doc_id", list(dict.fromkeys(doc_ids))
+        ))
         return {d: int(found.get(d, 0)) for d in doc_ids}
 
     def close(self) -> None:
