@@ -20,7 +20,7 @@ import inspect
 import math
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
 
@@ -90,14 +90,17 @@ def real_matrix(x: Any, name: str, *, ndim: int = 2) -> np.ndarray:
 
 
 def check_embedding_rows(
-    x: np.ndarray, name: str, *, error: type[Exception] = InvalidInputError,
+    x: Any, name: str, *, error: type[Exception] = InvalidInputError,
     hint: str = "pass real embeddings from the encoder",
-) -> np.ndarray:
+    read: Callable[[int, int], np.ndarray] | None = None,
+) -> Any:
     """Refuse an embedding matrix with a NaN/infinite entry or an all-zero row (a zero
     vector has no direction: every cosine with it is 0, so it would rank silently last
     or, as a query, score everything alike). Returns ``x`` unchanged; ``error`` is the
     exception class raised (e.g. :class:`~meteora.errors.IndexFormatError` for a file)
-    and ``hint`` what the message tells to do.
+    and ``hint`` what the message tells to do. ``read(start, stop)``, when given, supplies
+    the rows of an ``x`` that is only a shape (``(n, d)``), a block at a time (e.g. read
+    from a file without mapping it).
 
     Example:
         >>> check_embedding_rows(np.eye(2), "emb").shape
@@ -107,15 +110,21 @@ def check_embedding_rows(
         ...
         meteora.errors.InvalidInputError: emb: row 0 is all zeros (2 of 2 rows); a zero vector has no direction, so every cosine with it is 0: pass real embeddings from the encoder
     """
-    arr = np.asarray(x)
-    if arr.ndim != 2 or not arr.size:
-        return x
-    n, d = arr.shape
+    if read is None:
+        arr = np.asarray(x)
+        if arr.ndim != 2 or not arr.size:
+            return x
+        n, d = arr.shape
+
+        def read(start: int, stop: int) -> np.ndarray:
+            return arr[start:stop]
+    else:
+        n, d = x
     step = max(1, _CHECK_BLOCK_CELLS // d)  # a block of rows at a time: bounded temporaries on a large index
     not_finite: list[np.ndarray] = []
     zero: list[np.ndarray] = []
     for start in range(0, n, step):
-        part = arr[start : start + step]
+        part = read(start, min(n, start + step))
         not_finite.append(start + np.flatnonzero(~np.isfinite(part).all(axis=1)))
         zero.append(start + np.flatnonzero(~(part != 0).any(axis=1)))
     bad = np.concatenate(not_finite)

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,14 +96,21 @@ def load_embeddings(path: Path, count: int | None = None, dim: int | None = None
             f"{count} × {dim}; rebuild the index and save it again"
         )
     # A damaged row (NaN, infinite, all zeros) would rank silently wrong: read every row
-    # once through a mapping of its own that is closed afterwards, so the check leaves no
-    # pages of the file in the serving process.
-    probe = load_npy(path, dtype=np.float32, ndim=2, mmap=True)
-    check_embedding_rows(
-        probe, str(path), error=IndexFormatError,
-        hint="the index's stored embeddings are damaged: rebuild it with retriever.index(passages) and save it again",
-    )
-    del probe
+    # once, a block at a time with pread (not through the mapping, whose touched pages would
+    # stay in the serving process's memory)
+    width = emb.shape[1] * emb.dtype.itemsize
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        def read(start: int, stop: int) -> np.ndarray:
+            data = os.pread(fd, (stop - start) * width, emb.offset + start * width)
+            return np.frombuffer(data, dtype=emb.dtype).reshape(stop - start, emb.shape[1])
+
+        check_embedding_rows(
+            emb.shape, str(path), error=IndexFormatError, read=read,
+            hint="the index's stored embeddings are damaged: rebuild it with retriever.index(passages) and save it again",
+        )
+    finally:
+        os.close(fd)
     return emb
 
 
