@@ -186,6 +186,7 @@ class Reranker(RerankerLoading, AsyncReranking):
         self.generation = check_generation_options(generation)
         if self.generator is not None:
             check_generate_signature(self.generator, self.generation)
+        self._warned_unread_rationales = False
         self._stages = build_verifiers(verifier, generator=self.generator, scorer=self.scorer)
         #: the verifier stage: ``None`` (off), one verifier, or a tuple of them (pool verifiers first)
         self.verifier = None if not self._stages else self._stages[0] if len(self._stages) == 1 else tuple(self._stages)
@@ -328,7 +329,9 @@ class Reranker(RerankerLoading, AsyncReranking):
         if rationales is None:
             return self.rationales_for(live_queries)
         cut = self.selector.cut
-        if isinstance(cut, LearnedCut) and not (cut.reads_rationales and self.scorer is not None):
+        unread = isinstance(cut, LearnedCut) and not (cut.reads_rationales and self.scorer is not None)
+        if unread and not self._warned_unread_rationales:  # once per reranker: a batch loop would repeat it
+            self._warned_unread_rationales = True
             logger.warning(
                 "the learned cut's %s model does not read rationales: the given ones are recorded in the "
                 "results but select nothing; to select by them use SelectorSettings(cut='band') or "

@@ -310,10 +310,15 @@ def test_given_rationales_the_learned_cut_cannot_read_are_warned_about(caplog):
 
     from meteora.selection.selector_settings import SelectorSettings
 
+    rr = keyword_reranker()
     with caplog.at_level(logging.WARNING, logger="meteora.reranker"):
-        (res,) = keyword_reranker().rerank_batch(["unrelated words"], [TEXTS], rationales=[[QUERY]])
+        (res,) = rr.rerank_batch(["unrelated words"], [TEXTS], rationales=[[QUERY]])
     assert res.rationales == [QUERY]
     assert any("does not read rationales" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="meteora.reranker"):  # once per reranker, not per call
+        rr.rerank_batch(["unrelated words"], [TEXTS], rationales=[[QUERY]])
+    assert not any("does not read rationales" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="meteora.reranker"):
         (elbow,) = keyword_reranker(settings=SelectorSettings(cut="elbow")).rerank_batch(
