@@ -28,7 +28,7 @@ from meteora.inference.runtime import (
 
 REPO = Path(__file__).resolve().parents[1]
 # the training stack: not imported on the ONNX inference path. (scikit-learn is: LightGBM,
-# which runs the learned cut, imports it when it is installed — about 0.9 s of start-up,
+# which runs the learned cut, imports it when it is installed — about 1 s of start-up,
 # measured in benchmarks/results/rerank_latency.json.)
 HEAVY = ("torch", "transformers", "sentence_transformers", "peft", "onnx", "onnxscript")
 TEXTS = ["does aspirin reduce events?", "aspirin reduced events by 20 percent (p<0.05).", "", "  Dogs BARK.  ",
