@@ -74,9 +74,14 @@ def test_distributed_build_equals_the_single_machine_build(cluster, files, tiny_
     d, whole, parts = files
     one = build_index(whole, d / "one", _hybrid(str(tiny_st_dir)), chunk_size=300)
     on_ray = build_index_on_ray(parts, d / "ray", _hybrid(str(tiny_st_dir)), workers=2, cpus_per_worker=0.5,
-                                batch_size=256, shard_size=500)
+                                batch_size=256, shard_size=500, range_bytes=8192)  # ~20 read tasks
     # same ids, passages and documents
     assert [p.to_dict() for p in on_ray.passages] == [p.to_dict() for p in one.passages]
+    # read as line-aligned byte ranges: many blocks for the encoder actors to share, not one per file
+    from meteora.distributed.build import corpus_dataset
+
+    ds, _ = corpus_dataset(parts, range_bytes=8192)
+    assert ds.materialize().num_blocks() >= 10
     ray_dense, one_dense = on_ray.members["dense"], one.members["dense"]
     assert np.allclose(ray_dense.embeddings, one_dense.embeddings, atol=1e-5)
     # exact search over the stored embeddings: the same results
@@ -116,8 +121,8 @@ def test_distributed_build_reads_parquet_and_reports_bad_lines_like_one_machine(
     bad.write_text("\n".join(lines) + "\n")
     with pytest.raises(InvalidInputError) as one_machine:
         build_index(bad, tmp_path / "bad-one", BM25Retriever())
-    with pytest.raises(InvalidInputError) as on_ray:
-        build_index_on_ray(bad, tmp_path / "bad-ray", BM25Retriever())
+    with pytest.raises(InvalidInputError) as on_ray:  # line 21 in the fifth 512-byte range or so
+        build_index_on_ray(bad, tmp_path / "bad-ray", BM25Retriever(), range_bytes=512)
     assert str(on_ray.value) == str(one_machine.value) and "bad.jsonl:21: not valid JSON" in str(on_ray.value)
     assert not (tmp_path / "bad-ray").exists()
 

@@ -2,8 +2,10 @@
 
 The pipeline (Ray Data, order preserved end to end):
 
-1. **read**: ``read_binary_files`` (JSONL: each file split into lines, parsed by
-   :func:`meteora.corpus.parse_jsonl_line`) or ``read_parquet`` (rows as
+1. **read**: JSONL files as line-aligned byte ranges, one read task each, lines parsed
+   by :func:`meteora.corpus.parse_jsonl_line` (:mod:`meteora.distributed.jsonl_ranges`:
+   no task holds a whole file, and the actor pool gets many blocks to share), or
+   ``read_parquet`` (rows as
    :func:`meteora.corpus.parquet_row`); every item becomes a canonical JSON record, or an
    error that the driver raises at the item's place, with its ``file:line``.
 2. **encode**: ``map_batches`` over an actor pool of :class:`PassageEncoder` (one model
@@ -40,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from meteora.corpus import checked_passage, parquet_row, parse_jsonl_line
+from meteora.corpus import checked_passage, parquet_row
 from meteora.distributed.session import ray_session
 from meteora.errors import InvalidInputError, MeteoraError
 from meteora.retrievers.ann import ADD_BLOCK, AnnSpec
@@ -90,27 +92,6 @@ def _records(paths: list[Any], lines: list[int], records: list[str], errors: lis
     }
 
 
-def _jsonl_records(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Files (``bytes``, ``path``) → one record per non-blank line (lines split on
-    ``\\n`` as Python reads a file): canonical JSON, or the error to raise there."""
-    paths, lines, records, errors = [], [], [], []
-    for data, path in zip(batch["bytes"], batch["path"], strict=True):
-        parts = bytes(data).split(b"\n")
-        raw_lines = [line + b"\n" for line in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-        for lineno, raw in enumerate(raw_lines, 1):
-            try:
-                obj = parse_jsonl_line(raw, path, lineno)
-                record, error = ("" if obj is None else json.dumps(obj)), ""
-            except MeteoraError as exc:
-                obj, record, error = {}, "", str(exc)
-            if obj is not None:
-                paths.append(path)
-                lines.append(lineno)
-                records.append(record)
-                errors.append(error)
-    return _records(paths, lines, records, errors)
-
-
 def _parquet_records(batch: Any) -> dict[str, np.ndarray]:
     """Parquet rows (with the ``path`` Ray adds) → canonical JSON records."""
     paths, records, errors = [], [], []
@@ -125,17 +106,22 @@ def _parquet_records(batch: Any) -> dict[str, np.ndarray]:
     return _records(paths, [0] * len(paths), records, errors)
 
 
-def corpus_dataset(sources: Any) -> tuple[Any, str]:
+def corpus_dataset(sources: Any, *, range_bytes: int | None = None) -> tuple[Any, str]:
     """A Ray Dataset of canonical corpus records (columns ``path``, ``line``,
-    ``record``, ``error``) in corpus order, and the files' format (``.jsonl``/``.parquet``)."""
+    ``record``, ``error``) in corpus order, and the files' format (``.jsonl``/``.parquet``).
+
+    JSONL files are read as line-aligned byte ranges of about ``range_bytes`` (``None``:
+    :func:`~meteora.distributed.jsonl_ranges.auto_range_bytes`), one read task each
+    (:mod:`meteora.distributed.jsonl_ranges`); Parquet files by row group."""
     import ray
+
+    from meteora.distributed.jsonl_ranges import jsonl_datasource
 
     paths, fmt = _corpus_files(sources)
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     light = {"num_cpus": READ_CPUS}
     if fmt == ".jsonl":
-        ds = ray.data.read_binary_files(paths, include_paths=True, ray_remote_args=light)
-        return ds.map_batches(_jsonl_records, batch_size=1, batch_format="numpy", **light), fmt
+        return ray.data.read_datasource(jsonl_datasource(paths, range_bytes), ray_remote_args=light), fmt
     ds = ray.data.read_parquet(paths, include_paths=True, ray_remote_args=light)
     return ds.map_batches(_parquet_records, batch_format="pyarrow", **light), fmt
 
@@ -296,6 +282,7 @@ def build_index_on_ray(
     cpus_per_worker: float = 1.0,
     batch_size: int = 1024,
     shard_size: int | None = None,
+    range_bytes: int | None = None,
 ) -> Retriever:
     """Build an index over ``sources`` on a Ray cluster; returns the loaded index.
 
@@ -314,6 +301,8 @@ def build_index_on_ray(
         cpus_per_worker: CPUs per encoder actor (its torch threads).
         batch_size: records per actor call and per driver write.
         shard_size: rows per IVF add task (default: two shards per worker, at least 65,536).
+        range_bytes: JSONL bytes per read task (default: about 16 ranges over the corpus,
+            within 64 KiB – 64 MiB; see :mod:`meteora.distributed.jsonl_ranges`).
 
     Raises:
         InvalidInputError: as :func:`~meteora.retrievers.streaming.build_index`.
@@ -323,7 +312,7 @@ def build_index_on_ray(
         retriever = HybridRetriever([BM25Retriever(), DenseRetriever(index_type="auto")])
     dense = _dense_member(retriever)
     with ray_session(address) as ray:
-        ds, fmt = corpus_dataset(sources)
+        ds, fmt = corpus_dataset(sources, range_bytes=range_bytes)
         if workers is None:
             workers = default_workers(ray.cluster_resources(), gpus_per_worker, cpus_per_worker)
         if dense is not None:
