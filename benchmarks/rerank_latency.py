@@ -414,8 +414,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     sections = sections_of(args)
     startup_sections = run_sections(args, sections, log)  # fresh processes: before this one imports torch
+    kept = json.loads(args.output.read_text(encoding="utf-8")) if args.output.is_file() else {}
     if "per_query" not in sections:
-        kept = json.loads(args.output.read_text(encoding="utf-8")) if args.output.is_file() else {}
         report = {**kept, **startup_sections}
         write_results_json(args.output, report)
         log(f"wrote {', '.join(startup_sections)} into {args.output}")
@@ -511,6 +511,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if hasattr(gen, "generate"):
                     watch.wrap(gen, "generate", "generation")
             for rr in rerankers.values():
+                report["config"]["runtime"] = {"encoder": getattr(rr.encoder, "runtime", None),
+                                               "scorer": getattr(rr.scorer, "runtime", None)}
                 watch.wrap(rr.selector, "select", "selection")
                 if rr.scorer is not None:
                     watch.wrap(rr.scorer, "evidence_logits", "scoring")
@@ -583,7 +585,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["machine"]["loadavg_end"] = load_average()
     report["machine"]["torch_threads_end"] = torch.get_num_threads()
     report["total_seconds"] = round(time.perf_counter() - started, 1)
-    report.update(startup_sections)
+    # the start-up sections not run this time stay as they were, with their own command
+    report.update({k: kept[k] for k in ("startup", "runtime_agreement") if k in kept}, **startup_sections)
     write_results_json(args.output, report)
     log(f"checks: {json.dumps(checks)}")
     log(f"wrote {args.output} ({report['total_seconds']} s)")
