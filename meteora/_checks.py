@@ -139,6 +139,25 @@ def check_embedding_rows(
     return x
 
 
+def positive_int(name: str, value: Any, *, allow_none: bool = False) -> int | None:
+    """``value`` as an ``int`` when it is a positive integer (not a bool), ``None`` when
+    it is ``None`` and ``allow_none``; else a clear error naming ``name``.
+
+    Example:
+        >>> positive_int("k", 3), positive_int("nlist", None, allow_none=True)
+        (3, None)
+        >>> positive_int("k", True)
+        Traceback (most recent call last):
+        ...
+        meteora.errors.InvalidInputError: k must be a positive integer, got True
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def check_text(text: str, name: str) -> str:
     """Refuse a string holding a lone surrogate code point (``"\\ud800"``): not valid
     Unicode text, so no tokenizer can read it and it cannot be written as UTF-8 (such

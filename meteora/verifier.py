@@ -37,8 +37,9 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from meteora._checks import positive_int
 from meteora.errors import InvalidInputError, MeteoraError
 from meteora.types import Passage, check_query
 from meteora.verdicts import (  # the lenient verdict parsing lives in meteora.verdicts
@@ -236,12 +237,6 @@ def _merge(verification: Verdict, contradiction: Verdict) -> Verdict:
     )
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 class Verifier:
     """The LLM verifier of METEORA's stage 3.
 
@@ -287,12 +282,12 @@ class Verifier:
             )
         self.generator = generator
         self.summarize = bool(summarize)
-        self.max_new_tokens = _positive_int(max_new_tokens, "max_new_tokens")
-        self.summary_tokens = _positive_int(summary_tokens, "summary_tokens")
-        self.max_passage_chars = _positive_int(max_passage_chars, "max_passage_chars")
+        self.max_new_tokens = positive_int("max_new_tokens", max_new_tokens)
+        self.summary_tokens = positive_int("summary_tokens", summary_tokens)
+        self.max_passage_chars = positive_int("max_passage_chars", max_passage_chars)
         self.drop_irrelevant = bool(drop_irrelevant)
         self.chat = bool(chat)
-        self._cache_size = _positive_int(summary_cache_size, "summary_cache_size")
+        self._cache_size = positive_int("summary_cache_size", summary_cache_size)
         self._summaries: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     def __repr__(self) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from meteora._checks import positive_int
 from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError, MeteoraError
 from meteora.types import check_query
@@ -72,12 +73,6 @@ class UnsupportedOperationError(LMError, NotImplementedError):
     """The backend cannot do this (e.g. exact log-likelihoods over HTTP); the message says which backend can."""
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class SamplingParams:
     """How to decode: greedy (the default; deterministic) or seeded sampling.
@@ -105,7 +100,7 @@ class SamplingParams:
 
     def validate(self) -> SamplingParams:
         """Raise :class:`InvalidInputError` on the first bad value; return ``self``."""
-        _positive_int("max_new_tokens", self.max_new_tokens)
+        positive_int("max_new_tokens", self.max_new_tokens)
         if self.do_sample:
             t = self.temperature
             if isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0:
@@ -382,7 +377,7 @@ class CompleteMixin:
             prompts, max_new_tokens=max_new_tokens, chat=chat, do_sample=do_sample, temperature=temperature,
             top_p=top_p, seed=seed, stop=stop,
         )
-        _positive_int("batch_size", batch_size)
+        positive_int("batch_size", batch_size)
         if not wrapped:
             return []
         from tqdm.auto import tqdm

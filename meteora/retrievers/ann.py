@@ -39,10 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from meteora.errors import InvalidInputError
-from meteora.retrievers.base import topk_indices
+from meteora.errors import InvalidInputError, require
+from meteora.retrievers.base import importable, topk_indices
 
 __all__ = [
+    "BACKENDS",
     "INDEX_TYPES",
     "default_nprobe",
     "FLAT_MAX",
@@ -52,11 +53,17 @@ __all__ = [
     "train_rows",
     "build_faiss",
     "search",
+    "resolve_engine",
+    "exact_search",
 ]
 
 logger = logging.getLogger(__name__)
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq", "auto")
+#: ``DenseRetriever(backend=...)``: FAISS, exact numpy search, or FAISS when importable
+BACKENDS = ("auto", "faiss", "numpy")
+#: most score-matrix cells (queries × passages) :func:`exact_search` holds at once
+NUMPY_BLOCK = 1 << 25
 #: ``index_type="auto"`` searches exactly up to this many passages, with IVF-PQ above
 FLAT_MAX = 100_000
 #: vectors added to a FAISS index per call (bounds the float32 copy of a memory map)
@@ -313,4 +320,50 @@ def search(
         s, i = s[keep][:k], i[:k]
         order = np.lexsort((i, -s))
         rows.append((i[order], s[order]))
+    return rows
+
+
+def resolve_engine(backend: str, index_type: str) -> str:
+    """The engine a dense index runs on: ``"faiss"`` or ``"numpy"`` (exact; flat only).
+
+    Raises:
+        InvalidInputError: ``backend="numpy"`` with an approximate index type.
+        MissingDependencyError: ``backend="faiss"`` without FAISS installed.
+
+    Example:
+        >>> resolve_engine("numpy", "auto")
+        'numpy'
+    """
+    if backend == "faiss":
+        require("faiss", "faiss", "the FAISS dense-index backend")
+        return "faiss"
+    if backend == "numpy":
+        if index_type not in ("flat", "auto"):
+            raise InvalidInputError(
+                f"index_type {index_type!r} needs FAISS; use backend='faiss' (or 'auto') or index_type='flat'"
+            )
+        return "numpy"
+    if importable("faiss"):
+        return "faiss"
+    if index_type not in ("flat", "auto"):
+        logger.warning("faiss is not installed: %s index replaced by exact numpy search", index_type)
+    return "numpy"
+
+
+def exact_search(embeddings: Any, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Exact top-``k`` rows and scores of each query by a numpy matrix product, a block
+    of queries at a time (at most :data:`NUMPY_BLOCK` scores held), ties by row.
+
+    Example:
+        >>> x = np.eye(3, dtype=np.float32)
+        >>> [r.tolist() for r, _ in exact_search(x, x[1:2], 2)]
+        [[1, 0]]
+    """
+    rows: list[tuple[np.ndarray, np.ndarray]] = []
+    block = max(1, NUMPY_BLOCK // max(len(embeddings), 1))
+    for start in range(0, len(queries), block):
+        sims = queries[start : start + block] @ embeddings.T
+        top = topk_indices(sims, k)
+        vals = np.take_along_axis(sims, top, axis=1)
+        rows.extend(zip(top, vals, strict=True))
     return rows

@@ -2,16 +2,10 @@
 
 Passages and queries are embedded by a :class:`~meteora.embeddings.Encoder` (the
 packaged all-MiniLM-L6-v2 by default) and L2-normalised, so a score is the cosine
-similarity (``-1..1``, higher is better). Search runs on FAISS:
-
-* ``index_type="flat"`` (default): exact search (``IndexFlatIP``);
-* ``"hnsw"``: approximate graph search (``IndexHNSWFlat``; ``hnsw_m``, ``ef_search``,
-  ``ef_construction``);
-* ``"ivf"``: approximate inverted lists (``IVF<nlist>,Flat``; ``nlist``, ``nprobe``);
-* ``"ivfpq"``: compressed inverted lists (IVF-PQ, optionally OPQ; ``pq_m``, ``opq``),
-  the ``rerank`` best candidates re-scored exactly on the stored embeddings;
-* ``"auto"``: exact up to 100,000 passages, IVF-PQ above (see
-  :mod:`meteora.retrievers.ann`).
+similarity (``-1..1``, higher is better). Search runs on FAISS: ``index_type="flat"``
+(default, exact), ``"hnsw"``, ``"ivf"``, ``"ivfpq"`` (IVF-PQ / OPQ, the ``rerank`` best
+candidates re-scored exactly) or ``"auto"`` (exact up to 100,000 passages, IVF-PQ above);
+what each is and how it is built: :mod:`meteora.retrievers.ann`.
 
 ``backend="numpy"`` searches exactly with a numpy matrix product (same results as
 ``"flat"``); ``backend="auto"`` uses FAISS when it is importable and numpy otherwise.
@@ -39,20 +33,24 @@ from typing import Any
 
 import numpy as np
 
-from meteora._checks import check_embedding_rows
-from meteora.errors import IndexFormatError, InvalidInputError, require
+from meteora._checks import check_embedding_rows, positive_int
+from meteora.errors import IndexFormatError, InvalidInputError
 from meteora.retrievers.ann import (
+    BACKENDS,
     INDEX_TYPES,
     AnnSpec,
     apply_search_params,
     build_faiss,
     choose_index_type,
+    exact_search,
+    resolve_engine,
 )
 from meteora.retrievers.ann import search as ann_search
-from meteora.retrievers.base import Retriever, check_k, importable, topk_indices
+from meteora.retrievers.base import Retriever, check_k
 from meteora.retrievers.dense_files import (
     EMBEDDINGS_NAME,
     FAISS_NAME,
+    SAVED_OPTIONS,
     load_embeddings,
     read_faiss,
     saved_dense,
@@ -66,23 +64,6 @@ from meteora.types import Hit, PassageLike, Ranking, check_queries, to_passages
 __all__ = ["DenseRetriever"]
 
 logger = logging.getLogger(__name__)
-
-_BACKENDS = ("auto", "faiss", "numpy")
-#: most score-matrix cells (queries × passages) the numpy backend holds at once
-_NUMPY_BLOCK = 1 << 25
-
-
-def _faiss_available() -> bool:
-    return importable("faiss")
-
-
-def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     """Row-wise L2 normalisation to float32 (zero rows stay zero)."""
@@ -140,23 +121,23 @@ class DenseRetriever(Retriever):
         super().__init__()
         if index_type not in INDEX_TYPES:
             raise InvalidInputError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
-        if backend not in _BACKENDS:
-            raise InvalidInputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.nlist = _positive_int("nlist", nlist, allow_none=True)
-        self.nprobe = _positive_int("nprobe", nprobe, allow_none=True)
-        self.hnsw_m = _positive_int("hnsw_m", hnsw_m)
-        self.ef_search = _positive_int("ef_search", ef_search)
-        self.ef_construction = _positive_int("ef_construction", ef_construction)
-        self.pq_m = _positive_int("pq_m", pq_m, allow_none=True)
-        self.rerank = _positive_int("rerank", rerank)
-        self.train_size = _positive_int("train_size", train_size, allow_none=True)
+        if backend not in BACKENDS:
+            raise InvalidInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.batch_size = positive_int("batch_size", batch_size)
+        self.nlist = positive_int("nlist", nlist, allow_none=True)
+        self.nprobe = positive_int("nprobe", nprobe, allow_none=True)
+        self.hnsw_m = positive_int("hnsw_m", hnsw_m)
+        self.ef_search = positive_int("ef_search", ef_search)
+        self.ef_construction = positive_int("ef_construction", ef_construction)
+        self.pq_m = positive_int("pq_m", pq_m, allow_none=True)
+        self.rerank = positive_int("rerank", rerank)
+        self.train_size = positive_int("train_size", train_size, allow_none=True)
         if not isinstance(opq, bool):
             raise InvalidInputError(f"opq must be True or False, got {opq!r}")
         self.opq = opq
         self.index_type = index_type
         self.backend = backend
-        self.engine = self._resolve_backend(backend, index_type)
+        self.engine = resolve_engine(backend, index_type)
         self._encoder_spec: Any = encoder
         self._encoder: Any = None
         if encoder is not None and not isinstance(encoder, (str, os.PathLike)):
@@ -171,25 +152,6 @@ class DenseRetriever(Retriever):
         self.index_type_used: str | None = None
 
     # -- configuration ---------------------------------------------------------------
-    @staticmethod
-    def _resolve_backend(backend: str, index_type: str) -> str:
-        if backend == "faiss":
-            require("faiss", "faiss", "the FAISS dense-index backend")
-            return "faiss"
-        if backend == "numpy":
-            if index_type not in ("flat", "auto"):
-                raise InvalidInputError(
-                    f"index_type {index_type!r} needs FAISS; use backend='faiss' (or 'auto') or index_type='flat'"
-                )
-            return "numpy"
-        if _faiss_available():
-            return "faiss"
-        if index_type not in ("flat", "auto"):
-            logger.warning(
-                "faiss is not installed: %s index replaced by exact numpy search", index_type
-            )
-        return "numpy"
-
     @staticmethod
     def _as_encoder(encoder: Any) -> Any:
         from meteora.embeddings.encoder import Encoder
@@ -432,18 +394,11 @@ class DenseRetriever(Retriever):
         return self._rank_vectors(_normalise(vectors), k, queries)
 
     def _rank_vectors(self, q: np.ndarray, k: int, queries: Sequence[str] | None) -> list[Ranking]:
-        n = len(self)
         if self.engine == "faiss":
             self._apply_search_params()  # nprobe / ef_search may have been changed
             rows = ann_search(self.ann_spec(), self._faiss_index, self.embeddings, q, k, read_rows=self._read_rows)
         else:
-            rows = []
-            block = max(1, _NUMPY_BLOCK // max(n, 1))
-            for start in range(0, len(q), block):
-                sims = q[start : start + block] @ self.embeddings.T
-                top = topk_indices(sims, k)
-                vals = np.take_along_axis(sims, top, axis=1)
-                rows.extend(zip(top, vals, strict=True))
+            rows = exact_search(self.embeddings, q, k)
         found = iter(self._store.take([j for i, _ in rows for j in i.tolist()]))
         out = []
         for r, (_, s) in enumerate(rows):
@@ -454,20 +409,9 @@ class DenseRetriever(Retriever):
     # -- persistence -------------------------------------------------------------------
     def _parameters(self) -> dict[str, Any]:
         return {
-            "index_type": self.index_type,
-            "backend": self.backend,
+            **{name: getattr(self, name) for name in SAVED_OPTIONS},
             "engine": self.engine,
-            "batch_size": self.batch_size,
-            "nlist": self.nlist,
             "nlist_used": self._nlist_used,
-            "nprobe": self.nprobe,
-            "hnsw_m": self.hnsw_m,
-            "ef_search": self.ef_search,
-            "ef_construction": self.ef_construction,
-            "pq_m": self.pq_m,
-            "opq": self.opq,
-            "rerank": self.rerank,
-            "train_size": self.train_size,
             "index_type_used": self.index_type_used,
             "metric": "inner_product",
             "normalized": True,

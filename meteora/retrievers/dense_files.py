@@ -25,7 +25,7 @@ from meteora._checks import check_embedding_rows
 from meteora.errors import IndexFormatError
 from meteora.retrievers.index_files import MANIFEST_NAME, load_npy, manifest_int
 
-__all__ = ["EMBEDDINGS_NAME", "FAISS_NAME", "SavedDense", "saved_dense", "load_embeddings", "read_faiss"]
+__all__ = ["EMBEDDINGS_NAME", "FAISS_NAME", "SAVED_OPTIONS", "SavedDense", "saved_dense", "load_embeddings", "read_faiss"]
 
 EMBEDDINGS_NAME = "embeddings.npy"
 FAISS_NAME = "index.faiss"
@@ -33,6 +33,8 @@ FAISS_NAME = "index.faiss"
 #: constructor options of a DenseRetriever, as saved in the manifest's parameters
 _REQUIRED = ("index_type", "backend", "batch_size", "hnsw_m", "ef_search", "ef_construction")
 _OPTIONAL = {"nlist": None, "nprobe": None, "pq_m": None, "opq": False, "rerank": 200, "train_size": None}
+#: every constructor option a saved dense index records
+SAVED_OPTIONS = (*_REQUIRED, *_OPTIONAL)
 
 
 @dataclass(frozen=True)

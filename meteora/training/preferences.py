@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from meteora._checks import positive_int
 from meteora._io import atomic_write_json
 from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError
@@ -151,12 +152,6 @@ class PreferenceBuildResult:
 
 def _stats_path(path: Path) -> Path:
     return path.with_name(path.stem + ".stats.json")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _completion(raw: str, prefix: str) -> str:
@@ -282,11 +277,11 @@ def build_preference_pairs(
         raise InvalidInputError(
             f"n_samples must be an integer >= 2 (a pair needs two samples), got {n_samples!r}"
         )
-    _positive_int("candidates", candidates)
-    _positive_int("batch_size", batch_size)
-    _positive_int("chunk_size", chunk_size)
+    positive_int("candidates", candidates)
+    positive_int("batch_size", batch_size)
+    positive_int("chunk_size", chunk_size)
     if n_rationales is not None:
-        _positive_int("n_rationales", n_rationales)
+        positive_int("n_rationales", n_rationales)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidInputError(
             f"seed must be an integer (sampling must be reproducible), got {seed!r}"
@@ -359,7 +354,7 @@ def build_preference_pairs(
         "filter": True,
     }
     if max_new_tokens is not None:
-        gen_kwargs["max_new_tokens"] = _positive_int("max_new_tokens", max_new_tokens)
+        gen_kwargs["max_new_tokens"] = positive_int("max_new_tokens", max_new_tokens)
     bar = tqdm(
         total=len(used) * n_samples,
         desc="preference samples",
