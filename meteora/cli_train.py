@@ -119,6 +119,18 @@ def _cmd_train_cut(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_cut_onnx(args: argparse.Namespace) -> int:
+    from meteora.training.cut import export_cut_onnx
+
+    command = "meteora " + " ".join(shlex.quote(a) for a in args._argv)
+    prov = export_cut_onnx(args.folder, command=command)
+    for name, entry in prov["models"].items():
+        diffs = entry["onnx"]["max_abs_diff_vs_lightgbm"]
+        print(f"{name:10s} -> {entry['onnx']['file']} (largest |P(onnx) - P(lightgbm)|: "
+              + ", ".join(f"{k} {v:.2g}" for k, v in diffs.items()) + ")")
+    return 0
+
+
 def _cmd_train_pairs(args: argparse.Namespace) -> int:
     from meteora.bench.config import BenchmarkConfig
     from meteora.bench.context import BenchmarkContext
@@ -234,7 +246,8 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     tc = tsub.add_parser(
         "cut", help="train the learned cut (LightGBM) on PubMedQA train + BioASQ 7B questions (test/dev refused)"
     )
-    tc.add_argument("--out", required=True, help="folder to write (stage1.txt, final.txt, query_only.txt, provenance.json)")
+    tc.add_argument("--out", required=True,
+                    help="folder to write (stage1, final, query_only as .txt and .onnx, provenance.json)")
     tc.add_argument("--overwrite", action="store_true", help="replace an existing learned-cut folder")
     tc.add_argument("--n-score", type=int, default=cd.n_score, help="candidates (stage 1's top) the scorer reads")
     tc.add_argument("--rounds", type=_positive_int, default=cd.rounds, help="boosting rounds")
@@ -246,6 +259,12 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     tc.add_argument("--limit", type=_positive_int, default=None, help="only the first N train questions of each (smoke runs)")
     tc.add_argument("--threads", type=_positive_int, default=None)
     tc.set_defaults(func=_cmd_train_cut)
+
+    tx = tsub.add_parser(
+        "cut-onnx", help="add ONNX exports of a learned-cut folder's LightGBM models (no retraining; needs onnxmltools)"
+    )
+    tx.add_argument("folder", help="a folder written by `meteora train cut` (e.g. meteora/weights/learned-cut)")
+    tx.set_defaults(func=_cmd_train_cut_onnx)
 
     pp = tsub.add_parser(
         "pairs", help="build DPO preference pairs on PubMedQA train questions (gold hits of the selection)"

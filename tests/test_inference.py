@@ -27,10 +27,9 @@ from meteora.inference.runtime import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-# the training stack: not imported on the ONNX inference path. (scikit-learn is: LightGBM,
-# which runs the learned cut, imports it when it is installed — about 1 s of start-up,
-# measured in benchmarks/results/rerank_latency.json.)
-HEAVY = ("torch", "transformers", "sentence_transformers", "peft", "onnx", "onnxscript")
+# the training stack: not imported on the ONNX inference path (the learned cut's trees run
+# on ONNX Runtime too, so neither LightGBM nor the scikit-learn it imports is loaded)
+HEAVY = ("torch", "transformers", "sentence_transformers", "peft", "onnx", "onnxscript", "lightgbm", "sklearn")
 TEXTS = ["does aspirin reduce events?", "aspirin reduced events by 20 percent (p<0.05).", "", "  Dogs BARK.  ",
          "patients received statin or placebo " * 30]
 

@@ -5,6 +5,7 @@ boosting rounds); the shipped models run in the integration test at the end."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -152,7 +153,11 @@ def trained(tmp_path_factory, benches, encoder):
 
 def test_training_reads_only_train_questions_and_records_its_provenance(trained):
     out, prov, scorer = trained
-    assert sorted(p.name for p in out.iterdir()) == ["final.txt", "provenance.json", "query_only.txt", "stage1.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "final.onnx", "final.txt", "provenance.json", "query_only.onnx", "query_only.txt", "stage1.onnx", "stage1.txt"]
+    for entry in prov["models"].values():  # each model also written as ONNX, checked against LightGBM
+        assert entry["onnx"]["file"] == entry["file"].replace(".txt", ".onnx")
+        assert entry["onnx"]["max_abs_diff_vs_lightgbm"]["standard_normal"] < 1e-4
     for name in ("pubmedqa", "bioasq"):
         assert prov["train"][name]["question_ids"] == QIDS[:9]
     held = {f"does {t} improve outcomes" for t in TOPICS[9:]}
@@ -169,7 +174,7 @@ def test_training_is_deterministic_and_never_replaces_what_is_not_ours(trained, 
     out, _, _ = trained
     again = tmp_path / "again"
     train_cut(again, SMALL, generator=None, scorer=CountingScorer(), encoder=encoder, benchmarks=benches, command="test")
-    for f in ("stage1.txt", "final.txt", "query_only.txt"):
+    for f in ("stage1.txt", "final.txt", "query_only.txt", "stage1.onnx", "final.onnx", "query_only.onnx"):
         assert (again / f).read_bytes() == (out / f).read_bytes()
     with pytest.raises(UnsafeOverwriteError, match="exists"):
         train_cut(again, SMALL, generator=None, scorer=CountingScorer(), encoder=encoder, benchmarks=benches)
@@ -240,9 +245,32 @@ def test_cut_settings_and_errors(trained, encoder):
     broken.mkdir()
     for f in out.iterdir():
         (broken / f.name).write_bytes(f.read_bytes())
-    (broken / "final.txt").write_text((out / "final.txt").read_text().replace("Tree=0", "Tree=0 "))
+    (broken / "final.onnx").write_bytes((out / "final.onnx").read_bytes() + b"\0")
     with pytest.raises(InvalidInputError, match="sha256"):
         load_cut_models(broken)
+
+
+def test_the_trees_run_on_onnx_runtime_unless_the_reference_runtime_is_asked_for(trained, monkeypatch):
+    """ONNX by default (no LightGBM import on the query path); ``METEORA_RUNTIME=torch`` or a
+    folder without exports runs LightGBM; both give the same probabilities."""
+    out, _, _ = trained
+    onnx = load_cut_models(out)
+    monkeypatch.setenv("METEORA_RUNTIME", "torch")
+    reference = load_cut_models(out)
+    assert {m.runtime for m in [onnx.stage1, *onnx.finals.values()]} == {"onnx"}
+    assert {m.runtime for m in [reference.stage1, *reference.finals.values()]} == {"lightgbm"}
+    X = np.random.default_rng(0).normal(size=(200, len(FEATURES)))
+    for a, b in [(onnx.stage1, reference.stage1), *((onnx.finals[k], reference.finals[k]) for k in onnx.finals)]:
+        assert np.allclose(a.predict(X), b.predict(X), atol=1e-5)
+    monkeypatch.delenv("METEORA_RUNTIME")
+    bare = out.parent / "no-exports"
+    bare.mkdir()
+    prov = json.loads((out / "provenance.json").read_text())
+    for entry in prov["models"].values():
+        entry.pop("onnx")
+        (bare / entry["file"]).write_bytes((out / entry["file"]).read_bytes())
+    (bare / "provenance.json").write_text(json.dumps(prov))
+    assert load_cut_models(bare).stage1.runtime == "lightgbm"
 
 
 # ----------------------------------------------------------------------------- the shipped models
@@ -253,13 +281,17 @@ def test_shipped_models_are_small_and_described():
     prov = models.provenance
     for entry in prov["models"].values():
         assert (packaged_cut_path() / entry["file"]).stat().st_size < 2_000_000
+        assert (packaged_cut_path() / entry["onnx"]["file"]).stat().st_size < 2_000_000
+        assert entry["onnx"]["max_abs_diff_vs_lightgbm"]["standard_normal"] < 1e-4
+    assert prov["onnx_export_command"] == "meteora train cut-onnx meteora/weights/learned-cut"
     assert models.n_score == 10 and set(models.finals) == {"final", "query_only"}
     assert models.finals["final"].generator["model"].startswith("HuggingFaceTB/SmolLM2-135M-Instruct")
     assert learned_cut_for(None).final == "query_only"
 
 
 @pytest.mark.integration
-def test_shipped_models_select_the_evidence_of_a_real_question():
+@pytest.mark.parametrize("runtime", ["auto", "torch"])
+def test_shipped_models_select_the_evidence_of_a_real_question(runtime, monkeypatch):
     """The packaged encoder, scorer and models on a PubMedQA-shaped abstract: the results
     chunk ranks first and is selected, and the scorer read at most 10 candidates."""
     chunks = [
@@ -270,7 +302,9 @@ def test_shipped_models_select_the_evidence_of_a_real_question():
     ]
     passages = [Passage(t, id=f"a-{i}", doc_id="a", position=i) for i, t in enumerate(chunks)]
     passages += [Passage("Dogs with chronic kidney disease were given fluids.", id="b-0", doc_id="b")]
+    monkeypatch.setenv("METEORA_RUNTIME", runtime)  # ONNX trees (and encoder, scorer) or the reference ones
     rr = Reranker(generator=None)
+    assert rr.selector.cut.models.stage1.runtime == ("lightgbm" if runtime == "torch" else "onnx")
     res = rr.rerank("Does aspirin reduce recurrent stroke in older adults?", passages)
     assert res.ranked[0].id == "a-2" and "a-2" in res.selected_ids and "b-0" not in res.selected_ids
     assert sum(s.evidence is not None for s in res.selection.scores.values()) <= 10

@@ -21,9 +21,12 @@ generator's identity), ``query_only`` serves ``generator=None`` and any other
 generator, and without a scorer the stage-1 model is the final one.
 
 The models are LightGBM text files (``lightgbm.Booster(model_file=...)``, never
-pickle) in a folder with a ``provenance.json`` naming each file, its features and
-sha256; the packaged ones are in ``meteora/weights/learned-cut`` and ``meteora train
-cut`` rebuilds them.
+pickle), each with its ONNX export, in a folder with a ``provenance.json`` naming each
+file, its features and sha256; the packaged ones are in ``meteora/weights/learned-cut``
+and ``meteora train cut`` rebuilds them. The trees run on ONNX Runtime
+(:class:`~meteora.inference.onnx_trees.OnnxTrees`: no LightGBM import, which costs about
+a second and brings scikit-learn) unless ``$METEORA_RUNTIME=torch`` asks for the
+reference implementations, or a folder has no export; then on LightGBM.
 
 Example:
     >>> import numpy as np
@@ -114,13 +117,21 @@ def generator_identity(generator: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Model:
-    booster: Any
+    #: the trees: :class:`~meteora.inference.onnx_trees.OnnxTrees` or a ``lightgbm.Booster``
+    trees: Any
     features: tuple[str, ...]
     columns: tuple[int, ...]
     generator: Mapping[str, Any] | None
 
+    @property
+    def runtime(self) -> str:
+        return "lightgbm" if type(self.trees).__module__.startswith("lightgbm") else "onnx"
+
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(X[:, list(self.columns)], num_threads=1), dtype=np.float64)
+        X = X[:, list(self.columns)]
+        if self.runtime == "lightgbm":
+            return np.asarray(self.trees.predict(X, num_threads=1), dtype=np.float64)
+        return self.trees.predict(X)
 
 
 @dataclass(frozen=True)
@@ -139,9 +150,42 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@functools.lru_cache(maxsize=8)
-def _load(folder: str, stamp: int) -> CutModels:
+def _use_onnx() -> bool:
+    """ONNX Runtime for the trees unless ``$METEORA_RUNTIME`` asks for the reference
+    implementations (``torch``: the trees then run on LightGBM)."""
+    import importlib.util
+
+    from meteora.inference.runtime import resolve_runtime
+
+    return resolve_runtime(None, None) != "torch" and importlib.util.find_spec("onnxruntime") is not None
+
+
+def _trees(root: Path, entry: Mapping[str, Any], prov_path: Path, use_onnx: bool) -> Any:
+    """The entry's ONNX export when it has one and ``use_onnx``, else its LightGBM file."""
+    onnx = entry.get("onnx")
+    if isinstance(onnx, Mapping) and use_onnx:
+        from meteora.inference.onnx_trees import OnnxTrees
+
+        file = root / str(onnx["file"])
+        _check_file(file, onnx.get("sha256"), prov_path)
+        return OnnxTrees(file)
     lgb = require("lightgbm", "core", "the learned cut")
+    file = root / str(entry["file"])
+    _check_file(file, entry.get("sha256"), prov_path)
+    return lgb.Booster(model_file=str(file))
+
+
+def _check_file(file: Path, sha256: Any, prov_path: Path) -> None:
+    if not file.is_file():
+        raise ModelNotFoundError(f"{file} is missing (listed in {prov_path}); rebuild with `meteora train cut`")
+    if sha256 and _sha256(file) != sha256:
+        raise InvalidInputError(
+            f"{file} does not match the sha256 in {prov_path} (changed or damaged); rebuild with `meteora train cut`"
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _load(folder: str, stamp: int, use_onnx: bool) -> CutModels:
     root = Path(folder)
     prov_path = root / PROVENANCE_FILE
     try:
@@ -156,24 +200,17 @@ def _load(folder: str, stamp: int) -> CutModels:
         ) from exc
     models: dict[str, _Model] = {}
     for name, entry in entries.items():
-        file = root / str(entry["file"])
-        if not file.is_file():
-            raise ModelNotFoundError(f"{file} is missing (listed in {prov_path}); rebuild with `meteora train cut`")
-        if entry.get("sha256") and _sha256(file) != entry["sha256"]:
-            raise InvalidInputError(
-                f"{file} does not match the sha256 in {prov_path} (changed or damaged); rebuild with `meteora train cut`"
-            )
         features = tuple(entry["features"])
         try:
             columns = tuple(feature_columns(features))
         except ValueError as exc:
             raise InvalidInputError(f"{prov_path}: model {name!r}: {exc}") from exc
-        booster = lgb.Booster(model_file=str(file))
-        if booster.num_feature() != len(features):
+        trees = _trees(root, entry, prov_path, use_onnx)
+        if trees.num_feature() != len(features):
             raise InvalidInputError(
-                f"{file} reads {booster.num_feature()} features but {prov_path} lists {len(features)} for it"
+                f"model {name!r} of {root} reads {trees.num_feature()} features but {prov_path} lists {len(features)}"
             )
-        models[name] = _Model(booster, features, columns, entry.get("generator"))
+        models[name] = _Model(trees, features, columns, entry.get("generator"))
     stage1 = models.pop("stage1")
     return CutModels(root, stage1, models, n_score, prov)
 
@@ -194,7 +231,7 @@ def load_cut_models(folder: str | os.PathLike[str] | None = None) -> CutModels:
             f"{root} holds no {PROVENANCE_FILE}: pass a folder written by `meteora train cut` "
             "(the packaged models are in meteora/weights/learned-cut)"
         )
-    return _load(str(root.resolve()), prov.stat().st_mtime_ns)
+    return _load(str(root.resolve()), prov.stat().st_mtime_ns, _use_onnx())
 
 
 @dataclass(frozen=True)

@@ -281,7 +281,56 @@ def write_cut_folder(
             if name == "final":
                 entry["generator"] = provenance.get("generator")
             prov["models"][name] = entry
+        _export_onnx(Path(tmp), prov, boosters)
         atomic_write_json(Path(tmp) / "provenance.json", prov, indent=1)
+    return prov
+
+
+def _export_onnx(folder: Path, prov: dict[str, Any], boosters: Mapping[str, Any]) -> None:
+    """Add each model's ONNX export (``<name>.onnx``) to ``folder`` and its record to
+    ``prov["models"][name]["onnx"]``; without onnxmltools, say so and leave them out
+    (the cut then runs on LightGBM)."""
+    import importlib.util
+
+    from meteora.inference.onnx_trees import export_booster
+
+    if importlib.util.find_spec("onnxmltools") is None:
+        logger.warning("onnxmltools is not installed: no ONNX export of the learned cut, which will run on LightGBM "
+                       '(pip install "meteora-rerank[train]")')
+        return
+    for name, entry in prov["models"].items():
+        entry["onnx"] = export_booster(boosters[name], folder / (Path(entry["file"]).stem + ".onnx"))
+
+
+def export_cut_onnx(folder: str | os.PathLike[str], *, command: str | None = None) -> dict[str, Any]:
+    """Add ONNX exports of a learned-cut folder's LightGBM models to the folder (for a
+    folder written before exports existed); the models are not retrained. Returns the
+    provenance written.
+
+    Raises:
+        ModelNotFoundError / InvalidInputError: not a learned-cut folder, or a model file
+            that does not match its sha256.
+        MissingDependencyError: onnxmltools is not installed.
+    """
+    from meteora._io import atomic_write_json, read_json
+    from meteora.training.jsonl import file_sha256
+
+    require("onnxmltools", "train", "exporting the learned cut to ONNX")
+    lgb = require("lightgbm", "core", "the learned cut")
+    root = Path(folder).expanduser()
+    prov_path = root / "provenance.json"
+    if not prov_path.is_file() or read_json(prov_path).get("kind") != KIND:
+        raise InvalidInputError(f"{root} is not a learned-cut folder written by `meteora train cut`")
+    prov = read_json(prov_path)
+    boosters = {}
+    for name, entry in prov["models"].items():
+        file = root / entry["file"]
+        if not file.is_file() or (entry.get("sha256") and file_sha256(file) != entry["sha256"]):
+            raise InvalidInputError(f"{file} is missing or does not match its sha256 in {prov_path}")
+        boosters[name] = lgb.Booster(model_file=str(file))
+    _export_onnx(root, prov, boosters)
+    prov["onnx_export_command"] = command or "meteora train cut-onnx"
+    atomic_write_json(prov_path, prov, indent=1)
     return prov
 
 
