@@ -195,7 +195,17 @@ class PoolDefence:
 
     # ----------------------------------------------------------------- the stage
     def verify_pool(self, view: PoolView) -> PoolVerification:
-        """Judge the selection in its pool; see the module doc for the steps."""
+        """Judge the selection in its pool; see the module doc for the steps.
+
+        Raises:
+            InvalidInputError: the suspicion model reads the evidence scorer's logit and
+                the reranker has no scorer.
+        """
+        if self.needs_logits and not view.has_logits:
+            raise InvalidInputError(
+                "this PoolDefence's suspicion model reads the evidence scorer's logit, but the reranker has no "
+                "evidence scorer: give Reranker a scorer, or a suspicion model without the 'logit' signal"
+            )
         cands = view.candidates
         doc_of = [p.doc_id for p in cands]
         members: dict[str, list[int]] = {}
@@ -220,13 +230,17 @@ class PoolDefence:
         thr = self.threshold
         for _ in range(self.max_rounds):
             cur = [view.index[p.id] for p in selection.selected if p.id in view.index]
+            # the gate reads the findings of what the cut chose, not of the neighbours that
+            # expansion (window > 0) added around it
+            expanded = set(getattr(selection.explanation, "expansion_added", None) or ())
             judge(cur)
             newly: list[tuple[int, str, list[str]]] = []
             for i in cur:
                 p, why = suspicion(i)
                 if p >= thr:
                     newly.append((i, f"suspicion {p:.2f} >= {thr:.2f} ({why})", ["POISON"]))
-                elif self.conflict_gate and p >= self.gate_fraction * thr and signals.conflict(i):
+                elif (self.conflict_gate and cands[i].id not in expanded and p >= self.gate_fraction * thr
+                      and signals.conflict(i)):
                     pol = signals.findings[i].polarity
                     rivals = [j for j, c in enumerate(cands) if doc_of[j] != doc_of[i] and c.id not in dropped
                               and signals.findings[j].polarity * pol < 0

@@ -154,7 +154,7 @@ class PoolSignals:
     def prefetch(self, indices: Sequence[int]) -> None:
         """Compute the logits of these rows in one batched scorer call."""
         todo = [i for i in indices if i not in self._rows]
-        if todo:
+        if todo and self.view.has_logits:
             self.view.evidence_logits(todo)
 
     def row(self, i: int) -> dict[str, float]:
@@ -172,7 +172,8 @@ class PoolSignals:
             "cos_gap": cos - (other if other is not None else 0.0),
             "echo": echo,
             "span": span,
-            "logit": float(self.view.evidence_logits([i])[0]),
+            # NaN without an evidence scorer (a model that reads the logit then refuses to run)
+            "logit": float(self.view.evidence_logits([i])[0]) if self.view.has_logits else math.nan,
             "conflict": float(self.conflict(i)),
             "lone": float(size <= 1) * (sum(self._size[d] > 1 for d in others) / max(len(others), 1)),
             "support": float(self._per_doc[p.doc_id] - 1),

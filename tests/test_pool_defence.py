@@ -139,6 +139,48 @@ def test_the_guard_adds_the_next_document_when_one_lone_document_holds_the_selec
         QUERY, [quiet, *flat, *OTHER]).selected_ids == ["fake-0"]
 
 
+def test_the_conflict_gate_reads_what_the_cut_chose_not_the_neighbours_expansion_added(encoder):
+    """With ``window=1`` expansion adds real-1, whose finding disagrees with other-0; the
+    gate must not drop the document the cut chose (real-0) for its neighbour's finding.
+    The same finding chosen by the cut itself still opens the gate."""
+    docs = [
+        {"text": "Does aspirin prevent stroke in older adults? We randomised 900 adults over 70 years.", "id": "real-0",
+         "doc_id": "real", "position": 0},
+        {"text": "No benefit was seen: the treatment did not reduce events.", "id": "real-1", "doc_id": "real",
+         "position": 1},
+        {"text": "Aspirin significantly reduced stroke in older adults (p < 0.001).", "id": "other-0", "doc_id": "other",
+         "position": 0},
+        *OTHER,
+    ]
+    # suspicion from the verbatim question run only: real 0.62 (it restates the question), other-0 0.23
+    span = {"features": ["span"], "mean": [0.0], "std": [1.0], "coef": [4.0], "intercept": -3.5, "threshold": 0.9}
+    gate = PoolDefence(span, guard=False, gate_window=1.0)
+    res = _reranker(encoder, verifier=gate, settings=SelectorSettings(cut="elbow", window=1)).rerank(QUERY, docs)
+    assert res.selection.explanation.expansion_added == ["real-1"]
+    assert set(res.selected_ids) == {"real-0", "real-1", "other-0"} and not res.verification.rejected
+    assert res.verification.suspicion["real-0"] == pytest.approx(0.6225, abs=1e-3)
+    # the disagreement is still reported, with nothing dropped
+    assert any({"real-1", "other-0"} <= {i for side in c.sides.values() for i in side} for c in res.conflicts)
+    # the cut choosing the disagreeing chunk itself: the more suspicious side goes
+    chosen = [dict(docs[1], text=docs[1]["text"] + " Does aspirin prevent stroke in older adults?"), docs[2], *OTHER]
+    res = _reranker(encoder, verifier=gate, settings=SelectorSettings(cut="elbow")).rerank(QUERY, chosen)
+    assert [p.id for p, _ in res.verification.rejected] == ["real-1"] and "other-0" in res.selected_ids
+
+
+def test_without_a_scorer_a_logit_free_model_runs_and_a_logit_model_is_refused_clearly(encoder):
+    span = {"features": ["span"], "mean": [0.0], "std": [1.0], "coef": [4.0], "intercept": -3.5, "threshold": 0.6}
+    rr = Reranker(generator=None, encoder=encoder, scorer=None, verifier=PoolDefence(span, guard=False))
+    res = rr.rerank(QUERY, [POISON, *REAL, *OTHER])
+    assert "fake-0" not in res.selected_ids and [p.id for p, _ in res.verification.rejected] == ["fake-0"]
+    with pytest.raises(InvalidInputError, match="reads the evidence scorer's logits"):  # the packaged model does
+        Reranker(generator=None, encoder=encoder, scorer=None, verifier=PoolDefence())
+    # a pool view built without a scorer (outside the reranker) is refused as clearly
+    sel = res.selection
+    view = PoolView(QUERY, res.ranked.passages, sel, np.zeros(len(res.ranked)), lambda ex: sel)
+    with pytest.raises(InvalidInputError, match="reads the evidence scorer's logit"):
+        PoolDefence().verify_pool(view)
+
+
 def test_a_source_trust_prior_lowers_suspicion_and_bad_values_are_refused(encoder):
     rr = _reranker(encoder)
     base = rr.rerank(QUERY, [POISON, *REAL, *OTHER]).verification.suspicion["fake-0"]

@@ -295,7 +295,9 @@ def run_new_document(config: NewDocumentConfig, *, benchmark: Any = None, encode
     def select(corpus: Sequence[Passage], qs: Sequence[str]) -> dict[str, list[Any]]:
         retriever = corpus_retriever(config.retriever, corpus, enc, clean_emb, clean_row)
         pools = base.retrieve([bench.queries[q] for q in qs], retriever, k=config.candidates)
-        rats = [rationales[q][1] or rationales[q][0] for q in qs]
+        # query-only (no generator): nothing to hand over (a given rationale list would make
+        # the learned cut's query-only model warn that it does not read rationales)
+        rats = [rationales[q][1] or rationales[q][0] for q in qs] if generator is not None else None
         out = {}
         for d in config.defences:
             t0 = time.perf_counter()
