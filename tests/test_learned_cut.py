@@ -31,7 +31,7 @@ from meteora.selection.selector import EvidenceSelector
 from meteora.selection.selector_settings import SelectorSettings
 from meteora.selection.signals import CandidateSignals
 from meteora.selection_inputs import candidate_pools
-from meteora.training.cut import CutTrainingSettings, train_cut
+from meteora.training.cut import CutTrainingSettings, export_cut_onnx, train_cut
 from meteora.types import Passage
 
 # ----------------------------------------------------------------------------- the count rule
@@ -271,6 +271,19 @@ def test_the_trees_run_on_onnx_runtime_unless_the_reference_runtime_is_asked_for
         (bare / entry["file"]).write_bytes((out / entry["file"]).read_bytes())
     (bare / "provenance.json").write_text(json.dumps(prov))
     assert load_cut_models(bare).stage1.runtime == "lightgbm"
+    # `meteora train cut-onnx` adds the exports to such a folder, without retraining
+    from meteora.cli import main as cli_main
+
+    assert cli_main(["train", "cut-onnx", str(bare)]) == 0
+    again = json.loads((bare / "provenance.json").read_text())
+    assert again["onnx_export_command"] == f"meteora train cut-onnx {bare}"
+    for name, entry in again["models"].items():
+        assert (bare / entry["onnx"]["file"]).read_bytes() == (out / entry["onnx"]["file"]).read_bytes()
+        assert entry["file"] == prov["models"][name]["file"] and entry["sha256"] == prov["models"][name]["sha256"]
+    assert load_cut_models(bare).stage1.runtime == "onnx"
+    (bare / "final.txt").write_text((bare / "final.txt").read_text() + "\n")
+    with pytest.raises(InvalidInputError, match="sha256"):
+        export_cut_onnx(bare)
 
 
 # ----------------------------------------------------------------------------- the shipped models

@@ -66,6 +66,7 @@ __all__ = [
     "generator_identity",
     "packaged_cut_path",
     "PROVENANCE_FILE",
+    "check_model_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -167,15 +168,16 @@ def _trees(root: Path, entry: Mapping[str, Any], prov_path: Path, use_onnx: bool
         from meteora.inference.onnx_trees import OnnxTrees
 
         file = root / str(onnx["file"])
-        _check_file(file, onnx.get("sha256"), prov_path)
+        check_model_file(file, onnx.get("sha256"), prov_path)
         return OnnxTrees(file)
     lgb = require("lightgbm", "core", "the learned cut")
     file = root / str(entry["file"])
-    _check_file(file, entry.get("sha256"), prov_path)
+    check_model_file(file, entry.get("sha256"), prov_path)
     return lgb.Booster(model_file=str(file))
 
 
-def _check_file(file: Path, sha256: Any, prov_path: Path) -> None:
+def check_model_file(file: Path, sha256: Any, prov_path: Path) -> None:
+    """Refuse a model file that is missing or does not match its sha256 in ``prov_path``."""
     if not file.is_file():
         raise ModelNotFoundError(f"{file} is missing (listed in {prov_path}); rebuild with `meteora train cut`")
     if sha256 and _sha256(file) != sha256:

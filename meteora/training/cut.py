@@ -48,7 +48,8 @@ from meteora.selection.cut_features import (
 from meteora.training.cut_data import CutTable, collect_cut_table
 
 __all__ = [
-    "CutTrainingSettings", "train_cut", "fit_cut_models", "write_cut_folder", "model_features", "question_folds", "KIND",
+    "CutTrainingSettings", "train_cut", "fit_cut_models", "write_cut_folder", "export_cut_onnx", "model_features",
+    "question_folds", "KIND",
 ]
 
 logger = logging.getLogger(__name__)
@@ -313,7 +314,7 @@ def export_cut_onnx(folder: str | os.PathLike[str], *, command: str | None = Non
         MissingDependencyError: onnxmltools is not installed.
     """
     from meteora._io import atomic_write_json, read_json
-    from meteora.training.jsonl import file_sha256
+    from meteora.selection.learned_cut import check_model_file
 
     require("onnxmltools", "train", "exporting the learned cut to ONNX")
     lgb = require("lightgbm", "core", "the learned cut")
@@ -324,10 +325,8 @@ def export_cut_onnx(folder: str | os.PathLike[str], *, command: str | None = Non
     prov = read_json(prov_path)
     boosters = {}
     for name, entry in prov["models"].items():
-        file = root / entry["file"]
-        if not file.is_file() or (entry.get("sha256") and file_sha256(file) != entry["sha256"]):
-            raise InvalidInputError(f"{file} is missing or does not match its sha256 in {prov_path}")
-        boosters[name] = lgb.Booster(model_file=str(file))
+        check_model_file(root / entry["file"], entry.get("sha256"), prov_path)
+        boosters[name] = lgb.Booster(model_file=str(root / entry["file"]))
     _export_onnx(root, prov, boosters)
     prov["onnx_export_command"] = command or "meteora train cut-onnx"
     atomic_write_json(prov_path, prov, indent=1)
