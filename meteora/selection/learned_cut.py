@@ -123,10 +123,8 @@ class _Model:
     features: tuple[str, ...]
     columns: tuple[int, ...]
     generator: Mapping[str, Any] | None
-
-    @property
-    def runtime(self) -> str:
-        return "lightgbm" if type(self.trees).__module__.startswith("lightgbm") else "onnx"
+    #: what runs the trees: ``"onnx"`` or ``"lightgbm"``
+    runtime: str = "lightgbm"
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         X = X[:, list(self.columns)]
@@ -161,19 +159,20 @@ def _use_onnx() -> bool:
     return resolve_runtime(None, None) != "torch" and importlib.util.find_spec("onnxruntime") is not None
 
 
-def _trees(root: Path, entry: Mapping[str, Any], prov_path: Path, use_onnx: bool) -> Any:
-    """The entry's ONNX export when it has one and ``use_onnx``, else its LightGBM file."""
+def _trees(root: Path, entry: Mapping[str, Any], prov_path: Path, use_onnx: bool) -> tuple[Any, str]:
+    """The entry's ONNX export when it has one and ``use_onnx``, else its LightGBM file,
+    with the runtime's name."""
     onnx = entry.get("onnx")
     if isinstance(onnx, Mapping) and use_onnx:
         from meteora.inference.onnx_trees import OnnxTrees
 
         file = root / str(onnx["file"])
         check_model_file(file, onnx.get("sha256"), prov_path)
-        return OnnxTrees(file)
+        return OnnxTrees(file), "onnx"
     lgb = require("lightgbm", "core", "the learned cut")
     file = root / str(entry["file"])
     check_model_file(file, entry.get("sha256"), prov_path)
-    return lgb.Booster(model_file=str(file))
+    return lgb.Booster(model_file=str(file)), "lightgbm"
 
 
 def check_model_file(file: Path, sha256: Any, prov_path: Path) -> None:
@@ -207,12 +206,12 @@ def _load(folder: str, stamp: int, use_onnx: bool) -> CutModels:
             columns = tuple(feature_columns(features))
         except ValueError as exc:
             raise InvalidInputError(f"{prov_path}: model {name!r}: {exc}") from exc
-        trees = _trees(root, entry, prov_path, use_onnx)
+        trees, runtime = _trees(root, entry, prov_path, use_onnx)
         if trees.num_feature() != len(features):
             raise InvalidInputError(
                 f"model {name!r} of {root} reads {trees.num_feature()} features but {prov_path} lists {len(features)}"
             )
-        models[name] = _Model(trees, features, columns, entry.get("generator"))
+        models[name] = _Model(trees, features, columns, entry.get("generator"), runtime)
     stage1 = models.pop("stage1")
     return CutModels(root, stage1, models, n_score, prov)
 
