@@ -13,10 +13,10 @@ on the whole pool (:class:`~meteora.pool_stage.PoolView`):
    prior (``metadata={"source_trust": t}``, ``t`` in ``(0, 1)``, 0.5 neutral) multiplies
    the odds by ``(1 - t) / t``;
 2. **drop whole documents** at or above the model's threshold, and — the **conflict
-   gate** — a selected document above half the threshold whose finding disagrees with
-   a relevant document (ranking score within ``gate_window``) that is clearly less
-   suspicious (by ``gate_margin``): only the more suspicious side of a disagreement goes,
-   never both;
+   gate** — a selected document above half the threshold whose finding (in a passage
+   the cut chose, not a neighbour that expansion added) disagrees with a relevant
+   document (ranking score within ``gate_window``) that is clearly less suspicious (by
+   ``gate_margin``): only the more suspicious side of a disagreement goes, never both;
 3. **re-select** with the selector itself on the pool without the dropped documents
    (:meth:`~meteora.pool_stage.PoolView.reselect`), so the displaced evidence comes
    back; repeat while the new selection holds a suspicious document (``max_rounds``);
