@@ -167,10 +167,11 @@ def main() -> int:
         out.append(bootstraps(bioasq, pubmedqa) + "\n")
         out.append(buckets(bioasq, pubmedqa) + "\n")
         out.append(abstract_window2(pubmedqa) + "\n")
-    scale = _load("scale.json")
-    if scale:
-        out.append(f"### Scale (`{scale['command']}`)\n")
-        out.append(scale_table(scale) + "\n")
+    for name in ("scale.json", "scale_hnsw.json"):
+        scale = _load(name)
+        if scale:
+            out.append(f"### Scale, {name} (`{scale['command']}`)\n")
+            out.append(scale_table(scale) + "\n")
     stores = _load("passage_stores.json")
     if stores:
         out.append(f"### Passage stores (`{stores['command']}`)\n")
