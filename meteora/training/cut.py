@@ -320,9 +320,12 @@ def export_cut_onnx(folder: str | os.PathLike[str], *, command: str | None = Non
     lgb = require("lightgbm", "core", "the learned cut")
     root = Path(folder).expanduser()
     prov_path = root / "provenance.json"
-    if not prov_path.is_file() or read_json(prov_path).get("kind") != KIND:
+    try:
+        prov = read_json(prov_path)
+    except (OSError, ValueError):
+        prov = None
+    if not isinstance(prov, dict) or prov.get("kind") != KIND:
         raise InvalidInputError(f"{root} is not a learned-cut folder written by `meteora train cut`")
-    prov = read_json(prov_path)
     boosters = {}
     for name, entry in prov["models"].items():
         check_model_file(root / entry["file"], entry.get("sha256"), prov_path)
