@@ -1,16 +1,11 @@
-"""Argument checks of the rationale generator's settings (counts, sampling parameters).
+"""Argument checks of the rationale generator's sampling parameters (counts are checked
+by :func:`meteora._checks.positive_int`).
 
 Shared by :class:`~meteora.rationales.generator.RationaleGenerator` (construction,
 ``generate``) and its ``complete``; a bad value raises
 :class:`~meteora.errors.InvalidInputError` that names the argument.
 
 Example:
-    >>> check_positive_int("n", 3)
-    3
-    >>> check_positive_int("n", 0)
-    Traceback (most recent call last):
-    ...
-    meteora.errors.InvalidInputError: n must be a positive integer, got 0
     >>> check_sampling(do_sample=True, temperature=0.7, top_p=0.95, seed=None)
 """
 
@@ -20,14 +15,7 @@ from typing import Any
 
 from meteora.errors import InvalidInputError
 
-__all__ = ["check_positive_int", "check_sampling"]
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` when it is a positive ``int`` (not a ``bool``); else InvalidInputError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return value
+__all__ = ["check_sampling"]
 
 
 def check_sampling(*, do_sample: bool, temperature: Any, top_p: Any, seed: Any) -> None:

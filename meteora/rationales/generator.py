@@ -49,12 +49,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from meteora._checks import positive_int
 from meteora.console import progress_enabled
 from meteora.errors import InvalidInputError
 from meteora.lm.base import SamplingParams, is_causal_lm
 from meteora.lm.transformers import TransformersLM
 from meteora.rationales.cache import RationaleCache
-from meteora.rationales.checks import check_positive_int, check_sampling
+from meteora.rationales.checks import check_sampling
 from meteora.rationales.filters import filter_rationales
 from meteora.rationales.generation_plan import GenerationPlan
 from meteora.rationales.loading import FromPretrainedMixin, default_template_for
@@ -138,7 +139,7 @@ class RationaleGenerator(FromPretrainedMixin):
         model_fingerprint: str | None = None,
         prefix_cache: bool = True,
     ) -> None:
-        max_input_tokens = check_positive_int("max_input_tokens", max_input_tokens)
+        max_input_tokens = positive_int("max_input_tokens", max_input_tokens)
         if tokenizer is None and is_causal_lm(model):
             lm = model
             lm.configure_inputs(max_input_tokens=max_input_tokens, prefix_cache=bool(prefix_cache))
@@ -174,7 +175,7 @@ class RationaleGenerator(FromPretrainedMixin):
         self.max_new_tokens = (
             None
             if max_new_tokens is None
-            else check_positive_int("max_new_tokens", max_new_tokens)
+            else positive_int("max_new_tokens", max_new_tokens)
         )
         options = dict(_DEFAULT_FILTER_OPTIONS)
         options.update(filter_options or {})
@@ -328,7 +329,7 @@ class RationaleGenerator(FromPretrainedMixin):
 
     def _max_new_tokens(self, value: int | None) -> int:
         if value is not None:
-            return check_positive_int("max_new_tokens", value)
+            return positive_int("max_new_tokens", value)
         return self.max_new_tokens or self.template.max_new_tokens
 
     def generate(
@@ -425,8 +426,8 @@ class RationaleGenerator(FromPretrainedMixin):
                     f"queries must be a str or a list of str, got {type(queries).__name__}"
                 )
             qlist = [check_query(q, name=f"queries[{i}]") for i, q in enumerate(queries)]
-        n = self.template.default_n if n is None else check_positive_int("n", n)
-        batch_size = check_positive_int("batch_size", batch_size)
+        n = self.template.default_n if n is None else positive_int("n", n)
+        batch_size = positive_int("batch_size", batch_size)
         new_tokens = self._max_new_tokens(max_new_tokens)
         check_sampling(do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed)
         plan = GenerationPlan(single, qlist, n, batch_size, include_query, filter)
